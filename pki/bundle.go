@@ -1,0 +1,82 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/nefia/nefia/internal/atomicfile"
+)
+
+// BundlePaths are the files a client bundle consists of.
+type BundlePaths struct {
+	Cert string `json:"cert"`
+	// Key is empty when the certificate was issued from a CSR.
+	Key string `json:"key,omitempty"`
+	CA  string `json:"ca"`
+}
+
+// BundlePathsFor returns where the bundle of name goes in dir.
+func BundlePathsFor(dir, name string) BundlePaths {
+	return BundlePaths{
+		Cert: filepath.Join(dir, name+".crt"),
+		Key:  filepath.Join(dir, name+".key"),
+		CA:   filepath.Join(dir, "ca.crt"),
+	}
+}
+
+// CheckBundle reports ErrFileExists if writing name's bundle into dir would
+// overwrite a certificate or key and force is false. Callers run it before
+// Issue so a refusal issues nothing.
+func CheckBundle(dir, name string, force bool) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if force {
+		return nil
+	}
+	p := BundlePathsFor(dir, name)
+	for _, path := range []string{p.Key, p.Cert} {
+		ok, err := exists(path)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return fmt.Errorf("%w: %s (refusing to overwrite it; choose another name or force)", ErrFileExists, path)
+		}
+	}
+	return nil
+}
+
+// WriteBundle writes NAME.key (0600, when there is a key), NAME.crt and
+// ca.crt into dir, creating it 0700. The key goes first: a crash leaves a key
+// without a certificate, never a certificate without its key.
+func WriteBundle(dir string, iss *Issued, force bool) (BundlePaths, error) {
+	if err := CheckBundle(dir, iss.Name, force); err != nil {
+		return BundlePaths{}, err
+	}
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return BundlePaths{}, fmt.Errorf("pki: create %s: %w", dir, err)
+	}
+	p := BundlePathsFor(dir, iss.Name)
+	if iss.KeyPEM != nil {
+		if err := atomicfile.WriteFile(p.Key, iss.KeyPEM, keyMode); err != nil {
+			return BundlePaths{}, err
+		}
+	} else {
+		// A key left from an earlier issuance does not match this
+		// certificate; leaving it beside the new one would only mislead.
+		if err := os.Remove(p.Key); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return BundlePaths{}, fmt.Errorf("pki: remove stale %s: %w", p.Key, err)
+		}
+		p.Key = ""
+	}
+	if err := atomicfile.WriteFile(p.Cert, iss.CertPEM, certMode); err != nil {
+		return BundlePaths{}, err
+	}
+	if err := atomicfile.WriteFile(p.CA, iss.CAPEM, certMode); err != nil {
+		return BundlePaths{}, err
+	}
+	return p, nil
+}

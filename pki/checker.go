@@ -1,0 +1,150 @@
+package pki
+
+import (
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// RevocationChecker answers "is this serial revoked?" on every TLS handshake
+// without reading the store each time: it keeps the serials in memory and
+// re-reads the file only when its inode, size, modification or change time
+// differs from what it last loaded (one stat per check, no read). Writers
+// replace the file by rename, so every update shows as a new inode.
+//
+// It fails closed: while the store cannot be read or parsed, every check
+// returns ErrRevocationUnavailable. It is safe for concurrent use.
+type RevocationChecker struct {
+	path   string
+	reload sync.Mutex // one reload at a time; checks never wait on it unless the file changed
+	snap   atomic.Pointer[revocationSnapshot]
+	loads  atomic.Uint64 // file reads, for tests proving checks do not read
+}
+
+type revocationSnapshot struct {
+	id      fileID
+	serials map[string]struct{} // big-endian serial bytes
+	err     error               // non-nil: the store at id could not be loaded
+}
+
+// fileID is what tells one version of the store file from another.
+type fileID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+// NewRevocationChecker returns a checker for the store at path (normally
+// Store.Path(RevokedFile)). It loads lazily, on the first check.
+func NewRevocationChecker(path string) *RevocationChecker {
+	return &RevocationChecker{path: path}
+}
+
+// Path returns the file the checker watches.
+func (c *RevocationChecker) Path() string { return c.path }
+
+// Check returns nil for a certificate that is not revoked, an error wrapping
+// ErrRevoked for one that is, and one wrapping ErrRevocationUnavailable when
+// the store cannot be consulted.
+func (c *RevocationChecker) Check(cert *x509.Certificate) error {
+	revoked, err := c.IsRevoked(cert.SerialNumber)
+	if err != nil {
+		return err
+	}
+	if revoked {
+		return fmt.Errorf("%w: serial %s (%s)", ErrRevoked, FormatSerial(cert.SerialNumber), cert.Subject.CommonName)
+	}
+	return nil
+}
+
+// IsRevoked reports whether serial is in the store.
+func (c *RevocationChecker) IsRevoked(serial *big.Int) (bool, error) {
+	snap, err := c.current()
+	if err != nil {
+		return false, err
+	}
+	var buf [20]byte // RFC 5280 caps serials at 20 octets
+	n := (serial.BitLen() + 7) / 8
+	if serial.Sign() <= 0 || n > len(buf) {
+		return false, nil // never a serial this CA issued, so never in its store
+	}
+	b := buf[:n]
+	serial.FillBytes(b)
+	_, ok := snap.serials[string(b)]
+	return ok, nil
+}
+
+// Refresh checks the file now and reloads it if it changed; it returns the
+// error that makes checks fail, if any.
+func (c *RevocationChecker) Refresh() error {
+	_, err := c.current()
+	return err
+}
+
+// Len returns the number of revoked serials currently loaded.
+func (c *RevocationChecker) Len() int {
+	if s := c.snap.Load(); s != nil {
+		return len(s.serials)
+	}
+	return 0
+}
+
+func (c *RevocationChecker) current() (*revocationSnapshot, error) {
+	id, err := statID(c.path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
+	}
+	if s := c.snap.Load(); s != nil && s.id == id {
+		return s, s.err
+	}
+	c.reload.Lock()
+	defer c.reload.Unlock()
+	if s := c.snap.Load(); s != nil && s.id == id {
+		return s, s.err
+	}
+	s := load(c.path, id)
+	c.loads.Add(1)
+	c.snap.Store(s)
+	return s, s.err
+}
+
+// load reads the store. The id passed in was taken before the read, so if the
+// file is replaced during the read, the next check sees a different id and
+// loads again: a change is never missed.
+func load(path string, id fileID) *revocationSnapshot {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	}
+	var rf revokedFile
+	if err := decodeJSON(path, data, &rf); err != nil {
+		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	}
+	if err := validateRevoked(path, rf); err != nil {
+		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	}
+	serials := make(map[string]struct{}, len(rf.Revoked))
+	for _, r := range rf.Revoked {
+		n, _ := new(big.Int).SetString(r.Serial, 16) // validated above
+		serials[string(n.Bytes())] = struct{}{}
+	}
+	return &revocationSnapshot{id: id, serials: serials}
+}
+
+func statID(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileID{}, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return fileID{
+		dev:   uint64(st.Dev), //nolint:unconvert // Dev is not uint64 on every platform.
+		ino:   st.Ino,
+		size:  st.Size,
+		mtime: st.Mtim.Nano(),
+		ctime: st.Ctim.Nano(),
+	}, nil
+}

@@ -1,0 +1,96 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+)
+
+// IssuedCert is one line of the inventory (mtls_issued.json): what was issued,
+// to whom, for how long. The certificate itself is not kept: its fingerprint
+// identifies it.
+type IssuedCert struct {
+	Serial      string    `json:"serial"`
+	Name        string    `json:"name"`
+	Role        Role      `json:"role"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	Fingerprint string    `json:"fingerprint"`
+}
+
+type inventoryFile struct {
+	Version      int          `json:"version"`
+	Certificates []IssuedCert `json:"certificates"`
+}
+
+// readInventory loads mtls_issued.json. A missing file is an empty inventory
+// (state dirs from before the first issuance); a corrupt one is an error.
+func (s *Store) readInventory() (inventoryFile, error) {
+	var inv inventoryFile
+	err := readJSON(s.Path(IssuedFile), &inv)
+	if errors.Is(err, fs.ErrNotExist) {
+		return inventoryFile{Version: 1}, nil
+	}
+	if err != nil {
+		return inv, err
+	}
+	if inv.Version != 1 {
+		return inv, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, s.Path(IssuedFile), inv.Version)
+	}
+	return inv, nil
+}
+
+// CertState is where a client certificate is in its life.
+type CertState string
+
+// Certificate states, as reported by List and Status.
+const (
+	StateActive  CertState = "active"
+	StateNotYet  CertState = "not_yet_valid"
+	StateExpired CertState = "expired"
+	StateRevoked CertState = "revoked"
+)
+
+// ListedCert is an inventory entry with its current state.
+type ListedCert struct {
+	IssuedCert
+	State CertState `json:"state"`
+}
+
+// List returns every issued client certificate, oldest first, with its state
+// at the Store's clock.
+func (s *Store) List() ([]ListedCert, error) {
+	inv, err := s.readInventory()
+	if err != nil {
+		return nil, err
+	}
+	revoked, err := s.readRevoked()
+	if err != nil {
+		return nil, err
+	}
+	isRevoked := make(map[string]bool, len(revoked.Revoked))
+	for _, r := range revoked.Revoked {
+		isRevoked[r.Serial] = true
+	}
+	now := s.now()
+	out := make([]ListedCert, 0, len(inv.Certificates))
+	for _, c := range inv.Certificates {
+		out = append(out, ListedCert{IssuedCert: c, State: stateOf(c, isRevoked[c.Serial], now)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
+	return out, nil
+}
+
+func stateOf(c IssuedCert, revoked bool, now time.Time) CertState {
+	switch {
+	case revoked:
+		return StateRevoked
+	case now.After(c.NotAfter):
+		return StateExpired
+	case now.Before(c.NotBefore):
+		return StateNotYet
+	}
+	return StateActive
+}

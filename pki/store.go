@@ -1,0 +1,131 @@
+package pki
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nefia/nefia/internal/atomicfile"
+)
+
+// File names inside the state directory, as listed in DESIGN.md.
+const (
+	CACertFile     = "mtls_ca.crt"
+	CAKeyFile      = "mtls_ca.key"
+	ServerCertFile = "mtls_server.crt"
+	ServerKeyFile  = "mtls_server.key"
+	IssuedFile     = "mtls_issued.json"
+	RevokedFile    = "mtls_revoked.json"
+	lockFile       = ".mtls.lock"
+)
+
+// File modes: private keys and state are readable by the owner only; the
+// directories that hold them are not listable by anyone else.
+const (
+	dirMode    fs.FileMode = 0o700
+	keyMode    fs.FileMode = 0o600
+	certMode   fs.FileMode = 0o644
+	recordMode fs.FileMode = 0o600
+)
+
+// Clock tells the time. It is injected so that expiry and revocation edge
+// cases can be tested to the second.
+type Clock interface {
+	Now() time.Time
+}
+
+// SystemClock is the Clock of the real world.
+type SystemClock struct{}
+
+// Now returns time.Now().
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// Store is the nefia state directory. Its methods are safe for concurrent use
+// by goroutines and by processes: mutations hold an exclusive file lock.
+type Store struct {
+	dir   string
+	clock Clock
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithClock makes the Store read time from c instead of the system clock.
+func WithClock(c Clock) Option { return func(s *Store) { s.clock = c } }
+
+// NewStore returns the Store rooted at dir. Nothing is created until the first
+// write.
+func NewStore(dir string, opts ...Option) *Store {
+	s := &Store{dir: dir, clock: SystemClock{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns the path of a file in the state directory.
+func (s *Store) Path(name string) string { return filepath.Join(s.dir, name) }
+
+func (s *Store) now() time.Time { return s.clock.Now() }
+
+// ensureDir creates the state directory 0700 if missing. An existing directory
+// keeps its mode: tightening a user's directory behind their back would be a
+// surprise, and status reports a loose one as a problem.
+func (s *Store) ensureDir() error {
+	if err := os.MkdirAll(s.dir, dirMode); err != nil {
+		return fmt.Errorf("pki: create state dir %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// lock takes the state directory's exclusive lock for a read-modify-write.
+func (s *Store) lock() (func(), error) {
+	if err := s.ensureDir(); err != nil {
+		return nil, err
+	}
+	return atomicfile.Lock(s.Path(lockFile))
+}
+
+// readJSON decodes a state file into v. A missing file reports fs.ErrNotExist;
+// anything unparsable is ErrCorruptState naming the file.
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("pki: read %s: %w", path, err)
+	}
+	return decodeJSON(path, data, v)
+}
+
+func decodeJSON(path string, data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorruptState, path, err)
+	}
+	return nil
+}
+
+// writeJSON writes v atomically, indented so operators can read the file.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("pki: encode %s: %w", path, err)
+	}
+	return atomicfile.WriteFile(path, append(data, '\n'), recordMode)
+}
+
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, fmt.Errorf("pki: stat %s: %w", path, err)
+}
