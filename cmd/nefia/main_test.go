@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/nefia/nefia/pki"
+)
+
+// nefiaBin is the built binary, for tests that need real separate processes.
+var nefiaBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nefia-bin-")
+	if err != nil {
+		panic(err)
+	}
+	nefiaBin = filepath.Join(dir, "nefia")
+	args := []string{"build", "-o", nefiaBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command(runtime.GOROOT()+"/bin/go", append(args, ".")...).CombinedOutput(); err != nil {
+		panic("build nefia: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cli runs nefia in-process against its own state dir and config.
+type cli struct {
+	t        *testing.T
+	stateDir string
+	config   string
+	work     string
+}
+
+func newCLI(t *testing.T) *cli {
+	t.Helper()
+	root := t.TempDir()
+	return &cli{t: t, stateDir: filepath.Join(root, "state"), config: filepath.Join(root, "config", "nefia.yaml"), work: root}
+}
+
+// run returns stdout, stderr and the exit status main would use.
+func (c *cli) run(args ...string) (string, string, int) {
+	c.t.Helper()
+	var stdout, stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, clock: pki.SystemClock{}, getenv: func(k string) string {
+		switch k {
+		case "NEFIA_STATE_DIR":
+			return c.stateDir
+		case "NEFIA_CONFIG":
+			return c.config
+		}
+		return ""
+	}}
+	err := e.run(context.Background(), args)
+	if err != nil {
+		stderr.WriteString("nefia: " + errorLine(err) + "\n")
+		return stdout.String(), stderr.String(), exitCode(err)
+	}
+	return stdout.String(), stderr.String(), 0
+}
+
+func (c *cli) mustRun(args ...string) string {
+	c.t.Helper()
+	out, errOut, code := c.run(args...)
+	if code != 0 {
+		c.t.Fatalf("nefia %s: exit %d\n%s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func (c *cli) outDir() string { return filepath.Join(c.work, "certs") }
+
+func TestInitIssueStatusRevokeWalkthrough(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("mtls", "init", "--hosts", "localhost,10.99.0.1")
+	cfg, err := os.ReadFile(c.config)
+	if err != nil || !strings.Contains(string(cfg), "enabled: true") {
+		t.Fatalf("config after init: %q (%v)", cfg, err)
+	}
+
+	var issued struct {
+		Serial string          `json:"serial"`
+		Files  pki.BundlePaths `json:"files"`
+	}
+	out := c.mustRun("mtls", "issue-client", "--name", "claude-agent", "--duration", "24h", "--out-dir", c.outDir(), "--json")
+	if err := json.Unmarshal([]byte(out), &issued); err != nil {
+		t.Fatalf("issue-client --json: %v\n%s", err, out)
+	}
+	for _, f := range []string{"claude-agent.crt", "claude-agent.key", "ca.crt"} {
+		if _, err := os.Stat(filepath.Join(c.outDir(), f)); err != nil {
+			t.Errorf("missing %s: %v", f, err)
+		}
+	}
+	if human := c.mustRun("mtls", "issue-client", "--name", "ops", "--role", "operator", "--duration", "7d", "--out-dir", c.outDir()); !strings.Contains(human, "serial: ") {
+		t.Errorf("issue-client does not print the serial:\n%s", human)
+	}
+
+	var st struct {
+		Enabled    bool   `json:"enabled"`
+		ListenAddr string `json:"listen_addr"`
+		StateDir   string `json:"state_dir"`
+		ConfigFile string `json:"config_file"`
+		CA         *struct {
+			Subject string `json:"subject"`
+		} `json:"ca"`
+		Server *struct {
+			SANs []string `json:"sans"`
+		} `json:"server"`
+		Clients  pki.ClientCounts `json:"clients"`
+		Problems []string         `json:"problems"`
+	}
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Enabled || st.ListenAddr != "127.0.0.1:19821" || st.StateDir != c.stateDir || st.ConfigFile != c.config ||
+		st.CA == nil || st.Server == nil || strings.Join(st.Server.SANs, ",") != "localhost,10.99.0.1" ||
+		st.Clients != (pki.ClientCounts{Issued: 2, Active: 2}) || len(st.Problems) != 0 {
+		t.Errorf("status = %+v", st)
+	}
+
+	if out := c.mustRun("mtls", "revoke", "--serial", strings.ToUpper(issued.Serial), "--reason", "test"); !strings.Contains(out, "Revoked "+issued.Serial) {
+		t.Errorf("revoke output: %s", out)
+	}
+	if out := c.mustRun("mtls", "revoke", "--serial", issued.Serial); !strings.Contains(out, "Already revoked") {
+		t.Errorf("second revoke output: %s", out)
+	}
+	var list []pki.ListedCert
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].State != pki.StateRevoked || list[1].State != pki.StateActive {
+		t.Errorf("list = %+v", list)
+	}
+	if human := c.mustRun("mtls", "status"); !strings.Contains(human, "2 issued, 1 active, 0 expired, 1 revoked") {
+		t.Errorf("status:\n%s", human)
+	}
+}
+
+func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	serial := func() string {
+		var v struct{ Serial string }
+		_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "existing", "--out-dir", c.outDir(), "--json")), &v)
+		return v.Serial
+	}()
+	csrPath := filepath.Join(c.work, "bad.csr")
+	os.WriteFile(csrPath, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), 0o600)
+	_ = serial
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantMsg  string
+	}{
+		{"re-init without force", []string{"mtls", "init"}, 2, "--force"},
+		{"bad hosts", []string{"mtls", "init", "--force", "--hosts", "bad_host"}, 2, "--hosts"},
+		{"name ../x", []string{"mtls", "issue-client", "--name", "../x"}, 2, "--name"},
+		{"name a/b", []string{"mtls", "issue-client", "--name", "a/b"}, 2, "--name"},
+		{"name empty", []string{"mtls", "issue-client", "--name", ""}, 2, "--name"},
+		{"name 65 chars", []string{"mtls", "issue-client", "--name", strings.Repeat("n", 65)}, 2, "--name"},
+		{"name missing", []string{"mtls", "issue-client"}, 2, "name"},
+		{"duration 0", []string{"mtls", "issue-client", "--name", "a", "--duration", "0s"}, 2, "--duration"},
+		{"duration negative", []string{"mtls", "issue-client", "--name", "a", "--duration", "-1h"}, 2, "--duration"},
+		{"duration beyond CA", []string{"mtls", "issue-client", "--name", "a", "--duration", "4000d"}, 2, "CA expires"},
+		{"duration garbage", []string{"mtls", "issue-client", "--name", "a", "--duration", "soon"}, 2, "--duration"},
+		{"bad role", []string{"mtls", "issue-client", "--name", "a", "--role", "root"}, 2, "--role"},
+		{"bad CSR", []string{"mtls", "issue-client", "--name", "a", "--csr", csrPath}, 2, "--csr"},
+		{"missing CSR file", []string{"mtls", "issue-client", "--name", "a", "--csr", filepath.Join(c.work, "nope")}, 2, "--csr"},
+		{"existing key", []string{"mtls", "issue-client", "--name", "existing", "--out-dir", c.outDir()}, 2, "--force"},
+		{"unknown serial", []string{"mtls", "revoke", "--serial", "abcdef"}, 2, "--serial"},
+		{"malformed serial", []string{"mtls", "revoke", "--serial", "xyz"}, 2, "--serial"},
+		{"unknown flag", []string{"mtls", "status", "--frobnicate"}, 2, "unknown flag"},
+		{"unknown command", []string{"mtls", "frob"}, 2, ""},
+		{"bad log level", []string{"--log-level", "loud", "mtls", "status"}, 2, "--log-level"},
+	}
+	snapshot := func() map[string]string {
+		m := map[string]string{}
+		for _, dir := range []string{c.stateDir, c.outDir()} {
+			entries, _ := os.ReadDir(dir)
+			for _, e := range entries {
+				data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+				m[filepath.Join(dir, e.Name())] = string(data)
+			}
+		}
+		cfg, _ := os.ReadFile(c.config)
+		m["config"] = string(cfg)
+		return m
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot()
+			_, stderr, code := c.run(tt.args...)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d; stderr: %s", code, tt.wantCode, stderr)
+			}
+			if !strings.Contains(stderr, tt.wantMsg) {
+				t.Errorf("stderr %q does not mention %q", stderr, tt.wantMsg)
+			}
+			if n := strings.Count(strings.TrimSpace(stderr), "\n"); n > 0 && tt.wantMsg != "" {
+				t.Errorf("error is %d lines, want one: %q", n+1, stderr)
+			}
+			after := snapshot()
+			for k, v := range before {
+				if after[k] != v {
+					t.Errorf("%s changed", k)
+				}
+			}
+			if len(after) != len(before) {
+				t.Errorf("files appeared or vanished: %d -> %d", len(before), len(after))
+			}
+		})
+	}
+}
+
+func TestCorruptStateAndConfig(t *testing.T) {
+	tests := []struct {
+		name     string
+		file     func(c *cli) string
+		args     []string // SERIAL is replaced by an issued certificate's serial
+		wantCode int
+	}{
+		{"corrupt revoked store", func(c *cli) string { return filepath.Join(c.stateDir, pki.RevokedFile) }, []string{"mtls", "revoke", "--serial", "SERIAL"}, 3},
+		{"corrupt inventory", func(c *cli) string { return filepath.Join(c.stateDir, pki.IssuedFile) }, []string{"mtls", "list"}, 3},
+		{"corrupt inventory on issue", func(c *cli) string { return filepath.Join(c.stateDir, pki.IssuedFile) }, []string{"mtls", "issue-client", "--name", "b", "--out-dir", "OUT"}, 3},
+		{"corrupt config", func(c *cli) string { return c.config }, []string{"mtls", "init", "--force"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCLI(t)
+			c.mustRun("mtls", "init")
+			var issued struct{ Serial string }
+			_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "a", "--out-dir", c.outDir(), "--json")), &issued)
+			for i, a := range tt.args {
+				tt.args[i] = strings.NewReplacer("SERIAL", issued.Serial, "OUT", c.outDir()).Replace(a)
+			}
+			path := tt.file(c)
+			garbage := "{{{ not: [valid"
+			if err := os.WriteFile(path, []byte(garbage), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, code := c.run(tt.args...)
+			if code != tt.wantCode || !strings.Contains(stderr, filepath.Base(path)) {
+				t.Errorf("exit %d (want %d), stderr %q should name %s", code, tt.wantCode, stderr, filepath.Base(path))
+			}
+			if data, _ := os.ReadFile(path); string(data) != garbage {
+				t.Error("corrupt file was rewritten")
+			}
+			var st struct{ Problems []string }
+			out, _, _ := c.run("mtls", "status", "--json")
+			if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Problems) == 0 {
+				t.Errorf("status reports no problem (%v): %s", err, out)
+			}
+		})
+	}
+}
+
+func TestStatusWithoutInit(t *testing.T) {
+	c := newCLI(t)
+	out := c.mustRun("mtls", "status")
+	if !strings.Contains(out, "mTLS enabled: false") || !strings.Contains(out, "nefia mtls init") {
+		t.Errorf("status before init:\n%s", out)
+	}
+	if _, stderr, code := c.run("mtls", "issue-client", "--name", "a", "--out-dir", c.outDir()); code != 2 || !strings.Contains(stderr, "mtls init") {
+		t.Errorf("issue before init: exit %d, %s", code, stderr)
+	}
+}

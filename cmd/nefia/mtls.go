@@ -1,0 +1,354 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/tools"
+)
+
+func newMTLSCmd(e *env, g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mtls",
+		Short: "Manage the CA, the server certificate and client certificates",
+		Args:  groupArgs,
+		RunE:  groupRun,
+	}
+	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g))
+	return cmd
+}
+
+func newInitCmd(e *env, g *globals) *cobra.Command {
+	var hosts string
+	var force, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the root CA and the server certificate, and enable mTLS",
+		Example: `  nefia mtls init
+  nefia mtls init --hosts localhost,10.99.0.1
+  nefia mtls init --force   # replace the CA: every issued certificate stops working`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			res, err := s.store.Init(pki.InitOptions{Hosts: splitList(hosts), Force: force})
+			if errors.Is(err, pki.ErrCAExists) {
+				return usage(fmt.Errorf("%w; pass --force to replace it (the old files are archived)", err))
+			}
+			if errors.Is(err, pki.ErrInvalidHost) {
+				return usage(fmt.Errorf("--hosts: %w", err))
+			}
+			if err != nil {
+				return err
+			}
+			if err := config.Set(s.configPath, "mcp.mtls.enabled", true); err != nil {
+				return fmt.Errorf("certificates written, but enabling mTLS in %s failed: %w", s.configPath, err)
+			}
+			s.log.Debug("mtls initialized", "state_dir", s.stateDir, "config", s.configPath)
+			out := struct {
+				*pki.InitResult
+				StateDir   string `json:"state_dir"`
+				ConfigFile string `json:"config_file"`
+			}{res, s.stateDir, s.configPath}
+			if asJSON {
+				return writeJSON(e.stdout, out)
+			}
+			w := e.stdout
+			fmt.Fprintf(w, "Created CA %q (expires %s)\n", res.CA.Subject, day(res.CA.NotAfter))
+			fmt.Fprintf(w, "Created server certificate for %s (expires %s)\n", strings.Join(res.Server.SANs, ", "), day(res.Server.NotAfter))
+			if res.ArchivedTo != "" {
+				fmt.Fprintf(w, "Previous CA archived in %s\n", res.ArchivedTo)
+			}
+			fmt.Fprintf(w, "State:  %s\nConfig: %s (mcp.mtls.enabled: true)\n", s.stateDir, s.configPath)
+			fmt.Fprintf(w, "\nNext: nefia mtls issue-client --name NAME --role operator\n")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&hosts, "hosts", "localhost,127.0.0.1,::1", "comma-separated DNS names and IP addresses for the server certificate")
+	f.BoolVar(&force, "force", false, "replace an existing CA (invalidates every certificate it issued)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newIssueClientCmd(e *env, g *globals) *cobra.Command {
+	var name, duration, outDir, role, csrFile string
+	var force, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "issue-client",
+		Short: "Issue a client certificate for an agent or operator",
+		Example: `  nefia mtls issue-client --name claude-agent
+  nefia mtls issue-client --name ops --role operator --duration 720h
+  nefia mtls issue-client --name ci-bot --csr ci-bot.csr --out-dir ./certs`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			if err := pki.ValidateName(name); err != nil {
+				return usage(fmt.Errorf("--name: %w", err))
+			}
+			r, err := pki.ParseRole(role)
+			if err != nil {
+				return usage(fmt.Errorf("--role: %w", err))
+			}
+			d, err := parseDuration(duration)
+			if err != nil {
+				return usage(fmt.Errorf("--duration: %w", err))
+			}
+			var csr []byte
+			if csrFile != "" {
+				if csr, err = readLimited(csrFile, pki.MaxCSRBytes); err != nil {
+					return usage(fmt.Errorf("--csr: %w", err))
+				}
+			}
+			if err := pki.CheckBundle(outDir, name, force); err != nil {
+				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
+			}
+			iss, err := s.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: csr})
+			switch {
+			case errors.Is(err, pki.ErrInvalidDuration):
+				return usage(fmt.Errorf("--duration: %w", err))
+			case errors.Is(err, pki.ErrInvalidCSR):
+				return usage(fmt.Errorf("--csr: %w", err))
+			case err != nil:
+				return err
+			}
+			paths, err := pki.WriteBundle(outDir, iss, force)
+			if err != nil {
+				return fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
+			}
+			s.log.Debug("client certificate issued", "name", iss.Name, "serial", iss.Serial, "role", iss.Role)
+			out := struct {
+				pki.IssuedCert
+				Files pki.BundlePaths `json:"files"`
+			}{iss.IssuedCert, paths}
+			if asJSON {
+				return writeJSON(e.stdout, out)
+			}
+			w := e.stdout
+			fmt.Fprintf(w, "Issued %s certificate %q, valid until %s\n", iss.Role, iss.Name, iss.NotAfter.Format(time.RFC3339))
+			fmt.Fprintf(w, "serial: %s\n", iss.Serial)
+			fmt.Fprintf(w, "cert:   %s\n", paths.Cert)
+			if paths.Key != "" {
+				fmt.Fprintf(w, "key:    %s\n", paths.Key)
+			}
+			fmt.Fprintf(w, "ca:     %s\n", paths.CA)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "certificate name (CN, and file name): [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+	f.StringVar(&duration, "duration", "24h", "validity, e.g. 24h, 90m or 30d")
+	f.StringVar(&outDir, "out-dir", "./nefia-client-certs", "directory for NAME.crt, NAME.key and ca.crt")
+	f.StringVar(&role, "role", "agent", "role: agent (read-only tools) or operator (every tool)")
+	f.StringVar(&csrFile, "csr", "", "sign this PEM CSR instead of generating a key (no NAME.key is written)")
+	f.BoolVar(&force, "force", false, "overwrite an existing NAME.crt / NAME.key")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func newStatusCmd(e *env, g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show the CA, the server certificate, client counts and problems",
+		Example: "  nefia mtls status\n  nefia mtls status --json | jq .problems",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			cfg, cfgErr := config.Load(s.configPath)
+			if cfgErr != nil {
+				cfg = config.Loaded{Config: config.Default(), Path: s.configPath}
+			}
+			r := tools.BuildStatus(s.store, cfg, cfgErr)
+			if asJSON {
+				return writeJSON(e.stdout, r)
+			}
+			printStatus(e.stdout, r)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, r tools.StatusReport) {
+	fmt.Fprintf(w, "mTLS enabled: %v\nlisten addr:  %s\nstate dir:    %s\nconfig file:  %s\n", r.Enabled, r.ListenAddr, r.StateDir, r.ConfigFile)
+	for _, c := range []struct {
+		label string
+		info  *pki.CertInfo
+	}{{"CA", r.CA}, {"server", r.Server}} {
+		if c.info == nil {
+			fmt.Fprintf(w, "%s: none\n", c.label)
+			continue
+		}
+		fmt.Fprintf(w, "%s: %s\n  serial:      %s\n  valid:       %s .. %s\n  fingerprint: sha256:%s\n",
+			c.label, c.info.Subject, c.info.Serial, c.info.NotBefore.Format(time.RFC3339), c.info.NotAfter.Format(time.RFC3339), c.info.Fingerprint)
+		if len(c.info.SANs) > 0 {
+			fmt.Fprintf(w, "  SANs:        %s\n", strings.Join(c.info.SANs, ", "))
+		}
+	}
+	fmt.Fprintf(w, "clients: %d issued, %d active, %d expired, %d revoked\n", r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	if r.Connections != nil {
+		fmt.Fprintf(w, "connections: %d\n", *r.Connections)
+	}
+	if len(r.Problems) == 0 {
+		fmt.Fprintln(w, "problems: none")
+		return
+	}
+	fmt.Fprintln(w, "problems:")
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+}
+
+func newRevokeCmd(e *env, g *globals) *cobra.Command {
+	var serial, reason string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "revoke",
+		Short: "Revoke a client certificate by serial",
+		Long: `Revoke a client certificate by serial. New handshakes with it fail at once,
+and a running gateway closes its live sessions. Revoking twice is harmless.`,
+		Example: `  nefia mtls revoke --serial 3f9a0c... --reason "laptop lost"
+  nefia mtls list   # to find serials`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			rev, err := s.store.Revoke(serial, reason)
+			already := errors.Is(err, pki.ErrAlreadyRevoked)
+			switch {
+			case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
+				return usage(fmt.Errorf("--serial: %w", err))
+			case err != nil && !already:
+				return err
+			}
+			s.log.Debug("certificate revoked", "serial", rev.Serial, "name", rev.Name, "already_revoked", already)
+			if asJSON {
+				return writeJSON(e.stdout, struct {
+					pki.Revocation
+					AlreadyRevoked bool `json:"already_revoked"`
+				}{rev, already})
+			}
+			if already {
+				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&serial, "serial", "", "serial to revoke (hex, any case, colons allowed)")
+	f.StringVar(&reason, "reason", "", "why (recorded in the revocation store)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	_ = cmd.MarkFlagRequired("serial")
+	return cmd
+}
+
+func newListCmd(e *env, g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List issued client certificates and their state",
+		Example: "  nefia mtls list\n  nefia mtls list --json | jq -r '.[] | select(.state==\"active\") | .serial'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			list, err := s.store.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, list)
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.stdout, "no client certificates issued yet")
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "%-24s %-9s %-13s %-20s %s\n", "NAME", "ROLE", "STATE", "EXPIRES", "SERIAL")
+			for _, c := range list {
+				fmt.Fprintf(e.stdout, "%-24s %-9s %-13s %-20s %s\n", c.Name, c.Role, c.State, c.NotAfter.Format(time.RFC3339), c.Serial)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	return cmd
+}
+
+// parseDuration accepts Go durations plus a whole-day suffix ("30d"), the unit
+// people actually think of certificate lifetimes in.
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, fmt.Errorf("%q: want a duration such as 24h, 90m or 30d", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a duration such as 24h, 90m or 30d", s)
+	}
+	return d, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// readLimited reads a small input file, refusing anything larger than limit.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func day(t time.Time) string { return t.Format("2006-01-02") }

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/lmittmann/tint"
+	"github.com/spf13/cobra"
+
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/pki"
+)
+
+// env is what every command needs from the outside world; tests supply their
+// own.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	clock          pki.Clock
+}
+
+// globals are the persistent flags, resolved once per invocation.
+type globals struct {
+	stateDir   string
+	configPath string
+	logLevel   string
+	logFormat  string
+}
+
+// run executes one nefia command line. It never exits the process, so every
+// command can be tested in-process.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv, clock: pki.SystemClock{}}
+	return e.run(ctx, args)
+}
+
+func (e *env) run(ctx context.Context, args []string) error {
+	root := newRootCmd(e)
+	root.SetArgs(args)
+	root.SetIn(e.stdin)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil && isCobraUsageError(err) {
+		return usage(err)
+	}
+	return err
+}
+
+// isCobraUsageError recognises cobra's and pflag's own parse failures, which
+// carry no type of their own.
+func isCobraUsageError(err error) bool {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return false
+	}
+	msg := err.Error()
+	for _, s := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "required flag", "accepts ", "bad flag syntax"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func newRootCmd(e *env) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "nefia",
+		Short: "An MCP gateway guarded by mutual TLS",
+		Long: `nefia serves MCP tools to AI agents that present a client certificate
+issued by its own CA, and exposes that certificate management as MCP tools.
+
+  nefia mtls init                       # create the CA and server certificate
+  nefia mtls issue-client --name agent  # a client certificate for an agent
+  nefia mcp serve                       # serve MCP (stdio, or mTLS once enabled)`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (env NEFIA_STATE_DIR; default $XDG_STATE_HOME/nefia)")
+	pf.StringVar(&g.configPath, "config", "", "config file (env NEFIA_CONFIG; default $XDG_CONFIG_HOME/nefia/nefia.yaml)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(newMTLSCmd(e, g))
+	return root
+}
+
+// session is what a command works with once the global flags are resolved.
+type session struct {
+	env        *env
+	stateDir   string
+	configPath string
+	store      *pki.Store
+	log        *slog.Logger
+}
+
+func (g *globals) open(e *env) (*session, error) {
+	log, err := newLogger(e.stderr, g.logLevel, g.logFormat)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := config.ResolveStateDir(g.stateDir, e.getenv)
+	if err != nil {
+		return nil, fmt.Errorf("find the state directory: %w (set --state-dir or NEFIA_STATE_DIR)", err)
+	}
+	cfg, err := config.ResolvePath(g.configPath, e.getenv)
+	if err != nil {
+		return nil, fmt.Errorf("find the config file: %w (set --config or NEFIA_CONFIG)", err)
+	}
+	return &session{env: e, stateDir: dir, configPath: cfg, store: pki.NewStore(dir, pki.WithClock(e.clock)), log: log}, nil
+}
+
+// newLogger builds the operational logger: tint's readable lines on stderr,
+// or JSON for log shippers. Stdout is never used: in stdio mode it carries
+// JSON-RPC.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usage(fmt.Errorf("--log-level %q: want debug, info, warn or error", level))
+	}
+	switch format {
+	case "text":
+		return slog.New(tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: "15:04:05.000"})), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
+	}
+	return nil, usage(fmt.Errorf("--log-format %q: want text or json", format))
+}
+
+// groupArgs and groupRun make a command that only groups subcommands refuse
+// an unknown subcommand with a usage error instead of printing help and
+// exiting 0, which would hide a typo in a script.
+func groupArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usage(fmt.Errorf("unknown command %q for %q; see '%s --help'", args[0], cmd.CommandPath(), cmd.CommandPath()))
+	}
+	return nil
+}
+
+func groupRun(cmd *cobra.Command, _ []string) error { return cmd.Help() }

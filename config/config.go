@@ -1,0 +1,153 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// CurrentVersion is the only schema version this build understands. A file
+// with another version is refused rather than half-understood.
+const CurrentVersion = 1
+
+// Config is the contents of nefia.yaml.
+//
+// Adding a key takes three lines: a field with a yaml tag here (unknown-key
+// checks and Set find fields by tag, so every field needs one), its default in
+// Default, and its check in Validate. A bool whose default is true must be a
+// *bool, because ApplyDefaults cannot tell an explicit false from a missing
+// one.
+type Config struct {
+	Version int `yaml:"version"`
+	MCP     MCP `yaml:"mcp"`
+}
+
+// MCP configures the MCP server.
+type MCP struct {
+	MTLS MTLS `yaml:"mtls"`
+}
+
+// MTLS configures the mutual-TLS listener. Empty certificate paths mean the
+// files of the same name in the state directory, which the CLI resolves
+// because only it knows the state directory.
+type MTLS struct {
+	Enabled        bool   `yaml:"enabled"`
+	ListenAddr     string `yaml:"listen_addr"`
+	CACertFile     string `yaml:"ca_cert_file"`
+	CertFile       string `yaml:"cert_file"`
+	KeyFile        string `yaml:"key_file"`
+	MaxConnections int    `yaml:"max_connections"`
+}
+
+// Default returns the configuration used when the file or a key is absent.
+// The listener defaults to loopback so that enabling mTLS never exposes the
+// server to the network by accident.
+func Default() Config {
+	return Config{
+		Version: CurrentVersion,
+		MCP: MCP{MTLS: MTLS{
+			ListenAddr:     "127.0.0.1:19821",
+			MaxConnections: 50,
+		}},
+	}
+}
+
+// ApplyDefaults sets every zero-valued field of c to its value in Default.
+// It is for configurations built in code; Load does not need it, because it
+// decodes the file on top of Default and a key written as 0 must stay 0 so
+// that Validate can reject it.
+func ApplyDefaults(c *Config) {
+	fillZero(reflect.ValueOf(c).Elem(), reflect.ValueOf(Default()))
+}
+
+func fillZero(dst, def reflect.Value) {
+	for i := range dst.NumField() {
+		switch f := dst.Field(i); {
+		case f.Kind() == reflect.Struct:
+			fillZero(f, def.Field(i))
+		case f.IsZero():
+			f.Set(def.Field(i))
+		}
+	}
+}
+
+// Validate reports every problem with c, one error per key, joined with
+// errors.Join. It never changes c: defaults are a separate step, so a value
+// that validates is exactly the value that will be used.
+func (c Config) Validate() error {
+	m := c.MCP.MTLS
+	var errs []error
+	if c.Version != CurrentVersion {
+		errs = append(errs, &keyError{"version", fmt.Sprintf("must be %d, got %d", CurrentVersion, c.Version), ErrVersion})
+	}
+	errs = append(errs,
+		checkHostPort("mcp.mtls.listen_addr", m.ListenAddr),
+		checkRange("mcp.mtls.max_connections", m.MaxConnections, 1, 10000),
+		checkPath("mcp.mtls.ca_cert_file", m.CACertFile),
+		checkPath("mcp.mtls.cert_file", m.CertFile),
+		checkPath("mcp.mtls.key_file", m.KeyFile),
+	)
+	return errors.Join(errs...)
+}
+
+func invalid(key, format string, args ...any) error {
+	return &keyError{key, fmt.Sprintf(format, args...), ErrInvalid}
+}
+
+func checkHostPort(key, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return invalid(key, "must be host:port, got %q", addr)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return invalid(key, "port must be a number from 0 to 65535, got %q", port)
+	}
+	return nil
+}
+
+func checkRange(key string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return invalid(key, "must be between %d and %d, got %d", lo, hi, v)
+	}
+	return nil
+}
+
+// checkPath rejects NUL because no OS accepts it in a path, and a path that
+// cannot be opened should fail at load time rather than at server start.
+// Relative paths are allowed and resolved by the caller.
+func checkPath(key, p string) error {
+	if strings.ContainsRune(p, 0) {
+		return invalid(key, "must not contain a NUL byte")
+	}
+	return nil
+}
+
+// lookup finds the field for a dotted key such as "mcp.mtls.enabled" by yaml
+// tag, so that the schema is defined once, by the struct.
+func lookup(key string) (index []int, t reflect.Type, ok bool) {
+	t = reflect.TypeFor[Config]()
+	for _, name := range strings.Split(key, ".") {
+		if t.Kind() != reflect.Struct {
+			return nil, nil, false
+		}
+		f, ok := field(t, name)
+		if !ok {
+			return nil, nil, false
+		}
+		index, t = append(index, f.Index...), f.Type
+	}
+	return index, t, true
+}
+
+func field(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
