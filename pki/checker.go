@@ -7,7 +7,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // RevocationChecker answers "is this serial revoked?" on every TLS handshake
@@ -26,16 +27,9 @@ type RevocationChecker struct {
 }
 
 type revocationSnapshot struct {
-	id      fileID
+	id      atomicfile.Version
 	serials map[string]struct{} // big-endian serial bytes
 	err     error               // non-nil: the store at id could not be loaded
-}
-
-// fileID is what tells one version of the store file from another.
-type fileID struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64
 }
 
 // NewRevocationChecker returns a checker for the store at path (normally
@@ -94,7 +88,7 @@ func (c *RevocationChecker) Len() int {
 }
 
 func (c *RevocationChecker) current() (*revocationSnapshot, error) {
-	id, err := statID(c.path)
+	id, err := atomicfile.VersionOf(c.path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
 	}
@@ -115,7 +109,7 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 // load reads the store. The id passed in was taken before the read, so if the
 // file is replaced during the read, the next check sees a different id and
 // loads again: a change is never missed.
-func load(path string, id fileID) *revocationSnapshot {
+func load(path string, id atomicfile.Version) *revocationSnapshot {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
@@ -133,18 +127,4 @@ func load(path string, id fileID) *revocationSnapshot {
 		serials[string(n.Bytes())] = struct{}{}
 	}
 	return &revocationSnapshot{id: id, serials: serials}
-}
-
-func statID(path string) (fileID, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return fileID{}, &os.PathError{Op: "stat", Path: path, Err: err}
-	}
-	return fileID{
-		dev:   uint64(st.Dev), //nolint:unconvert // Dev is not uint64 on every platform.
-		ino:   st.Ino,
-		size:  st.Size,
-		mtime: st.Mtim.Nano(),
-		ctime: st.Ctim.Nano(),
-	}, nil
 }

@@ -2,4 +2,26 @@
 // descriptions, input and output schemas and annotations, and handlers that
 // translate between MCP arguments and the pki package. It also holds the
 // reports the CLI and the tools share, so both say the same thing.
+//
+// Register adds nefia.mtls.init, nefia.mtls.issue_client, nefia.mtls.status
+// and nefia.mtls.revoke to an mcp-go server; Allowed is the authorization
+// policy the server applies to every call and to tools/list. The tools keep
+// these invariants whatever the caller sends:
+//
+//   - A result never contains a private key. issue_client writes a generated
+//     key to the gateway host and returns its path, or signs a CSR so the
+//     key never leaves the caller.
+//   - issue_client writes only inside Deps.ClientsDir, checked after
+//     cleaning the path and resolving symbolic links, and never issues a
+//     certificate with more authority than its caller's (a request without
+//     an identity has none).
+//   - Every refusal happens before anything changes: a refused issue_client
+//     records no certificate, a refused init keeps the existing CA.
+//   - Problems are tool results with IsError set, never protocol errors, and
+//     their text names files by base name only, never the absolute paths of
+//     the CA or the state directory.
+//
+// The JSON definition of each tool is snapshotted in testdata/toolsnaps at
+// the repository root; `go test ./tools -update` rewrites the snapshots after
+// an intended change.
 package tools

@@ -1,7 +1,15 @@
 package tools
 
 import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -9,17 +17,20 @@ import (
 // `nefia mtls status --json` and the nefia.mtls.status tool so the two can
 // never disagree.
 type StatusReport struct {
-	Enabled    bool             `json:"enabled"`
-	ListenAddr string           `json:"listen_addr"`
+	Enabled    bool             `json:"enabled" jsonschema:"mcp.mtls.enabled in the configuration file"`
+	ListenAddr string           `json:"listen_addr" jsonschema:"mcp.mtls.listen_addr in the configuration file"`
 	StateDir   string           `json:"state_dir"`
 	ConfigFile string           `json:"config_file"`
-	CA         *pki.CertInfo    `json:"ca"`
-	Server     *pki.CertInfo    `json:"server"`
-	Clients    pki.ClientCounts `json:"clients"`
-	Problems   []string         `json:"problems"`
+	CA         *pki.CertInfo    `json:"ca" jsonschema:"the root CA; null when there is none"`
+	Server     *pki.CertInfo    `json:"server" jsonschema:"the gateway's server certificate; null when there is none"`
+	Clients    pki.ClientCounts `json:"clients" jsonschema:"client certificates by state"`
+	Problems   []string         `json:"problems" jsonschema:"everything found wrong, such as a missing file or a certificate close to expiry"`
 	// Connections is the number of live mTLS connections; set only by a
 	// running gateway.
-	Connections *int `json:"connections,omitempty"`
+	Connections *int `json:"connections,omitempty" jsonschema:"live mTLS connections; absent in stdio mode, where there is no listener"`
+	// Caller is who asked, as the gateway authenticated them; set only by
+	// the tool, so an agent can confirm which certificate it is using.
+	Caller *identity.Agent `json:"caller,omitempty" jsonschema:"the authenticated caller of this request: certificate name, serial, role, transport and session"`
 }
 
 // BuildStatus combines the configuration and the state directory into a
@@ -41,4 +52,75 @@ func BuildStatus(store *pki.Store, cfg config.Loaded, cfgErr error) StatusReport
 		r.Problems = append(r.Problems, cfgErr.Error())
 	}
 	return r
+}
+
+func statusTool() mcp.Tool {
+	return mcp.NewTool(NameStatus,
+		mcp.WithToolTitle("mTLS status"),
+		mcp.WithDescription("Report this gateway's mTLS state: whether it is enabled, the CA and server certificates, "+
+			"counts of issued, active, expired and revoked client certificates, live connections (gateway mode only) "+
+			"and every problem found, such as a certificate close to expiry. Changes nothing."),
+		mcp.WithSchemaAdditionalProperties(false),
+		mcp.WithOutputSchema[StatusReport](),
+		annotations("mTLS status", true, false, true),
+	)
+}
+
+// handleStatus returns exactly what `nefia mtls status --json` prints, plus
+// connections when a gateway is running. In stdio mode (Deps.Sessions nil)
+// connections is omitted rather than 0: there is no listener whose
+// connections could be counted, and 0 would claim there is one.
+func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	if err := decodeArgs(req, map[string]arg{}); err != nil {
+		return refuse("%v", err), nil
+	}
+	cfg, cfgErr := config.Load(ts.configPath)
+	if cfgErr != nil {
+		cfg = config.Loaded{Config: config.Default(), Path: ts.configPath}
+	}
+	r := BuildStatus(ts.store, cfg, cfgErr)
+	if ts.sessions != nil {
+		n := ts.sessions.Count()
+		r.Connections = &n
+	}
+	if a, ok := identity.FromContext(ctx); ok {
+		r.Caller = &a
+	}
+	return success(r, statusText(r)), nil
+}
+
+func statusText(r StatusReport) string {
+	var b strings.Builder
+	if r.Caller != nil {
+		fmt.Fprintf(&b, "you are: %q (role %s, serial %s, via %s)\n", r.Caller.Name, r.Caller.Role, r.Caller.Serial, r.Caller.Transport)
+	}
+	fmt.Fprintf(&b, "mTLS enabled: %v (listen address %s)\n", r.Enabled, r.ListenAddr)
+	for _, c := range []struct {
+		label string
+		info  *pki.CertInfo
+	}{{"CA", r.CA}, {"server certificate", r.Server}} {
+		if c.info == nil {
+			fmt.Fprintf(&b, "%s: none\n", c.label)
+			continue
+		}
+		fmt.Fprintf(&b, "%s: %q, serial %s, valid until %s", c.label, c.info.Subject, c.info.Serial, c.info.NotAfter.Format(time.RFC3339))
+		if len(c.info.SANs) > 0 {
+			fmt.Fprintf(&b, ", for %s", strings.Join(c.info.SANs, ", "))
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "client certificates: %d issued, %d active, %d expired, %d revoked\n",
+		r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	if r.Connections != nil {
+		fmt.Fprintf(&b, "live connections: %d\n", *r.Connections)
+	}
+	if len(r.Problems) == 0 {
+		b.WriteString("problems: none")
+		return b.String()
+	}
+	b.WriteString("problems:")
+	for _, p := range r.Problems {
+		fmt.Fprintf(&b, "\n  - %s", p)
+	}
+	return b.String()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -105,7 +104,7 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return usage(fmt.Errorf("--role: %w", err))
 			}
-			d, err := parseDuration(duration)
+			d, err := pki.ParseDuration(duration)
 			if err != nil {
 				return usage(fmt.Errorf("--duration: %w", err))
 			}
@@ -299,23 +298,6 @@ func newListCmd(e *env, g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
 	return cmd
-}
-
-// parseDuration accepts Go durations plus a whole-day suffix ("30d"), the unit
-// people actually think of certificate lifetimes in.
-func parseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil {
-			return 0, fmt.Errorf("%q: want a duration such as 24h, 90m or 30d", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want a duration such as 24h, 90m or 30d", s)
-	}
-	return d, nil
 }
 
 func splitList(s string) []string {

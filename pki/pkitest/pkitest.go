@@ -13,6 +13,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -58,7 +60,9 @@ func (c *Clock) Set(t time.Time) {
 // 127.0.0.1) in a fresh temporary state directory.
 func NewStore(t testing.TB, opts ...pki.Option) *pki.Store {
 	t.Helper()
-	s := pki.NewStore(t.TempDir(), opts...)
+	// A subdirectory, so the state dir is created 0700 as in production
+	// (t.TempDir itself is 0755).
+	s := pki.NewStore(filepath.Join(t.TempDir(), "state"), opts...)
 	if _, err := s.Init(pki.InitOptions{Hosts: []string{"localhost", "127.0.0.1", "::1"}}); err != nil {
 		t.Fatalf("pkitest: init: %v", err)
 	}
@@ -123,6 +127,8 @@ type Leaf struct {
 	NotBefore time.Time
 	NotAfter  time.Time
 	DNSNames  []string
+	// IPAddresses are IP SANs, for server certificates.
+	IPAddresses []net.IP
 }
 
 // ForeignCA is an unrelated CA: certificates it signs must never get in.
@@ -184,6 +190,7 @@ func SignLeaf(t testing.TB, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, l
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  l.EKU,
 		DNSNames:     l.DNSNames,
+		IPAddresses:  l.IPAddresses,
 	}
 	cert := create(t, tmpl, caCert, key, caKey)
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
@@ -223,4 +230,16 @@ func create(t testing.TB, tmpl, parent *x509.Certificate, key, signer *ecdsa.Pri
 		t.Fatal(err)
 	}
 	return c
+}
+
+// EncodePair returns a key pair as PEM certificate and PKCS#8 key, as they
+// would be written to disk.
+func EncodePair(t testing.TB, kp tls.Certificate) (certPEM, keyPEM []byte) {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(kp.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kp.Certificate[0]}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

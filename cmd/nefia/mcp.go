@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/server"
+	"github.com/nefia/nefia/tools"
+)
+
+func newMCPCmd(e *env, g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mcp",
+		Short: "Serve MCP",
+		Args:  groupArgs,
+		RunE:  groupRun,
+	}
+	cmd.AddCommand(newServeCmd(e, g))
+	return cmd
+}
+
+func newServeCmd(e *env, g *globals) *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the nefia MCP tools (stdio, or mutual TLS once enabled)",
+		Long: `Serve the nefia MCP tools.
+
+With mcp.mtls.enabled false (the default) MCP runs over stdin/stdout for a
+local client that spawns nefia; stdout carries JSON-RPC only, logs go to
+stderr. After 'nefia mtls init' it listens on mcp.mtls.listen_addr
+(127.0.0.1:19821) for TLS 1.3 connections that present a client certificate
+issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
+		Example: `  nefia mcp serve
+  nefia mcp serve --listen 127.0.0.1:0`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			loaded, err := config.Load(s.configPath)
+			if err != nil {
+				return err
+			}
+			cfg := loaded.Config
+			if listen != "" {
+				cfg.MCP.MTLS.ListenAddr = listen
+				if err := cfg.Validate(); err != nil {
+					return usage(fmt.Errorf("--listen: %w", err))
+				}
+			}
+			deps := tools.Deps{Store: s.store, ConfigPath: s.configPath, Logger: s.log}
+			if !cfg.MCP.MTLS.Enabled {
+				return serveStdio(cmd.Context(), s, deps, e.stdin, e.stdout)
+			}
+			return serveMTLS(cmd.Context(), s, deps, cfg.MCP.MTLS)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
+	return cmd
+}
+
+// serveStdio serves one MCP session over stdin/stdout for the local
+// operator; it ends when stdin closes or on SIGINT/SIGTERM.
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, in io.Reader, out io.Writer) error {
+	srv, err := server.NewMCPServer(deps, s.log)
+	if err != nil {
+		return err
+	}
+	s.log.Info("serving MCP on stdio (mTLS is off; run 'nefia mtls init' to enable it)", "state_dir", s.stateDir)
+	agent := identity.LocalOperator(identity.TransportStdio)
+	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
+		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
+		Logger:      s.log,
+	})
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// stdio joins stdin and stdout into the stream a session serves. Close is a
+// no-op: the process owns its standard streams and exits right after.
+type stdio struct {
+	io.Reader
+	io.Writer
+}
+
+func (stdio) Close() error { return nil }
+
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, m config.MTLS) error {
+	orDefault := func(path, name string) string {
+		if path == "" {
+			return s.store.Path(name)
+		}
+		return path
+	}
+	gw, err := server.NewGateway(server.GatewayOptions{
+		CACertFile:     orDefault(m.CACertFile, pki.CACertFile),
+		CertFile:       orDefault(m.CertFile, pki.ServerCertFile),
+		KeyFile:        orDefault(m.KeyFile, pki.ServerKeyFile),
+		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
+		MaxConnections: m.MaxConnections,
+		Tools:          deps,
+		Logger:         s.log,
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return usage(fmt.Errorf("%w; run 'nefia mtls init' first (state dir %s)", err, filepath.Clean(s.stateDir)))
+	}
+	if err != nil {
+		return err
+	}
+	err = gw.ListenAndServe(ctx, m.ListenAddr)
+	s.log.Info("gateway stopped")
+	return err
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+func initializeRequest() mcp.InitializeRequest {
+	req := mcp.InitializeRequest{}
+	req.Params.ProtocolVersion = mcp.ProtocolVersion20251125
+	req.Params.ClientInfo = mcp.Implementation{Name: "nefia-test", Version: "1"}
+	return req
+}
+
+func call(t *testing.T, c *client.Client, name string, args map[string]any) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = name
+	req.Params.Arguments = args
+	res, err := c.CallTool(ctx, req)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if res.IsError {
+		t.Fatalf("%s: tool error %v", name, res.Content)
+	}
+	data, _ := json.Marshal(res.StructuredContent)
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestServeStdio drives the built binary with mcp-go's stdio client, as a
+// local MCP client that spawns nefia would.
+func TestServeStdio(t *testing.T) {
+	c := newCLI(t)
+	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	mc, err := client.NewStdioMCPClient(nefiaBin, env, "mcp", "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
+	if err != nil || len(list.Tools) != 4 {
+		t.Fatalf("tools/list over stdio: %d tools, %v", len(list.Tools), err)
+	}
+	call(t, mc, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost", "127.0.0.1"}})
+	issued := call(t, mc, "nefia.mtls.issue_client", map[string]any{"name": "stdio-bot", "duration": "2h"})
+	st := call(t, mc, "nefia.mtls.status", nil)
+	if clients, _ := st["clients"].(map[string]any); clients["active"] != float64(1) {
+		t.Errorf("status over stdio: %v", st)
+	}
+	if caller, _ := st["caller"].(map[string]any); caller["transport"] != "stdio" || caller["role"] != "operator" {
+		t.Errorf("stdio caller = %v, want the local operator", st["caller"])
+	}
+	rev := call(t, mc, "nefia.mtls.revoke", map[string]any{"serial": issued["serial"]})
+	if rev["serial"] != issued["serial"] {
+		t.Errorf("revoke = %v", rev)
+	}
+}
+
+// TestServeMTLSAndShutdown starts the built binary with mTLS on, calls a
+// tool over TLS, then stops it with SIGTERM.
+func TestServeMTLSAndShutdown(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
+	c.mustRun("mtls", "issue-client", "--name", "ops", "--role", "operator", "--out-dir", c.outDir())
+
+	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "gateway listening" {
+				addr <- rec["addr"].(string)
+			}
+		}
+	}()
+	var listen string
+	select {
+	case listen = <-addr:
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not report its address")
+	}
+
+	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), "ops.crt"), filepath.Join(c.outDir(), "ops.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	conn, err := tls.Dial("tcp", listen, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := mc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	st := call(t, mc, "nefia.mtls.status", nil)
+	if st["connections"] != float64(1) || st["enabled"] != true {
+		t.Errorf("status over mTLS: %v", st)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("gateway exited with %v after SIGTERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not stop within 20s of SIGTERM")
+	}
+	mc.Close()
+	if stdout.Len() != 0 {
+		t.Errorf("mTLS mode wrote to stdout: %q", stdout.String())
+	}
+}

@@ -1,0 +1,445 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/tools"
+)
+
+// Gateway defaults.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxConnections   = 50
+	DefaultMaxMessageBytes  = 4 << 20
+	// DefaultRevocationPoll is how often live sessions are checked against
+	// the revocation store, which the CLI may change from another process.
+	// Revocations made through the gateway's own tool act at once.
+	DefaultRevocationPoll = 200 * time.Millisecond
+	// DefaultShutdownGrace bounds how long in-flight calls may run after a
+	// shutdown signal.
+	DefaultShutdownGrace = 5 * time.Second
+)
+
+// GatewayOptions configure a Gateway. Zero durations and sizes take the
+// defaults above.
+type GatewayOptions struct {
+	// CACertFile is the CA client certificates must chain to.
+	CACertFile string
+	// CertFile and KeyFile are the gateway's own certificate, re-read when
+	// they change.
+	CertFile, KeyFile string
+	// Revocations is consulted on every handshake and polled for live
+	// sessions.
+	Revocations *pki.RevocationChecker
+	// Tools are the dependencies of the MCP tools; the gateway fills in
+	// Sessions itself.
+	Tools tools.Deps
+
+	MaxConnections   int
+	HandshakeTimeout time.Duration
+	MaxMessageBytes  int
+	RevocationPoll   time.Duration
+	ShutdownGrace    time.Duration
+
+	// Clock is the time certificates are verified at. Nil is the system
+	// clock.
+	Clock  pki.Clock
+	Logger *slog.Logger
+}
+
+// Gateway is the mutual-TLS front of the MCP server: it owns the listener,
+// the TLS policy, the connection limit, revocation on live sessions and the
+// identity every request carries.
+type Gateway struct {
+	opts   GatewayOptions
+	mcp    *mcpserver.MCPServer
+	log    *slog.Logger
+	certs  *reloader[tls.Certificate]
+	ca     *reloader[*x509.CertPool]
+	tlsCfg *tls.Config // the policy; ClientCAs is filled per CA version
+
+	cfgMu   sync.Mutex
+	cfgPool *x509.CertPool
+	cfg     *tls.Config // tlsCfg with the current CA
+
+	slots chan struct{} // one token per live connection
+
+	mu       sync.Mutex
+	sessions map[*liveConn]struct{}
+	handlers sync.WaitGroup
+	addr     atomic.Pointer[net.Addr]
+	ready    chan struct{}
+	readyOne sync.Once
+}
+
+// liveConn is one authenticated connection.
+type liveConn struct {
+	agent   identity.Agent
+	leaf    *x509.Certificate
+	session *StreamSession
+}
+
+// NewGateway checks the options, loads the CA and server certificate, and
+// builds the MCP server every connection's session is served by.
+func NewGateway(opts GatewayOptions) (*Gateway, error) {
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.MaxMessageBytes == 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if opts.RevocationPoll == 0 {
+		opts.RevocationPoll = DefaultRevocationPoll
+	}
+	if opts.ShutdownGrace == 0 {
+		opts.ShutdownGrace = DefaultShutdownGrace
+	}
+	if opts.Clock == nil {
+		opts.Clock = pki.SystemClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Revocations == nil {
+		return nil, errors.New("server: gateway needs a revocation checker")
+	}
+	if opts.MaxConnections < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 {
+		return nil, errors.New("server: gateway limits must be positive")
+	}
+	ca, err := newReloader("CA certificate", opts.Logger, loadCAPool(opts.CACertFile), opts.CACertFile)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := newReloader("server certificate", opts.Logger, loadKeyPair(opts.CertFile, opts.KeyFile), opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Revocations.Refresh(); err != nil {
+		// Not fatal: handshakes fail closed until the store is fixed.
+		opts.Logger.Error("revocation store unavailable: refusing all handshakes until it is fixed", "error", err)
+	}
+	g := &Gateway{
+		opts:     opts,
+		log:      opts.Logger,
+		certs:    certs,
+		ca:       ca,
+		slots:    make(chan struct{}, opts.MaxConnections),
+		sessions: map[*liveConn]struct{}{},
+		ready:    make(chan struct{}),
+	}
+	deps := opts.Tools
+	deps.Sessions = g
+	if g.mcp, err = NewMCPServer(deps, opts.Logger); err != nil {
+		return nil, err
+	}
+	g.tlsCfg = &tls.Config{
+		// TLS 1.3 only: no renegotiation, no RSA key exchange, encrypted
+		// client certificates.
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		Time:       opts.Clock.Now,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, _, err := certs.get()
+			return c, err
+		},
+		// crypto/tls has already verified the chain to ClientCAs, the
+		// validity period at Time and the clientAuth EKU; what is left is
+		// nefia's own policy.
+		VerifyConnection: g.verifyConnection,
+	}
+	if _, err := g.configForClient(nil); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// configForClient returns the TLS policy with the current CA as ClientCAs:
+// the CA file is re-read when it changes, so after 'nefia mtls init --force'
+// certificates of the old CA stop getting in without a restart.
+func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+	pool, _, err := g.ca.get()
+	if err != nil {
+		return nil, err
+	}
+	g.cfgMu.Lock()
+	defer g.cfgMu.Unlock()
+	if g.cfgPool != *pool {
+		cfg := g.tlsCfg.Clone()
+		cfg.ClientCAs = *pool
+		g.cfg, g.cfgPool = cfg, *pool
+	}
+	return g.cfg, nil
+}
+
+// verifyConnection refuses revoked certificates and certificates without a
+// nefia role, inside the handshake, so a refused client never gets a session.
+func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no client certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	if err := g.opts.Revocations.Check(leaf); err != nil {
+		return err
+	}
+	_, err := identity.FromCertificate(leaf)
+	return err
+}
+
+// MCPServer returns the MCP server behind the gateway.
+func (g *Gateway) MCPServer() *mcpserver.MCPServer { return g.mcp }
+
+// TLSConfig returns the gateway's TLS policy (for inspection and tests; do
+// not modify it).
+func (g *Gateway) TLSConfig() *tls.Config { return g.tlsCfg }
+
+// Addr returns the listening address once Serve has started, else nil.
+func (g *Gateway) Addr() net.Addr {
+	if a := g.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Ready is closed once the gateway accepts connections.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// Count returns the number of live connections, handshaking ones included.
+func (g *Gateway) Count() int { return len(g.slots) }
+
+// ListenAndServe listens on addr (TCP) and serves until ctx is cancelled.
+func (g *Gateway) ListenAndServe(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", addr, err)
+	}
+	return g.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln until ctx is cancelled, then stops
+// accepting, lets in-flight calls finish (at most ShutdownGrace), closes every
+// session and returns. It closes ln.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	addr := ln.Addr()
+	g.addr.Store(&addr)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stopAccept()
+
+	var pollerDone sync.WaitGroup
+	pollerDone.Add(1)
+	go func() {
+		defer pollerDone.Done()
+		g.pollRevocations(ctx)
+	}()
+	g.log.Info("gateway listening", "addr", addr.String(), "max_connections", g.opts.MaxConnections)
+	g.readyOne.Do(func() { close(g.ready) })
+
+	var err error
+	for {
+		var conn net.Conn
+		conn, err = ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = nil
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			err = fmt.Errorf("server: accept: %w", err)
+			break
+		}
+		select {
+		case g.slots <- struct{}{}:
+		default:
+			// Refused at once, never queued: a queue would let a flood hold
+			// sockets open and delay legitimate clients behind it.
+			g.log.Warn("connection refused: limit reached", "remote_addr", conn.RemoteAddr().String(), "max_connections", g.opts.MaxConnections)
+			conn.Close()
+			continue
+		}
+		g.handlers.Add(1)
+		go func() {
+			defer g.handlers.Done()
+			defer func() { <-g.slots }()
+			g.handle(ctx, conn)
+		}()
+	}
+	cancel()
+	ln.Close()
+	g.shutdown()
+	pollerDone.Wait()
+	return err
+}
+
+// shutdown waits for connections to end by themselves for the grace period
+// (the sessions drain in-flight calls when their context ends), then closes
+// whatever is left.
+func (g *Gateway) shutdown() {
+	done := make(chan struct{})
+	go func() {
+		g.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(g.opts.ShutdownGrace):
+	}
+	g.mu.Lock()
+	for lc := range g.sessions {
+		lc.session.Close()
+	}
+	g.mu.Unlock()
+	<-done
+}
+
+// handle runs one connection: an explicit handshake under a deadline, then
+// one MCP session until either side ends it.
+func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
+	remote := raw.RemoteAddr().String()
+	cfg, err := g.configForClient(nil)
+	if err != nil {
+		g.log.Error("connection rejected: no usable CA", "remote_addr", remote, "error", err)
+		raw.Close()
+		return
+	}
+	conn := tls.Server(raw, cfg)
+	defer conn.Close()
+
+	hsCtx, cancel := context.WithTimeout(ctx, g.opts.HandshakeTimeout)
+	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
+	err = conn.HandshakeContext(hsCtx)
+	cancel()
+	if err != nil {
+		g.log.Warn("connection rejected", "remote_addr", remote, "reason", handshakeReason(err), "error", err)
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+
+	state := conn.ConnectionState()
+	agent, err := identity.FromCertificate(state.PeerCertificates[0])
+	if err != nil { // verifyConnection already refused these
+		g.log.Warn("connection rejected", "remote_addr", remote, "error", err)
+		return
+	}
+	agent.RemoteAddr = remote
+	agent.Transport = identity.TransportStream
+
+	sess, err := NewStreamSession(conn, g.mcp, StreamOptions{
+		MaxMessageBytes: g.opts.MaxMessageBytes,
+		Logger:          g.log,
+		// Captures agent, whose SessionID is filled in below before Serve.
+		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
+	})
+	if err != nil {
+		g.log.Error("session setup failed", "error", err)
+		return
+	}
+	agent.SessionID = sess.SessionID()
+
+	lc := &liveConn{agent: agent, leaf: state.PeerCertificates[0], session: sess}
+	g.mu.Lock()
+	g.sessions[lc] = struct{}{}
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.sessions, lc)
+		g.mu.Unlock()
+	}()
+
+	// A certificate that expires mid-session ends the session at NotAfter.
+	expiry := time.AfterFunc(agent.NotAfter.Sub(g.opts.Clock.Now()), func() {
+		g.log.Info("session ended: certificate expired", "name", agent.Name, "serial", agent.Serial)
+		sess.Close()
+	})
+	defer expiry.Stop()
+
+	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
+		"remote_addr", remote, "session_id", agent.SessionID)
+	start := time.Now()
+	err = sess.Serve(ctx)
+	g.log.Info("connection closed", "name", agent.Name, "serial", agent.Serial, "session_id", agent.SessionID,
+		"duration", time.Since(start).Round(time.Millisecond), "reason", closeReason(err))
+}
+
+// CloseSerial ends every live session of the certificate with this serial
+// (canonical form) and returns how many it closed.
+func (g *Gateway) CloseSerial(serial string) int {
+	g.mu.Lock()
+	var victims []*liveConn
+	for lc := range g.sessions {
+		if lc.agent.Serial == serial {
+			victims = append(victims, lc)
+		}
+	}
+	g.mu.Unlock()
+	for _, lc := range victims {
+		g.log.Info("session closed: certificate revoked", "name", lc.agent.Name, "serial", serial, "session_id", lc.agent.SessionID)
+		lc.session.Close()
+	}
+	return len(victims)
+}
+
+// pollRevocations closes live sessions whose certificate was revoked by
+// another process (the CLI), or no longer chains to the CA after the CA was
+// replaced. One stat per file per tick; files are re-read only when they
+// changed.
+func (g *Gateway) pollRevocations(ctx context.Context) {
+	t := time.NewTicker(g.opts.RevocationPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pool, caChanged, _ := g.ca.get()
+		g.mu.Lock()
+		var revoked, orphaned []*liveConn
+		for lc := range g.sessions {
+			if n, ok := serialInt(lc.agent.Serial); ok {
+				if r, err := g.opts.Revocations.IsRevoked(n); err == nil && r {
+					revoked = append(revoked, lc)
+					continue
+				}
+			}
+			if caChanged && !chainsTo(lc.leaf, *pool, g.opts.Clock.Now()) {
+				orphaned = append(orphaned, lc)
+			}
+		}
+		g.mu.Unlock()
+		for _, lc := range revoked {
+			g.CloseSerial(lc.agent.Serial)
+		}
+		for _, lc := range orphaned {
+			g.log.Info("session closed: the CA was replaced", "name", lc.agent.Name, "serial", lc.agent.Serial, "session_id", lc.agent.SessionID)
+			lc.session.Close()
+		}
+	}
+}
+
+func chainsTo(leaf *x509.Certificate, roots *x509.CertPool, now time.Time) bool {
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err == nil
+}

@@ -1,0 +1,350 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+)
+
+// Defaults for StreamOptions. They are limits on what one peer can make the
+// gateway hold: MaxMessageBytes × (MaxInFlight + 1) bounds request memory per
+// session, and the notification buffer bounds queued notifications.
+const (
+	streamDefaultMaxMessageBytes    = 4 << 20
+	streamDefaultMaxInFlight        = 64
+	streamDefaultWriteTimeout       = 10 * time.Second
+	streamDefaultDrainTimeout       = 5 * time.Second
+	streamDefaultNotificationBuffer = 64
+)
+
+// StreamOptions configures a StreamSession. The zero value is usable: every
+// zero field takes the default given in its comment.
+type StreamOptions struct {
+	// MaxMessageBytes caps one inbound JSON-RPC message (one line, without
+	// its line terminator). A longer message gets a JSON-RPC error naming the
+	// limit and the connection is closed; no more than the cap is ever
+	// buffered for it. Default 4 MiB.
+	MaxMessageBytes int
+
+	// MaxInFlight caps requests being handled at once on this session. When
+	// it is reached the session stops reading until a handler finishes, so a
+	// fast peer is slowed down (TCP backpressure) instead of growing memory.
+	// Notifications queued behind that point, notifications/cancelled
+	// included, wait too. Default 64.
+	MaxInFlight int
+
+	// WriteTimeout bounds one write to the peer. A peer that stops reading
+	// ends its session after this long instead of pinning handlers and
+	// memory. Default 10s.
+	WriteTimeout time.Duration
+
+	// DrainTimeout bounds how long, after the peer closes its side, the
+	// session keeps running in-flight requests so that their responses can
+	// still be written (useful after a TCP half-close). Then their contexts
+	// are cancelled. Default 5s.
+	DrainTimeout time.Duration
+
+	// NotificationBuffer is the capacity of the session's notification
+	// channel. mcp-go drops a notification when it is full. Default 64.
+	NotificationBuffer int
+
+	// ContextFunc, if set, derives the context every request of the session
+	// is handled with; the gateway uses it to attach the authenticated
+	// identity. It is called once, in Serve, with a context that already
+	// carries the session (mcpserver.ClientSessionFromContext), and must
+	// return a context derived from it.
+	ContextFunc func(ctx context.Context) context.Context
+
+	// Logger receives diagnostics (never message contents). Nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults returns o with every zero field replaced by its default.
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = streamDefaultMaxMessageBytes
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = streamDefaultMaxInFlight
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = streamDefaultWriteTimeout
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = streamDefaultDrainTimeout
+	}
+	if o.NotificationBuffer == 0 {
+		o.NotificationBuffer = streamDefaultNotificationBuffer
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// validate reports the first option that cannot be used. It changes nothing.
+func (o StreamOptions) validate() error {
+	switch {
+	case o.MaxMessageBytes < 0:
+		return fmt.Errorf("server: stream option MaxMessageBytes is %d, must be positive", o.MaxMessageBytes)
+	case o.MaxInFlight < 0:
+		return fmt.Errorf("server: stream option MaxInFlight is %d, must be positive", o.MaxInFlight)
+	case o.WriteTimeout < 0:
+		return fmt.Errorf("server: stream option WriteTimeout is %v, must be positive", o.WriteTimeout)
+	case o.DrainTimeout < 0:
+		return fmt.Errorf("server: stream option DrainTimeout is %v, must be positive", o.DrainTimeout)
+	case o.NotificationBuffer < 0:
+		return fmt.Errorf("server: stream option NotificationBuffer is %d, must be positive", o.NotificationBuffer)
+	}
+	return nil
+}
+
+// StreamSession is one MCP session carried by one newline-delimited JSON-RPC
+// stream (the MCP stdio framing), such as a raw mutual-TLS connection. Each
+// connection gets its own session with its own random id: mcp-go's
+// StdioServer.Listen cannot be used per connection because it shares one
+// package-global session (mcp-go server/stdio.go, stdioSessionInstance) and a
+// second concurrent connection fails with ErrSessionExists.
+//
+// It serves both protocol eras mcp-go speaks: the initialize handshake
+// (2025-11-25 and earlier) and the stateless core of 2026-07-28
+// (server/discover, per-request _meta, subscriptions/listen), and the two may
+// even alternate on one connection, because mcp-go decides the era per
+// request.
+//
+// Server-initiated requests (sampling, elicitation, roots) are not supported:
+// 2026-07-28 removed them, the gateway does not use them, and a handler
+// waiting for a client reply could deadlock against read backpressure.
+type StreamSession struct {
+	sessionState
+
+	rw   io.ReadWriteCloser
+	srv  *mcpserver.MCPServer
+	opts StreamOptions
+	log  *slog.Logger
+
+	served atomic.Bool
+	done   chan struct{} // closed when Serve returns
+
+	mu     sync.Mutex
+	cause  error                   // why the session ended; first one wins
+	cancel context.CancelCauseFunc // cancels request handlers; nil before Serve
+
+	closeRW sync.Once // rw is closed exactly once
+
+	slots      chan struct{}  // one token per in-flight request
+	handlers   sync.WaitGroup // request handler goroutines
+	out        chan []byte    // encoded responses for the writer, closed when no producer is left
+	writerDead chan struct{}  // closed when the writer has stopped, after s.out closed or a write failed
+}
+
+// NewStreamSession returns a session that will serve MCP over rw for srv. It
+// does not start reading: call Serve. Its SessionID is known at once, so the
+// caller can index the session (say by certificate serial) before serving it.
+func NewStreamSession(rw io.ReadWriteCloser, srv *mcpserver.MCPServer, opts StreamOptions) (*StreamSession, error) {
+	if rw == nil {
+		return nil, errors.New("server: new stream session: nil stream")
+	}
+	if srv == nil {
+		return nil, errors.New("server: new stream session: nil MCP server")
+	}
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return &StreamSession{
+		sessionState: sessionState{
+			id:            uuid.NewString(),
+			notifications: make(chan mcp.JSONRPCNotification, opts.NotificationBuffer),
+		},
+		rw:         rw,
+		srv:        srv,
+		opts:       opts,
+		log:        opts.Logger,
+		done:       make(chan struct{}),
+		slots:      make(chan struct{}, opts.MaxInFlight),
+		out:        make(chan []byte),
+		writerDead: make(chan struct{}),
+	}, nil
+}
+
+// ServeStream serves MCP over rw as one new session of srv until the peer
+// closes the stream, ctx is cancelled, or the stream fails; it closes rw
+// before returning. rw's Close must unblock a Read or Write in progress, as
+// net.Conn's does: that is how cancellation reaches a blocked peer. It is
+// NewStreamSession followed by Serve: use those when the caller needs the
+// session id or a way to close the session from outside.
+func ServeStream(ctx context.Context, rw io.ReadWriteCloser, srv *mcpserver.MCPServer, opts StreamOptions) error {
+	s, err := NewStreamSession(rw, srv, opts)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Serve registers the session with the MCP server, serves requests read from
+// the stream until the session ends, waits for its request handlers, then
+// unregisters the session and closes the stream. It may be called once.
+//
+// It returns nil when the peer closed the stream, ctx's error (or cause) when
+// ctx was cancelled, ErrSessionClosed after Close, and otherwise an error
+// wrapping ErrMessageTooLarge, ErrWriteTimeout or the stream's read or write
+// error. Serve never returns before every goroutine it started has finished,
+// so request handlers must honour their context's cancellation.
+func (s *StreamSession) Serve(ctx context.Context) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("server: stream session served twice")
+	}
+	defer close(s.done)
+	defer s.closeStream()
+
+	ctx = s.srv.WithContext(ctx, s)
+	if s.opts.ContextFunc != nil {
+		ctx = s.opts.ContextFunc(ctx)
+	}
+	// Hooks and logs after the end still see the identity, not the cancellation.
+	finalCtx := context.WithoutCancel(ctx)
+
+	handlerCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.mu.Lock()
+	if s.cause != nil { // closed before it was served
+		s.mu.Unlock()
+		return s.cause
+	}
+	s.cancel = cancel
+	s.mu.Unlock()
+
+	// Cancelling the caller's ctx must unblock a Read or Write in progress,
+	// and closing the stream is the only portable way to do that.
+	stopWatch := context.AfterFunc(ctx, func() { s.kill(context.Cause(ctx)) })
+	defer stopWatch()
+
+	if err := s.srv.RegisterSession(ctx, s); err != nil {
+		s.end(fmt.Errorf("server: register stream session: %w", err))
+		return s.endCause()
+	}
+	defer s.srv.UnregisterSession(finalCtx, s.id)
+	s.log.DebugContext(ctx, "stream session started", streamLogSession, s.id)
+
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writeLoop()
+	}()
+
+	peerClosed := s.readLoop(handlerCtx)
+	if peerClosed {
+		s.drain(handlerCtx)
+	}
+	if ctx.Err() != nil { // the watcher may not have run yet
+		s.end(context.Cause(ctx))
+	}
+	cancel(s.endCause())
+	s.handlers.Wait()
+	close(s.out) // no producer is left: the reader and every handler are done
+	<-writerDone
+
+	err := s.endCause()
+	s.log.DebugContext(finalCtx, "stream session ended", streamLogSession, s.id, streamLogError, err)
+	return err
+}
+
+// Close ends the session from outside, for example when the certificate that
+// authenticated it is revoked. It closes the stream at once, so the peer sees
+// the connection drop immediately, cancels in-flight requests, and returns
+// without waiting; Done is closed when Serve has finished. Serve then returns
+// ErrSessionClosed. Close is safe to call more than once and from any
+// goroutine, even before Serve.
+func (s *StreamSession) Close() error {
+	s.kill(ErrSessionClosed)
+	return nil
+}
+
+// Done returns a channel that is closed when Serve has returned.
+func (s *StreamSession) Done() <-chan struct{} { return s.done }
+
+// drain lets in-flight requests finish after the peer closed its side, for at
+// most DrainTimeout, so their responses can still be written.
+func (s *StreamSession) drain(ctx context.Context) {
+	idle := make(chan struct{})
+	go func() {
+		s.handlers.Wait()
+		close(idle)
+	}()
+	timer := time.NewTimer(s.opts.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-ctx.Done():
+	case <-timer.C:
+		s.log.Debug("stream session drain timed out", streamLogSession, s.id)
+	}
+	// The goroutine above ends with the handlers, which Serve waits for next.
+}
+
+// end records why the session ended; the first reason wins. A nil reason
+// (the peer closed the stream) is recorded as such.
+func (s *StreamSession) end(cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cause == nil {
+		if cause == nil {
+			cause = errPeerClosed
+		}
+		s.cause = cause
+	}
+}
+
+// endCause returns why the session ended, nil for a peer that closed cleanly.
+func (s *StreamSession) endCause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cause == errPeerClosed {
+		return nil
+	}
+	return s.cause
+}
+
+// kill ends the session now: it records cause, cancels request handlers and
+// closes the stream, which unblocks a Read or Write in progress.
+func (s *StreamSession) kill(cause error) {
+	s.end(cause)
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel(cause)
+	}
+	s.closeStream()
+}
+
+// closeStream closes the stream once.
+func (s *StreamSession) closeStream() {
+	s.closeRW.Do(func() {
+		if err := s.rw.Close(); err != nil {
+			s.log.Debug("closing stream", streamLogSession, s.id, streamLogError, err)
+		}
+	})
+}
+
+// errPeerClosed marks a session ended by the peer closing its side; Serve
+// reports it as nil.
+var errPeerClosed = errors.New("server: peer closed the stream")
+
+// Structured-log keys used by the stream session.
+const (
+	streamLogSession = "session_id"
+	streamLogError   = "error"
+	streamLogMethod  = "method"
+	streamLogLimit   = "limit_bytes"
+)

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+)
+
+// writeLoop is the only goroutine that writes to the stream. It forwards
+// encoded responses from s.out and notifications from the session's channel,
+// one line each, until s.out is closed or a write fails.
+//
+// Before each response it first writes the notifications already queued, so
+// that a request's progress and log notifications reach the peer before its
+// result.
+func (s *StreamSession) writeLoop() {
+	defer close(s.writerDead)
+	for {
+		select {
+		case line, ok := <-s.out:
+			if !ok {
+				return
+			}
+			if !s.flushNotifications() || !s.write(line) {
+				return
+			}
+		case n := <-s.notifications:
+			if !s.writeNotification(n) {
+				return
+			}
+		}
+	}
+}
+
+// flushNotifications writes the notifications queued right now.
+func (s *StreamSession) flushNotifications() bool {
+	for {
+		select {
+		case n := <-s.notifications:
+			if !s.writeNotification(n) {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// writeNotification encodes and writes one notification. On a
+// subscriptions/listen stream (2026-07-28) the notifications it carries are
+// tagged with the listen request's id, as the specification requires.
+func (s *StreamSession) writeNotification(n mcp.JSONRPCNotification) bool {
+	if id := s.openListenID(); id != nil && isSubscriptionNotification(n.Method) {
+		n = tagSubscription(n, id)
+	}
+	line, err := encodeLine(n)
+	if err != nil {
+		s.log.Error("encoding MCP notification", streamLogSession, s.id, streamLogMethod, n.Method, streamLogError, err)
+		return true
+	}
+	return s.write(line)
+}
+
+// write writes one line, ending the session if the peer does not take it
+// within WriteTimeout or the write fails.
+func (s *StreamSession) write(line []byte) bool {
+	timer := time.AfterFunc(s.opts.WriteTimeout, func() {
+		s.kill(fmt.Errorf("%w (%v)", ErrWriteTimeout, s.opts.WriteTimeout))
+	})
+	_, err := s.rw.Write(line)
+	timer.Stop()
+	if err != nil {
+		s.kill(fmt.Errorf("server: write stream: %w", err)) // keeps an earlier cause, such as the timeout
+		return false
+	}
+	return true
+}
+
+// send hands an encoded message to the writer. It blocks while the writer is
+// busy, which is what bounds a session's memory when the peer reads slowly,
+// and gives up once the writer has stopped.
+func (s *StreamSession) send(line []byte) {
+	select {
+	case s.out <- line:
+	case <-s.writerDead:
+	}
+}
+
+// isSubscriptionNotification reports whether a notification is one that
+// subscriptions/listen opts in to.
+func isSubscriptionNotification(method string) bool {
+	switch method {
+	case mcp.MethodNotificationToolsListChanged,
+		mcp.MethodNotificationPromptsListChanged,
+		mcp.MethodNotificationResourcesListChanged,
+		mcp.MethodNotificationResourceUpdated:
+		return true
+	}
+	return false
+}
+
+// tagSubscription adds the subscription id to a notification's _meta. The map
+// is copied because a broadcast shares it with every other session.
+func tagSubscription(n mcp.JSONRPCNotification, id json.RawMessage) mcp.JSONRPCNotification {
+	meta := make(map[string]any, len(n.Params.Meta)+1)
+	maps.Copy(meta, n.Params.Meta)
+	meta[mcp.MetaKeySubscriptionID] = id
+	n.Params.Meta = meta
+	return n
+}
+
+// encodeLine encodes v as one line of JSON, newline included.
+func encodeLine(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// rpcError is a JSON-RPC error response whose id is echoed byte for byte.
+type rpcError struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   rpcErrorDetail  `json:"error"`
+}
+
+type rpcErrorDetail struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Data    any    `json:"data,omitempty"`
+}
+
+// encodeError encodes a JSON-RPC error response; a nil id becomes null, as
+// JSON-RPC requires when the request's id could not be determined.
+func encodeError(id json.RawMessage, code int, message string, data any) []byte {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	line, err := encodeLine(rpcError{
+		JSONRPC: mcp.JSONRPC_VERSION,
+		ID:      id,
+		Error:   rpcErrorDetail{Code: code, Message: message, Data: data},
+	})
+	if err != nil { // cannot happen: every field is plain data
+		panic(fmt.Sprintf("server: encoding JSON-RPC error: %v", err))
+	}
+	return line
+}

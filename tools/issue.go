@@ -1,0 +1,175 @@
+package tools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+)
+
+// defaultDuration is the lifetime of a certificate when the caller names
+// none: short, because a model asked for it.
+const defaultDuration = "24h"
+
+// IssueOutput is the structured result of nefia.mtls.issue_client. It never
+// holds a private key: a generated key is written to Files.Key on the
+// gateway host (0600), and a CSR's key never left its owner.
+type IssueOutput struct {
+	Name           string          `json:"name" jsonschema:"the certificate's Subject CN"`
+	Serial         string          `json:"serial" jsonschema:"lowercase hex; pass it to nefia.mtls.revoke"`
+	Role           pki.Role        `json:"role" jsonschema:"agent or operator"`
+	NotBefore      time.Time       `json:"not_before" jsonschema:"RFC 3339; backdated a minute for clock skew"`
+	NotAfter       time.Time       `json:"not_after" jsonschema:"RFC 3339"`
+	Fingerprint    string          `json:"fingerprint" jsonschema:"SHA-256 of the certificate, lowercase hex"`
+	CertificatePEM string          `json:"certificate_pem" jsonschema:"the client certificate, PEM"`
+	CAPEM          string          `json:"ca_pem" jsonschema:"the CA certificate, PEM, which clients verify the gateway with"`
+	Files          pki.BundlePaths `json:"files" jsonschema:"where the bundle was written on the gateway host; key is absent when a CSR was signed"`
+}
+
+func issueClientTool() mcp.Tool {
+	return mcp.NewTool(NameIssueClient,
+		mcp.WithToolTitle("Issue client certificate"),
+		mcp.WithDescription("Issue a client certificate that admits an agent or operator to this gateway. "+
+			"Without csr_pem a key pair is generated and written with the certificate to out_dir on the gateway host; "+
+			"the private key is never returned. With csr_pem the request's public key is certified and no key file is written. "+
+			"You cannot issue a role with more authority than your own."),
+		mcp.WithString("name", mcp.Required(),
+			mcp.Description("Certificate name: its Subject CN and the bundle's file names (NAME.crt, NAME.key)."),
+			mcp.Pattern(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`), mcp.MaxLength(64)),
+		mcp.WithString("duration",
+			mcp.Description("Validity from now: a Go duration such as 24h or 90m, or whole days such as 30d. It must end before the CA expires."),
+			mcp.DefaultString(defaultDuration), mcp.MaxLength(32)),
+		mcp.WithString("role",
+			mcp.Description("agent: read-only tools; operator: every tool."),
+			mcp.Enum(string(pki.RoleAgent), string(pki.RoleOperator)), mcp.DefaultString(string(pki.RoleAgent))),
+		mcp.WithString("csr_pem",
+			mcp.Description("A PEM CERTIFICATE REQUEST to sign instead of generating a key (ECDSA P-256/P-384, Ed25519 or RSA >= 2048). Only its public key is used."),
+			mcp.MaxLength(pki.MaxCSRBytes)),
+		mcp.WithString("out_dir",
+			mcp.Description("Directory for the bundle, relative to the gateway's clients directory (default: that directory itself). "+
+				"An absolute path must lie inside it; anything that leads outside, including through a symbolic link, is refused."),
+			mcp.MaxLength(4096)),
+		mcp.WithBoolean("force",
+			mcp.Description("Overwrite an existing NAME.crt / NAME.key in out_dir."),
+			mcp.DefaultBool(false)),
+		mcp.WithSchemaAdditionalProperties(false),
+		mcp.WithOutputSchema[IssueOutput](),
+		// Destructive: force overwrites a bundle, and ca.crt in out_dir is
+		// always rewritten. Not idempotent: every call issues a new serial.
+		annotations("Issue client certificate", false, true, false),
+	)
+}
+
+func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	caller, known := identity.FromContext(ctx)
+	if !known {
+		return refuse("permission denied: %s needs an authenticated caller, and this request has none", NameIssueClient), nil
+	}
+	var name, duration, role, csr, outDir string
+	var force bool
+	err := decodeArgs(req, map[string]arg{
+		"name": stringArg(&name), "duration": stringArg(&duration), "role": stringArg(&role),
+		"csr_pem": stringArg(&csr), "out_dir": stringArg(&outDir), "force": boolArg(&force),
+	})
+	if err != nil {
+		return refuse("%v", err), nil
+	}
+	if name == "" {
+		return refuse(`argument "name" is required: 1-64 characters matching [A-Za-z0-9][A-Za-z0-9._-]*`), nil
+	}
+	if err := pki.ValidateName(name); err != nil {
+		return refuse(`argument "name": %s`, ts.redact(err)), nil
+	}
+	if role == "" {
+		role = string(pki.RoleAgent)
+	}
+	r, err := pki.ParseRole(role)
+	if err != nil {
+		return refuse(`argument "role": %s`, ts.redact(err)), nil
+	}
+	// Role.Allows, not Allowed: Allowed says which tools a role may call
+	// (the server checks it); this says which certificates it may hand out.
+	// A caller whose role is not a valid one allows nothing.
+	if !caller.Role.Allows(r) {
+		ts.log.Warn("issuance above caller's authority refused", logKeyTool, NameIssueClient,
+			logKeyCaller, caller.Name, logKeyRole, caller.Role, "requested_role", r)
+		if _, err := pki.ParseRole(string(caller.Role)); err != nil || caller.Role == "" {
+			return refuse("permission denied: your identity carries no valid role, so it cannot issue certificates"), nil
+		}
+		return refuse("permission denied: a caller with role %q cannot issue certificates with role %q "+
+			"(nobody can issue more authority than their own); ask an operator", caller.Role, r), nil
+	}
+	if duration == "" {
+		duration = defaultDuration
+	}
+	d, err := pki.ParseDuration(duration)
+	if err != nil {
+		return refuse(`argument "duration": %s`, ts.redact(err)), nil
+	}
+	if len(csr) > pki.MaxCSRBytes {
+		return refuse(`argument "csr_pem" is %d bytes; at most %d are accepted`, len(csr), pki.MaxCSRBytes), nil
+	}
+	dir, res := ts.resolveOutDir(outDir)
+	if res != nil {
+		return res, nil
+	}
+	// Check before Issue: a refusal must issue (and record) nothing.
+	if res := ts.checkBundle(dir, name, outDir, force); res != nil {
+		return res, nil
+	}
+
+	iss, err := ts.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: []byte(csr)})
+	switch {
+	case errors.Is(err, pki.ErrInvalidDuration):
+		return refuse(`argument "duration": %s`, ts.redact(err)), nil
+	case errors.Is(err, pki.ErrInvalidCSR):
+		return refuse(`argument "csr_pem": %s`, ts.redact(err)), nil
+	case errors.Is(err, pki.ErrNoCA):
+		return refuse("no CA has been initialized on this gateway; call %s first", NameInit), nil
+	case err != nil:
+		return ts.fail(NameIssueClient, "issuing the certificate", err), nil
+	}
+	ts.log.Info("client certificate issued", logKeyTool, NameIssueClient, logKeyName, iss.Name,
+		logKeySerial, iss.Serial, logKeyRole, iss.Role, logKeyCaller, caller.Name)
+
+	paths, err := pki.WriteBundle(dir, iss, force)
+	if err != nil {
+		ts.log.Error("writing client bundle failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, err)
+		return refuse("certificate %s was issued and recorded, but writing its files failed: %s. "+
+			"Revoke it with %s and try again.", iss.Serial, ts.redact(err), NameRevoke), nil
+	}
+
+	out := IssueOutput{
+		Name:           iss.Name,
+		Serial:         iss.Serial,
+		Role:           iss.Role,
+		NotBefore:      iss.NotBefore,
+		NotAfter:       iss.NotAfter,
+		Fingerprint:    iss.Fingerprint,
+		CertificatePEM: string(iss.CertPEM),
+		CAPEM:          string(iss.CAPEM),
+		Files:          paths,
+	}
+	return success(out, issueText(out)), nil
+}
+
+func issueText(out IssueOutput) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Issued %s certificate %q, valid until %s.\n", out.Role, out.Name, out.NotAfter.Format(time.RFC3339))
+	fmt.Fprintf(&b, "serial:      %s\nfingerprint: %s\n", out.Serial, out.Fingerprint)
+	fmt.Fprintf(&b, "Files on the gateway host:\n  cert: %s\n", out.Files.Cert)
+	if out.Files.Key != "" {
+		fmt.Fprintf(&b, "  key:  %s (private key, mode 0600; it is not part of this result)\n", out.Files.Key)
+	} else {
+		b.WriteString("  key:  none (signed from your CSR; the key stays with you)\n")
+	}
+	fmt.Fprintf(&b, "  ca:   %s\n", out.Files.CA)
+	fmt.Fprintf(&b, "\nCertificate:\n%s\nCA certificate:\n%s", out.CertificatePEM, out.CAPEM)
+	return b.String()
+}

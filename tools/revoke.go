@@ -1,0 +1,101 @@
+package tools
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+)
+
+// RevokeOutput is the structured result of nefia.mtls.revoke: the
+// revocation record (the existing one when the serial was already revoked)
+// and what happened to live sessions.
+type RevokeOutput struct {
+	Serial         string    `json:"serial" jsonschema:"canonical form: lowercase hex"`
+	Name           string    `json:"name" jsonschema:"the revoked certificate's name"`
+	RevokedAt      time.Time `json:"revoked_at" jsonschema:"RFC 3339; the original time when already_revoked"`
+	Reason         string    `json:"reason,omitempty" jsonschema:"as recorded in the revocation store"`
+	AlreadyRevoked bool      `json:"already_revoked" jsonschema:"true when the serial was revoked before this call; nothing was changed in the revocation store"`
+	SessionsClosed int       `json:"sessions_closed" jsonschema:"live sessions of this certificate closed by this call; always 0 in stdio mode"`
+}
+
+func revokeTool() mcp.Tool {
+	return mcp.NewTool(NameRevoke,
+		mcp.WithToolTitle("Revoke client certificate"),
+		mcp.WithDescription("Revoke a client certificate by serial: new connections with it are refused at once and its live sessions on this gateway are closed. "+
+			"Revoking an already revoked serial changes nothing and reports already_revoked=true. Revocation cannot be undone."),
+		mcp.WithString("serial", mcp.Required(),
+			mcp.Description("Serial of the certificate, as returned by nefia.mtls.issue_client: hexadecimal, any case, colons between octets allowed."),
+			mcp.MinLength(1), mcp.MaxLength(64)),
+		mcp.WithString("reason",
+			mcp.Description("Why it is revoked; recorded in the revocation store."),
+			mcp.MaxLength(pki.MaxReasonLen)),
+		mcp.WithSchemaAdditionalProperties(false),
+		mcp.WithOutputSchema[RevokeOutput](),
+		annotations("Revoke client certificate", false, true, true),
+	)
+}
+
+func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	var serial, reason string
+	if err := decodeArgs(req, map[string]arg{"serial": stringArg(&serial), "reason": stringArg(&reason)}); err != nil {
+		return refuse("%v", err), nil
+	}
+	if strings.TrimSpace(serial) == "" {
+		return refuse(`argument "serial" is required: the hexadecimal serial returned by %s`, NameIssueClient), nil
+	}
+	// The same rules pki.Store.Revoke applies, checked here so a bad reason
+	// is reported as bad input rather than as a failure (pki has no sentinel
+	// error for it).
+	reason = strings.TrimSpace(reason)
+	if len(reason) > pki.MaxReasonLen {
+		return refuse(`argument "reason" is %d bytes; at most %d are accepted`, len(reason), pki.MaxReasonLen), nil
+	}
+	if strings.IndexFunc(reason, unicode.IsControl) >= 0 {
+		return refuse(`argument "reason" must not contain control characters (newlines, tabs, ...)`), nil
+	}
+
+	rev, err := ts.store.Revoke(serial, reason)
+	already := errors.Is(err, pki.ErrAlreadyRevoked)
+	switch {
+	case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
+		return refuse(`argument "serial": %s`, ts.redact(err)), nil
+	case err != nil && !already:
+		return ts.fail(NameRevoke, "revoking the certificate", err), nil
+	}
+	// Close sessions on the repeat call too: a session that outlived an
+	// earlier revocation (made by the CLI while the gateway was busy, or a
+	// close that raced a reconnect) must still end.
+	closed := 0
+	if ts.sessions != nil {
+		closed = ts.sessions.CloseSerial(rev.Serial)
+	}
+	caller, _ := identity.FromContext(ctx)
+	ts.log.Info("certificate revoked", logKeyTool, NameRevoke, logKeySerial, rev.Serial, logKeyName, rev.Name,
+		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name)
+
+	out := RevokeOutput{
+		Serial:         rev.Serial,
+		Name:           rev.Name,
+		RevokedAt:      rev.RevokedAt,
+		Reason:         rev.Reason,
+		AlreadyRevoked: already,
+		SessionsClosed: closed,
+	}
+	verb := "Revoked"
+	if already {
+		verb = "Already revoked:"
+	}
+	text := fmt.Sprintf("%s %s (%s) at %s; %d live session(s) closed.", verb, out.Serial, out.Name, out.RevokedAt.Format(time.RFC3339), closed)
+	if ts.sessions == nil {
+		text += " (stdio mode: no gateway sessions here; a running gateway closes its own when it sees the revocation.)"
+	}
+	return success(out, text), nil
+}

@@ -1,0 +1,180 @@
+package tools
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/pki"
+)
+
+// Tool names. They are part of the protocol surface: clients, the
+// authorization policy and the audit trail refer to tools by these names.
+const (
+	NameInit        = "nefia.mtls.init"
+	NameIssueClient = "nefia.mtls.issue_client"
+	NameStatus      = "nefia.mtls.status"
+	NameRevoke      = "nefia.mtls.revoke"
+)
+
+// Structured-log keys, fixed so log queries keep working.
+const (
+	logKeyTool   = "tool"
+	logKeyError  = "error"
+	logKeySerial = "serial"
+	logKeyName   = "name"
+	logKeyRole   = "role"
+	logKeyCaller = "caller"
+)
+
+// Deps are what the tools act on. The tools hold no state of their own: the
+// Store and nefia.yaml are shared with the CLI, so both always see the same
+// certificates and settings.
+type Deps struct {
+	// Store is the state directory (required).
+	Store *pki.Store
+	// ConfigPath is nefia.yaml (required): nefia.mtls.init sets
+	// mcp.mtls.enabled=true there and nefia.mtls.status reads it.
+	ConfigPath string
+	// ClientsDir is the only directory tree nefia.mtls.issue_client writes
+	// bundles into; "" means <state dir>/clients. A model chooses out_dir,
+	// so this root is what keeps it from writing anywhere else on the host.
+	ClientsDir string
+	// Sessions is the running gateway's session table; nil in stdio mode,
+	// where there are no mTLS sessions to count or close.
+	Sessions SessionManager
+	// Logger receives operational logs (never key material); nil discards.
+	Logger *slog.Logger
+}
+
+// SessionManager is what a running gateway offers the tools. It is defined
+// here, where it is used, so the tools need nothing else from the server.
+type SessionManager interface {
+	// CloseSerial closes every live session of the certificate with this
+	// (canonical) serial and returns how many it closed. Revocation calls it
+	// so a revoked certificate loses its open connections, not only new ones.
+	CloseSerial(serial string) int
+	// Count returns the number of live mTLS connections.
+	Count() int
+}
+
+// names lists the tools in the order Register adds them.
+var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke}
+
+// agentTools are the tools an agent certificate may call: read-only ones
+// only. It is an explicit allow-list rather than a reading of the
+// readOnlyHint annotations, so that a mislabelled new tool is denied to
+// agents instead of silently granted.
+var agentTools = map[string]bool{NameStatus: true}
+
+// Names returns the names of the tools Register adds, in a fresh slice.
+func Names() []string { return slices.Clone(names) }
+
+// Allowed is nefia's authorization policy: whether a caller holding role may
+// call tool. An operator may call every tool; an agent only the read-only
+// ones listed in agentTools; any other role, including the empty one of a
+// caller without identity, nothing. The server enforces it on every call and
+// uses it to filter tools/list.
+func Allowed(role pki.Role, tool string) bool {
+	switch role {
+	case pki.RoleOperator:
+		return true
+	case pki.RoleAgent:
+		return agentTools[tool]
+	}
+	return false
+}
+
+// toolset is Deps after defaults, shared by the four handlers.
+type toolset struct {
+	store      *pki.Store
+	configPath string
+	clientsDir string // absolute and clean
+	sessions   SessionManager
+	log        *slog.Logger
+	// roots are directories whose absolute paths are stripped from error
+	// text shown to callers, longest first.
+	roots []root
+}
+
+// Register adds nefia's four MCP tools to srv. It refuses a Deps without a
+// Store or ConfigPath, and a server that already has a tool of the same name:
+// silently replacing a tool would change what an authorized name does.
+func Register(srv *server.MCPServer, d Deps) error {
+	ts, err := newToolset(d)
+	if err != nil {
+		return err
+	}
+	all := []server.ServerTool{
+		{Tool: initTool(), Handler: ts.handleInit},
+		{Tool: issueClientTool(), Handler: ts.handleIssueClient},
+		{Tool: statusTool(), Handler: ts.handleStatus},
+		{Tool: revokeTool(), Handler: ts.handleRevoke},
+	}
+	for _, st := range all {
+		// mcp.WithOutputSchema reports a reflection failure only on stderr
+		// and leaves the schema empty; a tool without its declared output
+		// schema must not be served.
+		if st.Tool.OutputSchema.Type != "object" || len(st.Tool.OutputSchema.Properties) == 0 {
+			return fmt.Errorf("tools: %s: output schema could not be generated", st.Tool.Name)
+		}
+		if srv.GetTool(st.Tool.Name) != nil {
+			return fmt.Errorf("tools: %s is already registered", st.Tool.Name)
+		}
+	}
+	srv.AddTools(all...)
+	return nil
+}
+
+func newToolset(d Deps) (*toolset, error) {
+	if d.Store == nil {
+		return nil, errors.New("tools: Deps.Store is required")
+	}
+	if d.ConfigPath == "" {
+		return nil, errors.New("tools: Deps.ConfigPath is required")
+	}
+	clients := d.ClientsDir
+	if clients == "" {
+		clients = d.Store.Path("clients")
+	}
+	clients, err := filepath.Abs(clients)
+	if err != nil {
+		return nil, fmt.Errorf("tools: clients dir %s: %w", d.ClientsDir, err)
+	}
+	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ts := &toolset{
+		store:      d.Store,
+		configPath: d.ConfigPath,
+		clientsDir: clients,
+		sessions:   d.Sessions,
+		log:        log,
+	}
+	ts.roots = redactionRoots(
+		root{clients, "the clients directory"},
+		root{d.Store.Dir(), "the state directory"},
+		root{filepath.Dir(d.ConfigPath), "the configuration directory"},
+	)
+	return ts, nil
+}
+
+// annotations builds a complete, explicit set of hints. mcp.NewTool defaults
+// to destructive and open-world, so every hint is always set here rather than
+// inherited.
+func annotations(title string, readOnly, destructive, idempotent bool) mcp.ToolOption {
+	return mcp.WithToolAnnotation(mcp.ToolAnnotation{
+		Title:           title,
+		ReadOnlyHint:    mcp.ToBoolPtr(readOnly),
+		DestructiveHint: mcp.ToBoolPtr(destructive),
+		IdempotentHint:  mcp.ToBoolPtr(idempotent),
+		// Every nefia tool acts on this gateway's own state directory only.
+		OpenWorldHint: mcp.ToBoolPtr(false),
+	})
+}

@@ -1,0 +1,162 @@
+package tools_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/pki/pkitest"
+	"github.com/nefia/nefia/tools"
+)
+
+func TestAllowed(t *testing.T) {
+	tests := []struct {
+		name string
+		role pki.Role
+		tool string
+		want bool
+	}{
+		{"operator init", pki.RoleOperator, tools.NameInit, true},
+		{"operator issue", pki.RoleOperator, tools.NameIssueClient, true},
+		{"operator status", pki.RoleOperator, tools.NameStatus, true},
+		{"operator revoke", pki.RoleOperator, tools.NameRevoke, true},
+		{"agent init", pki.RoleAgent, tools.NameInit, false},
+		{"agent issue", pki.RoleAgent, tools.NameIssueClient, false},
+		{"agent status", pki.RoleAgent, tools.NameStatus, true},
+		{"agent revoke", pki.RoleAgent, tools.NameRevoke, false},
+		{"agent unknown tool", pki.RoleAgent, "nefia.other", false},
+		{"no role status", "", tools.NameStatus, false},
+		{"unknown role status", "admin", tools.NameStatus, false},
+		{"unknown role init", "admin", tools.NameInit, false},
+		{"role case matters", "Operator", tools.NameInit, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tools.Allowed(tt.role, tt.tool); got != tt.want {
+				t.Errorf("Allowed(%q, %q) = %v, want %v", tt.role, tt.tool, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke"}
+	got := tools.Names()
+	if !slices.Equal(got, want) {
+		t.Fatalf("Names() = %v, want %v", got, want)
+	}
+	got[0] = "changed"
+	if tools.Names()[0] != want[0] {
+		t.Fatal("Names returned its internal slice")
+	}
+}
+
+func TestRegister(t *testing.T) {
+	store := pkitest.NewStore(t)
+	cfg := filepath.Join(t.TempDir(), "nefia.yaml")
+	tests := []struct {
+		name    string
+		deps    tools.Deps
+		prepare func(*server.MCPServer)
+		wantErr bool
+	}{
+		{name: "ok", deps: tools.Deps{Store: store, ConfigPath: cfg}},
+		{name: "no store", deps: tools.Deps{ConfigPath: cfg}, wantErr: true},
+		{name: "no config path", deps: tools.Deps{Store: store}, wantErr: true},
+		{
+			name: "name taken",
+			deps: tools.Deps{Store: store, ConfigPath: cfg},
+			prepare: func(s *server.MCPServer) {
+				s.AddTool(mcp.NewTool(tools.NameRevoke), func(ctx context.Context, r mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return nil, nil
+				})
+			},
+			wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := server.NewMCPServer("t", "0")
+			if tt.prepare != nil {
+				tt.prepare(srv)
+			}
+			err := tools.Register(srv, tt.deps)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Register() error = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil {
+				if got := srv.GetTool(tools.NameInit); got != nil {
+					t.Error("a refused Register added tools")
+				}
+				return
+			}
+			for _, name := range tools.Names() {
+				if srv.GetTool(name) == nil {
+					t.Errorf("%s not registered", name)
+				}
+			}
+		})
+	}
+}
+
+// TestAnnotations pins the hints clients use to decide what needs a human's
+// confirmation: they must tell the truth about every tool.
+func TestAnnotations(t *testing.T) {
+	e := newEnv(t)
+	list, err := e.client.ListTools(t.Context(), mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type hints struct{ readOnly, destructive, idempotent bool }
+	want := map[string]hints{
+		tools.NameInit:        {readOnly: false, destructive: true, idempotent: false},
+		tools.NameIssueClient: {readOnly: false, destructive: true, idempotent: false},
+		tools.NameStatus:      {readOnly: true, destructive: false, idempotent: true},
+		tools.NameRevoke:      {readOnly: false, destructive: true, idempotent: true},
+	}
+	if len(list.Tools) != len(want) {
+		t.Fatalf("tools/list has %d tools, want %d", len(list.Tools), len(want))
+	}
+	for _, tl := range list.Tools {
+		t.Run(tl.Name, func(t *testing.T) {
+			w, ok := want[tl.Name]
+			if !ok {
+				t.Fatalf("unexpected tool %s", tl.Name)
+			}
+			a := tl.Annotations
+			for _, h := range []struct {
+				name string
+				got  *bool
+				want bool
+			}{
+				{"readOnlyHint", a.ReadOnlyHint, w.readOnly},
+				{"destructiveHint", a.DestructiveHint, w.destructive},
+				{"idempotentHint", a.IdempotentHint, w.idempotent},
+				{"openWorldHint", a.OpenWorldHint, false},
+			} {
+				if h.got == nil || *h.got != h.want {
+					t.Errorf("%s = %v, want %v", h.name, fmt.Sprint(deref(h.got)), h.want)
+				}
+			}
+			if a.Title == "" || tl.Description == "" {
+				t.Error("missing title or description")
+			}
+			if tl.OutputSchema.Type != "object" {
+				t.Error("missing output schema")
+			}
+		})
+	}
+}
+
+func deref(b *bool) any {
+	if b == nil {
+		return "unset"
+	}
+	return *b
+}
