@@ -21,8 +21,16 @@ const CurrentVersion = 1
 // *bool, because ApplyDefaults cannot tell an explicit false from a missing
 // one.
 type Config struct {
-	Version int `yaml:"version"`
-	MCP     MCP `yaml:"mcp"`
+	Version int   `yaml:"version"`
+	MCP     MCP   `yaml:"mcp"`
+	Audit   Audit `yaml:"audit"`
+}
+
+// Audit configures the audit trail (<state dir>/audit/audit.jsonl).
+type Audit struct {
+	// MaxSizeMB is the size at which the trail is rotated; the hash chain
+	// continues into the new file.
+	MaxSizeMB int `yaml:"max_size_mb"`
 }
 
 // MCP configures the MCP server.
@@ -52,6 +60,7 @@ func Default() Config {
 			ListenAddr:     "127.0.0.1:19821",
 			MaxConnections: 50,
 		}},
+		Audit: Audit{MaxSizeMB: 100},
 	}
 }
 
@@ -89,6 +98,7 @@ func (c Config) Validate() error {
 		checkPath("mcp.mtls.ca_cert_file", m.CACertFile),
 		checkPath("mcp.mtls.cert_file", m.CertFile),
 		checkPath("mcp.mtls.key_file", m.KeyFile),
+		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
 	)
 	return errors.Join(errs...)
 }

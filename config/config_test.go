@@ -12,7 +12,7 @@ func TestDefault(t *testing.T) {
 		Enabled:        false,
 		ListenAddr:     "127.0.0.1:19821",
 		MaxConnections: 50,
-	}}}
+	}}, Audit: Audit{MaxSizeMB: 100}}
 	if got := Default(); got != want {
 		t.Errorf("Default() = %+v, want %+v", got, want)
 	}
@@ -31,7 +31,7 @@ func TestApplyDefaults(t *testing.T) {
 		{
 			name: "keeps set values",
 			in:   Config{MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}},
-			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}},
+			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 	}
 	for _, tt := range tests {

@@ -47,7 +47,7 @@ func TestLoad(t *testing.T) {
 				CertFile:       "server.crt",
 				KeyFile:        "/etc/nefia/server.key",
 				MaxConnections: 200,
-			}}},
+			}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 		{name: "empty", content: "", want: Default()},
 		{name: "whitespace", content: "\n  \n", want: Default()},

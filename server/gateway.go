@@ -14,6 +14,7 @@ import (
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/tools"
@@ -47,6 +48,9 @@ type GatewayOptions struct {
 	// Tools are the dependencies of the MCP tools; the gateway fills in
 	// Sessions itself.
 	Tools tools.Deps
+	// Audit receives every tool call and connection event. Nil turns the
+	// audit trail off (benchmarks and tests only).
+	Audit *audit.Logger
 
 	MaxConnections   int
 	HandshakeTimeout time.Duration
@@ -69,6 +73,7 @@ type Gateway struct {
 	log    *slog.Logger
 	certs  *reloader[tls.Certificate]
 	ca     *reloader[*x509.CertPool]
+	audit  *auditor    // nil: no audit trail
 	tlsCfg *tls.Config // the policy; ClientCAs is filled per CA version
 
 	cfgMu   sync.Mutex
@@ -145,7 +150,10 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	deps := opts.Tools
 	deps.Sessions = g
-	if g.mcp, err = NewMCPServer(deps, opts.Logger); err != nil {
+	if opts.Audit != nil {
+		g.audit = newAuditor(opts.Audit, opts.Logger)
+	}
+	if g.mcp, err = NewMCPServer(deps, opts.Logger, opts.Audit); err != nil {
 		return nil, err
 	}
 	g.tlsCfg = &tls.Config{
@@ -153,7 +161,11 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		// client certificates.
 		MinVersion: tls.VersionTLS13,
 		MaxVersion: tls.VersionTLS13,
-		ClientAuth: tls.RequireAndVerifyClientCert,
+		// A certificate is required; verifyConnection verifies it (chain
+		// to the current CA, validity, clientAuth, revocation, role) so
+		// that every refusal has a reason and a name for the audit trail.
+		// crypto/tls still checks the client's proof of possession.
+		ClientAuth: tls.RequireAnyClientCert,
 		Time:       opts.Clock.Now,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			c, _, err := certs.get()
@@ -188,18 +200,46 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	return g.cfg, nil
 }
 
-// verifyConnection refuses revoked certificates and certificates without a
-// nefia role, inside the handshake, so a refused client never gets a session.
+// verifyConnection is the gateway's client certificate policy, run inside
+// the handshake (also on resumption, so a ticket never outlives a
+// revocation): the chain must lead to the current CA at the gateway's clock,
+// with the clientAuth usage; the serial must not be revoked (the store is
+// consulted through the checker: one stat, no read); the subject must carry
+// a nefia role. A refusal is a *rejection naming the reason and the
+// certificate, for the log and the audit trail.
 func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
-		return errors.New("no client certificate")
+		return &rejection{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 	}
 	leaf := cs.PeerCertificates[0]
-	if err := g.opts.Revocations.Check(leaf); err != nil {
-		return err
+	rejected := func(reason string, err error) error {
+		return &rejection{reason: reason, name: leaf.Subject.CommonName, serial: pki.FormatSerial(leaf.SerialNumber), err: err}
 	}
-	_, err := identity.FromCertificate(leaf)
-	return err
+	pool, _, err := g.ca.get()
+	if err != nil {
+		return rejected(ReasonOther, err)
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		intermediates.AddCert(c)
+	}
+	now := g.opts.Clock.Now()
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: *pool, Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return rejected(verifyReason(err, leaf, now), err)
+	}
+	if err := g.opts.Revocations.Check(leaf); err != nil {
+		if errors.Is(err, pki.ErrRevoked) {
+			return rejected(ReasonRevoked, err)
+		}
+		return rejected(ReasonRevocationErr, err)
+	}
+	if _, err := identity.FromCertificate(leaf); err != nil {
+		return rejected(ReasonNoRole, err)
+	}
+	return nil
 }
 
 // MCPServer returns the MCP server behind the gateway.
@@ -274,8 +314,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		default:
 			// Refused at once, never queued: a queue would let a flood hold
 			// sockets open and delay legitimate clients behind it.
-			g.log.Warn("connection refused: limit reached", "remote_addr", conn.RemoteAddr().String(), "max_connections", g.opts.MaxConnections)
+			g.log.Warn("connection rejected", "remote_addr", conn.RemoteAddr().String(), "reason", ReasonLimit, "max_connections", g.opts.MaxConnections)
 			conn.Close()
+			if g.audit != nil {
+				g.audit.connection(audit.EventConnectionRejected, nil, conn.RemoteAddr().String(), ReasonLimit, nil)
+			}
 			continue
 		}
 		g.handlers.Add(1)
@@ -332,7 +375,7 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 	err = conn.HandshakeContext(hsCtx)
 	cancel()
 	if err != nil {
-		g.log.Warn("connection rejected", "remote_addr", remote, "reason", handshakeReason(err), "error", err)
+		g.rejected(remote, err)
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
@@ -377,10 +420,38 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 
 	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
 		"remote_addr", remote, "session_id", agent.SessionID)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionOpen, &agent, remote, "", nil)
+	}
 	start := time.Now()
 	err = sess.Serve(ctx)
+	reason := closeReason(err)
 	g.log.Info("connection closed", "name", agent.Name, "serial", agent.Serial, "session_id", agent.SessionID,
-		"duration", time.Since(start).Round(time.Millisecond), "reason", closeReason(err))
+		"duration", time.Since(start).Round(time.Millisecond), "reason", reason)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionClose, &agent, remote, reason, nil)
+	}
+}
+
+// rejected logs and audits a failed handshake with its reason and, when a
+// certificate was presented, its name and serial.
+func (g *Gateway) rejected(remote string, err error) {
+	reason, who := handshakeReason(err), (*identity.Agent)(nil)
+	var rj *rejection
+	if errors.As(err, &rj) {
+		reason = rj.reason
+		if rj.serial != "" {
+			who = &identity.Agent{Name: rj.name, Serial: rj.serial, Transport: identity.TransportStream}
+		}
+	}
+	attrs := []any{"remote_addr", remote, "reason", reason, "error", err}
+	if who != nil {
+		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
+	}
+	g.log.Warn("connection rejected", attrs...)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionRejected, who, remote, reason, err)
+	}
 }
 
 // CloseSerial ends every live session of the certificate with this serial

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
 	"github.com/nefia/nefia/server"
@@ -233,41 +235,61 @@ func TestRefusedConnections(t *testing.T) {
 	tests := []struct {
 		name   string
 		cfg    func() *tls.Config
-		reason string
+		alert  string // what the client is told
+		reason string // what the audit trail records
+		cn     string // the presented certificate's name, when there is one
 	}{
-		{"no certificate", func() *tls.Config { return gw.ClientConfig(nil) }, "certificate required"},
+		{"no certificate", func() *tls.Config { return gw.ClientConfig(nil) }, "certificate required", server.ReasonNoCertificate, ""},
 		{"another CA", func() *tls.Config {
 			c := foreign.Sign(t, pkitest.Leaf{CN: "intruder", OU: "operator"})
 			return gw.ClientConfig(&c)
-		}, "unknown certificate authority"},
+		}, "bad certificate", server.ReasonUnknownCA, "intruder"},
 		{"expired", func() *tls.Config {
 			return gw.ClientConfig(leaf(pkitest.Leaf{CN: "old", OU: "agent", NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(-time.Hour)}))
-		}, "expired certificate"},
+		}, "bad certificate", server.ReasonExpired, "old"},
 		{"not yet valid", func() *tls.Config {
 			return gw.ClientConfig(leaf(pkitest.Leaf{CN: "future", OU: "agent", NotBefore: now.Add(time.Hour), NotAfter: now.Add(2 * time.Hour)}))
-		}, "expired certificate"}, // crypto/tls sends this alert for both ends of the validity period
+		}, "bad certificate", server.ReasonNotYetValid, "future"},
 		{"revoked", func() *tls.Config {
 			kp := pkitest.KeyPair(t, revoked)
 			return gw.ClientConfig(&kp)
-		}, "bad certificate"},
+		}, "bad certificate", server.ReasonRevoked, "revoked"},
 		{"server-auth-only certificate", func() *tls.Config {
 			return gw.ClientConfig(leaf(pkitest.Leaf{CN: "srv", OU: "agent", EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}))
-		}, "bad certificate"},
-		{"no role", func() *tls.Config { return gw.ClientConfig(leaf(pkitest.Leaf{CN: "norole"})) }, "bad certificate"},
+		}, "bad certificate", server.ReasonBadUsage, "srv"},
+		{"no role", func() *tls.Config { return gw.ClientConfig(leaf(pkitest.Leaf{CN: "norole"})) }, "bad certificate", server.ReasonNoRole, "norole"},
 		{"TLS 1.2 only", func() *tls.Config {
 			cfg := gw.ClientConfig(&good)
 			cfg.MaxVersion = tls.VersionTLS12
 			return cfg
-		}, "protocol version"},
+		}, "protocol version", server.ReasonProtocol, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			before := len(gw.AuditRecords())
 			err := gw.Probe(tt.cfg())
 			if err == nil {
 				t.Fatal("connection admitted")
 			}
-			if !strings.Contains(err.Error(), tt.reason) {
-				t.Errorf("refused with %q, want it to mention %q", err, tt.reason)
+			if !strings.Contains(err.Error(), tt.alert) {
+				t.Errorf("refused with %q, want it to mention %q", err, tt.alert)
+			}
+			var rec *audit.Record
+			waitFor(t, func() bool {
+				recs := gw.AuditRecords()
+				for i := before; i < len(recs); i++ {
+					if recs[i].Event == audit.EventConnectionRejected {
+						rec = &recs[i]
+						return true
+					}
+				}
+				return false
+			})
+			if rec.Reason != tt.reason || rec.Outcome != audit.OutcomeDenied {
+				t.Errorf("audited reason %q outcome %q, want %q denied", rec.Reason, rec.Outcome, tt.reason)
+			}
+			if tt.cn != "" && (rec.Agent == nil || rec.Agent.Name != tt.cn || rec.Agent.Serial == "") {
+				t.Errorf("audited certificate %+v, want CN %q with its serial", rec.Agent, tt.cn)
 			}
 		})
 	}
@@ -536,3 +558,5 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func pkixName(cn string) pkix.Name { return pkix.Name{CommonName: cn} }

@@ -9,6 +9,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/tools"
@@ -21,8 +22,10 @@ const Version = "0.1.0"
 // policy (tools.Allowed): tools/list shows each caller only the tools its
 // role may call, and a call outside its role returns a tool error saying why.
 // The caller's identity must be in each request's context (identity.WithAgent);
-// a request without one has no authority.
-func NewMCPServer(d tools.Deps, log *slog.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
+// a request without one has no authority. With a trail, every tool call is
+// audited and state-changing tools are refused when it cannot be written;
+// a nil trail turns auditing off (benchmarks and tests only).
+func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -37,15 +40,25 @@ func NewMCPServer(d tools.Deps, log *slog.Logger, opts ...mcpserver.ServerOption
 		}
 		result.Tools = visible
 	})
-	all := append([]mcpserver.ServerOption{
+	all := []mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithHooks(hooks),
+		// Outermost first: a denied call never reaches the audit guard, so
+		// it leaves a tool_call record (outcome denied) but no state event.
 		mcpserver.WithToolHandlerMiddleware(authorize(log)),
+	}
+	if trail != nil {
+		a := newAuditor(trail, log)
+		a.install(hooks)
+		all = append(all, mcpserver.WithToolHandlerMiddleware(a.guard()))
+	}
+	all = append(all,
 		mcpserver.WithRecovery(),
 		mcpserver.WithLogger(log),
-		mcpserver.WithInstructions("nefia manages the mutual-TLS certificates that admit agents to this gateway. " +
+		mcpserver.WithInstructions("nefia manages the mutual-TLS certificates that admit agents to this gateway. "+
 			"Agents may read nefia.mtls.status; operators may also init the CA, issue and revoke client certificates."),
-	}, opts...)
+	)
+	all = append(all, opts...)
 	srv := mcpserver.NewMCPServer("nefia", Version, all...)
 	if err := tools.Register(srv, d); err != nil {
 		return nil, err

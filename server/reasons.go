@@ -2,16 +2,13 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
 	"math/big"
 	"net"
 	"strings"
-
-	"github.com/nefia/nefia/identity"
-	"github.com/nefia/nefia/pki"
+	"time"
 )
 
 // Reasons a connection is rejected, as logged (and, later, audited).
@@ -19,6 +16,7 @@ const (
 	ReasonNoCertificate = "no certificate"
 	ReasonUnknownCA     = "unknown CA"
 	ReasonExpired       = "expired"
+	ReasonNotYetValid   = "not yet valid"
 	ReasonRevoked       = "revoked"
 	ReasonRevocationErr = "revocation store unavailable"
 	ReasonBadUsage      = "certificate not valid for client auth"
@@ -29,30 +27,41 @@ const (
 	ReasonOther         = "handshake failed"
 )
 
-// handshakeReason classifies a handshake error for logs and audit.
-func handshakeReason(err error) string {
+// rejection is a handshake refused by the gateway's certificate policy.
+type rejection struct {
+	reason       string
+	name, serial string // of the presented certificate, when there was one
+	err          error
+}
+
+func (r *rejection) Error() string { return r.reason + ": " + r.err.Error() }
+func (r *rejection) Unwrap() error { return r.err }
+
+// verifyReason classifies a chain verification failure.
+func verifyReason(err error, leaf *x509.Certificate, now time.Time) string {
 	var (
 		certInvalid x509.CertificateInvalidError
 		unknownAuth x509.UnknownAuthorityError
-		ne          net.Error
 	)
 	switch {
-	case errors.Is(err, pki.ErrRevoked):
-		return ReasonRevoked
-	case errors.Is(err, pki.ErrRevocationUnavailable):
-		return ReasonRevocationErr
-	case errors.Is(err, identity.ErrNoRole):
-		return ReasonNoRole
 	case errors.As(err, &unknownAuth):
 		return ReasonUnknownCA
-	case errors.As(err, &certInvalid):
-		switch certInvalid.Reason {
-		case x509.Expired:
-			return ReasonExpired
-		case x509.IncompatibleUsage:
-			return ReasonBadUsage
+	case errors.As(err, &certInvalid) && certInvalid.Reason == x509.Expired:
+		if now.Before(leaf.NotBefore) {
+			return ReasonNotYetValid
 		}
-		return ReasonOther
+		return ReasonExpired
+	case errors.As(err, &certInvalid) && certInvalid.Reason == x509.IncompatibleUsage:
+		return ReasonBadUsage
+	}
+	return ReasonOther
+}
+
+// handshakeReason classifies a handshake error that is not a rejection by
+// policy: the peer sent no certificate, spoke the wrong version, or stalled.
+func handshakeReason(err error) string {
+	var ne net.Error
+	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return ReasonTimeout
 	}
@@ -62,12 +71,6 @@ func handshakeReason(err error) string {
 		return ReasonNoCertificate
 	case strings.Contains(msg, "protocol version"), strings.Contains(msg, "unsupported versions"):
 		return ReasonProtocol
-	case errors.Is(err, io.EOF):
-		return ReasonOther
-	}
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return ReasonOther
 	}
 	return ReasonOther
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -88,6 +89,22 @@ func Allowed(role pki.Role, tool string) bool {
 		return agentTools[tool]
 	}
 	return false
+}
+
+// stateEvents names the audit event of each tool that changes state. The
+// server writes that event durably before such a tool runs (no audit, no
+// action), and the CLI writes the same events for the same operations.
+var stateEvents = map[string]string{
+	NameInit:        audit.EventInit,
+	NameIssueClient: audit.EventIssueClient,
+	NameRevoke:      audit.EventRevoke,
+}
+
+// StateEvent returns the audit event of a state-changing tool; ok is false
+// for read-only and unknown tools.
+func StateEvent(tool string) (event string, ok bool) {
+	event, ok = stateEvents[tool]
+	return event, ok
 }
 
 // toolset is Deps after defaults, shared by the four handlers.

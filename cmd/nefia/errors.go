@@ -33,6 +33,10 @@ var inputErrors = []error{
 }
 
 func exitCode(err error) int {
+	var broken errChainBroken
+	if errors.As(err, &broken) {
+		return 1
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
@@ -60,10 +61,15 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				}
 			}
 			deps := tools.Deps{Store: s.store, ConfigPath: s.configPath, Logger: s.log}
-			if !cfg.MCP.MTLS.Enabled {
-				return serveStdio(cmd.Context(), s, deps, e.stdin, e.stdout)
+			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, Logger: s.log})
+			if err != nil {
+				return fmt.Errorf("open the audit trail (nefia does not serve without one): %w", err)
 			}
-			return serveMTLS(cmd.Context(), s, deps, cfg.MCP.MTLS)
+			defer trail.Close() // flushes batched records on a clean shutdown
+			if !cfg.MCP.MTLS.Enabled {
+				return serveStdio(cmd.Context(), s, deps, trail, e.stdin, e.stdout)
+			}
+			return serveMTLS(cmd.Context(), s, deps, trail, cfg.MCP.MTLS)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
@@ -72,8 +78,8 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
-func serveStdio(ctx context.Context, s *session, deps tools.Deps, in io.Reader, out io.Writer) error {
-	srv, err := server.NewMCPServer(deps, s.log)
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, trail *audit.Logger, in io.Reader, out io.Writer) error {
+	srv, err := server.NewMCPServer(deps, s.log, trail)
 	if err != nil {
 		return err
 	}
@@ -98,7 +104,7 @@ type stdio struct {
 
 func (stdio) Close() error { return nil }
 
-func serveMTLS(ctx context.Context, s *session, deps tools.Deps, m config.MTLS) error {
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, trail *audit.Logger, m config.MTLS) error {
 	orDefault := func(path, name string) string {
 		if path == "" {
 			return s.store.Path(name)
@@ -112,6 +118,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, m config.MTLS) 
 		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
 		MaxConnections: m.MaxConnections,
 		Tools:          deps,
+		Audit:          trail,
 		Logger:         s.log,
 	})
 	if errors.Is(err, os.ErrNotExist) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/tools"
@@ -42,7 +43,12 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := s.store.Init(pki.InitOptions{Hosts: splitList(hosts), Force: force})
+			var res *pki.InitResult
+			err = s.audited(audit.EventInit, map[string]any{"hosts": splitList(hosts), "force": force}, func() (map[string]any, error) {
+				var err error
+				res, err = s.store.Init(pki.InitOptions{Hosts: splitList(hosts), Force: force})
+				return toMap(res), err
+			})
 			if errors.Is(err, pki.ErrCAExists) {
 				return usage(fmt.Errorf("%w; pass --force to replace it (the old files are archived)", err))
 			}
@@ -117,7 +123,23 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err := pki.CheckBundle(outDir, name, force); err != nil {
 				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
 			}
-			iss, err := s.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: csr})
+			var iss *pki.Issued
+			var paths pki.BundlePaths
+			args := map[string]any{"name": name, "role": string(r), "duration": d.String(), "out_dir": outDir, "force": force}
+			if csr != nil {
+				args["csr_pem"] = string(csr) // recorded as its SHA-256
+			}
+			err = s.audited(audit.EventIssueClient, args, func() (map[string]any, error) {
+				var err error
+				if iss, err = s.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: csr}); err != nil {
+					return nil, err
+				}
+				result := toMap(iss.IssuedCert)
+				if paths, err = pki.WriteBundle(outDir, iss, force); err != nil {
+					return result, fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
+				}
+				return result, nil
+			})
 			switch {
 			case errors.Is(err, pki.ErrInvalidDuration):
 				return usage(fmt.Errorf("--duration: %w", err))
@@ -125,10 +147,6 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 				return usage(fmt.Errorf("--csr: %w", err))
 			case err != nil:
 				return err
-			}
-			paths, err := pki.WriteBundle(outDir, iss, force)
-			if err != nil {
-				return fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
 			}
 			s.log.Debug("client certificate issued", "name", iss.Name, "serial", iss.Serial, "role", iss.Role)
 			out := struct {
@@ -235,8 +253,20 @@ and a running gateway closes its live sessions. Revoking twice is harmless.`,
 			if err != nil {
 				return err
 			}
-			rev, err := s.store.Revoke(serial, reason)
-			already := errors.Is(err, pki.ErrAlreadyRevoked)
+			var rev pki.Revocation
+			var already bool
+			err = s.audited(audit.EventRevoke, map[string]any{"serial": serial, "reason": reason}, func() (map[string]any, error) {
+				var err error
+				rev, err = s.store.Revoke(serial, reason)
+				if already = errors.Is(err, pki.ErrAlreadyRevoked); already {
+					err = nil // idempotent: the serial is revoked, as asked
+				}
+				m := toMap(rev)
+				if m != nil {
+					m["already_revoked"] = already
+				}
+				return m, err
+			})
 			switch {
 			case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
 				return usage(fmt.Errorf("--serial: %w", err))

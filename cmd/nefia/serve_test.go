@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -145,6 +146,20 @@ func TestServeMTLSAndShutdown(t *testing.T) {
 		t.Errorf("status over mTLS: %v", st)
 	}
 
+	// One revocation from the CLI, one over MCP: one chain.
+	serialOf := func(name string) string {
+		var v struct{ Serial string }
+		_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", name, "--out-dir", c.outDir(), "--json")), &v)
+		return v.Serial
+	}
+	viaCLI, viaMCP := serialOf("cli-victim"), serialOf("mcp-victim")
+	revoke := exec.Command(nefiaBin, "mtls", "revoke", "--serial", viaCLI)
+	revoke.Env = cmd.Env
+	if out, err := revoke.CombinedOutput(); err != nil {
+		t.Fatalf("CLI revoke: %v\n%s", err, out)
+	}
+	call(t, mc, "nefia.mtls.revoke", map[string]any{"serial": viaMCP})
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -161,5 +176,28 @@ func TestServeMTLSAndShutdown(t *testing.T) {
 	mc.Close()
 	if stdout.Len() != 0 {
 		t.Errorf("mTLS mode wrote to stdout: %q", stdout.String())
+	}
+
+	out := c.mustRun("audit", "verify")
+	if !strings.Contains(out, "chain intact") {
+		t.Errorf("audit verify: %s", out)
+	}
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(c.mustRun("audit", "tail", "-n", "1000", "--json")), "\n") {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("audit tail --json line %q: %v", line, err)
+		}
+		recs = append(recs, r)
+	}
+	transports := map[string]string{}
+	for _, r := range recs {
+		if r["event"] == "mtls.revoke" && r["outcome"] == "ok" {
+			res, _ := r["result"].(map[string]any)
+			transports[fmt.Sprint(res["serial"])] = fmt.Sprint(r["transport"])
+		}
+	}
+	if transports[viaCLI] != "cli" || transports[viaMCP] != "mtls-stream" {
+		t.Errorf("revocations in the trail by transport: %v", transports)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
 	"github.com/nefia/nefia/server"
@@ -31,6 +32,8 @@ type Gateway struct {
 	Store *pki.Store
 	// Addr is the listening address, host:port.
 	Addr string
+	// AuditDir holds the gateway's audit trail.
+	AuditDir string
 
 	t    testing.TB
 	stop context.CancelFunc
@@ -51,6 +54,10 @@ func Start(t testing.TB, opts ...Option) *Gateway {
 // StartWithStore runs a gateway over an existing, initialized store.
 func StartWithStore(t testing.TB, store *pki.Store, opts ...Option) *Gateway {
 	t.Helper()
+	trail, err := audit.Open(filepath.Join(store.Dir(), "audit"), audit.Options{})
+	if err != nil {
+		t.Fatalf("servertest: open audit trail: %v", err)
+	}
 	o := server.GatewayOptions{
 		CACertFile:       store.Path(pki.CACertFile),
 		CertFile:         store.Path(pki.ServerCertFile),
@@ -60,6 +67,7 @@ func StartWithStore(t testing.TB, store *pki.Store, opts ...Option) *Gateway {
 		RevocationPoll:   50 * time.Millisecond,
 		ShutdownGrace:    time.Second,
 		Logger:           testLogger(t),
+		Audit:            trail,
 		Tools: tools.Deps{
 			Store:      store,
 			ConfigPath: filepath.Join(store.Dir(), "nefia.yaml"),
@@ -77,12 +85,15 @@ func StartWithStore(t testing.TB, store *pki.Store, opts ...Option) *Gateway {
 		t.Fatalf("servertest: listen: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{Gateway: gw, Store: store, Addr: ln.Addr().String(), t: t, stop: cancel, done: make(chan error, 1)}
+	g := &Gateway{Gateway: gw, Store: store, Addr: ln.Addr().String(), AuditDir: trail.Dir(), t: t, stop: cancel, done: make(chan error, 1)}
 	go func() { g.done <- gw.Serve(ctx, ln) }()
 	<-gw.Ready()
 	t.Cleanup(func() {
 		if err := g.Stop(); err != nil {
 			t.Errorf("servertest: gateway stopped with %v", err)
+		}
+		if err := trail.Close(); err != nil {
+			t.Errorf("servertest: close audit trail: %v", err)
 		}
 	})
 	return g
@@ -100,6 +111,30 @@ func (g *Gateway) Stop() error {
 	case <-time.After(30 * time.Second):
 		return errors.New("servertest: gateway did not stop within 30s")
 	}
+}
+
+// AuditRecords returns every record of the gateway's audit trail so far.
+func (g *Gateway) AuditRecords() []audit.Record {
+	g.t.Helper()
+	recs, err := audit.Tail(g.AuditDir, 1<<30)
+	if err != nil {
+		g.t.Fatalf("servertest: read audit trail: %v", err)
+	}
+	return recs
+}
+
+// VerifyAudit checks the audit trail's chain and returns its record count.
+func (g *Gateway) VerifyAudit() int {
+	g.t.Helper()
+	key, err := audit.LoadKey(filepath.Join(g.AuditDir, audit.KeyFile))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	n, err := audit.VerifyDir(g.AuditDir, key)
+	if err != nil {
+		g.t.Fatalf("servertest: audit trail does not verify: %v", err)
+	}
+	return n
 }
 
 // Issue issues a client certificate from the gateway's CA.

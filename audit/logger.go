@@ -1,0 +1,484 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/nefia/nefia/internal/atomicfile"
+)
+
+// File names in the audit directory.
+const (
+	TrailFile = "audit.jsonl"
+	KeyFile   = "audit.key"
+	lockFile  = ".audit.lock"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxSize      = 100 << 20
+	DefaultSyncInterval = 100 * time.Millisecond
+)
+
+// Options configure a Logger. Zero values take the defaults.
+type Options struct {
+	// MaxSize is the size at which audit.jsonl is rotated to
+	// audit-<time>.jsonl; the chain continues into the new file.
+	MaxSize int64
+	// SyncInterval bounds how long a non-durable record may sit unsynced.
+	SyncInterval time.Duration
+	// Now is the clock records are stamped with.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Logger appends records to the trail. It is safe for concurrent use, and
+// several processes (a running gateway and the CLI) may append to the same
+// trail: every append holds an exclusive file lock and continues the chain
+// from whatever the file ends with.
+type Logger struct {
+	dir, path string
+	key       []byte
+	opts      Options
+	log       *slog.Logger
+
+	mu     sync.Mutex // guards everything below and serializes appends in-process
+	lockFD *os.File   // flock(2) target shared with other processes
+	f      *os.File
+	fi     os.FileInfo // identity of f, to notice a removed or replaced file
+	size   int64       // size of f after our last write or resync
+	prev   string      // hash of the last record in the trail
+	broken error       // sticky: a write failed part-way, the tail may be torn
+	closed bool
+
+	written atomic.Uint64 // records appended by this Logger
+	synced  atomic.Uint64 // records known to be on stable storage
+	syncMu  sync.Mutex    // one fsync at a time; others wait and share it
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open opens (creating if needed) the trail in dir, generating the HMAC key
+// on first use. If the trail ends in a torn line (a crash mid-write), the
+// torn bytes are cut off and an audit.recovered record says so; a trail
+// whose last complete line is not a record is an error naming the file,
+// because continuing it would hide the break.
+func Open(dir string, opts Options) (*Logger, error) {
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = DefaultMaxSize
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: create %s: %v", ErrUnavailable, dir, err)
+	}
+	lockFD, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	l := &Logger{dir: dir, path: filepath.Join(dir, TrailFile), opts: opts, log: opts.Logger, lockFD: lockFD,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if err := l.withFileLock(func() error {
+		var err error
+		if l.key, err = loadOrCreateKey(filepath.Join(dir, KeyFile)); err != nil {
+			return err
+		}
+		return l.reopen()
+	}); err != nil {
+		lockFD.Close()
+		if l.f != nil {
+			l.f.Close()
+		}
+		return nil, err
+	}
+	go l.syncLoop()
+	return l, nil
+}
+
+// Path returns the current trail file.
+func (l *Logger) Path() string { return l.path }
+
+// Dir returns the audit directory.
+func (l *Logger) Dir() string { return l.dir }
+
+// Append writes r as the next record of the chain. With durable set it
+// returns only once the record is on stable storage. An error means the
+// record is not in the trail; it wraps ErrUnavailable.
+func (l *Logger) Append(r Record, durable bool) error {
+	l.mu.Lock()
+	seq, err := l.appendLocked(&r)
+	l.mu.Unlock()
+	if err != nil {
+		l.log.Error("audit append failed", "event", r.Event, "error", err)
+		return err
+	}
+	if durable {
+		return l.syncTo(seq)
+	}
+	return nil
+}
+
+func (l *Logger) appendLocked(r *Record) (uint64, error) {
+	if l.closed {
+		return 0, fmt.Errorf("%w: logger closed", ErrUnavailable)
+	}
+	if l.broken != nil {
+		return 0, l.broken
+	}
+	var seq uint64
+	err := l.withFileLock(func() error {
+		if err := l.follow(); err != nil {
+			return err
+		}
+		if l.size >= l.opts.MaxSize {
+			if err := l.rotate(); err != nil {
+				return err
+			}
+		}
+		r.ID = uuid.NewString()
+		r.Time = l.opts.Now().UTC()
+		r.PrevHash = l.prev
+		line, err := seal(l.key, r)
+		if err != nil {
+			return err
+		}
+		line = append(line, '\n')
+		n, err := l.f.Write(line)
+		l.size += int64(n)
+		if err != nil {
+			if n > 0 {
+				l.broken = fmt.Errorf("%w: %s has a partial record after a failed write: %v (restart to recover)", ErrUnavailable, l.path, err)
+			}
+			return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
+		}
+		l.prev = r.Hash
+		seq = l.written.Add(1)
+		return nil
+	})
+	return seq, err
+}
+
+// follow makes sure l.f is the file at l.path and l.prev its last hash,
+// catching up with records other processes appended, a rotation they made,
+// and refusing a trail that was removed or replaced by something else.
+func (l *Logger) follow() error {
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrUnavailable, l.path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%w: %s is not a regular file", ErrUnavailable, l.path)
+	}
+	if os.SameFile(fi, l.fi) && fi.Size() == l.size {
+		return nil
+	}
+	if !os.SameFile(fi, l.fi) && fi.Size() == 0 {
+		// A rotation always leaves a record in the new file, so an empty
+		// replacement means someone removed the trail and put a blank one
+		// in its place: continuing it would hide the cut.
+		return fmt.Errorf("%w: %s was replaced by an empty file", ErrUnavailable, l.path)
+	}
+	return l.reopen()
+}
+
+// reopen opens l.path and reads its last record's hash. When l.path is
+// still the file already open, the descriptor is kept (only the tail is
+// re-read), so an fsync in flight on it stays valid.
+func (l *Logger) reopen() error {
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %v", ErrUnavailable, l.path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%w: stat %s: %v", ErrUnavailable, l.path, err)
+	}
+	if l.f != nil && os.SameFile(fi, l.fi) {
+		f.Close()
+		f = l.f
+	}
+	prev, size, torn, err := lastHash(f, l.key)
+	if err == nil && torn > 0 {
+		if err = l.recover(f, size, torn); err == nil {
+			prev, _, _, err = lastHash(f, l.key)
+		}
+	}
+	if err == nil {
+		fi, err = f.Stat()
+	}
+	if err != nil {
+		if f != l.f {
+			f.Close()
+		}
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if prev == "" {
+		prev = l.prev // a new file: the chain continues from the previous file (or Genesis)
+		if prev == "" {
+			prev = l.prevFromRotated()
+		}
+	}
+	if l.f != nil && l.f != f {
+		l.f.Close()
+	}
+	l.f, l.fi, l.size, l.prev = f, fi, fi.Size(), prev
+	return nil
+}
+
+// recover cuts a torn tail (bytes after the last newline) and records that
+// it did, with the cut bytes' length, so the trail says what was lost.
+func (l *Logger) recover(f *os.File, good int64, torn int64) error {
+	if err := f.Truncate(good); err != nil {
+		return fmt.Errorf("%w: cut torn tail of %s: %v", ErrUnavailable, l.path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.log.Warn("audit trail ended in a torn record; cut it off", "file", l.path, "bytes", torn)
+	prev, _, _, err := lastHash(f, l.key)
+	if err != nil {
+		return err
+	}
+	if prev == "" {
+		prev = l.prevFromRotated()
+	}
+	r := Record{ID: uuid.NewString(), Time: l.opts.Now().UTC(), Event: EventRecovered, Outcome: OutcomeOK,
+		Reason: fmt.Sprintf("cut %d bytes of a torn last record", torn), PrevHash: prev}
+	line, err := seal(l.key, &r)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
+	}
+	return f.Sync()
+}
+
+// prevFromRotated returns the last hash of the newest rotated file, or
+// Genesis for a trail that starts here.
+func (l *Logger) prevFromRotated() string {
+	files, err := trailFiles(l.dir)
+	if err != nil {
+		return Genesis
+	}
+	for i := len(files) - 1; i >= 0; i-- {
+		if files[i] == l.path {
+			continue
+		}
+		f, err := os.Open(files[i])
+		if err != nil {
+			continue
+		}
+		prev, _, _, err := lastHash(f, l.key)
+		f.Close()
+		if err == nil && prev != "" {
+			return prev
+		}
+	}
+	return Genesis
+}
+
+// rotate moves the full trail aside and starts a new file; the next record
+// chains from the old file's last one. Runs under both locks.
+func (l *Logger) rotate() error {
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.synced.Store(l.written.Load())
+	name := filepath.Join(l.dir, "audit-"+l.opts.Now().UTC().Format("20060102T150405.000000000Z")+".jsonl")
+	if err := os.Rename(l.path, name); err != nil {
+		return fmt.Errorf("%w: rotate %s: %v", ErrUnavailable, l.path, err)
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: create %s: %v", ErrUnavailable, l.path, err)
+	}
+	if err := atomicfile.SyncDir(l.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	l.f.Close()
+	l.f, l.fi, l.size = f, fi, 0
+	l.log.Info("audit trail rotated", "old", name)
+	return nil
+}
+
+// syncTo returns once record seq is on stable storage. Concurrent callers
+// share one fsync (group commit).
+func (l *Logger) syncTo(seq uint64) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.synced.Load() >= seq {
+		return nil
+	}
+	l.mu.Lock()
+	f, upto := l.f, l.written.Load()
+	l.mu.Unlock()
+	if f == nil {
+		return fmt.Errorf("%w: logger closed", ErrUnavailable)
+	}
+	if err := f.Sync(); err != nil {
+		l.mu.Lock()
+		replaced := l.f != f
+		l.mu.Unlock()
+		// A rotation (ours or another process's) fsyncs the old file before
+		// moving it aside, so records written to it are already durable.
+		if replaced && errors.Is(err, os.ErrClosed) {
+			return nil
+		}
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	if upto > l.synced.Load() {
+		l.synced.Store(upto)
+	}
+	return nil
+}
+
+func (l *Logger) syncLoop() {
+	defer close(l.done)
+	t := time.NewTicker(l.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			if w := l.written.Load(); w > l.synced.Load() {
+				if err := l.syncTo(w); err != nil {
+					l.log.Error("audit fsync failed", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// Close flushes every record to stable storage and closes the trail.
+func (l *Logger) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	close(l.stop)
+	<-l.done
+	err := l.syncTo(l.written.Load())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cerr := l.f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	l.f = nil
+	l.lockFD.Close()
+	return err
+}
+
+// withFileLock runs fn holding the trail's cross-process lock.
+func (l *Logger) withFileLock(fn func() error) error {
+	if err := flock(l.lockFD); err != nil {
+		return fmt.Errorf("%w: lock: %v", ErrUnavailable, err)
+	}
+	defer funlock(l.lockFD)
+	return fn()
+}
+
+// loadOrCreateKey reads the hex HMAC key, creating 32 random bytes on first
+// use. Callers hold the trail lock, so two processes never make two keys.
+func loadOrCreateKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("%w: generate key: %v", ErrUnavailable, err)
+		}
+		if err := atomicfile.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read key: %v", ErrUnavailable, err)
+	}
+	return parseKey(path, data)
+}
+
+// LoadKey reads the HMAC key of an existing trail, for verification.
+func LoadKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read key: %w", err)
+	}
+	return parseKey(path, data)
+}
+
+func parseKey(path string, data []byte) ([]byte, error) {
+	key, err := hex.DecodeString(string(bytes.TrimSpace(data)))
+	if err != nil || len(key) < 32 {
+		return nil, fmt.Errorf("%w: %s is not a 32-byte hex key", ErrUnavailable, path)
+	}
+	return key, nil
+}
+
+// lastHash reads the end of f and returns the hash of its last record, the
+// size up to and including the last newline, and how many torn bytes follow
+// it. An empty file has no last hash.
+func lastHash(f *os.File, key []byte) (hash string, good int64, torn int64, err error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	size := fi.Size()
+	for chunk := int64(64 << 10); ; chunk *= 4 {
+		start := max(size-chunk, 0)
+		buf := make([]byte, size-start)
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+			return "", 0, 0, fmt.Errorf("%w: read %s: %v", ErrUnavailable, f.Name(), err)
+		}
+		end := bytes.LastIndexByte(buf, '\n')
+		if end < 0 && start > 0 {
+			continue // the last line is longer than the chunk
+		}
+		good = start + int64(end) + 1
+		torn = size - good
+		if end < 0 {
+			return "", 0, torn, nil // no complete line at all
+		}
+		lineStart := bytes.LastIndexByte(buf[:end], '\n') + 1
+		if lineStart == 0 && start > 0 {
+			continue
+		}
+		r, err := unseal(key, buf[lineStart:end])
+		if err != nil {
+			return "", 0, 0, fmt.Errorf("%w: last record of %s: %v", ErrUnavailable, f.Name(), err)
+		}
+		return r.Hash, good, torn, nil
+	}
+}

@@ -1,0 +1,121 @@
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Event names.
+const (
+	EventToolCall           = "tool_call"
+	EventInit               = "mtls.init"
+	EventIssueClient        = "mtls.issue_client"
+	EventRevoke             = "mtls.revoke"
+	EventConnectionOpen     = "connection_open"
+	EventConnectionClose    = "connection_close"
+	EventConnectionRejected = "connection_rejected"
+	// EventRecovered records that Open cut a torn last line (a crash in the
+	// middle of a write) off the trail before continuing it.
+	EventRecovered = "audit.recovered"
+)
+
+// Outcomes.
+const (
+	OutcomeOK      = "ok"
+	OutcomeError   = "error"
+	OutcomeDenied  = "denied"
+	OutcomeStarted = "started" // written before a state-changing action: no audit, no action
+)
+
+// Genesis is the prev_hash of the first record of a trail.
+const Genesis = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// Agent is who caused an event, as far as it is known.
+type Agent struct {
+	Name   string `json:"name,omitempty"`
+	Serial string `json:"serial,omitempty"`
+	Role   string `json:"role,omitempty"`
+}
+
+// Record is one line of the trail. Append fills in ID, Time, PrevHash and
+// Hash; callers fill in the rest.
+type Record struct {
+	ID         string         `json:"id"`
+	Time       time.Time      `json:"time"`
+	Event      string         `json:"event"`
+	Tool       string         `json:"tool,omitempty"`
+	Agent      *Agent         `json:"agent,omitempty"`
+	SessionID  string         `json:"session_id,omitempty"`
+	RemoteAddr string         `json:"remote_addr,omitempty"`
+	Transport  string         `json:"transport,omitempty"`
+	Args       map[string]any `json:"args,omitempty"`
+	Result     map[string]any `json:"result,omitempty"`
+	Outcome    string         `json:"outcome,omitempty"`
+	Reason     string         `json:"reason,omitempty"`
+	Error      string         `json:"error,omitempty"`
+	DurationMS float64        `json:"duration_ms,omitempty"`
+	PrevHash   string         `json:"prev_hash"`
+	Hash       string         `json:"hash,omitempty"`
+}
+
+// hashSuffix is how every line ends: the hash is the last field, so the
+// bytes it covers are exactly the line up to it.
+const hashSuffix = `,"hash":"`
+
+// seal encodes r (whose Hash must be empty) as one line, hash included,
+// without the newline. The HMAC covers prev_hash and the exact bytes of the
+// record without its hash, so verification needs no canonicalization that
+// could disagree with the writer.
+func seal(key []byte, r *Record) ([]byte, error) {
+	r.Hash = ""
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode record: %w", err)
+	}
+	r.Hash = mac(key, r.PrevHash, body)
+	line := make([]byte, 0, len(body)+len(hashSuffix)+len(r.Hash)+2)
+	line = append(line, body[:len(body)-1]...) // drop the closing brace
+	line = append(line, hashSuffix...)
+	line = append(line, r.Hash...)
+	line = append(line, '"', '}')
+	return line, nil
+}
+
+// unseal parses a line and checks its HMAC; it returns the record and the
+// exact body the hash covers.
+func unseal(key []byte, line []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return r, fmt.Errorf("%w: not a JSON object (torn or edited): %v", ErrBroken, err)
+	}
+	want := hashSuffix + r.Hash + `"}`
+	if len(r.Hash) != 64 || len(line) < len(want) || string(line[len(line)-len(want):]) != want {
+		return r, fmt.Errorf("%w: hash missing or not the last field (edited)", ErrBroken)
+	}
+	body := make([]byte, 0, len(line))
+	body = append(body, line[:len(line)-len(want)]...)
+	body = append(body, '}')
+	if !hmac.Equal([]byte(mac(key, r.PrevHash, body)), []byte(r.Hash)) {
+		return r, fmt.Errorf("%w: hash does not match its contents (edited, forged, or another key)", ErrBroken)
+	}
+	return r, nil
+}
+
+func mac(key []byte, prev string, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(prev))
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// ErrBroken marks a trail whose chain does not hold.
+var ErrBroken = errors.New("audit: chain broken")
+
+// ErrUnavailable marks a trail that cannot be written: a state-changing action
+// must be refused.
+var ErrUnavailable = errors.New("audit trail unavailable")

@@ -1,0 +1,68 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+)
+
+// maxArgsBytes bounds the arguments kept in one record; larger ones are
+// replaced by their hash, so one oversized call cannot bloat the trail.
+const maxArgsBytes = 16 << 10
+
+// Redact returns a copy of tool arguments fit for the trail: PEM blocks
+// (certificates, CSRs, keys) are replaced by their SHA-256, values of keys
+// that name a secret are removed, and oversized arguments are summarized.
+// The trail never holds key material or PEM bodies.
+func Redact(args map[string]any) map[string]any {
+	if len(args) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(args))
+	for k, v := range args {
+		out[k] = redactValue(k, v)
+	}
+	if data, err := json.Marshal(out); err != nil || len(data) > maxArgsBytes {
+		sum := sha256.Sum256(data)
+		return map[string]any{"_omitted": "arguments too large to record", "_bytes": len(data), "_sha256": hex.EncodeToString(sum[:])}
+	}
+	return out
+}
+
+func redactValue(key string, v any) any {
+	if secretKey(key) {
+		return "[redacted]"
+	}
+	switch t := v.(type) {
+	case string:
+		if strings.Contains(t, "-----BEGIN") || strings.Contains(t, "PRIVATE KEY") {
+			sum := sha256.Sum256([]byte(t))
+			return "sha256:" + hex.EncodeToString(sum[:])
+		}
+		return t
+	case map[string]any:
+		m := make(map[string]any, len(t))
+		for k, v := range t {
+			m[k] = redactValue(k, v)
+		}
+		return m
+	case []any:
+		s := make([]any, len(t))
+		for i, v := range t {
+			s[i] = redactValue(key, v)
+		}
+		return s
+	}
+	return v
+}
+
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range []string{"password", "secret", "token", "private", "passphrase"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return k == "key" || k == "key_pem" || strings.HasSuffix(k, "_key")
+}

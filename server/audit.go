@@ -1,0 +1,184 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/tools"
+)
+
+// auditor puts every tool call and every state change on the audit trail.
+//
+// tool_call records come from mcp-go's hooks rather than middleware, so calls
+// that never reach a handler (unknown tools, bad arguments) are recorded
+// too: AfterCallTool sees every call that produced a result (denials and
+// tool errors included), OnError every call that failed as a protocol error.
+// mcp-go fires exactly one of the two per call.
+//
+// State-changing tools are additionally wrapped by guard: their event
+// (mtls.issue_client, ...) is written durably before the tool runs, and the
+// tool is refused if it cannot be.
+type auditor struct {
+	trail  *audit.Logger
+	log    *slog.Logger
+	starts sync.Map // call key -> time.Time, from BeforeCallTool
+}
+
+func newAuditor(trail *audit.Logger, log *slog.Logger) *auditor {
+	return &auditor{trail: trail, log: log}
+}
+
+func (a *auditor) install(h *mcpserver.Hooks) {
+	h.AddBeforeCallTool(func(ctx context.Context, id any, _ *mcp.CallToolRequest) {
+		a.starts.Store(callKey(ctx, id), time.Now())
+	})
+	h.AddAfterCallTool(func(ctx context.Context, id any, req *mcp.CallToolRequest, result any) {
+		outcome, errText := audit.OutcomeOK, ""
+		if res, ok := result.(*mcp.CallToolResult); ok && res.IsError {
+			outcome, errText = audit.OutcomeError, resultText(res)
+			if agent, known := identity.FromContext(ctx); !known || !tools.Allowed(agent.Role, req.Params.Name) {
+				outcome = audit.OutcomeDenied
+			}
+		}
+		a.toolCall(ctx, id, req, outcome, errText)
+	})
+	h.AddOnError(func(ctx context.Context, id any, method mcp.MCPMethod, message any, err error) {
+		if method != mcp.MethodToolsCall {
+			return
+		}
+		req, _ := message.(*mcp.CallToolRequest)
+		if req == nil {
+			req = &mcp.CallToolRequest{}
+		}
+		a.toolCall(ctx, id, req, audit.OutcomeError, err.Error())
+	})
+}
+
+func (a *auditor) toolCall(ctx context.Context, id any, req *mcp.CallToolRequest, outcome, errText string) {
+	r := baseRecord(ctx, audit.EventToolCall)
+	r.Tool = req.Params.Name
+	r.Args = audit.Redact(req.GetArguments())
+	r.Outcome = outcome
+	r.Error = errText
+	if start, ok := a.starts.LoadAndDelete(callKey(ctx, id)); ok {
+		r.DurationMS = float64(time.Since(start.(time.Time)).Microseconds()) / 1000
+	}
+	_, stateChanging := tools.StateEvent(r.Tool)
+	if err := a.trail.Append(r, stateChanging); err != nil {
+		a.log.Error("tool call not audited", "tool", r.Tool, "error", err)
+	}
+}
+
+// guard refuses a state-changing tool call whose starting record cannot be
+// written, and records how the call ended.
+func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
+	return func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
+		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			event, ok := tools.StateEvent(req.Params.Name)
+			if !ok {
+				return next(ctx, req)
+			}
+			r := baseRecord(ctx, event)
+			r.Tool = req.Params.Name
+			r.Args = audit.Redact(req.GetArguments())
+			end, err := a.trail.Begin(r)
+			if err != nil {
+				a.log.Error("state-changing call refused: audit trail unavailable", "tool", r.Tool, "error", err)
+				return mcp.NewToolResultError("refused: the audit trail is unavailable, so nothing was changed; an operator must fix the gateway's audit directory"), nil
+			}
+			res, callErr := next(ctx, req)
+			outcome, result, failure := audit.OutcomeOK, structuredMap(res), callErr
+			if callErr != nil || res == nil || res.IsError {
+				outcome = audit.OutcomeError
+				if failure == nil && res != nil {
+					failure = errors.New(resultText(res))
+				}
+			}
+			if err := end(outcome, result, failure); err != nil {
+				a.log.Error("state change not fully audited", "tool", r.Tool, "error", err)
+			}
+			return res, callErr
+		}
+	}
+}
+
+// connection records a connection event; they are not durable one by one
+// (group commit), unlike state changes.
+func (a *auditor) connection(event string, agent *identity.Agent, remote, reason string, err error) {
+	r := audit.Record{Event: event, RemoteAddr: remote, Reason: reason, Transport: identity.TransportStream}
+	if agent != nil {
+		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
+		r.SessionID = agent.SessionID
+		r.Transport = agent.Transport
+	}
+	r.Outcome = audit.OutcomeOK
+	if event == audit.EventConnectionRejected {
+		r.Outcome = audit.OutcomeDenied
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	if aerr := a.trail.Append(r, false); aerr != nil {
+		a.log.Error("connection event not audited", "event", event, "error", aerr)
+	}
+}
+
+func baseRecord(ctx context.Context, event string) audit.Record {
+	r := audit.Record{Event: event}
+	if agent, ok := identity.FromContext(ctx); ok {
+		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
+		r.SessionID = agent.SessionID
+		r.RemoteAddr = agent.RemoteAddr
+		r.Transport = agent.Transport
+	}
+	if r.SessionID == "" {
+		if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
+			r.SessionID = s.SessionID()
+		}
+	}
+	return r
+}
+
+func callKey(ctx context.Context, id any) string {
+	sid := ""
+	if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
+		sid = s.SessionID()
+	}
+	return fmt.Sprintf("%s\x00%v", sid, id)
+}
+
+func resultText(res *mcp.CallToolResult) string {
+	for _, c := range res.Content {
+		if t, ok := c.(mcp.TextContent); ok {
+			return t.Text
+		}
+	}
+	return "tool error"
+}
+
+// structuredMap returns a result's structured content as a map, for the
+// ending record of a state change (Redact removes PEM bodies from it).
+func structuredMap(res *mcp.CallToolResult) map[string]any {
+	if res == nil || res.StructuredContent == nil {
+		return nil
+	}
+	data, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		return nil
+	}
+	var m map[string]any
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	return m
+}

@@ -1,0 +1,670 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+)
+
+// HTTP transport defaults.
+const (
+	// DefaultHTTPSessionIdleTTL is how long an HTTP session id stays valid
+	// without being used.
+	DefaultHTTPSessionIdleTTL = 30 * time.Minute
+	// DefaultHTTPMaxSessionsPerCert caps the HTTP sessions one certificate
+	// holds at once; initializing one more forgets its least recently used.
+	DefaultHTTPMaxSessionsPerCert = 32
+	// DefaultHTTPReadHeaderTimeout bounds reading a request's headers, and
+	// DefaultHTTPBodyTimeout its body, so a client that trickles bytes does
+	// not hold one of the gateway's connection slots.
+	DefaultHTTPReadHeaderTimeout = 10 * time.Second
+	DefaultHTTPBodyTimeout       = 30 * time.Second
+	// DefaultHTTPIdleTimeout closes a keep-alive connection with no request
+	// in progress, which would otherwise hold a connection slot for nothing.
+	DefaultHTTPIdleTimeout = 2 * time.Minute
+	// DefaultHTTPMaxStreams caps concurrent HTTP/2 requests on one
+	// connection, like StreamOptions.MaxInFlight on the raw stream.
+	DefaultHTTPMaxStreams = 64
+)
+
+// MCPPath is the one URL path the HTTP transport serves.
+const MCPPath = "/mcp"
+
+const headerSessionID = mcpserver.HeaderKeySessionID
+
+// Log keys of the HTTP transport.
+const (
+	httpLogName    = "name"
+	httpLogSerial  = "serial"
+	httpLogRemote  = "remote_addr"
+	httpLogSession = "session_id"
+	httpLogError   = "error"
+	httpLogReason  = "reason"
+	httpLogOwner   = "owner_serial"
+)
+
+// HTTPOptions configure an HTTPTransport. Zero durations and sizes take the
+// defaults above.
+type HTTPOptions struct {
+	// Identify builds the caller of one request from the TLS state of its
+	// connection, and must fail for a certificate that is no longer
+	// acceptable (revoked since the handshake). It is called for every
+	// request: the identity always comes from the verified chain, never
+	// from a session id. Required.
+	Identify func(*tls.ConnectionState) (identity.Agent, error)
+
+	// MaxMessageBytes caps one request body (one JSON-RPC message). mcp-go
+	// reads the whole body into memory with no limit of its own; a larger
+	// body is answered 413. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int
+
+	SessionIdleTTL     time.Duration
+	MaxSessionsPerCert int
+	ReadHeaderTimeout  time.Duration
+	BodyTimeout        time.Duration
+	IdleTimeout        time.Duration
+	MaxStreams         int
+
+	// Clock decides when a certificate has expired mid-connection. Nil is
+	// the system clock.
+	Clock  pki.Clock
+	Logger *slog.Logger
+}
+
+// HTTPTransport serves MCP Streamable HTTP at /mcp on connections the
+// gateway has already accepted and verified. mcp-go's StreamableHTTPServer
+// does the protocol; this type adds what mcp-go leaves to its host:
+//
+//   - identity from each request's verified certificate, re-checked per
+//     request, so a certificate revoked on a keep-alive connection fails at
+//     its next request (403) instead of riding the handshake it made earlier;
+//   - the binding of each Mcp-Session-Id to the certificate that initialized
+//     it: a session id is a bearer token in mcp-go, so a leaked id presented
+//     by another certificate would otherwise join that session (403);
+//   - a cap on the request body, which mcp-go reads without limit (413);
+//   - nothing but 404 for any other path, and no session to guess.
+//
+// mcp-go's Start and WithTLSCert are not used: they cannot require client
+// certificates.
+type HTTPTransport struct {
+	opts    HTTPOptions
+	log     *slog.Logger
+	mcp     *mcpserver.StreamableHTTPServer
+	handler http.Handler
+
+	mu       sync.Mutex
+	sessions map[string]*boundSession // Mcp-Session-Id -> the certificate that made it
+	uses     uint64                   // counts session uses
+	conns    map[*httpConn]struct{}
+}
+
+// boundSession is an HTTP session id and the certificate it belongs to.
+type boundSession struct {
+	fingerprint string
+	serial      string
+	lastUsed    time.Time
+	use         uint64 // order of last use, for least-recently-used eviction
+}
+
+// httpConn is one connection being served by ServeConn.
+type httpConn struct {
+	agent identity.Agent
+	srv   *http.Server
+
+	mu      sync.Mutex
+	cause   error // why the transport closed it; nil while open
+	active  int   // requests in their handler
+	idle    chan struct{}
+	waiting bool
+}
+
+// NewHTTPTransport returns a transport serving srv. Call ServeConn for each
+// connection the gateway routes to HTTP.
+func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTransport, error) {
+	if srv == nil || opts.Identify == nil {
+		return nil, errors.New("server: http transport needs an MCP server and an Identify function")
+	}
+	if opts.MaxMessageBytes < 0 || opts.SessionIdleTTL < 0 || opts.MaxSessionsPerCert < 0 || opts.ReadHeaderTimeout < 0 ||
+		opts.BodyTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxStreams < 0 {
+		return nil, errors.New("server: http transport limits must be positive")
+	}
+	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&opts.SessionIdleTTL, DefaultHTTPSessionIdleTTL)
+	setDefault(&opts.MaxSessionsPerCert, DefaultHTTPMaxSessionsPerCert)
+	setDefault(&opts.ReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
+	setDefault(&opts.BodyTimeout, DefaultHTTPBodyTimeout)
+	setDefault(&opts.IdleTimeout, DefaultHTTPIdleTimeout)
+	setDefault(&opts.MaxStreams, DefaultHTTPMaxStreams)
+	if opts.Clock == nil {
+		opts.Clock = pki.SystemClock{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &HTTPTransport{
+		opts:     opts,
+		log:      opts.Logger,
+		sessions: map[string]*boundSession{},
+		conns:    map[*httpConn]struct{}{},
+	}
+	// No WithSessionIdleTTL: its sweeper is a goroutine per server that only
+	// Shutdown stops. Idle sessions are ended by forget instead, which runs
+	// when a session is created.
+	h.mcp = mcpserver.NewStreamableHTTPServer(srv,
+		mcpserver.WithSessionIdManager(sessionIDs{h}),
+		mcpserver.WithStreamableHTTPLogger(opts.Logger),
+	)
+	h.handler = http.HandlerFunc(h.serveHTTP)
+	return h, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// ServeConn serves HTTP/1.1 or HTTP/2 (chosen by ALPN) on one connection
+// whose TLS handshake the gateway has completed and verified, until the
+// peer closes it, ctx ends, or the transport closes it (CloseSerial, or the
+// certificate's expiry). conn must be a *tls.Conn or carry its
+// ConnectionState, as SniffHTTP's result does. ServeConn closes conn and
+// returns only after every request handler on it has returned: nil when
+// the peer closed the connection, ctx's cause when ctx ended, and an error
+// wrapping ErrSessionClosed when the transport closed it.
+func (h *HTTPTransport) ServeConn(ctx context.Context, conn net.Conn) error {
+	cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		conn.Close()
+		return errors.New("server: http: connection is not TLS")
+	}
+	state := cs.ConnectionState()
+	agent, err := h.identify(&state)
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("server: http: %w", err)
+	}
+	agent.RemoteAddr = conn.RemoteAddr().String()
+
+	hc := &httpConn{agent: agent, idle: make(chan struct{})}
+	ln := newOneConnListener(conn)
+	hc.srv = &http.Server{
+		Handler:           hc.track(h.handler),
+		ReadHeaderTimeout: h.opts.ReadHeaderTimeout,
+		IdleTimeout:       h.opts.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h.opts.MaxStreams},
+		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnState: func(c net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				// http.Server.Close closes the connections it tracks; one
+				// it starts tracking just after (ctx ended as ServeConn
+				// began) is closed here instead.
+				if hc.closing() {
+					c.Close()
+				}
+			case http.StateClosed, http.StateHijacked:
+				ln.finish()
+			}
+		},
+	}
+
+	h.mu.Lock()
+	h.conns[hc] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, hc)
+		h.mu.Unlock()
+	}()
+
+	stopWatch := context.AfterFunc(ctx, func() { hc.close(context.Cause(ctx)) })
+	defer stopWatch()
+	// A certificate that expires mid-connection ends it at NotAfter, as on
+	// the raw stream.
+	if !agent.NotAfter.IsZero() {
+		expiry := time.AfterFunc(agent.NotAfter.Sub(h.opts.Clock.Now()), func() {
+			h.log.Info("http connection closed: certificate expired", httpLogName, agent.Name, httpLogSerial, agent.Serial)
+			hc.close(fmt.Errorf("%w: certificate expired", ErrSessionClosed))
+		})
+		defer expiry.Stop()
+	}
+
+	h.log.Debug("http connection open", httpLogName, agent.Name, httpLogSerial, agent.Serial, httpLogRemote, agent.RemoteAddr)
+	_ = hc.srv.Serve(ln) // returns once the connection is done or the server closed
+	if !ln.accepted() {
+		conn.Close()
+	} else {
+		<-ln.done
+	}
+	hc.srv.Close()
+	hc.wait() // HTTP/2 runs handlers on goroutines of their own
+	h.log.Debug("http connection closed", httpLogName, agent.Name, httpLogSerial, agent.Serial, httpLogRemote, agent.RemoteAddr)
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	return hc.cause
+}
+
+// CloseSerial closes every HTTP connection of the certificate with this
+// serial (canonical form), which ends its open SSE streams and cancels its
+// requests in progress, ends the HTTP sessions that certificate created, and
+// returns how many connections it closed. The gateway calls it when the
+// serial is revoked; the next request on any other connection fails anyway,
+// because Identify is asked again for every request.
+func (h *HTTPTransport) CloseSerial(serial string) int {
+	h.mu.Lock()
+	var victims []*httpConn
+	for hc := range h.conns {
+		if hc.agent.Serial == serial {
+			victims = append(victims, hc)
+		}
+	}
+	var ids []string
+	for id, b := range h.sessions {
+		if b.serial == serial {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, hc := range victims {
+		h.log.Info("http connection closed: certificate revoked", httpLogName, hc.agent.Name, httpLogSerial, serial, httpLogRemote, hc.agent.RemoteAddr)
+		hc.close(fmt.Errorf("%w: certificate revoked", ErrSessionClosed))
+	}
+	for _, id := range ids {
+		h.endSession(id)
+	}
+	return len(victims)
+}
+
+// Count returns the number of connections being served.
+func (h *HTTPTransport) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
+// identify asks the gateway who holds this connection's certificate and
+// refuses one past its NotAfter.
+func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, error) {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return identity.Agent{}, errors.New("no client certificate")
+	}
+	agent, err := h.opts.Identify(state)
+	if err != nil {
+		return identity.Agent{}, err
+	}
+	if !agent.NotAfter.IsZero() && !h.opts.Clock.Now().Before(agent.NotAfter) {
+		return identity.Agent{}, errors.New("certificate expired")
+	}
+	agent.Transport = identity.TransportHTTP
+	return agent, nil
+}
+
+// serveHTTP is the policy in front of mcp-go, run for every request.
+func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != MCPPath {
+		// Nothing useful: no body, no hint of what is served where.
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	switch r.Method {
+	case http.MethodPost, http.MethodGet, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	agent, err := h.identify(r.TLS)
+	if err != nil {
+		h.log.Warn("http request refused", httpLogRemote, r.RemoteAddr, httpLogReason, handshakeReason(err), httpLogError, err)
+		// The connection is of no more use to anyone: end it after this.
+		w.Header().Set("Connection", "close")
+		http.Error(w, "forbidden", http.StatusForbidden)
+		return
+	}
+	agent.RemoteAddr = r.RemoteAddr
+
+	sid := r.Header.Get(headerSessionID)
+	if sid != "" {
+		switch owner, err := h.checkSession(sid, agent); {
+		case errors.Is(err, errForeignSession):
+			h.log.Warn("http session presented by another certificate", httpLogName, agent.Name, httpLogSerial, agent.Serial,
+				httpLogOwner, owner, httpLogRemote, r.RemoteAddr)
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		case err != nil:
+			// 404 is how Streamable HTTP tells a client to initialize again.
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
+		agent.SessionID = sid
+	}
+
+	if r.Method == http.MethodPost {
+		body, status := h.readBody(w, r)
+		if status != 0 {
+			w.Header().Set("Connection", "close")
+			http.Error(w, http.StatusText(status), status)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+
+	r = r.WithContext(identity.WithAgent(r.Context(), agent))
+	if sid == "" && r.Method == http.MethodPost {
+		// Only an initialize response carries a new session id: bind it to
+		// this certificate before a byte of it reaches the client, so there is
+		// no moment at which the id is known and unbound.
+		w = &bindingWriter{ResponseWriter: w, bind: func(id string) { h.bindSession(id, agent) }}
+	}
+	// A DELETE reaches sessionIDs.Terminate, which forgets the binding.
+	h.mcp.ServeHTTP(w, r)
+}
+
+// readBody reads a POST body under MaxMessageBytes and BodyTimeout. It
+// returns an HTTP status instead of a body when the body is refused.
+func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
+	limit := int64(h.opts.MaxMessageBytes)
+	if r.ContentLength > limit {
+		return nil, http.StatusRequestEntityTooLarge
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// Clear it at once: HTTP/1.1 keeps reading the connection in the
+	// background to notice a client that goes away, and a deadline left set
+	// would cancel a long SSE response when it passes.
+	_ = rc.SetReadDeadline(time.Time{})
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, http.StatusRequestEntityTooLarge
+	case err != nil:
+		return nil, http.StatusBadRequest
+	}
+	return body, 0
+}
+
+var (
+	errForeignSession = errors.New("session belongs to another certificate")
+	errUnknownSession = errors.New("unknown session")
+)
+
+// checkSession reports whether agent may use session id sid; on
+// errForeignSession it also returns the owner's serial for the log.
+func (h *HTTPTransport) checkSession(sid string, agent identity.Agent) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b, ok := h.sessions[sid]
+	if !ok {
+		return "", errUnknownSession
+	}
+	if subtle.ConstantTimeCompare([]byte(b.fingerprint), []byte(agent.Fingerprint)) != 1 {
+		return b.serial, errForeignSession
+	}
+	h.uses++
+	b.lastUsed, b.use = h.opts.Clock.Now(), h.uses
+	return "", nil
+}
+
+// bindSession records that agent's certificate created session id, ends
+// that certificate's least recently used session beyond
+// MaxSessionsPerCert, and ends every session idle for longer than
+// SessionIdleTTL. Sessions are only ever added here, so doing the cleanup
+// here bounds the table without a goroutine of its own.
+func (h *HTTPTransport) bindSession(id string, agent identity.Agent) {
+	now := h.opts.Clock.Now()
+	var stale []string
+	h.mu.Lock()
+	h.uses++
+	h.sessions[id] = &boundSession{fingerprint: agent.Fingerprint, serial: agent.Serial, lastUsed: now, use: h.uses}
+	var (
+		mine   int
+		oldest string
+	)
+	for sid, b := range h.sessions {
+		if now.Sub(b.lastUsed) > h.opts.SessionIdleTTL {
+			stale = append(stale, sid)
+			continue
+		}
+		if b.fingerprint == agent.Fingerprint {
+			mine++
+			if oldest == "" || b.use < h.sessions[oldest].use {
+				oldest = sid
+			}
+		}
+	}
+	if mine > h.opts.MaxSessionsPerCert {
+		stale = append(stale, oldest)
+	}
+	h.mu.Unlock()
+	h.log.Debug("http session created", httpLogName, agent.Name, httpLogSerial, agent.Serial, httpLogSession, id)
+	for _, sid := range stale {
+		h.endSession(sid)
+	}
+}
+
+// endSession forgets a session id and has mcp-go drop its state. mcp-go
+// exports no way to end one HTTP session, so this sends it the protocol's
+// own: a DELETE with that id, which reaches sessionIDs.Terminate and the
+// session cleanup behind it.
+func (h *HTTPTransport) endSession(id string) {
+	h.mu.Lock()
+	delete(h.sessions, id)
+	h.mu.Unlock()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, MCPPath, nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set(headerSessionID, id)
+	h.mcp.ServeHTTP(discardResponse{header: http.Header{}}, req)
+}
+
+// sessionIDs is the mcp-go session id manager: ids are 128-bit random, and
+// valid only while the transport's table holds them.
+type sessionIDs struct{ h *HTTPTransport }
+
+func (sessionIDs) Generate() string { return "nefia-" + rand.Text() }
+
+func (m sessionIDs) Validate(id string) (bool, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	if _, ok := m.h.sessions[id]; !ok {
+		return false, errUnknownSession
+	}
+	return false, nil
+}
+
+func (m sessionIDs) Terminate(id string) (bool, error) {
+	m.h.mu.Lock()
+	defer m.h.mu.Unlock()
+	delete(m.h.sessions, id)
+	return false, nil
+}
+
+// bindingWriter calls bind with the session id of a successful initialize
+// response just before its header is written.
+type bindingWriter struct {
+	http.ResponseWriter
+	bind  func(id string)
+	wrote bool
+}
+
+func (b *bindingWriter) WriteHeader(status int) {
+	if !b.wrote {
+		b.wrote = true
+		if id := b.Header().Get(headerSessionID); id != "" && status == http.StatusOK {
+			b.bind(id)
+		}
+	}
+	b.ResponseWriter.WriteHeader(status)
+}
+
+func (b *bindingWriter) Write(p []byte) (int, error) {
+	if !b.wrote {
+		b.WriteHeader(http.StatusOK)
+	}
+	return b.ResponseWriter.Write(p)
+}
+
+// Flush keeps SSE responses streaming: mcp-go streams only through an
+// http.Flusher.
+func (b *bindingWriter) Flush() {
+	if !b.wrote {
+		b.WriteHeader(http.StatusOK)
+	}
+	if f, ok := b.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (b *bindingWriter) Unwrap() http.ResponseWriter { return b.ResponseWriter }
+
+type discardResponse struct{ header http.Header }
+
+func (d discardResponse) Header() http.Header       { return d.header }
+func (discardResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (discardResponse) WriteHeader(int)             {}
+
+// track counts the connection's requests in their handler, so ServeConn can
+// wait for them: HTTP/2 does not.
+func (hc *httpConn) track(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hc.mu.Lock()
+		hc.active++
+		hc.mu.Unlock()
+		defer func() {
+			hc.mu.Lock()
+			hc.active--
+			if hc.active == 0 && hc.waiting {
+				hc.waiting = false
+				close(hc.idle)
+			}
+			hc.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (hc *httpConn) wait() {
+	hc.mu.Lock()
+	if hc.active == 0 {
+		hc.mu.Unlock()
+		return
+	}
+	hc.waiting = true
+	hc.mu.Unlock()
+	<-hc.idle
+}
+
+func (hc *httpConn) closing() bool {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	return hc.cause != nil
+}
+
+// close ends the connection for cause; the first cause wins.
+func (hc *httpConn) close(cause error) {
+	hc.mu.Lock()
+	if hc.cause == nil {
+		hc.cause = cause
+	}
+	hc.mu.Unlock()
+	hc.srv.Close()
+}
+
+// oneConnListener hands one connection to http.Server.Serve, then blocks
+// until that connection is done (or the listener is closed), so that Serve
+// lives exactly as long as the connection.
+type oneConnListener struct {
+	conn   net.Conn
+	mu     sync.Mutex
+	given  bool
+	done   chan struct{} // the connection is closed
+	closed chan struct{} // the listener is closed
+	fin    sync.Once
+	cls    sync.Once
+}
+
+func newOneConnListener(c net.Conn) *oneConnListener {
+	return &oneConnListener{conn: c, done: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if !l.given {
+		l.given = true
+		l.mu.Unlock()
+		return l.conn, nil
+	}
+	l.mu.Unlock()
+	select {
+	case <-l.done:
+	case <-l.closed:
+	}
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) accepted() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.given
+}
+
+func (l *oneConnListener) finish()        { l.fin.Do(func() { close(l.done) }) }
+func (l *oneConnListener) Close() error   { l.cls.Do(func() { close(l.closed) }); return nil }
+func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// SniffHTTP tells an HTTP client from a raw JSON-RPC stream on a connection
+// whose handshake is complete. ALPN decides when the client offered it
+// ("h2" or "http/1.1"); otherwise the first byte does: a JSON-RPC message
+// starts with '{' (or whitespace), an HTTP request with a method name in
+// capitals. That byte has been read by then, so use the returned connection,
+// which reads it again, not conn. timeout bounds the wait for the first byte
+// (zero: none); a client that says nothing in time gets an error.
+func SniffHTTP(conn *tls.Conn, timeout time.Duration) (isHTTP bool, c net.Conn, err error) {
+	switch conn.ConnectionState().NegotiatedProtocol {
+	case "h2", "http/1.1":
+		return true, conn, nil
+	}
+	if timeout > 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(timeout))
+		defer conn.SetReadDeadline(time.Time{})
+	}
+	var first [1]byte
+	if _, err := io.ReadFull(conn, first[:]); err != nil {
+		return false, conn, err
+	}
+	pc := &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(first[:]), conn)}
+	return first[0] >= 'A' && first[0] <= 'Z', pc, nil
+}
+
+// prefixConn is a TLS connection whose first bytes were already read.
+// Embedding *tls.Conn keeps ConnectionState, which net/http uses to fill in
+// Request.TLS for connections that are not a *tls.Conn themselves.
+type prefixConn struct {
+	*tls.Conn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
