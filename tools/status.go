@@ -74,11 +74,7 @@ func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*
 	if err := decodeArgs(req, map[string]arg{}); err != nil {
 		return refuse("%v", err), nil
 	}
-	cfg, cfgErr := config.Load(ts.configPath)
-	if cfgErr != nil {
-		cfg = config.Loaded{Config: config.Default(), Path: ts.configPath}
-	}
-	r := BuildStatus(ts.store, cfg, cfgErr)
+	r := ts.status.get(ts.store, ts.configPath, time.Now())
 	if ts.sessions != nil {
 		n := ts.sessions.Count()
 		r.Connections = &n

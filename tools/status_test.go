@@ -103,3 +103,27 @@ func structuredMap(t *testing.T, r result) map[string]any {
 	}
 	return m
 }
+
+// TestStatusFollowsChanges checks that the cached report never hides a
+// change: each state change shows in the very next call.
+func TestStatusFollowsChanges(t *testing.T) {
+	e := newEnv(t)
+	counts := func() pki.ClientCounts {
+		var got tools.StatusReport
+		e.wantOK(tools.NameStatus, e.callCtx(as(t, agent), tools.NameStatus, map[string]any{}), &got)
+		return got.Clients
+	}
+	if c := counts(); c.Issued != 0 {
+		t.Fatalf("fresh store counts %+v", c)
+	}
+	iss := pkitest.Issue(t, e.store, "a", pki.RoleAgent, time.Hour)
+	if c := counts(); c != (pki.ClientCounts{Issued: 1, Active: 1}) {
+		t.Fatalf("after issue: %+v", c)
+	}
+	if _, err := e.store.Revoke(iss.Serial, ""); err != nil {
+		t.Fatal(err)
+	}
+	if c := counts(); c != (pki.ClientCounts{Issued: 1, Revoked: 1}) {
+		t.Fatalf("after revoke: %+v", c)
+	}
+}

@@ -117,6 +117,8 @@ type toolset struct {
 	// roots are directories whose absolute paths are stripped from error
 	// text shown to callers, longest first.
 	roots []root
+	// status caches the status report between changes of its files.
+	status statusCache
 }
 
 // Register adds nefia's four MCP tools to srv. It refuses a Deps without a
