@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -31,7 +30,11 @@ import (
 type auditor struct {
 	trail  *audit.Logger
 	log    *slog.Logger
-	starts sync.Map // call key -> time.Time, from BeforeCallTool
+	// starts maps a call's request (mcp-go passes the same
+	// *CallToolRequest to BeforeCallTool and to AfterCallTool or OnError) to
+	// when it began. Session ids would not do: stateless 2026-07-28 HTTP
+	// requests have none, and JSON-RPC ids repeat across clients.
+	starts sync.Map
 }
 
 func newAuditor(trail *audit.Logger, log *slog.Logger) *auditor {
@@ -39,10 +42,10 @@ func newAuditor(trail *audit.Logger, log *slog.Logger) *auditor {
 }
 
 func (a *auditor) install(h *mcpserver.Hooks) {
-	h.AddBeforeCallTool(func(ctx context.Context, id any, _ *mcp.CallToolRequest) {
-		a.starts.Store(callKey(ctx, id), time.Now())
+	h.AddBeforeCallTool(func(_ context.Context, _ any, req *mcp.CallToolRequest) {
+		a.starts.Store(req, time.Now())
 	})
-	h.AddAfterCallTool(func(ctx context.Context, id any, req *mcp.CallToolRequest, result any) {
+	h.AddAfterCallTool(func(ctx context.Context, _ any, req *mcp.CallToolRequest, result any) {
 		outcome, errText := audit.OutcomeOK, ""
 		if res, ok := result.(*mcp.CallToolResult); ok && res.IsError {
 			outcome, errText = audit.OutcomeError, resultText(res)
@@ -50,9 +53,9 @@ func (a *auditor) install(h *mcpserver.Hooks) {
 				outcome = audit.OutcomeDenied
 			}
 		}
-		a.toolCall(ctx, id, req, outcome, errText)
+		a.toolCall(ctx, req, outcome, errText)
 	})
-	h.AddOnError(func(ctx context.Context, id any, method mcp.MCPMethod, message any, err error) {
+	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, message any, err error) {
 		if method != mcp.MethodToolsCall {
 			return
 		}
@@ -60,17 +63,17 @@ func (a *auditor) install(h *mcpserver.Hooks) {
 		if req == nil {
 			req = &mcp.CallToolRequest{}
 		}
-		a.toolCall(ctx, id, req, audit.OutcomeError, err.Error())
+		a.toolCall(ctx, req, audit.OutcomeError, err.Error())
 	})
 }
 
-func (a *auditor) toolCall(ctx context.Context, id any, req *mcp.CallToolRequest, outcome, errText string) {
+func (a *auditor) toolCall(ctx context.Context, req *mcp.CallToolRequest, outcome, errText string) {
 	r := baseRecord(ctx, audit.EventToolCall)
 	r.Tool = req.Params.Name
 	r.Args = audit.Redact(req.GetArguments())
 	r.Outcome = outcome
 	r.Error = errText
-	if start, ok := a.starts.LoadAndDelete(callKey(ctx, id)); ok {
+	if start, ok := a.starts.LoadAndDelete(req); ok {
 		r.DurationMS = float64(time.Since(start.(time.Time)).Microseconds()) / 1000
 	}
 	_, stateChanging := tools.StateEvent(r.Tool)
@@ -147,14 +150,6 @@ func baseRecord(ctx context.Context, event string) audit.Record {
 		}
 	}
 	return r
-}
-
-func callKey(ctx context.Context, id any) string {
-	sid := ""
-	if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
-		sid = s.SessionID()
-	}
-	return fmt.Sprintf("%s\x00%v", sid, id)
 }
 
 func resultText(res *mcp.CallToolResult) string {

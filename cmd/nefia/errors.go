@@ -33,6 +33,10 @@ var inputErrors = []error{
 }
 
 func exitCode(err error) int {
+	var own interface{ ExitCode() int }
+	if errors.As(err, &own) {
+		return own.ExitCode()
+	}
 	var broken errChainBroken
 	if errors.As(err, &broken) {
 		return 1

@@ -21,11 +21,11 @@ import (
 func newMCPCmd(e *env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mcp",
-		Short: "Serve MCP",
+		Short: "Serve MCP, or bridge a stdio client to a gateway",
 		Args:  groupArgs,
 		RunE:  groupRun,
 	}
-	cmd.AddCommand(newServeCmd(e, g))
+	cmd.AddCommand(newServeCmd(e, g), newConnectCmd(e, g))
 	return cmd
 }
 

@@ -1,0 +1,380 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	DefaultDialTimeout     = 10 * time.Second
+	DefaultReconnectWindow = 30 * time.Second
+	DefaultDrainTimeout    = 5 * time.Second
+	// DefaultMaxMessageBytes is above the gateway's own cap (4 MiB by
+	// default), so the gateway, not the bridge, is what refuses a large
+	// message, with an error the client can read.
+	DefaultMaxMessageBytes = 16 << 20
+)
+
+// Options configure a bridge.
+type Options struct {
+	// Addr is the gateway, host:port.
+	Addr string
+	// TLS carries the client certificate (Certificates or
+	// GetClientCertificate) and the CA the gateway must verify against
+	// (RootCAs). ServerName defaults to Addr's host. The bridge forces TLS
+	// 1.3 and offers no ALPN protocol, which is how the gateway tells the
+	// raw JSON-RPC stream from HTTP.
+	TLS *tls.Config
+
+	// DialTimeout bounds one connection attempt: TCP, handshake and probe.
+	DialTimeout time.Duration
+	// ReconnectWindow is how long the bridge keeps trying to reach a
+	// gateway that went away while nothing was in flight.
+	ReconnectWindow time.Duration
+	// DrainTimeout is how long the bridge waits for outstanding answers
+	// after the client closed its input.
+	DrainTimeout time.Duration
+	// MaxMessageBytes caps one line in either direction.
+	MaxMessageBytes int
+
+	// Logger receives diagnostics (never message contents). Nil discards.
+	Logger *slog.Logger
+}
+
+// bridge is one Run.
+type bridge struct {
+	opts      Options
+	tlsConfig *tls.Config
+	log       *slog.Logger
+	out       io.Writer
+
+	inflight inflight
+
+	mu              sync.Mutex
+	initLine        []byte // the client's initialize, replayed after a reconnect
+	initializedLine []byte // and its notifications/initialized
+}
+
+// Run bridges in (the client's requests) and out (where its answers go) to
+// the gateway at opts.Addr until in ends, ctx is cancelled, or the
+// connection fails in a way a reconnect cannot hide.
+//
+// The first connection is made before anything is read from in, so a
+// refused certificate or an unreachable gateway is reported at once, as an
+// error wrapping ErrRefused, ErrUntrusted or ErrUnreachable. Later, Run
+// returns nil when in ended (after the answers still owed arrived, or
+// DrainTimeout), ctx's error when it was cancelled, and an error wrapping
+// ErrConnectionLost when the connection dropped with a request in flight
+// (that request gets a JSON-RPC error first) or could not be made again.
+//
+// If ctx ends while a Read of in is blocked, that Read is left behind: it
+// ends when in returns, which for a process's standard input is when the
+// process exits.
+func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
+	b, err := newBridge(out, opts)
+	if err != nil {
+		return err
+	}
+	c, err := b.dial(ctx, b.emit)
+	if err != nil {
+		return err
+	}
+	b.log.Debug("connected to the gateway", "addr", b.opts.Addr)
+
+	quit := make(chan struct{})
+	defer close(quit)
+	input := make(chan inputLine)
+	go readInput(newLineReader(in, b.opts.MaxMessageBytes), input, quit)
+
+	for {
+		done, err := b.serve(ctx, c, input)
+		if done {
+			return err
+		}
+		if n := b.inflight.len(); n > 0 {
+			b.failInFlight()
+			return fmt.Errorf("%w: %s closed the connection with %d request(s) unanswered", ErrConnectionLost, b.opts.Addr, n)
+		}
+		b.log.Info("connection to the gateway closed with nothing in flight; reconnecting", "addr", b.opts.Addr)
+		if c, err = b.reconnect(ctx); err != nil {
+			return err
+		}
+		b.log.Info("reconnected to the gateway", "addr", b.opts.Addr)
+	}
+}
+
+func newBridge(out io.Writer, opts Options) (*bridge, error) {
+	if opts.Addr == "" || opts.TLS == nil {
+		return nil, errors.New("bridge: an address and a TLS configuration are required")
+	}
+	if len(opts.TLS.Certificates) == 0 && opts.TLS.GetClientCertificate == nil {
+		return nil, errors.New("bridge: the TLS configuration has no client certificate")
+	}
+	if opts.DialTimeout < 0 || opts.ReconnectWindow < 0 || opts.DrainTimeout < 0 || opts.MaxMessageBytes < 0 {
+		return nil, errors.New("bridge: timeouts and sizes must be positive")
+	}
+	setDefault(&opts.DialTimeout, DefaultDialTimeout)
+	setDefault(&opts.ReconnectWindow, DefaultReconnectWindow)
+	setDefault(&opts.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := opts.TLS.Clone()
+	if cfg.GetClientCertificate == nil {
+		// Present the certificate whatever CAs the gateway names in its
+		// request (crypto/tls would otherwise send none when they do not
+		// match), so that the gateway judges this certificate and the
+		// refusal says why.
+		kp := cfg.Certificates[0]
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+	}
+	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
+	cfg.NextProtos = nil
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(opts.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: address %q: %w", opts.Addr, err)
+		}
+		cfg.ServerName = host
+	}
+	return &bridge{opts: opts, tlsConfig: cfg, log: opts.Logger, out: out}, nil
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+// inputLine is one line from the client, or why there are no more.
+type inputLine struct {
+	line []byte
+	err  error
+}
+
+func readInput(r *lineReader, input chan<- inputLine, quit <-chan struct{}) {
+	for {
+		line, err := r.next()
+		select {
+		case input <- inputLine{line, err}:
+		case <-quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// serve copies between the client and one connection. done is false when
+// the connection ended and Run should decide whether to reconnect; when done
+// is true, err is what Run returns.
+func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine) (done bool, err error) {
+	fwd := make(chan error, 1)
+	go func() { fwd <- b.forward(c) }()
+	end := func() error {
+		c.tls.Close()
+		return <-fwd
+	}
+	for {
+		select {
+		case in := <-input:
+			if in.err != nil {
+				return true, b.finish(ctx, c, fwd, in.err)
+			}
+			if err := b.send(c, in.line); err != nil {
+				if ferr := end(); fatal(ferr) {
+					return true, ferr
+				}
+				return false, nil
+			}
+		case err := <-fwd:
+			c.tls.Close()
+			if fatal(err) {
+				return true, err
+			}
+			b.log.Debug("gateway connection ended", "error", err)
+			return false, nil
+		case <-ctx.Done():
+			end()
+			return true, ctx.Err()
+		}
+	}
+}
+
+// finish ends a session whose client closed its input: it half-closes the
+// connection (the gateway answers what is in flight, then closes) and
+// waits for that, for at most DrainTimeout.
+func (b *bridge) finish(ctx context.Context, c *conn, fwd <-chan error, inErr error) error {
+	_ = c.tls.CloseWrite()
+	t := time.NewTimer(b.opts.DrainTimeout)
+	defer t.Stop()
+	var ferr error
+	select {
+	case ferr = <-fwd:
+	case <-t.C:
+		c.tls.Close()
+		<-fwd
+	case <-ctx.Done():
+		c.tls.Close()
+		<-fwd
+	}
+	c.tls.Close()
+	switch {
+	case errors.Is(inErr, ErrMessageTooLarge):
+		return fmt.Errorf("%w: from the client", inErr)
+	case !errors.Is(inErr, io.EOF):
+		return fmt.Errorf("bridge: read from the client: %w", inErr)
+	case errors.Is(ferr, ErrOutput):
+		return ferr
+	}
+	return nil
+}
+
+func fatal(err error) bool {
+	return errors.Is(err, ErrOutput) || errors.Is(err, ErrMessageTooLarge)
+}
+
+// send writes one client line to the gateway, noting requests that are
+// owed an answer and the initialize exchange a reconnect must replay.
+func (b *bridge) send(c *conn, line []byte) error {
+	m := parse(line)
+	switch {
+	case m.kind == request:
+		b.inflight.add(m.id, m.rawID)
+		if m.method == "initialize" {
+			b.mu.Lock()
+			b.initLine = append([]byte(nil), line...)
+			b.mu.Unlock()
+		}
+	case m.kind == notification && m.method == "notifications/initialized":
+		b.mu.Lock()
+		b.initializedLine = append([]byte(nil), line...)
+		b.mu.Unlock()
+	case m.kind == notification && m.cancelled != "":
+		// A cancelled request gets no answer (MCP cancellation), so it
+		// must not count as in flight.
+		b.inflight.done(m.cancelled)
+	}
+	_, err := c.tls.Write(append(line, '\n'))
+	return err
+}
+
+// forward copies the gateway's lines to the client until the connection
+// ends.
+func (b *bridge) forward(c *conn) error {
+	for {
+		line, err := c.lines.next()
+		if err != nil {
+			return err
+		}
+		if err := b.deliver(line, parse(line), b.emit); err != nil {
+			return err
+		}
+	}
+}
+
+// deliver passes one gateway line to the client, except the answers to the
+// bridge's own requests and anything that is not JSON-RPC.
+func (b *bridge) deliver(line []byte, m message, emit func([]byte) error) error {
+	switch m.kind {
+	case invalid:
+		b.log.Warn("dropped a line from the gateway that is not JSON-RPC", "bytes", len(line))
+		return nil
+	case response:
+		if m.id == "s:"+probeID || m.id == "s:"+reinitID {
+			return nil
+		}
+		if m.id != "" {
+			b.inflight.done(m.id)
+		}
+	}
+	return emit(line)
+}
+
+// emit writes one line to the client.
+func (b *bridge) emit(line []byte) error {
+	if _, err := b.out.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("%w: %v", ErrOutput, err)
+	}
+	return nil
+}
+
+// failInFlight answers every request still in flight with a JSON-RPC error,
+// so the client learns at once instead of waiting for a timeout.
+func (b *bridge) failInFlight() {
+	for _, id := range b.inflight.drain() {
+		_ = b.emit(errorResponse(id, "nefia connect: the connection to the gateway was lost before the answer arrived; the request may or may not have been carried out"))
+	}
+}
+
+// reconnect dials again for at most ReconnectWindow, retrying only while
+// the gateway is unreachable (say, restarting): a refused certificate will
+// not become acceptable by retrying.
+func (b *bridge) reconnect(ctx context.Context) (*conn, error) {
+	deadline := time.Now().Add(b.opts.ReconnectWindow)
+	wait := 250 * time.Millisecond
+	for {
+		c, err := b.dial(ctx, b.emit)
+		if err == nil {
+			if err = b.reinit(c); err == nil {
+				return c, nil
+			}
+			c.tls.Close()
+			return nil, err
+		}
+		if !errors.Is(err, ErrUnreachable) || time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("%w; reconnecting failed: %w", ErrConnectionLost, err)
+		}
+		b.log.Debug("gateway unreachable; retrying", "addr", b.opts.Addr, "in", wait, "error", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// reinit replays the client's initialize on a new connection, under the
+// bridge's own id, so the new session knows the client as the old one did
+// (its info, capabilities and protocol version). A client that never sent
+// initialize (2026-07-28 is stateless) needs nothing.
+func (b *bridge) reinit(c *conn) error {
+	b.mu.Lock()
+	initLine, initialized := b.initLine, b.initializedLine
+	b.mu.Unlock()
+	if initLine == nil {
+		return nil
+	}
+	line, err := withID(initLine, reinitID)
+	if err != nil {
+		return fmt.Errorf("%w: replaying initialize: %v", ErrConnectionLost, err)
+	}
+	_ = c.tls.SetDeadline(time.Now().Add(b.opts.DialTimeout))
+	defer c.tls.SetDeadline(time.Time{})
+	if _, err := c.tls.Write(line); err != nil {
+		return fmt.Errorf("%w: replaying initialize: %v", ErrConnectionLost, err)
+	}
+	if err := b.await(c, "s:"+reinitID, b.emit); err != nil {
+		return fmt.Errorf("%w: replaying initialize: %v", ErrConnectionLost, err)
+	}
+	if initialized != nil {
+		if _, err := c.tls.Write(append(initialized, '\n')); err != nil {
+			return fmt.Errorf("%w: replaying initialize: %v", ErrConnectionLost, err)
+		}
+	}
+	return nil
+}
