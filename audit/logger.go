@@ -249,15 +249,16 @@ func (l *Logger) reopen() error {
 
 // recover cuts a torn tail (bytes after the last newline) and records that
 // it did, with the cut bytes' length, so the trail says what was lost.
+//
+// The record is written over the torn bytes first and the file cut after
+// it, never the other way round: a crash between cutting and writing would
+// leave a trail that silently lost bytes, with no audit.recovered record.
+// Crashing between these steps leaves the record followed at worst by the
+// rest of the torn bytes, which the next Open cuts in turn (found while
+// writing TestCrashConsistency, issue 7).
 func (l *Logger) recover(f *os.File, good int64, torn int64) error {
-	if err := f.Truncate(good); err != nil {
-		return fmt.Errorf("%w: cut torn tail of %s: %v", ErrUnavailable, l.path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
-	}
-	l.log.Warn("audit trail ended in a torn record; cut it off", "file", l.path, "bytes", torn)
-	prev, _, _, err := lastHash(f, l.key)
+	l.log.Warn("audit trail ended in a torn record; cutting it off", "file", l.path, "bytes", torn)
+	prev, _, _, err := lastHash(f, l.key) // the last complete line's, before the torn bytes
 	if err != nil {
 		return err
 	}
@@ -270,10 +271,36 @@ func (l *Logger) recover(f *os.File, good int64, torn int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(append(line, '\n')); err != nil {
+	line = append(line, '\n')
+	// f appends (O_APPEND), which WriteAt refuses: write through a second
+	// descriptor of the same file.
+	w, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %v", ErrUnavailable, l.path, err)
+	}
+	defer w.Close()
+	if fi, wi, err := statBoth(f, w); err != nil || !os.SameFile(fi, wi) {
+		return fmt.Errorf("%w: %s was replaced while recovering it", ErrUnavailable, l.path)
+	}
+	if _, err := w.WriteAt(line, good); err != nil {
 		return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
 	}
-	return f.Sync()
+	if err := w.Truncate(good + int64(len(line))); err != nil {
+		return fmt.Errorf("%w: cut torn tail of %s: %v", ErrUnavailable, l.path, err)
+	}
+	if err := w.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	return nil
+}
+
+func statBoth(a, b *os.File) (os.FileInfo, os.FileInfo, error) {
+	ai, err := a.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	bi, err := b.Stat()
+	return ai, bi, err
 }
 
 // prevFromRotated returns the last hash of the newest rotated file, or

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"strings"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -64,6 +65,9 @@ func decode(path string, data []byte) (Config, error) {
 	}
 	c := Default()
 	if isEmpty(body(f)) {
+		if !onlyComments(data) {
+			return Config{}, fmt.Errorf("config: %s: %w: top level must be a mapping of keys", path, ErrMalformed)
+		}
 		return c, nil
 	}
 	root, ok := body(f).(*ast.MappingNode)
@@ -128,6 +132,27 @@ func isEmpty(n ast.Node) bool {
 	}
 	_, ok := n.(*ast.CommentGroupNode)
 	return ok
+}
+
+// onlyComments reports whether src holds nothing but comments, directives
+// and document markers, as an empty document should. goccy/go-yaml also
+// returns no body for a document holding a lone tag ("!!null", " !00"),
+// which is a null, not an empty file: Load took it for one while Set refused
+// to edit it (found by FuzzLoad, issue 7). Its lexer drops such a tag, so
+// the text is read here.
+func onlyComments(src []byte) bool {
+	for _, line := range strings.Split(strings.TrimPrefix(string(src), "\ufeff"), "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "---"); ok {
+			line = strings.TrimSpace(rest)
+		} else if rest, ok := strings.CutPrefix(line, "..."); ok {
+			line = strings.TrimSpace(rest)
+		}
+		if line != "" && line[0] != '#' && line[0] != '%' {
+			return false
+		}
+	}
+	return true
 }
 
 // unknownKeys walks the mapping alongside the Go type and reports every key

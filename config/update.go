@@ -192,6 +192,11 @@ func edit(src []byte, segs []string, value any) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
+			if m.IsFlowStyle {
+				// A block section inside "{mtls}" would not parse (found by
+				// FuzzLoad, issue 7).
+				sub.SetIsFlowStyle(true)
+			}
 			if err := mv.Key.SetComment(child.GetComment()); err != nil {
 				return nil, err
 			}

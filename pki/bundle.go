@@ -50,8 +50,9 @@ func CheckBundle(dir, name string, force bool) error {
 }
 
 // WriteBundle writes NAME.key (0600, when there is a key), NAME.crt and
-// ca.crt into dir, creating it 0700. The key goes first: a crash leaves a key
-// without a certificate, never a certificate without its key.
+// ca.crt into dir, creating it 0700. The key goes first, after any
+// certificate it replaces has been removed: a crash leaves a key without a
+// certificate, never a certificate without its key or beside another's.
 func WriteBundle(dir string, iss *Issued, force bool) (BundlePaths, error) {
 	if err := CheckBundle(dir, iss.Name, force); err != nil {
 		return BundlePaths{}, err
@@ -60,6 +61,21 @@ func WriteBundle(dir string, iss *Issued, force bool) (BundlePaths, error) {
 		return BundlePaths{}, fmt.Errorf("pki: create %s: %w", dir, err)
 	}
 	p := BundlePathsFor(dir, iss.Name)
+	if force {
+		// Overwriting: the old certificate goes first, and durably, or a
+		// crash between the key and certificate writes below would leave
+		// the old certificate beside a new key that does not match it
+		// (found by TestCrashConsistency, issue 7). A link or directory is
+		// left alone for the atomic write to refuse, as before.
+		if fi, err := os.Lstat(p.Cert); err == nil && fi.Mode().IsRegular() {
+			if err := os.Remove(p.Cert); err != nil {
+				return BundlePaths{}, fmt.Errorf("pki: remove old %s: %w", p.Cert, err)
+			}
+			if err := atomicfile.SyncDir(dir); err != nil {
+				return BundlePaths{}, err
+			}
+		}
+	}
 	if iss.KeyPEM != nil {
 		if err := atomicfile.WriteFile(p.Key, iss.KeyPEM, keyMode); err != nil {
 			return BundlePaths{}, err

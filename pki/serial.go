@@ -11,6 +11,9 @@ import (
 // reach and make serials unguessable (CA/B Forum BR 7.1 asks for at least 64).
 const serialBits = 128
 
+// maxSerialOctets is RFC 5280 §4.1.2.2's cap on a serial's size.
+const maxSerialOctets = 20
+
 // maxSerialLen bounds accepted serial text: RFC 5280 §4.1.2.2 caps serials at
 // 20 octets, 40 hex digits; colons may sit between octets.
 const maxSerialLen = 40 + 19
@@ -43,8 +46,13 @@ func ParseSerial(s string) (string, error) {
 	if len(t) > maxSerialLen {
 		return "", fmt.Errorf("%w: longer than 20 bytes", ErrInvalidSerial)
 	}
+	// One optional prefix, then the colons: removing the colons first read
+	// "0:x1" as 0x1, and trimming both prefixes read "0x0X1" as 1 (found by
+	// FuzzParseSerial, issue 7).
+	if len(t) >= 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X') {
+		t = t[2:]
+	}
 	t = strings.ReplaceAll(t, ":", "")
-	t = strings.TrimPrefix(strings.TrimPrefix(t, "0x"), "0X")
 	if t == "" {
 		return "", fmt.Errorf("%w: %q has no digits", ErrInvalidSerial, s)
 	}
@@ -56,6 +64,12 @@ func ParseSerial(s string) (string, error) {
 	n, ok := new(big.Int).SetString(t, 16)
 	if !ok || n.Sign() <= 0 {
 		return "", fmt.Errorf("%w: %q must be a positive number", ErrInvalidSerial, s)
+	}
+	// The text cap above lets up to 59 digits through when no colons are
+	// used; the value itself must fit in 20 octets (found by
+	// FuzzParseSerial, issue 7).
+	if n.BitLen() > 8*maxSerialOctets {
+		return "", fmt.Errorf("%w: longer than 20 bytes", ErrInvalidSerial)
 	}
 	return FormatSerial(n), nil
 }
