@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/gofrs/flock"
 )
@@ -30,6 +32,7 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
 		return fmt.Errorf("%w: %s", ErrNotRegular, path)
 	}
 	dir := filepath.Dir(path)
+	removeStaleTemps(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("atomicfile: create temp file for %s: %w", path, err)
@@ -58,6 +61,35 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
 		return fmt.Errorf("atomicfile: rename into %s: %w", path, err)
 	}
 	return SyncDir(dir)
+}
+
+// staleTempAge is how old a leftover temp file must be before WriteFile
+// removes it: far longer than any write takes, so a concurrent writer's temp
+// file is never touched.
+const staleTempAge = time.Minute
+
+// removeStaleTemps deletes temp files that earlier writes of path left behind
+// when their process was killed between create and rename. They may hold a
+// private key (0600, but still a copy nobody tracks), so they must not pile up.
+func removeStaleTemps(path string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+globEscape(filepath.Base(path))+".tmp-*"))
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTempAge {
+			_ = os.Remove(m)
+		}
+	}
+}
+
+// globEscape quotes the glob metacharacters a file name may contain.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // SyncDir fsyncs a directory so that entries created or renamed in it are

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestWriteFile(t *testing.T) {
@@ -102,5 +103,30 @@ func TestVersionOfChangesOnReplace(t *testing.T) {
 	}
 	if _, err := VersionOf(path + ".missing"); !os.IsNotExist(err) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestWriteFileRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.key")
+	stale := filepath.Join(dir, ".c.key.tmp-123")
+	fresh := filepath.Join(dir, ".c.key.tmp-456")
+	other := filepath.Join(dir, ".d.key.tmp-789")
+	for _, p := range []string{stale, fresh, other} {
+		os.WriteFile(p, []byte("secret"), 0o600)
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	os.Chtimes(stale, old, old)
+	os.Chtimes(other, old, old)
+	if err := WriteFile(path, []byte("k"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Error("stale temp file of the same target survived")
+	}
+	for _, p := range []string{fresh, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: a concurrent or unrelated write's temp file must stay", filepath.Base(p))
+		}
 	}
 }
