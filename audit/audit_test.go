@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nefia/nefia/audit"
 )
@@ -215,7 +216,12 @@ func TestCorruptLastRecordRefusesToContinue(t *testing.T) {
 func TestRotationKeepsTheChain(t *testing.T) {
 	dir := t.TempDir()
 	l := open(t, dir, audit.Options{MaxSize: 2 << 10})
-	appendN(t, l, 60, false)
+	for range 60 {
+		appendN(t, l, 1, false)
+		if err := l.Flush(); err != nil { // rotation happens between writes
+			t.Fatal(err)
+		}
+	}
 	l.Close()
 	rotated, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
 	if len(rotated) < 2 {
@@ -326,5 +332,32 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBatchedRecordsKeepOrderAndReachDisk checks group commit: non-durable
+// records are invisible until a flush, then appear in order, chained, and a
+// durable record flushes everything before it.
+func TestBatchedRecordsKeepOrderAndReachDisk(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, audit.Options{SyncInterval: time.Hour})
+	defer l.Close()
+	appendN(t, l, 3, false)
+	if recs, _ := audit.Tail(dir, 10); len(recs) != 0 {
+		t.Fatalf("%d records visible before any flush", len(recs))
+	}
+	if err := l.Append(audit.Record{Event: audit.EventRevoke, Outcome: audit.OutcomeStarted}, true); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := audit.Tail(dir, 10)
+	if len(recs) != 4 || recs[3].Event != audit.EventRevoke || recs[0].Agent.Name != "a0" || recs[2].Agent.Name != "a2" {
+		t.Fatalf("after a durable append: %+v", recs)
+	}
+	appendN(t, l, 2, false)
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := verify(t, dir); err != nil || n != 6 {
+		t.Fatalf("verify = %d, %v", n, err)
 	}
 }

@@ -63,6 +63,9 @@ type Logger struct {
 	prev   string      // hash of the last record in the trail
 	broken error       // sticky: a write failed part-way, the tail may be torn
 	closed bool
+	// pending are stamped, unsealed records waiting for the next group
+	// write; they join the chain (get prev_hash and hash) when written.
+	pending []Record
 
 	written atomic.Uint64 // records appended by this Logger
 	synced  atomic.Uint64 // records known to be on stable storage
@@ -122,12 +125,32 @@ func (l *Logger) Path() string { return l.path }
 // Dir returns the audit directory.
 func (l *Logger) Dir() string { return l.dir }
 
-// Append writes r as the next record of the chain. With durable set it
-// returns only once the record is on stable storage. An error means the
-// record is not in the trail; it wraps ErrUnavailable.
+// maxBatch bounds how many non-durable records wait in memory for the next
+// group write.
+const maxBatch = 256
+
+// Append adds r to the chain. With durable set, it is written and on stable
+// storage before Append returns, and an error means it is not in the trail
+// (the caller must not act); records waiting in the batch are written with
+// it, in order. Without durable, r joins the batch that is written (one lock,
+// one write) and fsynced within SyncInterval, by Flush, or by Close: a crash
+// of the process loses at most that batch, never a durable record. A failed
+// batch write is logged. Errors wrap ErrUnavailable.
 func (l *Logger) Append(r Record, durable bool) error {
 	l.mu.Lock()
-	seq, err := l.appendLocked(&r)
+	if err := l.usable(); err != nil {
+		l.mu.Unlock()
+		l.log.Error("audit append failed", "event", r.Event, "error", err)
+		return err
+	}
+	r.ID = uuid.NewString()
+	r.Time = l.opts.Now().UTC()
+	l.pending = append(l.pending, r)
+	if !durable && len(l.pending) < maxBatch {
+		l.mu.Unlock()
+		return nil
+	}
+	seq, err := l.flushLocked()
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
@@ -139,12 +162,34 @@ func (l *Logger) Append(r Record, durable bool) error {
 	return nil
 }
 
-func (l *Logger) appendLocked(r *Record) (uint64, error) {
-	if l.closed {
-		return 0, fmt.Errorf("%w: logger closed", ErrUnavailable)
+// Flush writes the waiting batch now (without fsync), so that readers of the
+// file, in this process or another, see every record appended so far.
+func (l *Logger) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) == 0 {
+		return nil
 	}
-	if l.broken != nil {
-		return 0, l.broken
+	_, err := l.flushLocked()
+	return err
+}
+
+func (l *Logger) usable() error {
+	if l.closed {
+		return fmt.Errorf("%w: logger closed", ErrUnavailable)
+	}
+	return l.broken
+}
+
+// flushLocked seals the waiting records onto the chain and writes them in one
+// write(2) under the cross-process lock; it returns the sequence number of the
+// last one. On failure the batch is dropped (and the error returned): its
+// records were never part of the chain.
+func (l *Logger) flushLocked() (uint64, error) {
+	batch := l.pending
+	l.pending = l.pending[:0:0]
+	if err := l.usable(); err != nil {
+		return 0, err
 	}
 	var seq uint64
 	err := l.withFileLock(func() error {
@@ -156,15 +201,18 @@ func (l *Logger) appendLocked(r *Record) (uint64, error) {
 				return err
 			}
 		}
-		r.ID = uuid.NewString()
-		r.Time = l.opts.Now().UTC()
-		r.PrevHash = l.prev
-		line, err := seal(l.key, r)
-		if err != nil {
-			return err
+		buf := make([]byte, 0, 512*len(batch))
+		prev := l.prev
+		for i := range batch {
+			batch[i].PrevHash = prev
+			line, err := seal(l.key, &batch[i])
+			if err != nil {
+				return err
+			}
+			buf = append(append(buf, line...), '\n')
+			prev = batch[i].Hash
 		}
-		line = append(line, '\n')
-		n, err := l.f.Write(line)
+		n, err := l.f.Write(buf)
 		l.size += int64(n)
 		if err != nil {
 			if n > 0 {
@@ -172,8 +220,8 @@ func (l *Logger) appendLocked(r *Record) (uint64, error) {
 			}
 			return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
 		}
-		l.prev = r.Hash
-		seq = l.written.Add(1)
+		l.prev = prev
+		seq = l.written.Add(uint64(len(batch)))
 		return nil
 	})
 	return seq, err
@@ -397,6 +445,9 @@ func (l *Logger) syncLoop() {
 		case <-l.stop:
 			return
 		case <-t.C:
+			if err := l.Flush(); err != nil {
+				l.log.Error("audit batch write failed", "error", err)
+			}
 			if w := l.written.Load(); w > l.synced.Load() {
 				if err := l.syncTo(w); err != nil {
 					l.log.Error("audit fsync failed", "error", err)
@@ -413,11 +464,17 @@ func (l *Logger) Close() error {
 		l.mu.Unlock()
 		return nil
 	}
+	var err error
+	if len(l.pending) > 0 {
+		_, err = l.flushLocked()
+	}
 	l.closed = true
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
-	err := l.syncTo(l.written.Load())
+	if serr := l.syncTo(l.written.Load()); err == nil {
+		err = serr
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cerr := l.f.Close(); err == nil && cerr != nil {

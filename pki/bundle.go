@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -91,8 +92,23 @@ func WriteBundle(dir string, iss *Issued, force bool) (BundlePaths, error) {
 	if err := atomicfile.WriteFile(p.Cert, iss.CertPEM, certMode); err != nil {
 		return BundlePaths{}, err
 	}
-	if err := atomicfile.WriteFile(p.CA, iss.CAPEM, certMode); err != nil {
-		return BundlePaths{}, err
+	// Every bundle in a directory shares ca.crt; rewriting an identical one
+	// (two fsyncs) is the common case when a gateway issues many.
+	if !sameRegularFile(p.CA, iss.CAPEM) {
+		if err := atomicfile.WriteFile(p.CA, iss.CAPEM, certMode); err != nil {
+			return BundlePaths{}, err
+		}
 	}
 	return p, nil
+}
+
+// sameRegularFile reports whether path is a regular file (not a link to one)
+// holding exactly data.
+func sameRegularFile(path string, data []byte) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != int64(len(data)) {
+		return false
+	}
+	old, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(old, data)
 }

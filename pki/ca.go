@@ -124,10 +124,10 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 	if err := s.writePair(ServerCertFile, srvCert.Raw, ServerKeyFile, srvKey); err != nil {
 		return nil, err
 	}
-	if err := writeJSON(s.Path(IssuedFile), inventoryFile{Version: 1, Certificates: []IssuedCert{}}); err != nil {
+	if err := s.writeInventory(inventoryFile{Version: 1}); err != nil {
 		return nil, err
 	}
-	if err := writeJSON(s.Path(RevokedFile), revokedFile{Version: 1, Revoked: []Revocation{}}); err != nil {
+	if err := writeRecords(s.Path(RevokedFile), "revoked", []Revocation(nil)); err != nil {
 		return nil, err
 	}
 	return &InitResult{CA: DescribeCert(caCert), Server: DescribeCert(srvCert), ArchivedTo: archived}, nil

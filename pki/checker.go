@@ -110,21 +110,78 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 // file is replaced during the read, the next check sees a different id and
 // loads again: a change is never missed.
 func load(path string, id atomicfile.Version) *revocationSnapshot {
-	data, err := os.ReadFile(path)
+	serials, err := loadSerials(path)
 	if err != nil {
 		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
 	}
-	var rf revokedFile
-	if err := decodeJSON(path, data, &rf); err != nil {
-		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	return &revocationSnapshot{id: id, serials: serials}
+}
+
+// loadSerials reads only what a handshake needs from the store: the serials,
+// as big-endian bytes. Handshakes wait for a reload, so it skips everything
+// else (times, names, big.Int): 100,000 entries load in a fraction of the
+// time the full records take. It is as strict about serials as the store.
+func loadSerials(path string) (map[string]struct{}, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	if err := validateRevoked(path, rf); err != nil {
-		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	var rf struct {
+		Version int `json:"version"`
+		Revoked []struct {
+			Serial string `json:"serial"`
+		} `json:"revoked"`
+	}
+	if err := decodeJSON(path, data, &rf); err != nil {
+		return nil, err
+	}
+	if rf.Version != 1 {
+		return nil, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
 	}
 	serials := make(map[string]struct{}, len(rf.Revoked))
-	for _, r := range rf.Revoked {
-		n, _ := new(big.Int).SetString(r.Serial, 16) // validated above
-		serials[string(n.Bytes())] = struct{}{}
+	var buf [20]byte
+	for i, r := range rf.Revoked {
+		b, ok := canonicalSerialBytes(r.Serial, buf[:0])
+		if !ok {
+			return nil, fmt.Errorf("%w: %s: entry %d has a malformed serial %q", ErrCorruptState, path, i, r.Serial)
+		}
+		serials[string(b)] = struct{}{}
 	}
-	return &revocationSnapshot{id: id, serials: serials}
+	return serials, nil
+}
+
+// canonicalSerialBytes decodes a serial in canonical form (lowercase hex, no
+// leading zero, at most 20 octets) into its minimal big-endian bytes,
+// appended to dst; ok is false for anything else.
+func canonicalSerialBytes(s string, dst []byte) ([]byte, bool) {
+	if len(s) == 0 || len(s) > 40 || s[0] == '0' {
+		return nil, false
+	}
+	nib := func(c byte) (byte, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return c - '0', true
+		case 'a' <= c && c <= 'f':
+			return c - 'a' + 10, true
+		}
+		return 0, false
+	}
+	i := 0
+	if len(s)%2 == 1 {
+		lo, ok := nib(s[0])
+		if !ok {
+			return nil, false
+		}
+		dst = append(dst, lo)
+		i = 1
+	}
+	for ; i < len(s); i += 2 {
+		hi, ok1 := nib(s[i])
+		lo, ok2 := nib(s[i+1])
+		if !ok1 || !ok2 {
+			return nil, false
+		}
+		dst = append(dst, hi<<4|lo)
+	}
+	return dst, true
 }

@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
 	"time"
+
+	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // IssuedCert is one line of the inventory (mtls_issued.json): what was issued,
@@ -26,10 +29,21 @@ type inventoryFile struct {
 }
 
 // readInventory loads mtls_issued.json. A missing file is an empty inventory
-// (state dirs from before the first issuance); a corrupt one is an error.
+// (state dirs from before the first issuance); a corrupt one is an error. The
+// result is the caller's to modify: cached entries are copied.
 func (s *Store) readInventory() (inventoryFile, error) {
+	path := s.Path(IssuedFile)
+	ver, verErr := atomicfile.VersionOf(path)
+	s.invMu.Lock()
+	if verErr == nil && s.inv != nil && ver == s.invVer {
+		inv := inventoryFile{Version: s.inv.Version, Certificates: slices.Clone(s.inv.Certificates)}
+		s.invMu.Unlock()
+		return inv, nil
+	}
+	s.invMu.Unlock()
+
 	var inv inventoryFile
-	err := readJSON(s.Path(IssuedFile), &inv)
+	err := readJSON(path, &inv)
 	if errors.Is(err, fs.ErrNotExist) {
 		return inventoryFile{Version: 1}, nil
 	}
@@ -37,9 +51,34 @@ func (s *Store) readInventory() (inventoryFile, error) {
 		return inv, err
 	}
 	if inv.Version != 1 {
-		return inv, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, s.Path(IssuedFile), inv.Version)
+		return inv, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, inv.Version)
 	}
+	s.cacheInventory(ver, verErr, inv)
 	return inv, nil
+}
+
+// writeInventory replaces the inventory and caches what it wrote.
+func (s *Store) writeInventory(inv inventoryFile) error {
+	path := s.Path(IssuedFile)
+	if err := writeRecords(path, "certificates", inv.Certificates); err != nil {
+		return err
+	}
+	ver, err := atomicfile.VersionOf(path)
+	s.cacheInventory(ver, err, inv)
+	return nil
+}
+
+// cacheInventory keeps a private copy of inv as the contents of version ver
+// (taken before the read, so a concurrent replacement only causes a re-read).
+func (s *Store) cacheInventory(ver atomicfile.Version, verErr error, inv inventoryFile) {
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
+	if verErr != nil {
+		s.inv = nil
+		return
+	}
+	s.invVer = ver
+	s.inv = &inventoryFile{Version: inv.Version, Certificates: slices.Clone(inv.Certificates)}
 }
 
 // CertState is where a client certificate is in its life.

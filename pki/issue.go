@@ -135,7 +135,7 @@ func (s *Store) record(c IssuedCert) error {
 		return err
 	}
 	inv.Certificates = append(inv.Certificates, c)
-	return writeJSON(s.Path(IssuedFile), inv)
+	return s.writeInventory(inv)
 }
 
 // parseCSR returns the public key of a PEM CSR after checking its signature

@@ -98,7 +98,7 @@ func (s *Store) Revoke(serial, reason string) (Revocation, error) {
 	}
 	rev := Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: issued.Name}
 	rf.Revoked = append(rf.Revoked, rev)
-	if err := writeJSON(s.Path(RevokedFile), rf); err != nil {
+	if err := writeRecords(s.Path(RevokedFile), "revoked", rf.Revoked); err != nil {
 		return Revocation{}, err
 	}
 	return rev, nil

@@ -76,8 +76,10 @@ func (a *auditor) toolCall(ctx context.Context, req *mcp.CallToolRequest, outcom
 	if start, ok := a.starts.LoadAndDelete(req); ok {
 		r.DurationMS = float64(time.Since(start.(time.Time)).Microseconds()) / 1000
 	}
-	_, stateChanging := tools.StateEvent(r.Tool)
-	if err := a.trail.Append(r, stateChanging); err != nil {
+	// Batched even for state changes: their durable record is the event
+	// pair guard writes (fsynced before the result goes out); this one
+	// joins the next group write.
+	if err := a.trail.Append(r, false); err != nil {
 		a.log.Error("tool call not audited", "tool", r.Tool, "error", err)
 	}
 }

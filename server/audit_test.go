@@ -153,7 +153,7 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 	csr, _ := pkitest.CSR(t, pkixName("csr-client"))
 	callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "keyed"})
 	callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "csr-client", "csr_pem": string(csr)})
-	gw.Stop()
+	gw.AuditRecords() // flushes the batch
 	data, err := os.ReadFile(filepath.Join(gw.AuditDir, audit.TrailFile))
 	if err != nil {
 		t.Fatal(err)

@@ -54,7 +54,9 @@ func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...m
 	}
 	all = append(all,
 		mcpserver.WithRecovery(),
-		mcpserver.WithLogger(log),
+		// mcp-go logs two lines per request at info; the audit trail already
+		// records every call, so its lines are only wanted when debugging.
+		mcpserver.WithLogger(slog.New(debugOnly{log.Handler()})),
 		mcpserver.WithInstructions("nefia manages the mutual-TLS certificates that admit agents to this gateway. "+
 			"Agents may read nefia.mtls.status; operators may also init the CA, issue and revoke client certificates."),
 	)
@@ -100,3 +102,13 @@ func callerRole(ctx context.Context) pki.Role {
 	}
 	return ""
 }
+
+// debugOnly passes a handler's records through only at debug level.
+type debugOnly struct{ slog.Handler }
+
+func (h debugOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, slog.LevelDebug) && (l <= slog.LevelDebug || l >= slog.LevelWarn)
+}
+
+func (h debugOnly) WithAttrs(as []slog.Attr) slog.Handler { return debugOnly{h.Handler.WithAttrs(as)} }
+func (h debugOnly) WithGroup(n string) slog.Handler       { return debugOnly{h.Handler.WithGroup(n)} }

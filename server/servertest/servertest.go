@@ -35,6 +35,7 @@ type Gateway struct {
 	// AuditDir holds the gateway's audit trail.
 	AuditDir string
 
+	trail *audit.Logger
 	t    testing.TB
 	stop context.CancelFunc
 	done chan error
@@ -85,7 +86,7 @@ func StartWithStore(t testing.TB, store *pki.Store, opts ...Option) *Gateway {
 		t.Fatalf("servertest: listen: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &Gateway{Gateway: gw, Store: store, Addr: ln.Addr().String(), AuditDir: trail.Dir(), t: t, stop: cancel, done: make(chan error, 1)}
+	g := &Gateway{Gateway: gw, Store: store, Addr: ln.Addr().String(), AuditDir: trail.Dir(), trail: trail, t: t, stop: cancel, done: make(chan error, 1)}
 	go func() { g.done <- gw.Serve(ctx, ln) }()
 	<-gw.Ready()
 	t.Cleanup(func() {
@@ -116,6 +117,9 @@ func (g *Gateway) Stop() error {
 // AuditRecords returns every record of the gateway's audit trail so far.
 func (g *Gateway) AuditRecords() []audit.Record {
 	g.t.Helper()
+	if err := g.trail.Flush(); err != nil {
+		g.t.Fatalf("servertest: flush audit trail: %v", err)
+	}
 	recs, err := audit.Tail(g.AuditDir, 1<<30)
 	if err != nil {
 		g.t.Fatalf("servertest: read audit trail: %v", err)
@@ -126,6 +130,9 @@ func (g *Gateway) AuditRecords() []audit.Record {
 // VerifyAudit checks the audit trail's chain and returns its record count.
 func (g *Gateway) VerifyAudit() int {
 	g.t.Helper()
+	if err := g.trail.Flush(); err != nil {
+		g.t.Fatalf("servertest: flush audit trail: %v", err)
+	}
 	key, err := audit.LoadKey(filepath.Join(g.AuditDir, audit.KeyFile))
 	if err != nil {
 		g.t.Fatal(err)
