@@ -28,8 +28,8 @@ import (
 // (mtls.issue_client, ...) is written durably before the tool runs, and the
 // tool is refused if it cannot be.
 type auditor struct {
-	trail  *audit.Logger
-	log    *slog.Logger
+	trail *audit.Logger
+	log   *slog.Logger
 	// starts maps a call's request (mcp-go passes the same
 	// *CallToolRequest to BeforeCallTool and to AfterCallTool or OnError) to
 	// when it began. Session ids would not do: stateless 2026-07-28 HTTP

@@ -123,13 +123,7 @@ func TestNoAuditNoAction(t *testing.T) {
 	before, _ := gw.Store.List()
 
 	// Root ignores file modes, so take the trail's path away instead.
-	path := filepath.Join(gw.AuditDir, audit.TrailFile)
-	if err := os.Remove(path); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(path, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	gw.BreakAudit()
 	res := callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "unaudited"})
 	if !res.IsError || !strings.Contains(res.Content[0].(mcp.TextContent).Text, "audit trail is unavailable") {
 		t.Fatalf("issue_client without an audit trail: %+v", res.Content)

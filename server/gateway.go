@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,7 +25,16 @@ import (
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxConnections   = 50
-	DefaultMaxMessageBytes  = 4 << 20
+	// DefaultMaxHandshakes caps connections still in their TLS handshake
+	// (GatewayOptions.MaxHandshakes). Each costs a socket, two goroutines and
+	// its TLS state: under 50 KiB (TestHandshakeFlood measures about 50 KiB
+	// per stalled connection with both ends in one process), so 512 of them
+	// hold about 25 MiB at most.
+	DefaultMaxHandshakes   = 512
+	DefaultMaxMessageBytes = 4 << 20
+	// DefaultWriteTimeout bounds one write to a peer; a peer that stops
+	// reading loses its session after this long (StreamOptions.WriteTimeout).
+	DefaultWriteTimeout = 10 * time.Second
 	// DefaultRevocationPoll is how often live sessions are checked against
 	// the revocation store, which the CLI may change from another process.
 	// Revocations made through the gateway's own tool act at once.
@@ -52,11 +62,30 @@ type GatewayOptions struct {
 	// audit trail off (benchmarks and tests only).
 	Audit *audit.Logger
 
-	MaxConnections   int
+	// MaxConnections caps established sessions: connections whose
+	// handshake succeeded (mcp.mtls.max_connections). One more is refused at
+	// once, never queued: at accept when every slot is already taken, else
+	// as soon as its handshake completes, before it can send a request.
+	MaxConnections int
+	// MaxHandshakes caps connections still in their TLS handshake. It is a
+	// budget of its own, not a share of MaxConnections: otherwise clients
+	// that connect and stall (a handshake flood; issue 7) would fill every
+	// session slot and lock everyone out for up to HandshakeTimeout. When it
+	// is reached, a new connection cuts the oldest pending handshake instead
+	// of being refused: a legitimate handshake completes in milliseconds, so
+	// the oldest is almost certainly stalled, and whoever arrives after a
+	// flood still gets in. Holding a slot therefore takes a steady stream of
+	// new connections, not a pile of idle ones. Default
+	// DefaultMaxHandshakes.
+	MaxHandshakes    int
 	HandshakeTimeout time.Duration
 	MaxMessageBytes  int
-	RevocationPoll   time.Duration
-	ShutdownGrace    time.Duration
+	// WriteTimeout bounds one write to a peer; a peer that stops reading
+	// its responses loses its session after this long instead of pinning
+	// request handlers. Default DefaultWriteTimeout.
+	WriteTimeout   time.Duration
+	RevocationPoll time.Duration
+	ShutdownGrace  time.Duration
 
 	// Clock is the time certificates are verified at. Nil is the system
 	// clock.
@@ -80,7 +109,10 @@ type Gateway struct {
 	cfgPool *x509.CertPool
 	cfg     *tls.Config // tlsCfg with the current CA
 
-	slots chan struct{} // one token per live connection
+	slots chan struct{} // one token per established session (MaxConnections)
+
+	hsMu    sync.Mutex
+	pending *list.List // of *pendingHandshake, oldest first; at most MaxHandshakes
 
 	mu       sync.Mutex
 	sessions map[*liveConn]struct{}
@@ -89,6 +121,17 @@ type Gateway struct {
 	ready    chan struct{}
 	readyOne sync.Once
 }
+
+// pendingHandshake is one connection in its TLS handshake, an element of
+// Gateway.pending while it lasts.
+type pendingHandshake struct {
+	elem   *list.Element // nil once removed; guarded by Gateway.hsMu
+	cancel context.CancelCauseFunc
+}
+
+// errEvicted is why a pending handshake was cut: the handshake budget was
+// full and a newer connection needed the room.
+var errEvicted = errors.New("server: handshake cut to admit a newer connection (handshake limit reached)")
 
 // liveConn is one authenticated connection.
 type liveConn struct {
@@ -102,6 +145,12 @@ type liveConn struct {
 func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.MaxConnections == 0 {
 		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxHandshakes == 0 {
+		opts.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
@@ -124,7 +173,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.Revocations == nil {
 		return nil, errors.New("server: gateway needs a revocation checker")
 	}
-	if opts.MaxConnections < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 {
+	if opts.MaxConnections < 0 || opts.MaxHandshakes < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 || opts.WriteTimeout < 0 {
 		return nil, errors.New("server: gateway limits must be positive")
 	}
 	ca, err := newReloader("CA certificate", opts.Logger, loadCAPool(opts.CACertFile), opts.CACertFile)
@@ -145,6 +194,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		certs:    certs,
 		ca:       ca,
 		slots:    make(chan struct{}, opts.MaxConnections),
+		pending:  list.New(),
 		sessions: map[*liveConn]struct{}{},
 		ready:    make(chan struct{}),
 	}
@@ -260,8 +310,14 @@ func (g *Gateway) Addr() net.Addr {
 // Ready is closed once the gateway accepts connections.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
-// Count returns the number of live connections, handshaking ones included.
-func (g *Gateway) Count() int { return len(g.slots) }
+// Count returns the number of live connections, handshaking ones included:
+// at most MaxConnections established sessions plus MaxHandshakes pending
+// handshakes.
+func (g *Gateway) Count() int {
+	g.hsMu.Lock()
+	defer g.hsMu.Unlock()
+	return len(g.slots) + g.pending.Len()
+}
 
 // ListenAndServe listens on addr (TCP) and serves until ctx is cancelled.
 func (g *Gateway) ListenAndServe(ctx context.Context, addr string) error {
@@ -290,7 +346,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		defer pollerDone.Done()
 		g.pollRevocations(ctx)
 	}()
-	g.log.Info("gateway listening", "addr", addr.String(), "max_connections", g.opts.MaxConnections)
+	g.log.Info("gateway listening", "addr", addr.String(), "max_connections", g.opts.MaxConnections, "max_handshakes", g.opts.MaxHandshakes)
 	g.readyOne.Do(func() { close(g.ready) })
 
 	var err error
@@ -309,23 +365,21 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			err = fmt.Errorf("server: accept: %w", err)
 			break
 		}
-		select {
-		case g.slots <- struct{}{}:
-		default:
-			// Refused at once, never queued: a queue would let a flood hold
-			// sockets open and delay legitimate clients behind it.
-			g.log.Warn("connection rejected", "remote_addr", conn.RemoteAddr().String(), "reason", ReasonLimit, "max_connections", g.opts.MaxConnections)
+		if len(g.slots) == cap(g.slots) {
+			// Every session slot is taken: refused at once, never queued (a
+			// queue would let a flood hold sockets open and delay legitimate
+			// clients behind it), and before a handshake is spent on it.
+			// A racing handshake may still fill the last slot; handle checks
+			// again when the handshake is done.
 			conn.Close()
-			if g.audit != nil {
-				g.audit.connection(audit.EventConnectionRejected, nil, conn.RemoteAddr().String(), ReasonLimit, nil)
-			}
+			g.limitReached(conn.RemoteAddr().String(), nil)
 			continue
 		}
+		hsCtx, hs := g.beginHandshake(ctx)
 		g.handlers.Add(1)
 		go func() {
 			defer g.handlers.Done()
-			defer func() { <-g.slots }()
-			g.handle(ctx, conn)
+			g.handle(ctx, hsCtx, hs, conn)
 		}()
 	}
 	cancel()
@@ -357,9 +411,56 @@ func (g *Gateway) shutdown() {
 	<-done
 }
 
-// handle runs one connection: an explicit handshake under a deadline, then
-// one MCP session until either side ends it.
-func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
+// beginHandshake counts a new connection against MaxHandshakes, cutting the
+// oldest pending handshake if the budget is full (see
+// GatewayOptions.MaxHandshakes). The returned context ends the handshake when
+// it is cut, with errEvicted as its cause.
+func (g *Gateway) beginHandshake(ctx context.Context) (context.Context, *pendingHandshake) {
+	hsCtx, cancel := context.WithCancelCause(ctx)
+	hs := &pendingHandshake{cancel: cancel}
+	g.hsMu.Lock()
+	defer g.hsMu.Unlock()
+	if g.pending.Len() >= g.opts.MaxHandshakes {
+		oldest := g.pending.Remove(g.pending.Front()).(*pendingHandshake)
+		oldest.elem = nil
+		// Closes that connection (crypto/tls closes it when the handshake's
+		// context ends); its own goroutine logs and audits the cut.
+		oldest.cancel(errEvicted)
+	}
+	hs.elem = g.pending.PushBack(hs)
+	return hsCtx, hs
+}
+
+// endHandshake removes hs from the pending handshakes, if it is still there.
+func (g *Gateway) endHandshake(hs *pendingHandshake) {
+	g.hsMu.Lock()
+	defer g.hsMu.Unlock()
+	if hs.elem != nil {
+		g.pending.Remove(hs.elem)
+		hs.elem = nil
+	}
+}
+
+// limitReached logs and audits a connection refused because every session
+// slot was taken; who is nil when it was refused before its handshake.
+func (g *Gateway) limitReached(remote string, who *identity.Agent) {
+	attrs := []any{"remote_addr", remote, "reason", ReasonLimit, "max_connections", g.opts.MaxConnections}
+	if who != nil {
+		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
+	}
+	g.log.Warn("connection rejected", attrs...)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionRejected, who, remote, ReasonLimit, nil)
+	}
+}
+
+// handle runs one connection: an explicit handshake under a deadline (hsCtx
+// also ends it when the connection is cut to make room, see beginHandshake),
+// then, if a session slot is free, one MCP session until either side ends
+// it.
+func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw net.Conn) {
+	defer hs.cancel(nil)
+	defer g.endHandshake(hs)
 	remote := raw.RemoteAddr().String()
 	cfg, err := g.configForClient(nil)
 	if err != nil {
@@ -370,11 +471,14 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 	conn := tls.Server(raw, cfg)
 	defer conn.Close()
 
-	hsCtx, cancel := context.WithTimeout(ctx, g.opts.HandshakeTimeout)
+	hsCtx, cancel := context.WithTimeout(hsCtx, g.opts.HandshakeTimeout)
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
 	err = conn.HandshakeContext(hsCtx)
 	cancel()
 	if err != nil {
+		if errors.Is(context.Cause(hsCtx), errEvicted) {
+			err = &rejection{reason: ReasonLimit, err: errEvicted}
+		}
 		g.rejected(remote, err)
 		return
 	}
@@ -389,8 +493,22 @@ func (g *Gateway) handle(ctx context.Context, raw net.Conn) {
 	agent.RemoteAddr = remote
 	agent.Transport = identity.TransportStream
 
+	// The session slot is taken only now, so a stalled handshake never
+	// holds one. Taking it before leaving the pending list keeps Count from
+	// dipping in between.
+	select {
+	case g.slots <- struct{}{}:
+	default:
+		g.endHandshake(hs)
+		g.limitReached(remote, &agent)
+		return
+	}
+	defer func() { <-g.slots }()
+	g.endHandshake(hs)
+
 	sess, err := NewStreamSession(conn, g.mcp, StreamOptions{
 		MaxMessageBytes: g.opts.MaxMessageBytes,
+		WriteTimeout:    g.opts.WriteTimeout,
 		Logger:          g.log,
 		// Captures agent, whose SessionID is filled in below before Serve.
 		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
@@ -476,15 +594,32 @@ func (g *Gateway) CloseSerial(serial string) int {
 // another process (the CLI), or no longer chains to the CA after the CA was
 // replaced. One stat per file per tick; files are re-read only when they
 // changed.
+//
+// It also says, once, when the revocation store becomes unreadable (every
+// new handshake is then refused) and when it is readable again, so the log
+// tells why clients are refused even before one tries (issue 7: corruption
+// while serving). Live sessions are kept meanwhile: they were checked
+// against the last store that could be read, and no revocation can be
+// recorded in a store that does not parse.
 func (g *Gateway) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(g.opts.RevocationPoll)
 	defer t.Stop()
+	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		err := g.opts.Revocations.Refresh()
+		switch {
+		case err != nil && (storeErr == nil || err.Error() != storeErr.Error()):
+			g.log.Error("revocation store unavailable: refusing all new handshakes until it is fixed",
+				"file", g.opts.Revocations.Path(), "error", err)
+		case err == nil && storeErr != nil:
+			g.log.Info("revocation store readable again: accepting handshakes", "file", g.opts.Revocations.Path())
+		}
+		storeErr = err
 		pool, caChanged, _ := g.ca.get()
 		g.mu.Lock()
 		var revoked, orphaned []*liveConn

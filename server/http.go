@@ -55,7 +55,6 @@ const (
 	httpLogSession = "session_id"
 	httpLogError   = "error"
 	httpLogReason  = "reason"
-	httpLogOwner   = "owner_serial"
 )
 
 // HTTPOptions configure an HTTPTransport. Zero durations and sizes take the
@@ -73,18 +72,35 @@ type HTTPOptions struct {
 	// body is answered 413. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int
 
-	SessionIdleTTL     time.Duration
+	// SessionIdleTTL ends an HTTP session unused for this long (clients
+	// that never send DELETE would otherwise keep their state forever).
+	SessionIdleTTL time.Duration
+	// MaxSessionsPerCert bounds the sessions one certificate holds.
 	MaxSessionsPerCert int
-	ReadHeaderTimeout  time.Duration
-	BodyTimeout        time.Duration
-	IdleTimeout        time.Duration
-	MaxStreams         int
+	// ReadHeaderTimeout, BodyTimeout and IdleTimeout bound a request's
+	// headers, its body, and a keep-alive connection between requests.
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	IdleTimeout       time.Duration
+	// MaxStreams caps concurrent requests on one HTTP/2 connection.
+	MaxStreams int
+
+	// Refused, if set, is told of every request refused for who sent it
+	// (403), or for its size (413), so the gateway can audit it as it audits
+	// refused handshakes. agent is nil when no certificate was presented.
+	Refused func(remote string, agent *identity.Agent, reason string, err error)
 
 	// Clock decides when a certificate has expired mid-connection. Nil is
 	// the system clock.
 	Clock  pki.Clock
 	Logger *slog.Logger
 }
+
+// Reasons an HTTP request is refused, besides the handshake's (Reason*).
+const (
+	ReasonForeignSession = "session of another certificate"
+	ReasonTooLarge       = "message too large"
+)
 
 // HTTPTransport serves MCP Streamable HTTP at /mcp on connections the
 // gateway has already accepted and verified. mcp-go's StreamableHTTPServer
@@ -124,6 +140,7 @@ type boundSession struct {
 // httpConn is one connection being served by ServeConn.
 type httpConn struct {
 	agent identity.Agent
+	state tls.ConnectionState
 	srv   *http.Server
 
 	mu      sync.Mutex
@@ -202,7 +219,7 @@ func (h *HTTPTransport) ServeConn(ctx context.Context, conn net.Conn) error {
 	}
 	agent.RemoteAddr = conn.RemoteAddr().String()
 
-	hc := &httpConn{agent: agent, idle: make(chan struct{})}
+	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{})}
 	ln := newOneConnListener(conn)
 	hc.srv = &http.Server{
 		Handler:           hc.track(h.handler),
@@ -294,6 +311,31 @@ func (h *HTTPTransport) CloseSerial(serial string) int {
 	return len(victims)
 }
 
+// Recheck asks Identify again about every open connection and closes those
+// it now refuses (revoked by another process, CA replaced, expired),
+// returning how many. Requests already fail once their certificate is
+// refused; this also ends open SSE streams and idle keep-alive connections,
+// which send no request to fail. The gateway calls it from its revocation
+// poll.
+func (h *HTTPTransport) Recheck() int {
+	h.mu.Lock()
+	conns := make([]*httpConn, 0, len(h.conns))
+	for hc := range h.conns {
+		conns = append(conns, hc)
+	}
+	h.mu.Unlock()
+	var n int
+	for _, hc := range conns {
+		if _, err := h.identify(&hc.state); err != nil {
+			h.log.Info("http connection closed: certificate no longer accepted", httpLogName, hc.agent.Name, httpLogSerial, hc.agent.Serial,
+				httpLogReason, refusalReason(err), httpLogError, err)
+			hc.close(fmt.Errorf("%w: %v", ErrSessionClosed, err))
+			n++
+		}
+	}
+	return n
+}
+
 // Count returns the number of connections being served.
 func (h *HTTPTransport) Count() int {
 	h.mu.Lock()
@@ -305,14 +347,14 @@ func (h *HTTPTransport) Count() int {
 // refuses one past its NotAfter.
 func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, error) {
 	if state == nil || len(state.PeerCertificates) == 0 {
-		return identity.Agent{}, errors.New("no client certificate")
+		return identity.Agent{}, errNoCertificate
 	}
 	agent, err := h.opts.Identify(state)
 	if err != nil {
 		return identity.Agent{}, err
 	}
 	if !agent.NotAfter.IsZero() && !h.opts.Clock.Now().Before(agent.NotAfter) {
-		return identity.Agent{}, errors.New("certificate expired")
+		return identity.Agent{}, errExpired
 	}
 	agent.Transport = identity.TransportHTTP
 	return agent, nil
@@ -334,7 +376,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	agent, err := h.identify(r.TLS)
 	if err != nil {
-		h.log.Warn("http request refused", httpLogRemote, r.RemoteAddr, httpLogReason, handshakeReason(err), httpLogError, err)
+		h.refuse(r, presented(r.TLS), refusalReason(err), err)
 		// The connection is of no more use to anyone: end it after this.
 		w.Header().Set("Connection", "close")
 		http.Error(w, "forbidden", http.StatusForbidden)
@@ -346,8 +388,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if sid != "" {
 		switch owner, err := h.checkSession(sid, agent); {
 		case errors.Is(err, errForeignSession):
-			h.log.Warn("http session presented by another certificate", httpLogName, agent.Name, httpLogSerial, agent.Serial,
-				httpLogOwner, owner, httpLogRemote, r.RemoteAddr)
+			h.refuse(r, &agent, ReasonForeignSession, fmt.Errorf("session %s belongs to serial %s", sid, owner))
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		case err != nil:
@@ -361,6 +402,9 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPost {
 		body, status := h.readBody(w, r)
 		if status != 0 {
+			if status == http.StatusRequestEntityTooLarge {
+				h.refuse(r, &agent, ReasonTooLarge, fmt.Errorf("request body over %d bytes", h.opts.MaxMessageBytes))
+			}
 			w.Header().Set("Connection", "close")
 			http.Error(w, http.StatusText(status), status)
 			return
@@ -378,6 +422,47 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// A DELETE reaches sessionIDs.Terminate, which forgets the binding.
 	h.mcp.ServeHTTP(w, r)
+}
+
+// refuse logs a refused request and tells Refused.
+func (h *HTTPTransport) refuse(r *http.Request, agent *identity.Agent, reason string, err error) {
+	attrs := []any{httpLogRemote, r.RemoteAddr, httpLogReason, reason, httpLogError, err}
+	if agent != nil {
+		attrs = append(attrs, httpLogName, agent.Name, httpLogSerial, agent.Serial)
+	}
+	h.log.Warn("http request refused", attrs...)
+	if h.opts.Refused != nil {
+		h.opts.Refused(r.RemoteAddr, agent, reason, err)
+	}
+}
+
+// presented names the certificate a refused request came with, if any.
+func presented(state *tls.ConnectionState) *identity.Agent {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := state.PeerCertificates[0]
+	return &identity.Agent{Name: leaf.Subject.CommonName, Serial: pki.FormatSerial(leaf.SerialNumber), Transport: identity.TransportHTTP}
+}
+
+// refusalReason classifies why Identify refused a certificate.
+func refusalReason(err error) string {
+	var rj *rejection
+	switch {
+	case errors.As(err, &rj):
+		return rj.reason
+	case errors.Is(err, pki.ErrRevoked):
+		return ReasonRevoked
+	case errors.Is(err, pki.ErrRevocationUnavailable):
+		return ReasonRevocationErr
+	case errors.Is(err, identity.ErrNoRole):
+		return ReasonNoRole
+	case errors.Is(err, errExpired):
+		return ReasonExpired
+	case errors.Is(err, errNoCertificate):
+		return ReasonNoCertificate
+	}
+	return ReasonOther
 }
 
 // readBody reads a POST body under MaxMessageBytes and BodyTimeout. It
@@ -407,22 +492,31 @@ func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 var (
 	errForeignSession = errors.New("session belongs to another certificate")
 	errUnknownSession = errors.New("unknown session")
+	errExpired        = errors.New("certificate expired")
+	errNoCertificate  = errors.New("no client certificate")
 )
 
 // checkSession reports whether agent may use session id sid; on
 // errForeignSession it also returns the owner's serial for the log.
 func (h *HTTPTransport) checkSession(sid string, agent identity.Agent) (string, error) {
+	now := h.opts.Clock.Now()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	b, ok := h.sessions[sid]
-	if !ok {
+	switch {
+	case !ok:
+		h.mu.Unlock()
+		return "", errUnknownSession
+	case subtle.ConstantTimeCompare([]byte(b.fingerprint), []byte(agent.Fingerprint)) != 1:
+		h.mu.Unlock()
+		return b.serial, errForeignSession
+	case now.Sub(b.lastUsed) > h.opts.SessionIdleTTL:
+		h.mu.Unlock()
+		h.endSession(sid)
 		return "", errUnknownSession
 	}
-	if subtle.ConstantTimeCompare([]byte(b.fingerprint), []byte(agent.Fingerprint)) != 1 {
-		return b.serial, errForeignSession
-	}
 	h.uses++
-	b.lastUsed, b.use = h.opts.Clock.Now(), h.uses
+	b.lastUsed, b.use = now, h.uses
+	h.mu.Unlock()
 	return "", nil
 }
 
@@ -639,20 +733,27 @@ func (l *oneConnListener) Addr() net.Addr { return l.conn.LocalAddr() }
 // whose handshake is complete. ALPN decides when the client offered it
 // ("h2" or "http/1.1"); otherwise the first byte does: a JSON-RPC message
 // starts with '{' (or whitespace), an HTTP request with a method name in
-// capitals. That byte has been read by then, so use the returned connection,
-// which reads it again, not conn. timeout bounds the wait for the first byte
-// (zero: none); a client that says nothing in time gets an error.
-func SniffHTTP(conn *tls.Conn, timeout time.Duration) (isHTTP bool, c net.Conn, err error) {
+// capitals. That byte has been read by then, so use the returned
+// connection, which reads it again, not conn.
+//
+// Waiting for the first byte ends when ctx does (give it a deadline to cut
+// clients that connect and say nothing); the connection is then unusable
+// and the error is ctx's cause. Until SniffHTTP returns, the connection
+// belongs to no session, so nothing else (revocation, shutdown) can end the
+// wait: ctx must.
+func SniffHTTP(ctx context.Context, conn *tls.Conn) (isHTTP bool, c net.Conn, err error) {
 	switch conn.ConnectionState().NegotiatedProtocol {
 	case "h2", "http/1.1":
 		return true, conn, nil
 	}
-	if timeout > 0 {
-		_ = conn.SetReadDeadline(time.Now().Add(timeout))
-		defer conn.SetReadDeadline(time.Time{})
-	}
+	// A deadline in the past is the one portable way to interrupt a Read.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	var first [1]byte
-	if _, err := io.ReadFull(conn, first[:]); err != nil {
+	_, err = io.ReadFull(conn, first[:])
+	if !stop() {
+		return false, conn, fmt.Errorf("server: waiting for the first message: %w", context.Cause(ctx))
+	}
+	if err != nil {
 		return false, conn, err
 	}
 	pc := &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(first[:]), conn)}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -45,7 +46,8 @@ type httpHarness struct {
 	clock     *pkitest.Clock
 
 	mu       sync.Mutex
-	served   []error // ServeConn results
+	served   []error  // ServeConn results
+	refused  []string // reasons given to HTTPOptions.Refused
 	finished chan struct{}
 	stopOnce sync.Once
 	stopFn   func()
@@ -84,6 +86,11 @@ func startHTTP(t *testing.T, adjust ...func(*server.HTTPOptions)) *httpHarness {
 				return identity.Agent{}, err
 			}
 			return identity.FromCertificate(leaf)
+		},
+		Refused: func(_ string, _ *identity.Agent, reason string, _ error) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.refused = append(h.refused, reason)
 		},
 		Clock:  h.clock,
 		Logger: testLog(),
@@ -137,7 +144,9 @@ func startHTTP(t *testing.T, adjust ...func(*server.HTTPOptions)) *httpHarness {
 					conn.Close()
 					return
 				}
-				isHTTP, c, err := server.SniffHTTP(conn, 5*time.Second)
+				sniffCtx, done := context.WithTimeout(ctx, 5*time.Second)
+				isHTTP, c, err := server.SniffHTTP(sniffCtx, conn)
+				done()
 				if err != nil || !isHTTP {
 					c.Close()
 					return
@@ -163,6 +172,13 @@ func startHTTP(t *testing.T, adjust ...func(*server.HTTPOptions)) *httpHarness {
 	return h
 }
 
+// refusals returns the reasons of the requests refused so far.
+func (h *httpHarness) refusals() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.refused...)
+}
+
 func testLog() *slog.Logger {
 	if !testing.Verbose() {
 		return slog.New(slog.DiscardHandler)
@@ -177,15 +193,31 @@ func (h *httpHarness) issue(name string, role pki.Role) (tls.Certificate, string
 	return pkitest.KeyPair(h.t, iss), iss.Serial
 }
 
-// httpClient is an HTTP client presenting cert (none if nil). HTTP/2 is
-// negotiated by ALPN when h2 is true. Its idle connections are closed when
-// the test ends.
-func (h *httpHarness) httpClient(cert *tls.Certificate, h2 bool) *http.Client {
+// proto is how a test client speaks HTTP, and so which way the transport
+// is reached: by ALPN, or by SniffHTTP reading the request's first byte.
+type proto int
+
+const (
+	h1Sniffed proto = iota // HTTP/1.1, no ALPN (as curl --http1.1 without ALPN, undici)
+	h1ALPN                 // HTTP/1.1 announced by ALPN
+	h2ALPN                 // HTTP/2 by ALPN
+)
+
+func (p proto) String() string {
+	return [...]string{"HTTP/1.1 sniffed", "HTTP/1.1 by ALPN", "HTTP/2"}[p]
+}
+
+// httpClient is an HTTP client presenting cert (none if nil) that holds at
+// most one connection. Its idle connections are closed when the test ends.
+func (h *httpHarness) httpClient(cert *tls.Certificate, p proto) *http.Client {
 	cfg := &tls.Config{RootCAs: pkitest.CAPool(h.t, h.store), MinVersion: tls.VersionTLS13}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: h2, MaxConnsPerHost: 1}
+	if p == h1ALPN {
+		cfg.NextProtos = []string{"http/1.1"}
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: p == h2ALPN, MaxConnsPerHost: 1}
 	h.t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
@@ -193,9 +225,9 @@ func (h *httpHarness) httpClient(cert *tls.Certificate, h2 bool) *http.Client {
 // mcpClient is an initialized mcp-go Streamable HTTP client. version ""
 // lets the client negotiate (2026-07-28: no sessions); a legacy version
 // pins the initialize handshake and its Mcp-Session-Id.
-func (h *httpHarness) mcpClient(cert tls.Certificate, h2 bool, version string) *client.Client {
+func (h *httpHarness) mcpClient(cert tls.Certificate, p proto, version string) *client.Client {
 	h.t.Helper()
-	tr, err := transport.NewStreamableHTTP(h.url, transport.WithHTTPBasicClient(h.httpClient(&cert, h2)))
+	tr, err := transport.NewStreamableHTTP(h.url, transport.WithHTTPBasicClient(h.httpClient(&cert, p)))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -235,7 +267,15 @@ func post(t *testing.T, c *http.Client, url, sid, body string) *http.Response {
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
-	t.Cleanup(func() { resp.Body.Close() })
+	return buffered(resp)
+}
+
+// buffered reads the whole body and closes it, so the connection is free
+// for the next request (these clients hold one connection).
+func buffered(resp *http.Response) *http.Response {
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 	return resp
 }
 
@@ -303,22 +343,26 @@ func callStatus(t *testing.T, c *client.Client) map[string]any {
 
 func TestHTTPClientListsAndCallsTools(t *testing.T) {
 	tests := []struct {
-		name    string
 		role    pki.Role
-		h2      bool
-		version string
+		proto   proto
+		version string // "" negotiates 2026-07-28
 		tools   int
 	}{
-		{"operator over HTTP/1.1, 2025-11-25", pki.RoleOperator, false, mcp.ProtocolVersion20251125, 4},
-		{"operator over HTTP/2, 2025-11-25", pki.RoleOperator, true, mcp.ProtocolVersion20251125, 4},
-		{"agent over HTTP/1.1, negotiated (2026-07-28)", pki.RoleAgent, false, "", 1},
-		{"agent over HTTP/2, negotiated (2026-07-28)", pki.RoleAgent, true, "", 1},
+		{pki.RoleOperator, h1Sniffed, mcp.ProtocolVersion20251125, 4},
+		{pki.RoleOperator, h1ALPN, mcp.ProtocolVersion20251125, 4},
+		{pki.RoleOperator, h2ALPN, mcp.ProtocolVersion20251125, 4},
+		{pki.RoleAgent, h1Sniffed, "", 1},
+		{pki.RoleAgent, h2ALPN, "", 1},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		version := tt.version
+		if version == "" {
+			version = "negotiated"
+		}
+		t.Run(fmt.Sprintf("%s over %s, %s", tt.role, tt.proto, version), func(t *testing.T) {
 			h := startHTTP(t)
 			cert, serial := h.issue("bot", tt.role)
-			c := h.mcpClient(cert, tt.h2, tt.version)
+			c := h.mcpClient(cert, tt.proto, tt.version)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			list, err := c.ListTools(ctx, mcp.ListToolsRequest{})
@@ -341,7 +385,7 @@ func TestHTTPSessionReplayedByAnotherCertificate(t *testing.T) {
 	h := startHTTP(t)
 	alice, _ := h.issue("alice", pki.RoleOperator)
 	mallory, _ := h.issue("mallory", pki.RoleOperator)
-	ac, mc := h.httpClient(&alice, false), h.httpClient(&mallory, true)
+	ac, mc := h.httpClient(&alice, h1Sniffed), h.httpClient(&mallory, h2ALPN)
 	sid := initialize(t, ac, h.url)
 
 	listBody := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
@@ -367,6 +411,10 @@ func TestHTTPSessionReplayedByAnotherCertificate(t *testing.T) {
 				t.Errorf("refused response leaks content: %s", body)
 			}
 		})
+	}
+	want := []string{server.ReasonForeignSession, server.ReasonForeignSession, server.ReasonForeignSession}
+	if got := h.refusals(); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("refusals reported %q, want %q", got, want)
 	}
 	// Alice's session survived the attempts.
 	resp := post(t, ac, h.url, sid, listBody)
@@ -396,8 +444,7 @@ func request(t *testing.T, c *http.Client, method, url, sid string) *http.Respon
 	if err != nil {
 		t.Fatalf("%s: %v", method, err)
 	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return buffered(resp)
 }
 
 // TestHTTPRevokedMidSession covers the three ways a certificate stops being
@@ -418,7 +465,7 @@ func TestHTTPRevokedMidSession(t *testing.T) {
 		}, true},
 		{"revoked through the tool: open stream closes", func(t *testing.T, h *httpHarness, serial string) bool {
 			ops, _ := h.issue("ops", pki.RoleOperator)
-			c := h.mcpClient(ops, false, mcp.ProtocolVersion20251125)
+			c := h.mcpClient(ops, h1Sniffed, mcp.ProtocolVersion20251125)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			req := mcp.CallToolRequest{}
@@ -443,7 +490,7 @@ func TestHTTPRevokedMidSession(t *testing.T) {
 			if expiring {
 				h.clock.Set(iss.NotAfter.Add(-2 * time.Second))
 			}
-			c := h.httpClient(&cert, true) // HTTP/2: the stream and the POSTs share one connection
+			c := h.httpClient(&cert, h2ALPN) // the stream and the POSTs share one connection
 			sid := initialize(t, c, h.url)
 			stream := openStream(t, c, h.url, sid)
 			done := ended(stream.Body)
@@ -484,14 +531,18 @@ func TestHTTPRevokedMidSession(t *testing.T) {
 			if resp.StatusCode != http.StatusForbidden || !reused {
 				t.Errorf("next request: %d (connection reused %v), want 403 on the same connection: %s", resp.StatusCode, reused, body)
 			}
-			// The gateway's revocation poll would call CloseSerial next.
-			if n := h.transport.CloseSerial(iss.Serial); n != 1 {
-				t.Errorf("CloseSerial closed %d connections, want 1", n)
+			if got := h.refusals(); len(got) != 1 || got[0] != server.ReasonRevoked {
+				t.Errorf("refusals reported %q, want [%s]", got, server.ReasonRevoked)
+			}
+			// The gateway's revocation poll calls Recheck, which ends the
+			// stream that sends no request to fail.
+			if n := h.transport.Recheck(); n != 1 {
+				t.Errorf("Recheck closed %d connections, want 1", n)
 			}
 			select {
 			case <-done:
 			case <-time.After(10 * time.Second):
-				t.Fatal("the open GET stream survived CloseSerial")
+				t.Fatal("the open GET stream survived Recheck")
 			}
 		})
 	}
@@ -500,7 +551,7 @@ func TestHTTPRevokedMidSession(t *testing.T) {
 func TestHTTPGivesNothingUseful(t *testing.T) {
 	h := startHTTP(t)
 	cert, _ := h.issue("bot", pki.RoleOperator)
-	c := h.httpClient(&cert, false)
+	c := h.httpClient(&cert, h1Sniffed)
 	base := "https://" + h.addr
 	tests := []struct {
 		name   string
@@ -560,7 +611,7 @@ func TestHTTPOversizedBody(t *testing.T) {
 	const limit = 1024
 	h := startHTTP(t, func(o *server.HTTPOptions) { o.MaxMessageBytes = limit })
 	cert, _ := h.issue("bot", pki.RoleOperator)
-	c := h.httpClient(&cert, false)
+	c := h.httpClient(&cert, h1Sniffed)
 	big := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"pad":"` + strings.Repeat("x", limit) + `"}}`
 	tests := []struct {
 		name   string
@@ -586,13 +637,16 @@ func TestHTTPOversizedBody(t *testing.T) {
 			}
 		})
 	}
+	if got := h.refusals(); len(got) != 2 || got[0] != server.ReasonTooLarge || got[1] != server.ReasonTooLarge {
+		t.Errorf("refusals reported %q, want two %q", got, server.ReasonTooLarge)
+	}
 }
 
 func TestHTTPSessionsPerCertificateAreCapped(t *testing.T) {
 	h := startHTTP(t, func(o *server.HTTPOptions) { o.MaxSessionsPerCert = 2 })
 	cert, _ := h.issue("bot", pki.RoleOperator)
 	other, _ := h.issue("other", pki.RoleOperator)
-	c, oc := h.httpClient(&cert, false), h.httpClient(&other, false)
+	c, oc := h.httpClient(&cert, h1Sniffed), h.httpClient(&other, h1ALPN)
 	otherSID := initialize(t, oc, h.url)
 	first := initialize(t, c, h.url)
 	second := initialize(t, c, h.url)
@@ -617,25 +671,54 @@ func TestHTTPSessionsPerCertificateAreCapped(t *testing.T) {
 	}
 }
 
-func TestServeConnReturnsWhenContextEnds(t *testing.T) {
-	h := startHTTP(t)
+func TestHTTPIdleSessionsEnd(t *testing.T) {
+	h := startHTTP(t, func(o *server.HTTPOptions) { o.SessionIdleTTL = time.Minute })
 	cert, _ := h.issue("bot", pki.RoleOperator)
-	c := h.httpClient(&cert, false)
-	sid := initialize(t, c, h.url)
-	done := ended(openStream(t, c, h.url, sid).Body)
-	select {
-	case <-done:
-		t.Fatal("stream ended before the context did")
-	default:
+	c := h.httpClient(&cert, h1Sniffed)
+	idle := initialize(t, c, h.url)
+	busy := initialize(t, c, h.url)
+	ping := `{"jsonrpc":"2.0","id":9,"method":"ping"}`
+	h.clock.Advance(50 * time.Second)
+	if resp := post(t, c, h.url, busy, ping); resp.StatusCode != http.StatusOK {
+		t.Fatalf("busy session: %d", resp.StatusCode)
 	}
-	// Stopping the harness cancels ServeConn's context, waits for it to
-	// return and checks that no goroutine was left behind.
-	h.stop()
-	<-done
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.served) != 1 || !errors.Is(h.served[0], context.Canceled) {
-		t.Errorf("ServeConn returned %v, want one context.Canceled", h.served)
+	h.clock.Advance(20 * time.Second) // idle: 70s unused; busy: 20s
+	for _, tt := range []struct {
+		name   string
+		sid    string
+		status int
+	}{{"idle past the TTL", idle, http.StatusNotFound}, {"used within the TTL", busy, http.StatusOK}} {
+		t.Run(tt.name, func(t *testing.T) {
+			if resp := post(t, c, h.url, tt.sid, ping); resp.StatusCode != tt.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+}
+
+func TestServeConnReturnsWhenContextEnds(t *testing.T) {
+	for _, p := range []proto{h1Sniffed, h2ALPN} {
+		t.Run(p.String(), func(t *testing.T) {
+			h := startHTTP(t)
+			cert, _ := h.issue("bot", pki.RoleOperator)
+			c := h.httpClient(&cert, p)
+			sid := initialize(t, c, h.url)
+			done := ended(openStream(t, c, h.url, sid).Body)
+			select {
+			case <-done:
+				t.Fatal("stream ended before the context did")
+			default:
+			}
+			// Stopping the harness cancels ServeConn's context, waits for it
+			// to return and checks that no goroutine was left behind.
+			h.stop()
+			<-done
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.served) != 1 || !errors.Is(h.served[0], context.Canceled) {
+				t.Errorf("ServeConn returned %v, want one context.Canceled", h.served)
+			}
+		})
 	}
 }
 
@@ -659,7 +742,7 @@ func TestSniffHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cs, cc := net.Pipe()
+			cs, cc := tcpPair(t)
 			srv := tls.Server(cs, &tls.Config{Certificates: []tls.Certificate{kp}, NextProtos: []string{"h2", "http/1.1"}})
 			cli := tls.Client(cc, &tls.Config{RootCAs: pkitest.CAPool(t, store), ServerName: "localhost", NextProtos: tt.alpn})
 			defer srv.Close()
@@ -672,7 +755,9 @@ func TestSniffHTTP(t *testing.T) {
 			if err := srv.Handshake(); err != nil {
 				t.Fatal(err)
 			}
-			isHTTP, conn, err := server.SniffHTTP(srv, 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			isHTTP, conn, err := server.SniffHTTP(ctx, srv)
 			if err != nil || isHTTP != tt.wantHTTP {
 				t.Fatalf("SniffHTTP = %v, %v; want %v", isHTTP, err, tt.wantHTTP)
 			}
@@ -688,4 +773,52 @@ func TestSniffHTTP(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSniffHTTPEndsWithItsContext(t *testing.T) {
+	store := pkitest.NewStore(t)
+	kp, err := tls.LoadX509KeyPair(store.Path(pki.ServerCertFile), store.Path(pki.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, cc := tcpPair(t)
+	srv := tls.Server(cs, &tls.Config{Certificates: []tls.Certificate{kp}})
+	cli := tls.Client(cc, &tls.Config{RootCAs: pkitest.CAPool(t, store), ServerName: "localhost"})
+	defer srv.Close()
+	defer cli.Close()
+	go cli.Handshake() // and then say nothing
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 100*time.Millisecond, errors.New("silent client"))
+	defer cancel()
+	if _, _, err := server.SniffHTTP(ctx, srv); err == nil || !strings.Contains(err.Error(), "silent client") {
+		t.Errorf("SniffHTTP = %v, want the context's cause", err)
+	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection. (net.Pipe has no
+// buffer, which deadlocks TLS 1.3: the server writes session tickets while
+// the client is writing too.)
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	return server, client
 }

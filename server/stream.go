@@ -16,7 +16,8 @@ import (
 )
 
 // Defaults for StreamOptions. They are limits on what one peer can make the
-// gateway hold: MaxMessageBytes × (MaxInFlight + 1) bounds request memory per
+// gateway hold: the line being read (MaxMessageBytes) plus the requests being
+// handled (MaxInFlightBytes, and their answers) bound request memory per
 // session, and the notification buffer bounds queued notifications.
 const (
 	streamDefaultMaxMessageBytes    = 4 << 20
@@ -41,6 +42,18 @@ type StreamOptions struct {
 	// Notifications queued behind that point, notifications/cancelled
 	// included, wait too. Default 64.
 	MaxInFlight int
+
+	// MaxInFlightBytes caps the total size of the requests being handled at
+	// once on this session; reaching it stops reading, as MaxInFlight does.
+	// A request is counted until its answer has been handed to the writer,
+	// so this also bounds the answers held for a peer that does not read
+	// them, which may echo the request (an unknown method's name, a tool
+	// argument). Without it, MaxInFlight requests of MaxMessageBytes each
+	// and their answers (256 MiB and more at the defaults) could be held for
+	// one such peer (issue 7, found by TestResourceBounds). It must be at
+	// least MaxMessageBytes. Default MaxMessageBytes: one request at the cap
+	// at a time, or many small ones.
+	MaxInFlightBytes int
 
 	// WriteTimeout bounds one write to the peer. A peer that stops reading
 	// ends its session after this long instead of pinning handlers and
@@ -76,6 +89,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	if o.MaxInFlight == 0 {
 		o.MaxInFlight = streamDefaultMaxInFlight
 	}
+	if o.MaxInFlightBytes == 0 {
+		o.MaxInFlightBytes = o.MaxMessageBytes
+	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = streamDefaultWriteTimeout
 	}
@@ -98,6 +114,8 @@ func (o StreamOptions) validate() error {
 		return fmt.Errorf("server: stream option MaxMessageBytes is %d, must be positive", o.MaxMessageBytes)
 	case o.MaxInFlight < 0:
 		return fmt.Errorf("server: stream option MaxInFlight is %d, must be positive", o.MaxInFlight)
+	case o.MaxInFlightBytes < o.MaxMessageBytes:
+		return fmt.Errorf("server: stream option MaxInFlightBytes is %d, must be at least MaxMessageBytes (%d)", o.MaxInFlightBytes, o.MaxMessageBytes)
 	case o.WriteTimeout < 0:
 		return fmt.Errorf("server: stream option WriteTimeout is %v, must be positive", o.WriteTimeout)
 	case o.DrainTimeout < 0:
@@ -142,6 +160,7 @@ type StreamSession struct {
 	closeRW sync.Once // rw is closed exactly once
 
 	slots      chan struct{}  // one token per in-flight request
+	inflight   byteBudget     // bytes of the in-flight requests, at most MaxInFlightBytes
 	handlers   sync.WaitGroup // request handler goroutines
 	out        chan []byte    // encoded responses for the writer, closed when no producer is left
 	writerDead chan struct{}  // closed when the writer has stopped, after s.out closed or a write failed
@@ -172,6 +191,7 @@ func NewStreamSession(rw io.ReadWriteCloser, srv *mcpserver.MCPServer, opts Stre
 		log:        opts.Logger,
 		done:       make(chan struct{}),
 		slots:      make(chan struct{}, opts.MaxInFlight),
+		inflight:   newByteBudget(opts.MaxInFlightBytes),
 		out:        make(chan []byte),
 		writerDead: make(chan struct{}),
 	}, nil
@@ -348,3 +368,44 @@ const (
 	streamLogMethod  = "method"
 	streamLogLimit   = "limit_bytes"
 )
+
+// byteBudget is a counting semaphore over bytes. Only the read loop acquires
+// from it, so there is no queue of waiters to be fair to.
+type byteBudget struct {
+	mu   sync.Mutex
+	free int
+	wake chan struct{} // closed, and replaced, whenever bytes are released
+}
+
+func newByteBudget(n int) byteBudget {
+	return byteBudget{free: n, wake: make(chan struct{})}
+}
+
+// acquire takes n bytes (at most the whole budget), waiting until they are
+// free or ctx ends.
+func (b *byteBudget) acquire(ctx context.Context, n int) error {
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			return nil
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// release returns n bytes to the budget.
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.free += n
+	close(b.wake)
+	b.wake = make(chan struct{})
+}

@@ -42,7 +42,18 @@ func (l *lineReader) next() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if line = bytes.Trim(line, " \t\r\n"); len(line) > 0 {
+		line = bytes.Trim(line, " \t\r\n")
+		if cap(l.buf) > streamReadBuffer {
+			// A long line was assembled in a buffer of its own, which is
+			// not reused (see readLine): hand it over rather than copy up
+			// to MaxMessageBytes again.
+			l.buf = nil
+			if len(line) > 0 {
+				return line, nil
+			}
+			continue
+		}
+		if len(line) > 0 {
 			return bytes.Clone(line), nil
 		}
 	}
@@ -50,12 +61,11 @@ func (l *lineReader) next() ([]byte, error) {
 
 // readLine returns one line without its terminator, aliasing internal buffers.
 func (l *lineReader) readLine() ([]byte, error) {
-	defer func() {
-		// Don't keep a large buffer alive for the rest of the session.
-		if cap(l.buf) > streamReadBuffer {
-			l.buf = nil
-		}
-	}()
+	// Don't keep a large buffer alive for the rest of the session: a long
+	// line gets a buffer of its own (next hands it over).
+	if cap(l.buf) > streamReadBuffer {
+		l.buf = nil
+	}
 	l.buf = l.buf[:0]
 	for {
 		frag, err := l.br.ReadSlice('\n')
@@ -129,13 +139,31 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 	}
 }
 
-// envelope is the part of a JSON-RPC message needed to route it.
+// maxIDBytes caps a request id, as it appears on the wire. Every answer
+// echoes the id, and mcp-go copies it several times per request (a map key
+// built with fmt.Sprintf, a re-encoding with HTML escaping that turns each
+// '<' into six bytes): an id near MaxMessageBytes made one request cost over
+// ten times the message cap (issue 7, TestResourceBounds). Ids are
+// identifiers: numbers, UUIDs.
+const maxIDBytes = 1 << 10
+
+// envelope is the part of a JSON-RPC message needed to route it. Params,
+// result and error, which may be nearly the whole message, are not copied:
+// routing needs only to know whether they are there.
 type envelope struct {
 	ID     json.RawMessage `json:"id"`
 	Method json.RawMessage `json:"method"`
-	Params json.RawMessage `json:"params"`
-	Result json.RawMessage `json:"result"`
-	Error  json.RawMessage `json:"error"`
+	Result present         `json:"result"`
+	Error  present         `json:"error"`
+}
+
+// present records that a member is in a JSON object (null included),
+// without keeping a copy of its value.
+type present bool
+
+func (p *present) UnmarshalJSON([]byte) error {
+	*p = true
+	return nil
 }
 
 // dispatch routes one message: requests to a handler goroutine (waiting for
@@ -160,6 +188,11 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		s.send(encodeError(nil, mcp.INVALID_REQUEST, "Invalid Request: bad id", nil))
 		return true
 	}
+	if len(env.ID) > maxIDBytes {
+		s.send(encodeError(nil, mcp.INVALID_REQUEST,
+			fmt.Sprintf("Invalid Request: id longer than %d bytes", maxIDBytes), map[string]any{"maxIdBytes": maxIDBytes}))
+		return true
+	}
 	var method string
 	if len(env.Method) > 0 && json.Unmarshal(env.Method, &method) != nil {
 		s.send(encodeError(env.ID, mcp.INVALID_REQUEST, "Invalid Request: method is not a string", nil))
@@ -168,7 +201,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	hasID := len(env.ID) > 0 && !bytes.Equal(env.ID, []byte("null"))
 
 	switch {
-	case method == "" && hasID && (env.Result != nil || env.Error != nil):
+	case method == "" && hasID && bool(env.Result || env.Error):
 		// A response to a server-initiated request. This session sends none
 		// (see StreamSession), so there is nothing waiting for it.
 		s.log.DebugContext(ctx, "dropping unsolicited response", streamLogSession, s.id)
@@ -192,7 +225,21 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		s.end(context.Cause(ctx))
 		return false
 	}
-	listen := method == string(mcp.MethodSubscriptionsListen) && isModernRequest(env.Params)
+	listen := method == string(mcp.MethodSubscriptionsListen) && isModernRequest(line)
+	// The line's bytes stay counted until its answer is handed to the
+	// writer: see StreamOptions.MaxInFlightBytes. Not a listen request's:
+	// it lasts until the peer cancels it, and the cancellation could never
+	// be read if a large request were waiting behind it for those bytes.
+	// At most one is open, so what it holds is bounded all the same.
+	size := len(line)
+	if listen {
+		size = 0
+	}
+	if err := s.inflight.acquire(ctx, size); err != nil {
+		<-s.slots
+		s.end(err)
+		return false
+	}
 	if listen && !s.beginListen(env.ID) {
 		<-s.slots
 		s.send(encodeError(env.ID, mcp.INVALID_REQUEST,
@@ -203,7 +250,9 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	go func() {
 		defer s.handlers.Done()
 		defer func() { <-s.slots }()
+		defer s.inflight.release(size)
 		resp := s.handle(ctx, env.ID, line)
+		line = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
 		}
@@ -216,13 +265,15 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 
 // isModernRequest reports whether a request's params declare protocol
 // 2026-07-28 or later in _meta, as mcp-go decides per request.
-func isModernRequest(params json.RawMessage) bool {
-	var p struct {
-		Meta struct {
-			ProtocolVersion string `json:"io.modelcontextprotocol/protocolVersion"`
-		} `json:"_meta"`
+func isModernRequest(msg []byte) bool {
+	var m struct {
+		Params struct {
+			Meta struct {
+				ProtocolVersion string `json:"io.modelcontextprotocol/protocolVersion"`
+			} `json:"_meta"`
+		} `json:"params"`
 	}
-	return json.Unmarshal(params, &p) == nil && mcp.IsModernProtocol(p.Meta.ProtocolVersion)
+	return json.Unmarshal(msg, &m) == nil && mcp.IsModernProtocol(m.Params.Meta.ProtocolVersion)
 }
 
 // validID reports whether a JSON-RPC id is absent, null, a string or a number.

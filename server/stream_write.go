@@ -113,10 +113,16 @@ func tagSubscription(n mcp.JSONRPCNotification, id json.RawMessage) mcp.JSONRPCN
 	return n
 }
 
-// encodeLine encodes v as one line of JSON, newline included.
+// encodeLine encodes v as one line of JSON, newline included. HTML escaping
+// is off: nothing here is embedded in HTML, and it made every '<', '>' and
+// '&' a peer got echoed back (an unknown method's name, say) six bytes long,
+// an answer six times the size of its request (issue 7, TestResourceBounds).
+// Newlines, and U+2028 and U+2029, are still escaped, so the framing holds.
 func encodeLine(v any) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

@@ -35,10 +35,11 @@ type Gateway struct {
 	// AuditDir holds the gateway's audit trail.
 	AuditDir string
 
-	trail *audit.Logger
-	t    testing.TB
-	stop context.CancelFunc
-	done chan error
+	trail       *audit.Logger
+	auditBroken bool // BreakAudit was called: closing the trail must fail
+	t     testing.TB
+	stop  context.CancelFunc
+	done  chan error
 }
 
 // Option adjusts the gateway's options before it starts.
@@ -93,7 +94,7 @@ func StartWithStore(t testing.TB, store *pki.Store, opts ...Option) *Gateway {
 		if err := g.Stop(); err != nil {
 			t.Errorf("servertest: gateway stopped with %v", err)
 		}
-		if err := trail.Close(); err != nil {
+		if err := trail.Close(); err != nil && !(g.auditBroken && errors.Is(err, audit.ErrUnavailable)) {
 			t.Errorf("servertest: close audit trail: %v", err)
 		}
 	})
@@ -125,6 +126,20 @@ func (g *Gateway) AuditRecords() []audit.Record {
 		g.t.Fatalf("servertest: read audit trail: %v", err)
 	}
 	return recs
+}
+
+// BreakAudit makes the audit trail unwritable in a way root cannot bypass:
+// its path is taken by a directory. Every later append fails.
+func (g *Gateway) BreakAudit() {
+	g.t.Helper()
+	path := filepath.Join(g.AuditDir, audit.TrailFile)
+	if err := os.Remove(path); err != nil {
+		g.t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil {
+		g.t.Fatal(err)
+	}
+	g.auditBroken = true
 }
 
 // VerifyAudit checks the audit trail's chain and returns its record count.
