@@ -37,9 +37,9 @@ type Gateway struct {
 
 	trail       *audit.Logger
 	auditBroken bool // BreakAudit was called: closing the trail must fail
-	t     testing.TB
-	stop  context.CancelFunc
-	done  chan error
+	t           testing.TB
+	stop        context.CancelFunc
+	done        chan error
 }
 
 // Option adjusts the gateway's options before it starts.
