@@ -79,6 +79,11 @@ func (c *RevocationChecker) Refresh() error {
 	return err
 }
 
+// Generation counts the store's reloads: it changes whenever the checker
+// read a new version of the file, so callers can re-judge live connections
+// only when something changed.
+func (c *RevocationChecker) Generation() uint64 { return c.loads.Load() }
+
 // Len returns the number of revoked serials currently loaded.
 func (c *RevocationChecker) Len() int {
 	if s := c.snap.Load(); s != nil {

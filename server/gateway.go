@@ -102,8 +102,9 @@ type Gateway struct {
 	log    *slog.Logger
 	certs  *reloader[tls.Certificate]
 	ca     *reloader[*x509.CertPool]
-	audit  *auditor    // nil: no audit trail
-	tlsCfg *tls.Config // the policy; ClientCAs is filled per CA version
+	audit  *auditor       // nil: no audit trail
+	http   *HTTPTransport // Streamable HTTP at /mcp on the same port
+	tlsCfg *tls.Config    // the policy; ClientCAs is filled per CA version
 
 	cfgMu   sync.Mutex
 	cfgPool *x509.CertPool
@@ -206,7 +207,24 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if g.mcp, err = NewMCPServer(deps, opts.Logger, opts.Audit); err != nil {
 		return nil, err
 	}
+	g.http, err = NewHTTPTransport(g.mcp, HTTPOptions{
+		Identify:        g.identify,
+		MaxMessageBytes: opts.MaxMessageBytes,
+		Refused: func(remote string, agent *identity.Agent, reason string, err error) {
+			if g.audit != nil {
+				g.audit.connection(audit.EventConnectionRejected, agent, remote, reason, err)
+			}
+		},
+		Clock:  opts.Clock,
+		Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	g.tlsCfg = &tls.Config{
+		// ALPN lets HTTP clients say so; raw JSON-RPC clients offer none
+		// and are told apart by their first byte (SniffHTTP).
+		NextProtos: []string{"h2", "http/1.1"},
 		// TLS 1.3 only: no renegotiation, no RSA key exchange, encrypted
 		// client certificates.
 		MinVersion: tls.VersionTLS13,
@@ -506,7 +524,16 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw n
 	defer func() { <-g.slots }()
 	g.endHandshake(hs)
 
-	sess, err := NewStreamSession(conn, g.mcp, StreamOptions{
+	isHTTP, sconn, err := SniffHTTP(ctx, conn)
+	if err != nil {
+		g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", remote, "error", err)
+		return
+	}
+	if isHTTP {
+		g.serveHTTP(ctx, sconn, agent)
+		return
+	}
+	sess, err := NewStreamSession(sconn, g.mcp, StreamOptions{
 		MaxMessageBytes: g.opts.MaxMessageBytes,
 		WriteTimeout:    g.opts.WriteTimeout,
 		Logger:          g.log,
@@ -587,7 +614,34 @@ func (g *Gateway) CloseSerial(serial string) int {
 		g.log.Info("session closed: certificate revoked", "name", lc.agent.Name, "serial", serial, "session_id", lc.agent.SessionID)
 		lc.session.Close()
 	}
-	return len(victims)
+	return len(victims) + g.http.CloseSerial(serial)
+}
+
+// serveHTTP serves one connection as MCP Streamable HTTP; identity is taken
+// again from the connection's certificate on every request.
+func (g *Gateway) serveHTTP(ctx context.Context, conn net.Conn, agent identity.Agent) {
+	agent.Transport = identity.TransportHTTP
+	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
+		"remote_addr", agent.RemoteAddr, "transport", agent.Transport)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionOpen, &agent, agent.RemoteAddr, "", nil)
+	}
+	start := time.Now()
+	reason := closeReason(g.http.ServeConn(ctx, conn))
+	g.log.Info("connection closed", "name", agent.Name, "serial", agent.Serial, "transport", agent.Transport,
+		"duration", time.Since(start).Round(time.Millisecond), "reason", reason)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionClose, &agent, agent.RemoteAddr, reason, nil)
+	}
+}
+
+// identify re-runs the handshake policy for one HTTP request: a kept-alive
+// connection can outlive its certificate's revocation or expiry.
+func (g *Gateway) identify(cs *tls.ConnectionState) (identity.Agent, error) {
+	if err := g.verifyConnection(*cs); err != nil {
+		return identity.Agent{}, err
+	}
+	return identity.FromCertificate(cs.PeerCertificates[0])
 }
 
 // pollRevocations closes live sessions whose certificate was revoked by
@@ -605,6 +659,7 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(g.opts.RevocationPoll)
 	defer t.Stop()
 	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
+	generation := g.opts.Revocations.Generation()
 	for {
 		select {
 		case <-ctx.Done():
@@ -641,6 +696,13 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 		for _, lc := range orphaned {
 			g.log.Info("session closed: the CA was replaced", "name", lc.agent.Name, "serial", lc.agent.Serial, "session_id", lc.agent.SessionID)
 			lc.session.Close()
+		}
+		// HTTP connections are re-judged only when the store or the CA
+		// changed: a full chain verification per connection per tick would
+		// be waste.
+		if gen := g.opts.Revocations.Generation(); gen != generation || caChanged {
+			generation = gen
+			g.http.Recheck()
 		}
 	}
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the third-party client suite (TypeScript SDK, MCP Inspector CLI, curl)
+# against the nefia binary: $NEFIA_BIN, else one built from this checkout.
+# Installs the pinned clients with 'npm ci' from package-lock.json. Missing
+# tools fail the run; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+for tool in node npm curl; do
+  command -v "$tool" >/dev/null || { echo "e2e: $tool is required but not installed" >&2; exit 1; }
+done
+node -e 'const [maj, min] = process.versions.node.split(".").map(Number); process.exit(maj > 20 || (maj === 20 && min >= 18) ? 0 : 1)' ||
+  { echo "e2e: Node 20.18 or later is required (undici 7), found $(node --version)" >&2; exit 1; }
+
+if [ -z "${NEFIA_BIN:-}" ]; then
+  command -v go >/dev/null || { echo "e2e: go is required to build nefia (or set NEFIA_BIN)" >&2; exit 1; }
+  bin_dir=$(mktemp -d)
+  trap 'rm -rf "$bin_dir"' EXIT
+  (cd .. && go build -o "$bin_dir/nefia" ./cmd/nefia)
+  export NEFIA_BIN="$bin_dir/nefia"
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+node --test --test-concurrency=1 --test-reporter=spec
