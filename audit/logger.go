@@ -145,6 +145,8 @@ func (l *Logger) Append(r Record, durable bool) error {
 	}
 	r.ID = uuid.NewString()
 	r.Time = l.opts.Now().UTC()
+	r.Error = clipError(r.Error)
+	r.Reason = clipError(r.Reason)
 	l.pending = append(l.pending, r)
 	if !durable && len(l.pending) < maxBatch {
 		l.mu.Unlock()

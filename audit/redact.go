@@ -19,6 +19,11 @@ func Redact(args map[string]any) map[string]any {
 	if len(args) == 0 {
 		return nil
 	}
+	// Size first, cheaply: copying and encoding a multi-MiB argument only to
+	// drop it would let one call cost hundreds of MiB of allocation.
+	if n := approxSize(args); n > maxArgsBytes {
+		return map[string]any{"_omitted": "arguments too large to record", "_bytes": n}
+	}
 	out := make(map[string]any, len(args))
 	for k, v := range args {
 		out[k] = redactValue(k, v)
@@ -65,4 +70,38 @@ func secretKey(k string) bool {
 		}
 	}
 	return k == "key" || k == "key_pem" || strings.HasSuffix(k, "_key")
+}
+
+// approxSize estimates the encoded size of v (string bytes plus keys), to
+// refuse oversized arguments before any copy.
+func approxSize(v any) int {
+	switch t := v.(type) {
+	case string:
+		return len(t) + 2
+	case map[string]any:
+		n := 2
+		for k, v := range t {
+			n += len(k) + 4 + approxSize(v)
+		}
+		return n
+	case []any:
+		n := 2
+		for _, v := range t {
+			n += 1 + approxSize(v)
+		}
+		return n
+	}
+	return 8
+}
+
+// maxErrorBytes bounds the error text kept in one record: errors may echo
+// caller input.
+const maxErrorBytes = 1 << 10
+
+// clipError shortens an error message for a record.
+func clipError(s string) string {
+	if len(s) <= maxErrorBytes {
+		return s
+	}
+	return s[:maxErrorBytes] + "... (truncated)"
 }

@@ -66,6 +66,14 @@ func (s *Store) Status() Status {
 		}
 	}
 
+	// The gateway refuses every handshake while the revocation store is
+	// missing (fail closed), so its absence is a problem, not "no
+	// revocations". The inventory may be missing before the first issuance.
+	if st.CA != nil {
+		if _, err := os.Stat(s.Path(RevokedFile)); errors.Is(err, fs.ErrNotExist) {
+			problem("revocation store %s is missing: the gateway refuses all handshakes until it is restored", RevokedFile)
+		}
+	}
 	list, err := s.List()
 	if err != nil {
 		problem("%v", baseErr(err))

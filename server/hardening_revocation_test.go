@@ -63,10 +63,6 @@ func TestRuntimeRevocationStoreCorruption(t *testing.T) {
 	tests := []struct {
 		name    string
 		corrupt func(t *testing.T)
-		// statusGap marks a damage nefia.mtls.status does not report yet:
-		// pki.Store.Status reads a missing store as empty (readRevoked)
-		// while the checker fails closed on it. Fix belongs in pki.
-		statusGap bool
 	}{
 		{name: "truncated", corrupt: inPlace(good[:len(good)/2])},
 		{name: "garbage", corrupt: inPlace([]byte("\x00\x9f\xffnot json at all\x01"))},
@@ -84,7 +80,7 @@ func TestRuntimeRevocationStoreCorruption(t *testing.T) {
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
 			}
-		}, statusGap: true},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,13 +129,8 @@ func TestRuntimeRevocationStoreCorruption(t *testing.T) {
 					reported = true
 				}
 			}
-			switch {
-			case !reported && !tt.statusGap:
+			if !reported {
 				t.Errorf("status does not report the damaged %s: problems %v", pki.RevokedFile, problems)
-			case reported && tt.statusGap:
-				t.Errorf("status now reports a %s store: drop statusGap for it", tt.name)
-			case !reported:
-				t.Logf("known gap: status reports nothing for a %s revocation store (problems %v)", tt.name, problems)
 			}
 
 			// Restored as pki writes it (atomically): service resumes.

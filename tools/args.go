@@ -53,7 +53,7 @@ func decodeArgs(req mcp.CallToolRequest, spec map[string]arg) error {
 	for _, key := range slices.Sorted(maps.Keys(obj)) {
 		a, known := spec[key]
 		if !known {
-			return fmt.Errorf("unknown argument %q (%s)", key, accepted(spec))
+			return fmt.Errorf("unknown argument %q (%s)", truncate(key, 64), accepted(spec))
 		}
 		val := bytes.TrimSpace(obj[key])
 		if bytes.Equal(val, []byte("null")) {
@@ -81,4 +81,14 @@ func rawArguments(req mcp.CallToolRequest) (json.RawMessage, error) {
 		}
 		return b, nil
 	}
+}
+
+// truncate shortens caller-supplied text echoed in an error: mcp-go escapes
+// it again on the way out, so an unbounded echo multiplies the memory one
+// hostile request costs.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
