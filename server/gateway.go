@@ -97,14 +97,17 @@ type GatewayOptions struct {
 // the TLS policy, the connection limit, revocation on live sessions and the
 // identity every request carries.
 type Gateway struct {
-	opts   GatewayOptions
-	mcp    *mcpserver.MCPServer
-	log    *slog.Logger
-	certs  *reloader[tls.Certificate]
-	ca     *reloader[*x509.CertPool]
-	audit  *auditor       // nil: no audit trail
-	http   *HTTPTransport // Streamable HTTP at /mcp on the same port
-	tlsCfg *tls.Config    // the policy; ClientCAs is filled per CA version
+	opts  GatewayOptions
+	mcp   *mcpserver.MCPServer
+	log   *slog.Logger
+	certs *reloader[tls.Certificate]
+	ca    *reloader[*x509.CertPool]
+	audit *auditor // nil: no audit trail
+	// verified remembers chains already verified against the current CA,
+	// so reconnections and resumptions skip the signature check.
+	verified verifiedChains
+	http     *HTTPTransport // Streamable HTTP at /mcp on the same port
+	tlsCfg   *tls.Config    // the policy; ClientCAs is filled per CA version
 
 	cfgMu   sync.Mutex
 	cfgPool *x509.CertPool
@@ -287,16 +290,22 @@ func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
 	if err != nil {
 		return rejected(ReasonOther, err)
 	}
-	intermediates := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		intermediates.AddCert(c)
-	}
 	now := g.opts.Clock.Now()
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: *pool, Intermediates: intermediates, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return rejected(verifyReason(err, leaf, now), err)
+	if !g.verified.holds(*pool, cs.PeerCertificates, now) {
+		intermediates := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			intermediates.AddCert(c)
+		}
+		chains, err := leaf.Verify(x509.VerifyOptions{
+			Roots: *pool, Intermediates: intermediates, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
+		if err == nil {
+			g.verified.remember(*pool, cs.PeerCertificates, chains[0])
+		}
+		if err != nil {
+			return rejected(verifyReason(err, leaf, now), err)
+		}
 	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
 		if errors.Is(err, pki.ErrRevoked) {

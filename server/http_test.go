@@ -374,8 +374,10 @@ func TestHTTPClientListsAndCallsTools(t *testing.T) {
 			if caller["transport"] != identity.TransportHTTP || caller["serial"] != serial || caller["role"] != string(tt.role) {
 				t.Errorf("caller = %v, want the certificate's identity over %s", caller, identity.TransportHTTP)
 			}
-			if st["connections"] != float64(1) {
-				t.Errorf("connections = %v, want 1", st["connections"])
+			// An HTTP/1.1 client may open a second connection (a stream and a
+			// POST at once), so at least this one must be counted.
+			if n, _ := st["connections"].(float64); n < 1 {
+				t.Errorf("connections = %v, want at least 1", st["connections"])
 			}
 		})
 	}

@@ -17,7 +17,7 @@ var errLineTooLong = errors.New("line too long")
 
 // streamReadBuffer is the bufio buffer size; lines longer than this are
 // assembled in lineReader.buf, which never grows past the message cap.
-const streamReadBuffer = 64 << 10
+const streamReadBuffer = 4 << 10
 
 // lineReader splits a stream into newline-delimited messages of bounded size.
 // Unlike bufio.Scanner it reports an oversized line as soon as the cap is
