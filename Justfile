@@ -12,9 +12,20 @@ test:
 ci:
     bash .ci/run
 
-# Revocation-check benchmark.
-bench:
-    go test -run '^$' -bench . -benchmem ./pki/
+# Gateway benchmarks (BENCHMARKS.md): nefia vs bare crypto/tls, stunnel and
+# nginx, status calls, issuance, revocation, memory; about 10 minutes.
+# Installs stunnel4 and nginx (stream module) with apt-get when missing.
+bench *ARGS:
+    bash bench/run.sh {{ARGS}}
+
+# Seconds-long run of every gateway benchmark, as CI runs it (no stunnel/nginx).
+bench-smoke:
+    bash bench/run.sh --smoke
+
+# Micro-benchmarks: revocation check, audit append, status calls over mTLS.
+bench-micro:
+    go test -run '^$' -bench . -benchmem ./pki/ ./audit/
+    go test -run '^$' -bench StatusCall ./server/
 
 build:
     go build -o nefia ./cmd/nefia
@@ -32,13 +43,3 @@ fuzz time="20s":
     go test -run '^$' -fuzz '^FuzzLoad$' -fuzztime {{time}} -fuzzminimizetime 10x ./config/
     go test -run '^$' -fuzz '^FuzzVerifyLine$' -fuzztime {{time}} -fuzzminimizetime 10x ./audit/
     go test -run '^$' -fuzz '^FuzzStreamSession$' -fuzztime {{time}} -fuzzminimizetime 10x ./server/
-
-# Gateway benchmarks (BENCHMARKS.md): nefia vs bare crypto/tls, stunnel and
-# nginx, status calls, issuance, revocation, memory; about 10 minutes.
-# Installs stunnel4 and nginx (stream module) with apt-get when missing.
-bench-gateway *ARGS:
-    bash bench/run.sh {{ARGS}}
-
-# Seconds-long run of every gateway benchmark, as CI runs it (no stunnel/nginx).
-bench-smoke:
-    bash bench/run.sh --smoke
