@@ -5,17 +5,20 @@
 //
 // # Shape
 //
-// A Gateway listens on TCP. Each accepted connection takes one of
-// MaxConnections slots (one more is refused at once), completes an explicit
-// handshake under a deadline, and is verified against the current CA file
-// (re-read when it changes): chain, validity, clientAuth usage, a revocation
-// check against pki.RevocationChecker (one stat, no read, per handshake) and
-// a valid role in the certificate's OU. The connection then carries
-// newline-delimited JSON-RPC, served as its own MCP session by a
+// A Gateway listens on TCP. A connection first takes one of MaxHandshakes
+// places for its handshake, which has a deadline (when they are all taken,
+// the oldest pending handshake is cut), and is verified against the current
+// CA file (re-read when it changes): chain, validity, clientAuth usage, a
+// revocation check against pki.RevocationChecker (one stat, no read, per
+// handshake) and a valid role in the certificate's OU. Only then does it
+// take one of MaxConnections session slots (one more is refused at once).
+// After the handshake it is routed by ALPN or its first byte: MCP Streamable
+// HTTP at /mcp (HTTPTransport, identity re-checked on every request), or
+// newline-delimited JSON-RPC served as its own MCP session by a
 // StreamSession: requests run concurrently, writes are serialized, one
-// message is capped in size. The identity built from the verified
-// certificate (identity.Agent) rides in every request's context, where the
-// authorization middleware and the tools read it.
+// message and the bytes in flight are capped. The identity built from the
+// verified certificate (identity.Agent) rides in every request's context,
+// where the authorization middleware, the audit hooks and the tools read it.
 //
 // Live sessions end when their certificate is revoked (at once through the
 // nefia.mtls.revoke tool, within RevocationPoll when the CLI revokes), when
