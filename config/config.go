@@ -36,6 +36,10 @@ type Audit struct {
 // MCP configures the MCP server.
 type MCP struct {
 	MTLS MTLS `yaml:"mtls"`
+	// ClientsDir is the only directory under which the issue_client tool
+	// writes bundles (its out_dir must lie inside); empty means
+	// <state dir>/clients. The CLI's --out-dir is not limited by it.
+	ClientsDir string `yaml:"clients_dir"`
 }
 
 // MTLS configures the mutual-TLS listener. Empty certificate paths mean the
@@ -98,6 +102,7 @@ func (c Config) Validate() error {
 		checkPath("mcp.mtls.ca_cert_file", m.CACertFile),
 		checkPath("mcp.mtls.cert_file", m.CertFile),
 		checkPath("mcp.mtls.key_file", m.KeyFile),
+		checkPath("mcp.clients_dir", c.MCP.ClientsDir),
 		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
 	)
 	return errors.Join(errs...)
