@@ -128,18 +128,7 @@ func mcpClient(t *testing.T, r *running) *client.Client {
 
 func status(t *testing.T, c *client.Client) map[string]any {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = tools.NameStatus
-	res, err := c.CallTool(ctx, req)
-	if err != nil || res.IsError {
-		t.Fatalf("status: %v %+v", err, res)
-	}
-	data, _ := json.Marshal(res.StructuredContent)
-	var m map[string]any
-	_ = json.Unmarshal(data, &m)
-	caller, _ := m["caller"].(map[string]any)
+	caller, _ := servertest.CallOK(t, c, tools.NameStatus, nil)["caller"].(map[string]any)
 	return caller
 }
 

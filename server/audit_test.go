@@ -101,9 +101,9 @@ func TestConcurrentSessionsKeepTheChain(t *testing.T) {
 			defer wg.Done()
 			c := gw.Client(cert)
 			for range 5 {
-				callTool(t, c, "nefia.mtls.status", nil)
+				servertest.CallTool(t, c, "nefia.mtls.status", nil)
 			}
-			callTool(t, c, "nefia.mtls.issue_client", map[string]any{"name": fmt.Sprintf("issued-%02d", i)})
+			servertest.CallTool(t, c, "nefia.mtls.issue_client", map[string]any{"name": fmt.Sprintf("issued-%02d", i)})
 		}()
 	}
 	wg.Wait()
@@ -124,7 +124,7 @@ func TestNoAuditNoAction(t *testing.T) {
 
 	// Root ignores file modes, so take the trail's path away instead.
 	gw.BreakAudit()
-	res := callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "unaudited"})
+	res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "unaudited"})
 	if !res.IsError || !strings.Contains(res.Content[0].(mcp.TextContent).Text, "audit trail is unavailable") {
 		t.Fatalf("issue_client without an audit trail: %+v", res.Content)
 	}
@@ -136,7 +136,7 @@ func TestNoAuditNoAction(t *testing.T) {
 		t.Errorf("key file written without audit: %v", err)
 	}
 	// Read-only calls still answer.
-	if res := callTool(t, op, "nefia.mtls.status", nil); res.IsError {
+	if res := servertest.CallTool(t, op, "nefia.mtls.status", nil); res.IsError {
 		t.Errorf("status failed: %v", res.Content)
 	}
 }
@@ -145,8 +145,8 @@ func TestAuditHoldsNoSecrets(t *testing.T) {
 	gw := servertest.Start(t)
 	op := gw.Client(gw.Cert("ops", pki.RoleOperator))
 	csr, _ := pkitest.CSR(t, pkixName("csr-client"))
-	callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "keyed"})
-	callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "csr-client", "csr_pem": string(csr)})
+	servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "keyed"})
+	servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "csr-client", "csr_pem": string(csr)})
 	gw.AuditRecords() // flushes the batch
 	data, err := os.ReadFile(filepath.Join(gw.AuditDir, audit.TrailFile))
 	if err != nil {

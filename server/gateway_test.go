@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,33 +36,6 @@ func noLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
 }
 
-func callTool(t *testing.T, c *client.Client, name string, args map[string]any) *mcp.CallToolResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = name
-	req.Params.Arguments = args
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		t.Fatalf("call %s: %v", name, err)
-	}
-	return res
-}
-
-func structured(t *testing.T, res *mcp.CallToolResult) map[string]any {
-	t.Helper()
-	data, err := json.Marshal(res.StructuredContent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatalf("structured content %s: %v", data, err)
-	}
-	return m
-}
-
 func toolNames(t *testing.T, c *client.Client) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -87,23 +59,23 @@ func TestMCPGoClientOverMTLS(t *testing.T) {
 	if got := strings.Join(toolNames(t, op), ","); got != "nefia.mtls.init,nefia.mtls.issue_client,nefia.mtls.revoke,nefia.mtls.status" {
 		t.Errorf("operator sees tools %s", got)
 	}
-	status := callTool(t, op, "nefia.mtls.status", nil)
+	status := servertest.CallTool(t, op, "nefia.mtls.status", nil)
 	if status.IsError {
 		t.Fatalf("status: %v", status.Content)
 	}
-	if n, _ := structured(t, status)["connections"].(float64); n != 1 {
-		t.Errorf("status connections = %v, want 1", structured(t, status)["connections"])
+	if n, _ := servertest.Structured(t, status)["connections"].(float64); n != 1 {
+		t.Errorf("status connections = %v, want 1", servertest.Structured(t, status)["connections"])
 	}
-	issued := callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "bot", "duration": "1h"})
+	issued := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "bot", "duration": "1h"})
 	if issued.IsError {
 		t.Fatalf("issue_client: %v", issued.Content)
 	}
-	serial, _ := structured(t, issued)["serial"].(string)
-	revoked := callTool(t, op, "nefia.mtls.revoke", map[string]any{"serial": serial, "reason": "test"})
-	if revoked.IsError || structured(t, revoked)["serial"] != serial {
+	serial, _ := servertest.Structured(t, issued)["serial"].(string)
+	revoked := servertest.CallTool(t, op, "nefia.mtls.revoke", map[string]any{"serial": serial, "reason": "test"})
+	if revoked.IsError || servertest.Structured(t, revoked)["serial"] != serial {
 		t.Fatalf("revoke: %v", revoked.Content)
 	}
-	reinit := callTool(t, op, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost"}})
+	reinit := servertest.CallTool(t, op, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost"}})
 	if !reinit.IsError {
 		t.Error("init over an existing CA succeeded without force")
 	}
@@ -172,8 +144,8 @@ func TestConcurrentSessionsSeeTheirOwnIdentity(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			c := gw.Client(certs[i])
-			res := callTool(t, c, "nefia.mtls.status", nil)
-			caller, _ := structured(t, res)["caller"].(map[string]any)
+			res := servertest.CallTool(t, c, "nefia.mtls.status", nil)
+			caller, _ := servertest.Structured(t, res)["caller"].(map[string]any)
 			if caller["name"] != fmt.Sprintf("agent-%02d", i) || caller["serial"] != pki.FormatSerial(certs[i].Leaf.SerialNumber) || caller["role"] != "agent" {
 				t.Errorf("session %d sees caller %v", i, caller)
 			}
@@ -200,7 +172,7 @@ func TestAgentRoleIsLimited(t *testing.T) {
 		{"nefia.mtls.init", map[string]any{"hosts": []string{"localhost"}, "force": true}},
 	} {
 		t.Run(tt.tool, func(t *testing.T) {
-			res := callTool(t, agent, tt.tool, tt.args)
+			res := servertest.CallTool(t, agent, tt.tool, tt.args)
 			if !res.IsError {
 				t.Fatal("agent call succeeded")
 			}
@@ -331,8 +303,8 @@ func TestRevocationClosesLiveSessions(t *testing.T) {
 			start := time.Now()
 			if via == "MCP tool" {
 				op := gw.Client(gw.Cert("ops", pki.RoleOperator))
-				res := callTool(t, op, "nefia.mtls.revoke", map[string]any{"serial": victim.Serial})
-				if closed, _ := structured(t, res)["sessions_closed"].(float64); res.IsError || closed != 1 {
+				res := servertest.CallTool(t, op, "nefia.mtls.revoke", map[string]any{"serial": victim.Serial})
+				if closed, _ := servertest.Structured(t, res)["sessions_closed"].(float64); res.IsError || closed != 1 {
 					t.Errorf("revoke result: %+v", res.StructuredContent)
 				}
 			} else if _, err := gw.Store.Revoke(victim.Serial, "cli"); err != nil {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,7 @@ import (
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
 	"github.com/nefia/nefia/server"
+	"github.com/nefia/nefia/server/servertest"
 	"github.com/nefia/nefia/tools"
 )
 
@@ -323,24 +323,6 @@ func ended(body io.Reader) <-chan error {
 	return done
 }
 
-func callStatus(t *testing.T, c *client.Client) map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = tools.NameStatus
-	res, err := c.CallTool(ctx, req)
-	if err != nil || res.IsError {
-		t.Fatalf("status: %v %v", err, res)
-	}
-	data, _ := json.Marshal(res.StructuredContent)
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func TestHTTPClientListsAndCallsTools(t *testing.T) {
 	tests := []struct {
 		role    pki.Role
@@ -369,7 +351,7 @@ func TestHTTPClientListsAndCallsTools(t *testing.T) {
 			if err != nil || len(list.Tools) != tt.tools {
 				t.Fatalf("tools/list: %v, %+v", err, list)
 			}
-			st := callStatus(t, c)
+			st := servertest.CallOK(t, c, tools.NameStatus, nil)
 			caller, _ := st["caller"].(map[string]any)
 			if caller["transport"] != identity.TransportHTTP || caller["serial"] != serial || caller["role"] != string(tt.role) {
 				t.Errorf("caller = %v, want the certificate's identity over %s", caller, identity.TransportHTTP)

@@ -70,7 +70,7 @@ func TestAgentCannotEscalate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			from := len(gw.AuditRecords())
-			res := callTool(t, agent, tt.tool, tt.args)
+			res := servertest.CallTool(t, agent, tt.tool, tt.args)
 			if !res.IsError || !strings.Contains(res.Content[0].(mcp.TextContent).Text, "permission denied") {
 				t.Fatalf("agent call not refused: %+v", res.Content)
 			}
@@ -104,16 +104,16 @@ func TestOperatorOutDirStaysUnderTheClientsRoot(t *testing.T) {
 	gw := servertest.Start(t)
 	op := gw.Client(gw.Cert("ops", pki.RoleOperator))
 	for _, dir := range []string{"/tmp", "../..", "sub/../../.."} {
-		res := callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "x", "out_dir": dir})
+		res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "x", "out_dir": dir})
 		if !res.IsError {
 			t.Errorf("out_dir %q accepted", dir)
 		}
 	}
-	res := callTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "from-csr", "csr_pem": csrWithExtensions(t)})
+	res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "from-csr", "csr_pem": csrWithExtensions(t)})
 	if res.IsError {
 		t.Fatalf("operator CSR issuance: %+v", res.Content)
 	}
-	cert, err := pki.ParseCertificatePEM([]byte(structured(t, res)["certificate_pem"].(string)))
+	cert, err := pki.ParseCertificatePEM([]byte(servertest.Structured(t, res)["certificate_pem"].(string)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/server/servertest"
 )
 
 // connectGateway runs 'nefia mcp serve' (the built binary) on 127.0.0.1:0
@@ -69,18 +71,18 @@ func TestConnectBridgesAStdioClient(t *testing.T) {
 	defer mc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
 		t.Fatalf("initialize through nefia mcp connect: %v", err)
 	}
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
 	if err != nil || len(list.Tools) != 4 {
 		t.Fatalf("tools/list: %v, %+v", err, list)
 	}
-	st := call(t, mc, "nefia.mtls.status", nil)
+	st := servertest.CallOK(t, mc, "nefia.mtls.status", nil)
 	if caller, _ := st["caller"].(map[string]any); caller["name"] != "ops" || caller["transport"] != "mtls-stream" {
 		t.Errorf("caller = %v, want ops over the mTLS stream", st["caller"])
 	}
-	if out := call(t, mc, "nefia.mtls.issue_client", map[string]any{"name": "via-bridge", "duration": "1h"}); out["serial"] == "" {
+	if out := servertest.CallOK(t, mc, "nefia.mtls.issue_client", map[string]any{"name": "via-bridge", "duration": "1h"}); out["serial"] == "" {
 		t.Errorf("issue_client = %v", out)
 	}
 }

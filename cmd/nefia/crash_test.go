@@ -27,6 +27,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/server/servertest"
 )
 
 // This file holds TestCrashConsistency (issue 7, item 3) and what it shares
@@ -501,7 +502,7 @@ func dialMCP(ctx context.Context, addr, certDir, name string) (*client.Client, e
 		conn.Close()
 		return nil, err
 	}
-	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
 		mc.Close()
 		return nil, err
 	}

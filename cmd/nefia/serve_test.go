@@ -19,36 +19,9 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/server/servertest"
 )
-
-func initializeRequest() mcp.InitializeRequest {
-	req := mcp.InitializeRequest{}
-	req.Params.ProtocolVersion = mcp.ProtocolVersion20251125
-	req.Params.ClientInfo = mcp.Implementation{Name: "nefia-test", Version: "1"}
-	return req
-}
-
-func call(t *testing.T, c *client.Client, name string, args map[string]any) map[string]any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = name
-	req.Params.Arguments = args
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	if res.IsError {
-		t.Fatalf("%s: tool error %v", name, res.Content)
-	}
-	data, _ := json.Marshal(res.StructuredContent)
-	var m map[string]any
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 // TestServeStdio drives the built binary with mcp-go's stdio client, as a
 // local MCP client that spawns nefia would.
@@ -62,23 +35,23 @@ func TestServeStdio(t *testing.T) {
 	defer mc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
 		t.Fatal(err)
 	}
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
 	if err != nil || len(list.Tools) != 4 {
 		t.Fatalf("tools/list over stdio: %d tools, %v", len(list.Tools), err)
 	}
-	call(t, mc, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost", "127.0.0.1"}})
-	issued := call(t, mc, "nefia.mtls.issue_client", map[string]any{"name": "stdio-bot", "duration": "2h"})
-	st := call(t, mc, "nefia.mtls.status", nil)
+	servertest.CallOK(t, mc, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost", "127.0.0.1"}})
+	issued := servertest.CallOK(t, mc, "nefia.mtls.issue_client", map[string]any{"name": "stdio-bot", "duration": "2h"})
+	st := servertest.CallOK(t, mc, "nefia.mtls.status", nil)
 	if clients, _ := st["clients"].(map[string]any); clients["active"] != float64(1) {
 		t.Errorf("status over stdio: %v", st)
 	}
 	if caller, _ := st["caller"].(map[string]any); caller["transport"] != "stdio" || caller["role"] != "operator" {
 		t.Errorf("stdio caller = %v, want the local operator", st["caller"])
 	}
-	rev := call(t, mc, "nefia.mtls.revoke", map[string]any{"serial": issued["serial"]})
+	rev := servertest.CallOK(t, mc, "nefia.mtls.revoke", map[string]any{"serial": issued["serial"]})
 	if rev["serial"] != issued["serial"] {
 		t.Errorf("revoke = %v", rev)
 	}
@@ -138,10 +111,10 @@ func TestServeMTLSAndShutdown(t *testing.T) {
 	if err := mc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mc.Initialize(ctx, initializeRequest()); err != nil {
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
 		t.Fatal(err)
 	}
-	st := call(t, mc, "nefia.mtls.status", nil)
+	st := servertest.CallOK(t, mc, "nefia.mtls.status", nil)
 	if st["connections"] != float64(1) || st["enabled"] != true {
 		t.Errorf("status over mTLS: %v", st)
 	}
@@ -158,7 +131,7 @@ func TestServeMTLSAndShutdown(t *testing.T) {
 	if out, err := revoke.CombinedOutput(); err != nil {
 		t.Fatalf("CLI revoke: %v\n%s", err, out)
 	}
-	call(t, mc, "nefia.mtls.revoke", map[string]any{"serial": viaMCP})
+	servertest.CallOK(t, mc, "nefia.mtls.revoke", map[string]any{"serial": viaMCP})
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
-	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
@@ -238,10 +237,7 @@ func (g *Gateway) Client(cert tls.Certificate) *client.Client {
 	if err := c.Start(ctx); err != nil {
 		g.t.Fatalf("servertest: start client: %v", err)
 	}
-	req := mcp.InitializeRequest{}
-	req.Params.ProtocolVersion = mcp.ProtocolVersion20251125
-	req.Params.ClientInfo = mcp.Implementation{Name: "servertest", Version: "1"}
-	if _, err := c.Initialize(ctx, req); err != nil {
+	if _, err := c.Initialize(ctx, InitializeRequest()); err != nil {
 		g.t.Fatalf("servertest: initialize: %v", err)
 	}
 	return c
