@@ -87,8 +87,12 @@ func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*
 
 func statusText(r StatusReport) string {
 	var b strings.Builder
-	if r.Caller != nil {
-		fmt.Fprintf(&b, "you are: %q (role %s, serial %s, via %s)\n", r.Caller.Name, r.Caller.Role, r.Caller.Serial, r.Caller.Transport)
+	if c := r.Caller; c != nil {
+		serial := ""
+		if c.Serial != "" {
+			serial = ", serial " + c.Serial
+		}
+		fmt.Fprintf(&b, "you are: %q (role %s%s, via %s)\n", c.Name, c.Role, serial, c.Transport)
 	}
 	fmt.Fprintf(&b, "mTLS enabled: %v (listen address %s)\n", r.Enabled, r.ListenAddr)
 	for _, c := range []struct {
