@@ -16,6 +16,8 @@ type BundlePaths struct {
 	// Key is empty when the certificate was issued from a CSR.
 	Key string `json:"key,omitempty"`
 	CA  string `json:"ca"`
+	// P12 is the PKCS#12 bundle, when one was asked for (WriteP12).
+	P12 string `json:"p12,omitempty"`
 }
 
 // BundlePathsFor returns where the bundle of name goes in dir.

@@ -100,11 +100,20 @@ func readKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: read %s: %w", path, err)
 	}
+	return parseKey(path, data)
+}
+
+// parseKey parses a PKCS#8 (or SEC 1 EC) PEM private key; path names where
+// it came from in errors.
+func parseKey(path string, data []byte) (crypto.Signer, error) {
 	b, _ := pem.Decode(data)
 	if b == nil {
 		return nil, fmt.Errorf("%w: %s: no PEM block", ErrCorruptState, path)
 	}
-	var key any
+	var (
+		key any
+		err error
+	)
 	switch b.Type {
 	case "PRIVATE KEY":
 		key, err = x509.ParsePKCS8PrivateKey(b.Bytes)

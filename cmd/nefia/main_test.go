@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/nefia/nefia/pki"
 )
@@ -275,5 +278,61 @@ func TestStatusWithoutInit(t *testing.T) {
 	}
 	if _, stderr, code := c.run("mtls", "issue-client", "--name", "a", "--out-dir", c.outDir()); code != 2 || !strings.Contains(stderr, "mtls init") {
 		t.Errorf("issue before init: exit %d, %s", code, stderr)
+	}
+}
+
+func TestIssueClientP12(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	pwFile := filepath.Join(c.work, "p12.pass")
+	os.WriteFile(pwFile, []byte("correct horse battery\n"), 0o600)
+	short := filepath.Join(c.work, "short.pass")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+
+	out := c.mustRun("mtls", "issue-client", "--name", "desk", "--out-dir", c.outDir(), "--p12", "--p12-password-file", pwFile)
+	p12 := filepath.Join(c.outDir(), "desk.p12")
+	if !strings.Contains(out, p12) {
+		t.Errorf("output does not name the bundle:\n%s", out)
+	}
+	if fi, err := os.Stat(p12); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("desk.p12: %v %v, want mode 0600", fi, err)
+	}
+	data, _ := os.ReadFile(p12)
+	key, cert, cas, err := pkcs12.DecodeChain(data, "correct horse battery")
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if cert.Subject.CommonName != "desk" || len(cas) != 1 || !cert.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(key.(crypto.Signer).Public()) {
+		t.Errorf("bundle holds cert %q, %d CAs, matching key: wrong", cert.Subject.CommonName, len(cas))
+	}
+	if _, _, _, err := pkcs12.DecodeChain(data, "wrong password"); err == nil {
+		t.Error("bundle opens with a wrong password")
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		if out, err := exec.Command("openssl", "pkcs12", "-in", p12, "-passin", "file:"+pwFile, "-noout").CombinedOutput(); err != nil {
+			t.Errorf("openssl cannot read the bundle: %v\n%s", err, out)
+		}
+	}
+
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no password file", []string{"--p12"}, "--p12-password-file"},
+		{"short password", []string{"--p12", "--p12-password-file", short}, "at least 8"},
+		{"with a CSR", []string{"--p12", "--p12-password-file", pwFile, "--csr", pwFile}, "--csr"},
+		{"existing bundle", []string{"--name", "desk", "--force=false", "--p12", "--p12-password-file", pwFile}, "--force"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"mtls", "issue-client", "--name", "other", "--out-dir", filepath.Join(c.work, "p12-"+strings.ReplaceAll(tt.name, " ", "-"))}, tt.args...)
+			if tt.name == "existing bundle" {
+				args = append([]string{"mtls", "issue-client", "--out-dir", c.outDir()}, tt.args...)
+			}
+			_, stderr, code := c.run(args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want exit 2 mentioning %q", code, stderr, tt.want)
+			}
+		})
 	}
 }

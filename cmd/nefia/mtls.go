@@ -89,8 +89,8 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 }
 
 func newIssueClientCmd(e *env, g *globals) *cobra.Command {
-	var name, duration, outDir, role, csrFile string
-	var force, asJSON bool
+	var name, duration, outDir, role, csrFile, p12PasswordFile string
+	var force, asJSON, p12 bool
 	cmd := &cobra.Command{
 		Use:   "issue-client",
 		Short: "Issue a client certificate for an agent or operator",
@@ -123,6 +123,15 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err := pki.CheckBundle(outDir, name, force); err != nil {
 				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
 			}
+			var p12Password string
+			if p12 {
+				if p12Password, err = readP12Password(csrFile, p12PasswordFile); err != nil {
+					return usage(err)
+				}
+				if err := pki.CheckP12(outDir, name, force); err != nil {
+					return usage(fmt.Errorf("%w (pass --force to replace it)", err))
+				}
+			}
 			var iss *pki.Issued
 			var paths pki.BundlePaths
 			args := map[string]any{"name": name, "role": string(r), "duration": d.String(), "out_dir": outDir, "force": force}
@@ -137,6 +146,11 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 				result := toMap(iss.IssuedCert)
 				if paths, err = pki.WriteBundle(outDir, iss, force); err != nil {
 					return result, fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
+				}
+				if p12 {
+					if paths.P12, err = pki.WriteP12(outDir, iss, p12Password, force); err != nil {
+						return result, fmt.Errorf("certificate %s issued and recorded, but writing its PKCS#12 bundle failed: %w", iss.Serial, err)
+					}
 				}
 				return result, nil
 			})
@@ -164,6 +178,9 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 				fmt.Fprintf(w, "key:    %s\n", paths.Key)
 			}
 			fmt.Fprintf(w, "ca:     %s\n", paths.CA)
+			if paths.P12 != "" {
+				fmt.Fprintf(w, "p12:    %s\n", paths.P12)
+			}
 			return nil
 		},
 	}
@@ -174,6 +191,8 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	f.StringVar(&role, "role", "agent", "role: agent (read-only tools) or operator (every tool)")
 	f.StringVar(&csrFile, "csr", "", "sign this PEM CSR instead of generating a key (no NAME.key is written)")
 	f.BoolVar(&force, "force", false, "overwrite an existing NAME.crt / NAME.key")
+	f.BoolVar(&p12, "p12", false, "also write NAME.p12 (key, certificate and CA; PKCS#12, AES-256) for clients that want one file")
+	f.StringVar(&p12PasswordFile, "p12-password-file", "", "file holding the NAME.p12 password (with --p12; a password is never a flag value)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
@@ -338,6 +357,26 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// readP12Password reads the PKCS#12 password from its file: a secret never
+// comes as a flag value, where ps and shell history would show it.
+func readP12Password(csrFile, path string) (string, error) {
+	if csrFile != "" {
+		return "", fmt.Errorf("--p12: a PKCS#12 bundle holds the private key, which --csr keeps on the requester's side; drop one of them")
+	}
+	if path == "" {
+		return "", fmt.Errorf("--p12 needs --p12-password-file FILE (the password is never taken as a flag value)")
+	}
+	data, err := readLimited(path, 1024)
+	if err != nil {
+		return "", fmt.Errorf("--p12-password-file: %w", err)
+	}
+	pw := strings.TrimRight(string(data), "\r\n")
+	if len(pw) < pki.MinP12PasswordLen {
+		return "", fmt.Errorf("--p12-password-file: the password must be at least %d characters", pki.MinP12PasswordLen)
+	}
+	return pw, nil
 }
 
 // readLimited reads a small input file, refusing anything larger than limit.
