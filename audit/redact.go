@@ -105,3 +105,20 @@ func clipError(s string) string {
 	}
 	return s[:maxErrorBytes] + "... (truncated)"
 }
+
+// ToMap turns a result value (a struct, a tool's structured content) into
+// the JSON object a record's result holds; nil when it is not an object.
+func ToMap(v any) map[string]any {
+	if v == nil {
+		return nil
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	var m map[string]any
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	return m
+}

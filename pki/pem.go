@@ -138,3 +138,17 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	e, ok := a.(equaler)
 	return ok && e.Equal(b)
 }
+
+// LoadCertPool reads a PEM file of CA certificates into a pool, for
+// verifying peers against nefia's CA.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: read %s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("pki: %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}

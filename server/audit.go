@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
@@ -102,7 +101,7 @@ func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
 				return mcp.NewToolResultError("refused: the audit trail is unavailable, so nothing was changed; an operator must fix the gateway's audit directory"), nil
 			}
 			res, callErr := next(ctx, req)
-			outcome, result, failure := audit.OutcomeOK, structuredMap(res), callErr
+			outcome, result, failure := audit.OutcomeOK, resultMap(res), callErr
 			if callErr != nil || res == nil || res.IsError {
 				outcome = audit.OutcomeError
 				if failure == nil && res != nil {
@@ -163,19 +162,11 @@ func resultText(res *mcp.CallToolResult) string {
 	return "tool error"
 }
 
-// structuredMap returns a result's structured content as a map, for the
-// ending record of a state change (Redact removes PEM bodies from it).
-func structuredMap(res *mcp.CallToolResult) map[string]any {
-	if res == nil || res.StructuredContent == nil {
+// resultMap is a call result's structured content for the ending record of a
+// state change (Redact then removes PEM bodies from it).
+func resultMap(res *mcp.CallToolResult) map[string]any {
+	if res == nil {
 		return nil
 	}
-	data, err := json.Marshal(res.StructuredContent)
-	if err != nil {
-		return nil
-	}
-	var m map[string]any
-	if json.Unmarshal(data, &m) != nil {
-		return nil
-	}
-	return m
+	return audit.ToMap(res.StructuredContent)
 }

@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"os"
+	"slices"
 	"sync"
 
 	"github.com/nefia/nefia/internal/atomicfile"
@@ -53,7 +53,7 @@ func (r *reloader[T]) get() (*T, bool, error) {
 		}
 		return r.current, false, nil // a file briefly missing mid-rotation: keep serving
 	}
-	if r.seen != nil && equalVersions(versions, r.seen) {
+	if r.seen != nil && slices.Equal(versions, r.seen) {
 		if r.current == nil {
 			return nil, false, r.lastErr
 		}
@@ -77,15 +77,6 @@ func (r *reloader[T]) get() (*T, bool, error) {
 	return r.current, fresh, nil
 }
 
-func equalVersions(a, b []atomicfile.Version) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return len(a) == len(b)
-}
-
 // loadKeyPair loads the gateway's certificate and key and checks they match.
 func loadKeyPair(certPath, keyPath string) func() (tls.Certificate, error) {
 	return func() (tls.Certificate, error) {
@@ -95,20 +86,5 @@ func loadKeyPair(certPath, keyPath string) func() (tls.Certificate, error) {
 		}
 		kp.Leaf, err = x509.ParseCertificate(kp.Certificate[0])
 		return kp, err
-	}
-}
-
-// loadCAPool loads the CA that client certificates must chain to.
-func loadCAPool(path string) func() (*x509.CertPool, error) {
-	return func() (*x509.CertPool, error) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("%s holds no PEM certificate", path)
-		}
-		return pool, nil
 	}
 }

@@ -31,10 +31,10 @@ const (
 	// per stalled connection with both ends in one process), so 512 of them
 	// hold about 25 MiB at most.
 	DefaultMaxHandshakes   = 512
-	DefaultMaxMessageBytes = 4 << 20
+	DefaultMaxMessageBytes = streamDefaultMaxMessageBytes
 	// DefaultWriteTimeout bounds one write to a peer; a peer that stops
 	// reading loses its session after this long (StreamOptions.WriteTimeout).
-	DefaultWriteTimeout = 10 * time.Second
+	DefaultWriteTimeout = streamDefaultWriteTimeout
 	// DefaultRevocationPoll is how often live sessions are checked against
 	// the revocation store, which the CLI may change from another process.
 	// Revocations made through the gateway's own tool act at once.
@@ -180,7 +180,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.MaxConnections < 0 || opts.MaxHandshakes < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 || opts.WriteTimeout < 0 {
 		return nil, errors.New("server: gateway limits must be positive")
 	}
-	ca, err := newReloader("CA certificate", opts.Logger, loadCAPool(opts.CACertFile), opts.CACertFile)
+	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return pki.LoadCertPool(opts.CACertFile) }, opts.CACertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -264,9 +264,13 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 	g.cfgMu.Lock()
 	defer g.cfgMu.Unlock()
 	if g.cfgPool != *pool {
+		roots := *pool
 		cfg := g.tlsCfg.Clone()
-		cfg.ClientCAs = *pool
-		g.cfg, g.cfgPool = cfg, *pool
+		cfg.ClientCAs = roots
+		// The handshake verifies against the very CA it advertised, with
+		// no second look at the CA file.
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return g.verifyAgainst(roots, cs) }
+		g.cfg, g.cfgPool = cfg, roots
 	}
 	return g.cfg, nil
 }
@@ -279,6 +283,15 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 // a nefia role. A refusal is a *rejection naming the reason and the
 // certificate, for the log and the audit trail.
 func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
+	pool, _, err := g.ca.get()
+	if err != nil {
+		return &rejection{reason: ReasonOther, err: err}
+	}
+	return g.verifyAgainst(*pool, cs)
+}
+
+// verifyAgainst applies verifyConnection's policy with roots as the CA.
+func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return &rejection{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 	}
@@ -286,22 +299,18 @@ func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
 	rejected := func(reason string, err error) error {
 		return &rejection{reason: reason, name: leaf.Subject.CommonName, serial: pki.FormatSerial(leaf.SerialNumber), err: err}
 	}
-	pool, _, err := g.ca.get()
-	if err != nil {
-		return rejected(ReasonOther, err)
-	}
 	now := g.opts.Clock.Now()
-	if !g.verified.holds(*pool, cs.PeerCertificates, now) {
+	if !g.verified.holds(roots, cs.PeerCertificates, now) {
 		intermediates := x509.NewCertPool()
 		for _, c := range cs.PeerCertificates[1:] {
 			intermediates.AddCert(c)
 		}
 		chains, err := leaf.Verify(x509.VerifyOptions{
-			Roots: *pool, Intermediates: intermediates, CurrentTime: now,
+			Roots: roots, Intermediates: intermediates, CurrentTime: now,
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		})
 		if err == nil {
-			g.verified.remember(*pool, cs.PeerCertificates, chains[0])
+			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
 			return rejected(verifyReason(err, leaf, now), err)
@@ -688,11 +697,9 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 		g.mu.Lock()
 		var revoked, orphaned []*liveConn
 		for lc := range g.sessions {
-			if n, ok := serialInt(lc.agent.Serial); ok {
-				if r, err := g.opts.Revocations.IsRevoked(n); err == nil && r {
-					revoked = append(revoked, lc)
-					continue
-				}
+			if r, err := g.opts.Revocations.IsRevoked(lc.leaf.SerialNumber); err == nil && r {
+				revoked = append(revoked, lc)
+				continue
 			}
 			if caChanged && !chainsTo(lc.leaf, *pool, g.opts.Clock.Now()) {
 				orphaned = append(orphaned, lc)

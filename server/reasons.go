@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"time"
@@ -90,8 +89,4 @@ func closeReason(err error) string {
 		return "shutdown"
 	}
 	return err.Error()
-}
-
-func serialInt(s string) (*big.Int, bool) {
-	return new(big.Int).SetString(s, 16)
 }

@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -45,7 +46,7 @@ func (c *statusCache) get(store *pki.Store, configPath string, now time.Time) St
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.versions != nil && now.Sub(c.built) < statusMaxAge && now.After(c.built) && sameVersions(versions, c.versions) {
+	if c.versions != nil && now.Sub(c.built) < statusMaxAge && now.After(c.built) && slices.Equal(versions, c.versions) {
 		return c.report
 	}
 	cfg, cfgErr := config.Load(configPath)
@@ -55,16 +56,4 @@ func (c *statusCache) get(store *pki.Store, configPath string, now time.Time) St
 	c.report = BuildStatus(store, cfg, cfgErr)
 	c.versions, c.built = versions, now
 	return c.report
-}
-
-func sameVersions(a, b []atomicfile.Version) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

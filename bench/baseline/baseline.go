@@ -16,13 +16,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/nefia/nefia/pki"
 )
 
 // Pong is the answer to every line: the result of the MCP ping the load
@@ -40,13 +40,9 @@ func Config(certFile, keyFile, caFile string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("baseline: load server certificate: %w", err)
 	}
-	pem, err := os.ReadFile(caFile)
+	pool, err := pki.LoadCertPool(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("baseline: read CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("baseline: %s holds no certificate", caFile)
+		return nil, fmt.Errorf("baseline: %w", err)
 	}
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,

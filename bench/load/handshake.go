@@ -5,12 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
+
+	"github.com/nefia/nefia/pki"
 )
 
 // PingLine is the MCP ping every handshake is followed by. nefia answers it
@@ -31,13 +31,9 @@ const OpTimeout = 10 * time.Second
 // makes every server do the same key exchange, the one the crypto floor
 // counts.
 func ClientConfig(cert tls.Certificate, caFile string) (*tls.Config, error) {
-	pem, err := os.ReadFile(caFile)
+	pool, err := pki.LoadCertPool(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("load: read CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("load: %s holds no certificate", caFile)
+		return nil, fmt.Errorf("load: %w", err)
 	}
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS13,

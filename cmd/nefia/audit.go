@@ -63,17 +63,6 @@ func (s *session) audited(event string, args map[string]any, action func() (map[
 	return actionErr
 }
 
-// toMap turns a result struct into the map an audit record holds.
-func toMap(v any) map[string]any {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil
-	}
-	var m map[string]any
-	_ = json.Unmarshal(data, &m)
-	return m
-}
-
 func newAuditCmd(e *env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -30,7 +29,7 @@ func TestMain(m *testing.M) {
 	if raceEnabled {
 		args = append(args, "-race")
 	}
-	if out, err := exec.Command(runtime.GOROOT()+"/bin/go", append(args, ".")...).CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		panic("build nefia: " + err.Error() + "\n" + string(out))
 	}
 	code := m.Run()
@@ -322,16 +321,22 @@ func TestIssueClientP12(t *testing.T) {
 		{"no password file", []string{"--p12"}, "--p12-password-file"},
 		{"short password", []string{"--p12", "--p12-password-file", short}, "at least 8"},
 		{"with a CSR", []string{"--p12", "--p12-password-file", pwFile, "--csr", pwFile}, "--csr"},
-		{"existing bundle", []string{"--name", "desk", "--force=false", "--p12", "--p12-password-file", pwFile}, "--force"},
+		{"existing p12 only", []string{"--name", "solo", "--p12", "--p12-password-file", pwFile}, "solo.p12"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"mtls", "issue-client", "--name", "other", "--out-dir", filepath.Join(c.work, "p12-"+strings.ReplaceAll(tt.name, " ", "-"))}, tt.args...)
-			if tt.name == "existing bundle" {
+			if tt.name == "existing p12 only" {
+				// No solo.crt or solo.key: only the .p12 check can refuse.
+				os.WriteFile(filepath.Join(c.outDir(), "solo.p12"), []byte("old"), 0o600)
 				args = append([]string{"mtls", "issue-client", "--out-dir", c.outDir()}, tt.args...)
 			}
+			before := c.mustRun("mtls", "list", "--json")
 			_, stderr, code := c.run(args...)
 			if code != 2 || !strings.Contains(stderr, tt.want) {
 				t.Errorf("exit %d, stderr %q; want exit 2 mentioning %q", code, stderr, tt.want)
+			}
+			if after := c.mustRun("mtls", "list", "--json"); after != before {
+				t.Error("a refused --p12 request issued a certificate")
 			}
 		})
 	}

@@ -47,7 +47,7 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 			err = s.audited(audit.EventInit, map[string]any{"hosts": splitList(hosts), "force": force}, func() (map[string]any, error) {
 				var err error
 				res, err = s.store.Init(pki.InitOptions{Hosts: splitList(hosts), Force: force})
-				return toMap(res), err
+				return audit.ToMap(res), err
 			})
 			if errors.Is(err, pki.ErrCAExists) {
 				return usage(fmt.Errorf("%w; pass --force to replace it (the old files are archived)", err))
@@ -143,7 +143,7 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 				if iss, err = s.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: csr}); err != nil {
 					return nil, err
 				}
-				result := toMap(iss.IssuedCert)
+				result := audit.ToMap(iss.IssuedCert)
 				if paths, err = pki.WriteBundle(outDir, iss, force); err != nil {
 					return result, fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
 				}
@@ -280,7 +280,7 @@ and a running gateway closes its live sessions. Revoking twice is harmless.`,
 				if already = errors.Is(err, pki.ErrAlreadyRevoked); already {
 					err = nil // idempotent: the serial is revoked, as asked
 				}
-				m := toMap(rev)
+				m := audit.ToMap(rev)
 				if m != nil {
 					m["already_revoked"] = already
 				}

@@ -93,13 +93,9 @@ func KeyPair(t testing.TB, iss *pki.Issued) tls.Certificate {
 // gateway.
 func CAPool(t testing.TB, s *pki.Store) *x509.CertPool {
 	t.Helper()
-	data, err := s.CACertPEM()
+	pool, err := pki.LoadCertPool(s.Path(pki.CACertFile))
 	if err != nil {
-		t.Fatalf("pkitest: read CA: %v", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		t.Fatal("pkitest: CA file holds no certificate")
+		t.Fatalf("pkitest: %v", err)
 	}
 	return pool
 }
