@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // CurrentVersion is the only schema version this build understands. A file
@@ -31,6 +32,9 @@ type Audit struct {
 	// MaxSizeMB is the size at which the trail is rotated; the hash chain
 	// continues into the new file.
 	MaxSizeMB int `yaml:"max_size_mb"`
+	// MaxFiles is how many rotated trail files are kept; the oldest beyond
+	// it are removed after a rotation. 0 keeps all of them.
+	MaxFiles int `yaml:"max_files"`
 }
 
 // MCP configures the MCP server.
@@ -52,7 +56,36 @@ type MTLS struct {
 	CertFile       string `yaml:"cert_file"`
 	KeyFile        string `yaml:"key_file"`
 	MaxConnections int    `yaml:"max_connections"`
+	// MaxConnectionsPerClient caps the connections one certificate (by
+	// serial) may hold at once, so one agent cannot take every slot. Above
+	// MaxConnections it is the same as MaxConnections.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
+	// OperatorReserve is how many of MaxConnections only operator
+	// certificates may use, so an operator can always get in to revoke an
+	// abuser. The gateway uses at most MaxConnections-1 of it, so a
+	// one-slot gateway still admits someone.
+	OperatorReserve int `yaml:"operator_reserve"`
+	// IdleTimeout ends a raw session that has sent nothing for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// AllowedOrigins lists the Origin header values the Streamable HTTP
+	// transport accepts besides the gateway's own host (the MCP
+	// specification requires servers to validate Origin).
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// ClientMaxDuration caps the lifetime of an issued client certificate,
+	// for the CLI and the issue_client tool alike.
+	ClientMaxDuration time.Duration `yaml:"client_max_duration"`
 }
+
+// Defaults for keys whose value is used outside this package too.
+const (
+	DefaultMaxConnectionsPerClient = 8
+	DefaultOperatorReserve         = 2
+	DefaultIdleTimeout             = 10 * time.Minute
+	DefaultClientMaxDuration       = 90 * 24 * time.Hour
+	// MinClientDuration is the shortest client certificate lifetime: a
+	// shorter one would be expired, or nearly so, on arrival.
+	MinClientDuration = time.Minute
+)
 
 // Default returns the configuration used when the file or a key is absent.
 // The listener defaults to loopback so that enabling mTLS never exposes the
@@ -61,8 +94,12 @@ func Default() Config {
 	return Config{
 		Version: CurrentVersion,
 		MCP: MCP{MTLS: MTLS{
-			ListenAddr:     "127.0.0.1:19821",
-			MaxConnections: 50,
+			ListenAddr:              "127.0.0.1:19821",
+			MaxConnections:          50,
+			MaxConnectionsPerClient: DefaultMaxConnectionsPerClient,
+			OperatorReserve:         DefaultOperatorReserve,
+			IdleTimeout:             DefaultIdleTimeout,
+			ClientMaxDuration:       DefaultClientMaxDuration,
 		}},
 		Audit: Audit{MaxSizeMB: 100},
 	}
@@ -99,11 +136,17 @@ func (c Config) Validate() error {
 	errs = append(errs,
 		checkHostPort("mcp.mtls.listen_addr", m.ListenAddr),
 		checkRange("mcp.mtls.max_connections", m.MaxConnections, 1, 10000),
+		checkRange("mcp.mtls.max_connections_per_client", m.MaxConnectionsPerClient, 1, 10000),
+		checkRange("mcp.mtls.operator_reserve", m.OperatorReserve, 0, 10000),
+		checkDuration("mcp.mtls.idle_timeout", m.IdleTimeout, time.Second, 7*24*time.Hour),
+		checkDuration("mcp.mtls.client_max_duration", m.ClientMaxDuration, MinClientDuration, 10*365*24*time.Hour),
+		checkOrigins("mcp.mtls.allowed_origins", m.AllowedOrigins),
 		checkPath("mcp.mtls.ca_cert_file", m.CACertFile),
 		checkPath("mcp.mtls.cert_file", m.CertFile),
 		checkPath("mcp.mtls.key_file", m.KeyFile),
 		checkPath("mcp.clients_dir", c.MCP.ClientsDir),
 		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
+		checkRange("audit.max_files", c.Audit.MaxFiles, 0, 1<<20),
 	)
 	return errors.Join(errs...)
 }
@@ -126,6 +169,26 @@ func checkHostPort(key, addr string) error {
 func checkRange(key string, v, lo, hi int) error {
 	if v < lo || v > hi {
 		return invalid(key, "must be between %d and %d, got %d", lo, hi, v)
+	}
+	return nil
+}
+
+func checkDuration(key string, v, lo, hi time.Duration) error {
+	if v < lo || v > hi {
+		return invalid(key, "must be between %s and %s, got %s", lo, hi, v)
+	}
+	return nil
+}
+
+// checkOrigins accepts scheme://host[:port] values, exactly as browsers send
+// them in an Origin header, so a typo is an error at load time instead of a
+// client that is refused with 403.
+func checkOrigins(key string, origins []string) error {
+	for _, o := range origins {
+		scheme, hostport, ok := strings.Cut(o, "://")
+		if !ok || (scheme != "https" && scheme != "http") || hostport == "" || strings.ContainsAny(hostport, "/?#@ ") {
+			return invalid(key, "each entry must be an origin such as https://app.example.com:8443, got %q", o)
+		}
 	}
 	return nil
 }

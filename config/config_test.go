@@ -5,15 +5,20 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefault(t *testing.T) {
 	want := Config{Version: 1, MCP: MCP{MTLS: MTLS{
-		Enabled:        false,
-		ListenAddr:     "127.0.0.1:19821",
-		MaxConnections: 50,
+		Enabled:                 false,
+		ListenAddr:              "127.0.0.1:19821",
+		MaxConnections:          50,
+		MaxConnectionsPerClient: 8,
+		OperatorReserve:         2,
+		IdleTimeout:             10 * time.Minute,
+		ClientMaxDuration:       90 * 24 * time.Hour,
 	}}, Audit: Audit{MaxSizeMB: 100}}
-	if got := Default(); got != want {
+	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v, want %+v", got, want)
 	}
 	if err := Default().Validate(); err != nil {
@@ -31,14 +36,15 @@ func TestApplyDefaults(t *testing.T) {
 		{
 			name: "keeps set values",
 			in:   Config{MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}},
-			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}, Audit: Audit{MaxSizeMB: 100}},
+			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7,
+				MaxConnectionsPerClient: 8, OperatorReserve: 2, IdleTimeout: 10 * time.Minute, ClientMaxDuration: 90 * 24 * time.Hour}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := tt.in
 			ApplyDefaults(&got)
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("ApplyDefaults(%+v) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
@@ -62,6 +68,13 @@ func TestValidate(t *testing.T) {
 		{name: "port too big", modify: func(c *Config) { c.MCP.MTLS.ListenAddr = "127.0.0.1:65536" }, want: []string{`mcp.mtls.listen_addr: port must be a number from 0 to 65535, got "65536"`}, is: ErrInvalid},
 		{name: "named port", modify: func(c *Config) { c.MCP.MTLS.ListenAddr = "127.0.0.1:https" }, want: []string{`got "https"`}, is: ErrInvalid},
 		{name: "max_connections 0", modify: func(c *Config) { c.MCP.MTLS.MaxConnections = 0 }, want: []string{"mcp.mtls.max_connections: must be between 1 and 10000, got 0"}, is: ErrInvalid},
+		{name: "per client 0", modify: func(c *Config) { c.MCP.MTLS.MaxConnectionsPerClient = 0 }, want: []string{"mcp.mtls.max_connections_per_client: must be between 1 and 10000, got 0"}, is: ErrInvalid},
+		{name: "operator reserve negative", modify: func(c *Config) { c.MCP.MTLS.OperatorReserve = -1 }, want: []string{"mcp.mtls.operator_reserve: must be between 0 and 10000, got -1"}, is: ErrInvalid},
+		{name: "idle timeout 0", modify: func(c *Config) { c.MCP.MTLS.IdleTimeout = 0 }, want: []string{"mcp.mtls.idle_timeout: must be between 1s and 168h0m0s, got 0s"}, is: ErrInvalid},
+		{name: "client max duration 30s", modify: func(c *Config) { c.MCP.MTLS.ClientMaxDuration = 30 * time.Second }, want: []string{"mcp.mtls.client_max_duration: must be between 1m0s and"}, is: ErrInvalid},
+		{name: "origin without scheme", modify: func(c *Config) { c.MCP.MTLS.AllowedOrigins = []string{"app.example.com"} }, want: []string{`mcp.mtls.allowed_origins: each entry must be an origin`}, is: ErrInvalid},
+		{name: "origin with path", modify: func(c *Config) { c.MCP.MTLS.AllowedOrigins = []string{"https://a.example/x"} }, want: []string{`got "https://a.example/x"`}, is: ErrInvalid},
+		{name: "audit max_files negative", modify: func(c *Config) { c.Audit.MaxFiles = -1 }, want: []string{"audit.max_files: must be between 0 and 1048576, got -1"}, is: ErrInvalid},
 		{name: "max_connections 10001", modify: func(c *Config) { c.MCP.MTLS.MaxConnections = 10001 }, want: []string{"got 10001"}, is: ErrInvalid},
 		{name: "NUL in ca_cert_file", modify: func(c *Config) { c.MCP.MTLS.CACertFile = "a\x00b" }, want: []string{"mcp.mtls.ca_cert_file: must not contain a NUL byte"}, is: ErrInvalid},
 		{name: "NUL in cert_file", modify: func(c *Config) { c.MCP.MTLS.CertFile = "\x00" }, want: []string{"mcp.mtls.cert_file:"}, is: ErrInvalid},
@@ -83,7 +96,7 @@ func TestValidate(t *testing.T) {
 			tt.modify(&c)
 			before := c
 			err := c.Validate()
-			if c != before {
+			if !reflect.DeepEqual(c, before) {
 				t.Errorf("Validate changed the config: %+v -> %+v", before, c)
 			}
 			if len(tt.want) == 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/goccy/go-yaml/parser"
@@ -72,7 +73,7 @@ func FuzzLoad(f *testing.F) {
 		}
 		want := loaded.Config
 		e.apply(&want)
-		if after.Config != want {
+		if !reflect.DeepEqual(after.Config, want) {
 			t.Fatalf("Set(%s) changed more than that key:\nbefore %+v\nafter  %+v", e.key, loaded.Config, after.Config)
 		}
 	})
@@ -91,5 +92,5 @@ func renders(t *testing.T, dir string, data []byte, cfg config.Config) bool {
 		t.Fatal(err)
 	}
 	loaded, err := config.Load(path)
-	return err == nil && loaded.Config == cfg
+	return err == nil && reflect.DeepEqual(loaded.Config, cfg)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -41,12 +42,14 @@ func TestLoad(t *testing.T) {
 			name:    "full",
 			content: fullFile,
 			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{
-				Enabled:        true,
-				ListenAddr:     "0.0.0.0:8443",
-				CACertFile:     "/etc/nefia/ca.crt",
-				CertFile:       "server.crt",
-				KeyFile:        "/etc/nefia/server.key",
-				MaxConnections: 200,
+				Enabled:                 true,
+				ListenAddr:              "0.0.0.0:8443",
+				CACertFile:              "/etc/nefia/ca.crt",
+				CertFile:                "server.crt",
+				KeyFile:                 "/etc/nefia/server.key",
+				MaxConnections:          200,
+				MaxConnectionsPerClient: DefaultMaxConnectionsPerClient, OperatorReserve: DefaultOperatorReserve,
+				IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration,
 			}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 		{name: "empty", content: "", want: Default()},
@@ -63,7 +66,7 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load() error = %v", err)
 			}
-			if got.Config != tt.want || !got.Exists || got.Path != path {
+			if !reflect.DeepEqual(got.Config, tt.want) || !got.Exists || got.Path != path {
 				t.Errorf("Load() = %+v, want %+v, Exists true, Path %s", got, tt.want, path)
 			}
 		})
@@ -76,7 +79,7 @@ func TestLoadMissingFile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load() error = %v", err)
 	}
-	if got.Config != Default() || got.Exists || got.Path != path {
+	if !reflect.DeepEqual(got.Config, Default()) || got.Exists || got.Path != path {
 		t.Errorf("Load() = %+v, want defaults, Exists false, Path %s", got, path)
 	}
 }

@@ -83,7 +83,7 @@ func Set(path, key string, value any) error {
 	}
 	want := before
 	reflect.ValueOf(&want).Elem().FieldByIndex(index).Set(v)
-	if want != after {
+	if !reflect.DeepEqual(want, after) {
 		// A guard against the syntax tree being rendered differently from
 		// what it means (e.g. an odd multi-line string): never write a file
 		// whose meaning changed in more than the one key.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -325,6 +326,8 @@ func TestSetConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "nefia.yaml")
 	want := Default()
 	want.MCP.MTLS = MTLS{
+		MaxConnectionsPerClient: DefaultMaxConnectionsPerClient, OperatorReserve: DefaultOperatorReserve,
+		IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration,
 		Enabled:        true,
 		ListenAddr:     "127.0.0.1:9000",
 		CACertFile:     "/ca",
@@ -368,7 +371,7 @@ func TestSetConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Config != want {
+	if !reflect.DeepEqual(got.Config, want) {
 		t.Errorf("after concurrent Sets: %+v, want %+v", got.Config, want)
 	}
 	entries, err := os.ReadDir(filepath.Dir(path))
