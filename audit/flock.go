@@ -3,19 +3,13 @@ package audit
 import (
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // flock takes an exclusive lock on f's open file description, so it excludes
 // other processes and other descriptors of this one; it is released if the
-// process dies.
-func flock(f *os.File) error {
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
+// process dies. It is atomicfile's primitive, so the trail and the state
+// files share one portable locking implementation.
+func flock(f *os.File) error { return atomicfile.LockFile(f) }
 
-func funlock(f *os.File) { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) }
+func funlock(f *os.File) { atomicfile.UnlockFile(f) }

@@ -32,8 +32,6 @@ import (
 	"runtime"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Op is one operation of the floor.
@@ -199,14 +197,4 @@ func Measure(op Op, d time.Duration) (time.Duration, error) {
 		}
 		n *= 2
 	}
-}
-
-// ThreadCPU returns the CPU time (user plus system) the calling OS thread
-// has used; lock the goroutine to its thread around two calls.
-func ThreadCPU() (time.Duration, error) {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		return 0, fmt.Errorf("floor: getrusage: %w", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }

@@ -14,8 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/gofrs/flock"
 )
 
 // ErrNotRegular is returned when the target path exists but is not a regular
@@ -111,9 +109,16 @@ func SyncDir(dir string) error {
 // lock is held by the open file description, so it is released if the process
 // dies: a crashed writer never wedges the others.
 func Lock(lockPath string) (unlock func(), err error) {
-	fl := flock.New(lockPath, flock.SetPermissions(0o600))
-	if err := fl.Lock(); err != nil {
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
 		return nil, fmt.Errorf("atomicfile: lock %s: %w", lockPath, err)
 	}
-	return func() { _ = fl.Unlock() }, nil
+	if err := LockFile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("atomicfile: lock %s: %w", lockPath, err)
+	}
+	return func() {
+		UnlockFile(f)
+		f.Close()
+	}, nil
 }

@@ -84,7 +84,7 @@ func startChild(ctx context.Context, name string, cmd *exec.Cmd, addrFromStdout 
 	if err != nil {
 		return nil, "", err
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		return nil, "", fmt.Errorf("start %s: %w", name, err)
 	}
