@@ -39,11 +39,20 @@ type Audit struct {
 
 // MCP configures the MCP server.
 type MCP struct {
-	MTLS MTLS `yaml:"mtls"`
+	MTLS    MTLS    `yaml:"mtls"`
+	Metrics Metrics `yaml:"metrics"`
 	// ClientsDir is the only directory under which the issue_client tool
 	// writes bundles (its out_dir must lie inside); empty means
 	// <state dir>/clients. The CLI's --out-dir is not limited by it.
 	ClientsDir string `yaml:"clients_dir"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// ListenAddr is where /metrics is served, on a plain HTTP listener of
+	// its own; empty (the default) serves no metrics. It must name a host:
+	// 127.0.0.1:9090 keeps it on this machine, 0.0.0.0:9090 exposes it.
+	ListenAddr string `yaml:"listen_addr"`
 }
 
 // MTLS configures the mutual-TLS listener. Empty certificate paths mean the
@@ -145,6 +154,7 @@ func (c Config) Validate() error {
 		checkPath("mcp.mtls.cert_file", m.CertFile),
 		checkPath("mcp.mtls.key_file", m.KeyFile),
 		checkPath("mcp.clients_dir", c.MCP.ClientsDir),
+		checkMetricsAddr("mcp.metrics.listen_addr", c.MCP.Metrics.ListenAddr),
 		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
 		checkRange("audit.max_files", c.Audit.MaxFiles, 0, 1<<20),
 	)
@@ -162,6 +172,21 @@ func checkHostPort(key, addr string) error {
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return invalid(key, "port must be a number from 0 to 65535, got %q", port)
+	}
+	return nil
+}
+
+// checkMetricsAddr allows the empty default (no metrics) and otherwise wants
+// a host, so that all interfaces are never chosen by omission.
+func checkMetricsAddr(key, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkHostPort(key, addr); err != nil {
+		return err
+	}
+	if host, _, _ := net.SplitHostPort(addr); host == "" {
+		return invalid(key, "needs a host: 127.0.0.1%s for this machine only, 0.0.0.0%s to expose it, got %q", addr, addr, addr)
 	}
 	return nil
 }

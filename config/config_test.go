@@ -75,6 +75,8 @@ func TestValidate(t *testing.T) {
 		{name: "origin without scheme", modify: func(c *Config) { c.MCP.MTLS.AllowedOrigins = []string{"app.example.com"} }, want: []string{`mcp.mtls.allowed_origins: each entry must be an origin`}, is: ErrInvalid},
 		{name: "origin with path", modify: func(c *Config) { c.MCP.MTLS.AllowedOrigins = []string{"https://a.example/x"} }, want: []string{`got "https://a.example/x"`}, is: ErrInvalid},
 		{name: "audit max_files negative", modify: func(c *Config) { c.Audit.MaxFiles = -1 }, want: []string{"audit.max_files: must be between 0 and 1048576, got -1"}, is: ErrInvalid},
+		{name: "metrics without host", modify: func(c *Config) { c.MCP.Metrics.ListenAddr = ":9090" }, want: []string{`mcp.metrics.listen_addr: needs a host: 127.0.0.1:9090 for this machine only`}, is: ErrInvalid},
+		{name: "metrics not host:port", modify: func(c *Config) { c.MCP.Metrics.ListenAddr = "9090" }, want: []string{`mcp.metrics.listen_addr: must be host:port`}, is: ErrInvalid},
 		{name: "max_connections 10001", modify: func(c *Config) { c.MCP.MTLS.MaxConnections = 10001 }, want: []string{"got 10001"}, is: ErrInvalid},
 		{name: "NUL in ca_cert_file", modify: func(c *Config) { c.MCP.MTLS.CACertFile = "a\x00b" }, want: []string{"mcp.mtls.ca_cert_file: must not contain a NUL byte"}, is: ErrInvalid},
 		{name: "NUL in cert_file", modify: func(c *Config) { c.MCP.MTLS.CertFile = "\x00" }, want: []string{"mcp.mtls.cert_file:"}, is: ErrInvalid},
