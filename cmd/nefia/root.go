@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/lmittmann/tint"
 	"github.com/spf13/cobra"
@@ -47,27 +45,7 @@ func (e *env) run(ctx context.Context, args []string) error {
 	root.SetIn(e.stdin)
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	err := root.ExecuteContext(ctx)
-	if err != nil && isCobraUsageError(err) {
-		return usage(err)
-	}
-	return err
-}
-
-// isCobraUsageError recognises cobra's and pflag's own parse failures, which
-// carry no type of their own.
-func isCobraUsageError(err error) bool {
-	var ue usageError
-	if errors.As(err, &ue) {
-		return false
-	}
-	msg := err.Error()
-	for _, s := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "required flag", "accepts ", "bad flag syntax"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return root.ExecuteContext(ctx)
 }
 
 func newRootCmd(e *env) *cobra.Command {
@@ -83,6 +61,8 @@ issued by its own CA, and exposes that certificate management as MCP tools.
   nefia mcp serve                       # serve MCP (stdio, or mTLS once enabled)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          groupArgs,
+		RunE:          groupRun,
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (env NEFIA_STATE_DIR; default $XDG_STATE_HOME/nefia)")
@@ -90,6 +70,9 @@ issued by its own CA, and exposes that certificate management as MCP tools.
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newMTLSCmd(e, g), newMCPCmd(e, g), newAuditCmd(e, g))
+	root.Version = versionString()
+	root.SetVersionTemplate("nefia {{.Version}}\n")
+	typedUsageErrors(root)
 	return root
 }
 
