@@ -124,10 +124,13 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 	if err := s.writePair(ServerCertFile, srvCert.Raw, ServerKeyFile, srvKey); err != nil {
 		return nil, err
 	}
-	if err := s.writeInventory(inventoryFile{Version: 1}); err != nil {
+	// A new CA generation starts counting revocations at zero: its
+	// inventory vouches that none were recorded yet.
+	zero := 0
+	if err := s.writeInventory(inventoryFile{Version: 1, Revocations: &zero}); err != nil {
 		return nil, err
 	}
-	if err := writeRecords(s.Path(RevokedFile), "revoked", []Revocation(nil)); err != nil {
+	if err := writeRecords(s.Path(RevokedFile), "", "revoked", []Revocation(nil)); err != nil {
 		return nil, err
 	}
 	return &InitResult{CA: DescribeCert(caCert), Server: DescribeCert(srvCert), ArchivedTo: archived}, nil
