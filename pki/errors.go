@@ -19,8 +19,6 @@ var (
 	ErrCAExists = errors.New("pki: a CA already exists")
 	// ErrNoCA is returned when an operation needs the CA and none has been initialized.
 	ErrNoCA = errors.New("pki: no CA found (run 'nefia mtls init' first)")
-	// ErrUnknownSerial is returned when revoking a serial this CA never issued.
-	ErrUnknownSerial = errors.New("pki: unknown serial")
 	// ErrAlreadyRevoked is returned (wrapped, with the existing record) when a serial is revoked twice.
 	ErrAlreadyRevoked = errors.New("pki: serial already revoked")
 	// ErrCorruptState is returned when a state file exists but cannot be parsed; it is never replaced silently.

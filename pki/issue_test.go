@@ -186,8 +186,8 @@ func TestCorruptInventoryIsAnErrorNamingTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, op := range map[string]func() error{
-		"issue":  func() error { _, err := s.Issue(pki.IssueRequest{Name: "a", Duration: time.Hour}); return err },
-		"list":   func() error { _, err := s.List(); return err },
+		"issue": func() error { _, err := s.Issue(pki.IssueRequest{Name: "a", Duration: time.Hour}); return err },
+		"list":  func() error { _, err := s.List(); return err },
 	} {
 		err := op()
 		if !errors.Is(err, pki.ErrCorruptState) || !strings.Contains(err.Error(), s.Path(pki.IssuedFile)) {

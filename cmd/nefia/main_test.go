@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,7 +183,6 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 		{"bad CSR", []string{"mtls", "issue-client", "--name", "a", "--csr", csrPath}, 2, "--csr"},
 		{"missing CSR file", []string{"mtls", "issue-client", "--name", "a", "--csr", filepath.Join(c.work, "nope")}, 2, "--csr"},
 		{"existing key", []string{"mtls", "issue-client", "--name", "existing", "--out-dir", c.outDir()}, 2, "--force"},
-		{"unknown serial", []string{"mtls", "revoke", "--serial", "abcdef"}, 2, "--serial"},
 		{"malformed serial", []string{"mtls", "revoke", "--serial", "xyz"}, 2, "--serial"},
 		{"unknown flag", []string{"mtls", "status", "--frobnicate"}, 2, "unknown flag"},
 		{"unknown command", []string{"mtls", "frob"}, 2, ""},
@@ -224,6 +224,69 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 				t.Errorf("files appeared or vanished: %d -> %d", len(before), len(after))
 			}
 		})
+	}
+}
+
+// TestRevokeUnknownSerialCLI (issue 10 item 5): with mtls_issued.json
+// missing, `nefia mtls revoke` refused a live certificate ("unknown
+// serial", exit 2). It revokes it now and warns on stderr; a malformed
+// serial is still exit 2.
+func TestRevokeUnknownSerialCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	var issued struct{ Serial string }
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "live", "--out-dir", c.outDir(), "--json")), &issued); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(c.stateDir, pki.IssuedFile)); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := c.run("mtls", "revoke", "--serial", issued.Serial, "--json")
+	var rev struct {
+		Serial   string
+		Warnings []string
+	}
+	if err := json.Unmarshal([]byte(out), &rev); code != 0 || err != nil || rev.Serial != issued.Serial || len(rev.Warnings) != 1 {
+		t.Fatalf("revoke: exit %d, stdout %q (%v), stderr %q", code, out, err, stderr)
+	}
+	if !strings.Contains(stderr, "warning: ") || !strings.Contains(stderr, "not in the inventory") {
+		t.Errorf("stderr %q has no warning about the unknown serial", stderr)
+	}
+	store, _ := os.ReadFile(filepath.Join(c.stateDir, pki.RevokedFile))
+	if !strings.Contains(string(store), issued.Serial) {
+		t.Errorf("store does not hold %s:\n%s", issued.Serial, store)
+	}
+	if _, stderr, code := c.run("mtls", "revoke", "--serial", "not-hex"); code != 2 || !strings.Contains(stderr, "--serial") {
+		t.Errorf("malformed serial: exit %d, %q; want 2 naming --serial", code, stderr)
+	}
+}
+
+// TestRevokeAfterLosingTheStoreCLI (issue 10 item 4): after a revocation,
+// a deleted mtls_revoked.json made the next revoke write a store holding
+// only the new serial. It is refused now, naming the file, and the store
+// stays missing.
+func TestRevokeAfterLosingTheStoreCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	serials := make([]string, 2)
+	for i := range serials {
+		var v struct{ Serial string }
+		_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", fmt.Sprint("c", i), "--out-dir", c.outDir(), "--json")), &v)
+		serials[i] = v.Serial
+	}
+	c.mustRun("mtls", "revoke", "--serial", serials[0])
+	store := filepath.Join(c.stateDir, pki.RevokedFile)
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := c.run("mtls", "revoke", "--serial", serials[1])
+	if code != 3 || !strings.Contains(stderr, pki.RevokedFile) || !strings.Contains(stderr, "restore it") {
+		t.Errorf("revoke with the store lost: exit %d, %q; want 3 naming %s", code, stderr, pki.RevokedFile)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("the refused revoke wrote %s (%v)", pki.RevokedFile, err)
 	}
 }
 

@@ -263,7 +263,9 @@ func newRevokeCmd(e *env, g *globals) *cobra.Command {
 		Use:   "revoke",
 		Short: "Revoke a client certificate by serial",
 		Long: `Revoke a client certificate by serial. New handshakes with it fail at once,
-and a running gateway closes its live sessions. Revoking twice is harmless.`,
+and a running gateway closes its live sessions. Revoking twice is harmless.
+Any well-formed serial is revoked, even one the inventory does not know
+(a warning on stderr says so).`,
 		Example: `  nefia mtls revoke --serial 3f9a0c... --reason "laptop lost"
   nefia mtls list   # to find serials`,
 		Args: cobra.NoArgs,
@@ -272,38 +274,51 @@ and a running gateway closes its live sessions. Revoking twice is harmless.`,
 			if err != nil {
 				return err
 			}
-			var rev pki.Revocation
+			var res pki.RevokeResult
 			var already bool
 			err = s.audited(audit.EventRevoke, map[string]any{"serial": serial, "reason": reason}, func() (map[string]any, error) {
 				var err error
-				rev, err = s.store.Revoke(serial, reason)
+				res, err = s.store.RevokeReport(serial, reason)
 				if already = errors.Is(err, pki.ErrAlreadyRevoked); already {
 					err = nil // idempotent: the serial is revoked, as asked
 				}
-				m := audit.ToMap(rev)
+				m := audit.ToMap(res.Revocation)
 				if m != nil {
 					m["already_revoked"] = already
+					if len(res.Warnings) > 0 {
+						m["warnings"] = res.Warnings
+					}
 				}
 				return m, err
 			})
 			switch {
-			case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
+			case errors.Is(err, pki.ErrInvalidSerial):
 				return usage(fmt.Errorf("--serial: %w", err))
 			case err != nil && !already:
 				return err
+			}
+			rev := res.Revocation
+			// Warnings go to stderr, where they cannot break --json output.
+			for _, w := range res.Warnings {
+				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
 			}
 			s.log.Debug("certificate revoked", "serial", rev.Serial, "name", rev.Name, "already_revoked", already)
 			if asJSON {
 				return writeJSON(e.stdout, struct {
 					pki.Revocation
-					AlreadyRevoked bool `json:"already_revoked"`
-				}{rev, already})
+					AlreadyRevoked bool     `json:"already_revoked"`
+					Warnings       []string `json:"warnings,omitempty"`
+				}{rev, already, res.Warnings})
+			}
+			name := rev.Name
+			if name == "" {
+				name = "name unknown"
 			}
 			if already {
-				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
 				return nil
 			}
-			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
 			return nil
 		},
 	}
