@@ -1,6 +1,9 @@
 package pki
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrInvalidName is returned for a certificate name outside [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
@@ -25,6 +28,10 @@ var (
 	ErrCorruptState = errors.New("pki: corrupt state file")
 	// ErrFileExists is returned when writing a client bundle would overwrite a key without Force.
 	ErrFileExists = errors.New("pki: file exists")
+	// ErrInvalidOutDir is returned for a bundle destination that must not or cannot receive a bundle (CheckOutDir).
+	ErrInvalidOutDir = errors.New("pki: invalid output directory")
+	// ErrOutDirInStateDir is the ErrInvalidOutDir of a destination in the state directory, where a bundle could replace the CA key.
+	ErrOutDirInStateDir = fmt.Errorf("%w: in the state directory", ErrInvalidOutDir)
 	// ErrRevocationUnavailable is returned by the checker when the revocation store cannot be read (fail closed).
 	ErrRevocationUnavailable = errors.New("pki: revocation store unavailable")
 )

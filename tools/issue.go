@@ -140,9 +140,16 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 
 	paths, err := pki.WriteBundle(dir, iss, force)
 	if err != nil {
+		// Nobody holds the key of a certificate whose files were not
+		// written: it must not stay active (issue 10 item 7).
 		ts.log.Error("writing client bundle failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, err)
-		return refuse("certificate %s was issued and recorded, but writing its files failed: %s. "+
-			"Revoke it with %s and try again.", iss.Serial, ts.redact(err), NameRevoke), nil
+		if _, rerr := ts.store.Revoke(iss.Serial, "its files could not be written"); rerr != nil {
+			ts.log.Error("revoking an unwritten certificate failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, rerr)
+			return refuse("certificate %s was issued and recorded, but writing its files failed: %s, and revoking it failed too. "+
+				"Revoke it with %s.", iss.Serial, ts.redact(err), NameRevoke), nil
+		}
+		return refuse("certificate %s was issued, but writing its files failed (%s), so it was revoked; try again.",
+			iss.Serial, ts.redact(err)), nil
 	}
 
 	out := IssueOutput{

@@ -315,8 +315,10 @@ func TestIssueClientForce(t *testing.T) {
 func TestIssueClientStateDir(t *testing.T) {
 	e := newEnv(t, clientsInStateDir())
 	caBefore := readFile(t, e.store.Path(pki.CACertFile))
-	r := e.call(tools.NameIssueClient, map[string]any{"name": "mtls_ca", "force": true})
+	r := e.call(tools.NameIssueClient, map[string]any{"name": "c", "force": true})
 	e.wantRefused(tools.NameIssueClient, r, "state directory")
+	r = e.call(tools.NameIssueClient, map[string]any{"name": "mtls_ca", "force": true})
+	e.wantRefused(tools.NameIssueClient, r, "reserved", "mtls_ca")
 	if len(e.inventory()) != 0 {
 		t.Error("a refused request issued a certificate")
 	}
@@ -379,9 +381,8 @@ func symlink(t *testing.T, target, link string) {
 	}
 }
 
-// TestIssueClientWriteFailure: when the files cannot be written after the
-// certificate was recorded, the caller learns the serial to revoke, and no
-// host path.
+// TestIssueClientWriteFailure: a destination that cannot be written is
+// refused before anything is issued (issue 10 item 7), without a host path.
 func TestIssueClientWriteFailure(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root ignores directory permissions")
@@ -393,9 +394,8 @@ func TestIssueClientWriteFailure(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.Chmod(e.clientsDir, 0o700) })
 	r := e.call(tools.NameIssueClient, map[string]any{"name": "c"})
-	inv := e.inventory()
-	if len(inv) != 1 {
-		t.Fatalf("inventory = %v, want the recorded certificate", inv)
+	e.wantRefused(tools.NameIssueClient, r, `"out_dir"`, "not writable")
+	if inv := e.inventory(); len(inv) != 0 {
+		t.Fatalf("inventory = %v, want nothing issued", inv)
 	}
-	e.wantRefused(tools.NameIssueClient, r, "issued and recorded", inv[0], tools.NameRevoke)
 }

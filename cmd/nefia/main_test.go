@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,6 +45,8 @@ type cli struct {
 	stateDir string
 	config   string
 	work     string
+	// writeBundle, when set, replaces pki.WriteBundle.
+	writeBundle func(dir string, iss *pki.Issued, force bool) (pki.BundlePaths, error)
 }
 
 func newCLI(t *testing.T) *cli {
@@ -64,7 +67,7 @@ func (c *cli) run(args ...string) (string, string, int) {
 			return c.config
 		}
 		return ""
-	}}
+	}, writeBundle: c.writeBundle}
 	err := e.run(context.Background(), args)
 	if err != nil {
 		stderr.WriteString("nefia: " + errorLine(err) + "\n")
@@ -161,6 +164,12 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 	csrPath := filepath.Join(c.work, "bad.csr")
 	os.WriteFile(csrPath, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), 0o600)
 	_ = serial
+	aFile := filepath.Join(c.work, "a-file")
+	os.WriteFile(aFile, []byte("x"), 0o600)
+	stateLink := filepath.Join(c.work, "state-link")
+	if err := os.Symlink(c.stateDir, stateLink); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -184,9 +193,27 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 		{"missing CSR file", []string{"mtls", "issue-client", "--name", "a", "--csr", filepath.Join(c.work, "nope")}, 2, "--csr"},
 		{"existing key", []string{"mtls", "issue-client", "--name", "existing", "--out-dir", c.outDir()}, 2, "--force"},
 		{"malformed serial", []string{"mtls", "revoke", "--serial", "xyz"}, 2, "--serial"},
+		// Issue 10 item 7: a destination that cannot be written is refused
+		// before anything is issued.
+		{"out-dir empty", []string{"mtls", "issue-client", "--name", "a", "--out-dir", ""}, 2, "--out-dir"},
+		{"out-dir /proc/self", []string{"mtls", "issue-client", "--name", "a", "--out-dir", "/proc/self"}, 2, "--out-dir"},
+		{"out-dir a file", []string{"mtls", "issue-client", "--name", "a", "--out-dir", aFile}, 2, "--out-dir"},
+		{"out-dir below a file", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(aFile, "sub")}, 2, "--out-dir"},
+		{"out-dir bundle file is a directory", []string{"mtls", "issue-client", "--name", "dirname", "--out-dir", c.outDir(), "--force"}, 2, "--out-dir"},
+		// Issue 10 item 6: never into the state directory.
+		{"out-dir the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", c.stateDir, "--force"}, 2, "--out-dir"},
+		{"out-dir the state dir, name mtls_ca", []string{"mtls", "issue-client", "--name", "mtls_ca", "--out-dir", c.stateDir, "--force"}, 2, "--name"},
+		{"name mtls_server", []string{"mtls", "issue-client", "--name", "MTLS_server", "--out-dir", c.outDir()}, 2, "--name"},
+		{"out-dir inside the state dir", []string{"mtls", "issue-client", "--name", "audit", "--out-dir", filepath.Join(c.stateDir, "audit"), "--force"}, 2, "--out-dir"},
+		{"out-dir new dir inside the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(c.stateDir, "new")}, 2, "--out-dir"},
+		{"out-dir link to the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", stateLink, "--force"}, 2, "--out-dir"},
+		{"out-dir through a link into the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(stateLink, "x", "..", "archive")}, 2, "--out-dir"},
 		{"unknown flag", []string{"mtls", "status", "--frobnicate"}, 2, "unknown flag"},
 		{"unknown command", []string{"mtls", "frob"}, 2, ""},
 		{"bad log level", []string{"--log-level", "loud", "mtls", "status"}, 2, "--log-level"},
+	}
+	if err := os.Mkdir(filepath.Join(c.outDir(), "dirname.crt"), 0o700); err != nil {
+		t.Fatal(err)
 	}
 	snapshot := func() map[string]string {
 		m := map[string]string{}
@@ -287,6 +314,65 @@ func TestRevokeAfterLosingTheStoreCLI(t *testing.T) {
 	}
 	if _, err := os.Stat(store); !os.IsNotExist(err) {
 		t.Errorf("the refused revoke wrote %s (%v)", pki.RevokedFile, err)
+	}
+}
+
+// TestIssueClientIntoStateDirKeepsCAKey (issue 10 item 6): `issue-client
+// --name mtls_ca --out-dir <state dir> --force` overwrote the CA key.
+func TestIssueClientIntoStateDirKeepsCAKey(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	keyPath := filepath.Join(c.stateDir, pki.CAKeyFile)
+	before, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mtls_ca", "mtls_server", "agent"} {
+		_, stderr, code := c.run("mtls", "issue-client", "--name", name, "--out-dir", c.stateDir, "--force")
+		if code != 2 {
+			t.Errorf("--name %s --out-dir <state dir>: exit %d (%s), want 2", name, code, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(keyPath); !bytes.Equal(before, after) {
+		t.Fatal("the CA key changed")
+	}
+	// The clients subdirectory, where the tool writes, stays usable.
+	c.mustRun("mtls", "issue-client", "--name", "agent", "--out-dir", filepath.Join(c.stateDir, pki.ClientsDir))
+}
+
+// TestIssueClientWriteFailureRevokes (issue 10 item 7): a write failure
+// after issuance left an active certificate whose key nobody had. It is
+// revoked now, and the audit trail says so.
+func TestIssueClientWriteFailureRevokes(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	c.writeBundle = func(dir string, iss *pki.Issued, force bool) (pki.BundlePaths, error) {
+		return pki.BundlePaths{}, errors.New("disk on fire")
+	}
+	_, stderr, code := c.run("mtls", "issue-client", "--name", "doomed", "--out-dir", c.outDir())
+	if code == 0 || !strings.Contains(stderr, "disk on fire") || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("exit %d, stderr %q; want a failure saying the certificate was revoked", code, stderr)
+	}
+	c.writeBundle = nil
+	var list []pki.ListedCert
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Name != "doomed" || list[0].State != pki.StateRevoked {
+		t.Fatalf("list = %+v, want doomed revoked", list)
+	}
+	trail, err := os.ReadFile(filepath.Join(c.stateDir, "audit", "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(trail)), "\n")
+	last := lines[len(lines)-1]
+	for _, want := range []string{`"mtls.issue_client"`, list[0].Serial, `"revoked":true`, `"outcome":"error"`} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last audit record lacks %s: %s", want, last)
+		}
 	}
 }
 

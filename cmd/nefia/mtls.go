@@ -120,8 +120,16 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 					return usage(fmt.Errorf("--csr: %w", err))
 				}
 			}
+			// The destination is checked before anything is issued (issue
+			// 10 items 6 and 7): the same check the issue_client tool runs.
+			if err := pki.CheckOutDir(s.stateDir, outDir); err != nil {
+				return usage(fmt.Errorf("--out-dir: %w", err))
+			}
 			if err := pki.CheckBundle(outDir, name, force); err != nil {
 				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
+			}
+			if err := pki.CheckBundleFiles(outDir, name, p12); err != nil {
+				return usage(fmt.Errorf("--out-dir: %w", err))
 			}
 			var p12Password string
 			if p12 {
@@ -144,12 +152,16 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 					return nil, err
 				}
 				result := audit.ToMap(iss.IssuedCert)
-				if paths, err = pki.WriteBundle(outDir, iss, force); err != nil {
-					return result, fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
+				writeBundle := e.writeBundle
+				if writeBundle == nil {
+					writeBundle = pki.WriteBundle
+				}
+				if paths, err = writeBundle(outDir, iss, force); err != nil {
+					return revokeUnwritten(s.store, iss, result, "its files", err)
 				}
 				if p12 {
 					if paths.P12, err = pki.WriteP12(outDir, iss, p12Password, force); err != nil {
-						return result, fmt.Errorf("certificate %s issued and recorded, but writing its PKCS#12 bundle failed: %w", iss.Serial, err)
+						return revokeUnwritten(s.store, iss, result, "its PKCS#12 bundle", err)
 					}
 				}
 				return result, nil
@@ -196,6 +208,19 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
+}
+
+// revokeUnwritten revokes a certificate whose files could not be written
+// (issue 10 item 7): nobody holds its key, so it must not stay active. The
+// audit result says what happened; the error tells the operator.
+func revokeUnwritten(store *pki.Store, iss *pki.Issued, result map[string]any, what string, writeErr error) (map[string]any, error) {
+	if _, err := store.Revoke(iss.Serial, "its files could not be written"); err != nil {
+		result["revoke_error"] = err.Error()
+		return result, fmt.Errorf("certificate %s was issued, but writing %s failed (%w), and revoking it failed too (%v); revoke it with 'nefia mtls revoke --serial %s'",
+			iss.Serial, what, writeErr, err, iss.Serial)
+	}
+	result["revoked"] = true
+	return result, fmt.Errorf("certificate %s was issued, but writing %s failed, so it was revoked: %w", iss.Serial, what, writeErr)
 }
 
 func newStatusCmd(e *env, g *globals) *cobra.Command {
