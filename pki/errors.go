@@ -18,6 +18,8 @@ var (
 	ErrInvalidCSR = errors.New("pki: invalid CSR")
 	// ErrInvalidSerial is returned for a serial that is not a positive hexadecimal number.
 	ErrInvalidSerial = errors.New("pki: invalid serial")
+	// ErrInvalidReason is returned for a revocation reason that is too long or holds control or format characters.
+	ErrInvalidReason = errors.New("pki: invalid reason")
 	// ErrCAExists is returned by Init when a CA is already present and Force is not set.
 	ErrCAExists = errors.New("pki: a CA already exists")
 	// ErrNoCA is returned when an operation needs the CA and none has been initialized.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxReasonLen bounds a revocation reason, which is free text from an
@@ -152,11 +153,28 @@ func (s *Store) Revocations() ([]Revocation, error) {
 
 func cleanReason(reason string) (string, error) {
 	reason = strings.TrimSpace(reason)
+	return reason, ValidateReason(reason)
+}
+
+// ValidateReason checks a revocation reason, which is free text from an
+// operator or a model and ends up in the store, the audit trail and
+// terminals: at most MaxReasonLen bytes of valid UTF-8, and no control
+// characters, line or paragraph separators or invisible format characters
+// (Unicode Cc, Zl, Zp, Cf), such as the bidirectional overrides that make
+// text read differently from what it is (issue 10 item 8). The error
+// wraps ErrInvalidReason.
+func ValidateReason(reason string) error {
 	if len(reason) > MaxReasonLen {
-		return "", fmt.Errorf("pki: reason is %d bytes, at most %d", len(reason), MaxReasonLen)
+		return fmt.Errorf("%w: it is %d bytes, at most %d are accepted", ErrInvalidReason, len(reason), MaxReasonLen)
 	}
-	if strings.IndexFunc(reason, unicode.IsControl) >= 0 {
-		return "", errors.New("pki: reason must not contain control characters")
+	if !utf8.ValidString(reason) {
+		return fmt.Errorf("%w: it is not valid UTF-8", ErrInvalidReason)
 	}
-	return reason, nil
+	if i := strings.IndexFunc(reason, func(r rune) bool {
+		return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
+	}); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(reason[i:])
+		return fmt.Errorf("%w: it must not contain control characters or invisible formatting characters such as bidirectional overrides (found %U)", ErrInvalidReason, r)
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -53,15 +52,10 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	if strings.TrimSpace(serial) == "" {
 		return refuse(`argument "serial" is required: the hexadecimal serial returned by %s`, NameIssueClient), nil
 	}
-	// The same rules pki.Store.Revoke applies, checked here so a bad reason
-	// is reported as bad input rather than as a failure (pki has no sentinel
-	// error for it).
+	// The rule pki.Store.Revoke applies and the CLI checks (issue 10 item 8).
 	reason = strings.TrimSpace(reason)
-	if len(reason) > pki.MaxReasonLen {
-		return refuse(`argument "reason" is %d bytes; at most %d are accepted`, len(reason), pki.MaxReasonLen), nil
-	}
-	if strings.IndexFunc(reason, unicode.IsControl) >= 0 {
-		return refuse(`argument "reason" must not contain control characters (newlines, tabs, ...)`), nil
+	if err := pki.ValidateReason(reason); err != nil {
+		return refuse(`argument "reason": %s`, ts.redact(err)), nil
 	}
 
 	res, err := ts.store.RevokeReport(serial, reason)

@@ -74,6 +74,8 @@ func TestRevokeBadInput(t *testing.T) {
 		{"serial not hex", map[string]any{"serial": "xyz"}, []string{`"serial"`, "not hexadecimal"}},
 		{"serial zero", map[string]any{"serial": "00"}, []string{`"serial"`, "positive"}},
 		{"reason with newline", map[string]any{"serial": "abcdef", "reason": "a\nb"}, []string{`"reason"`, "control characters"}},
+		{"reason with a bidi override", map[string]any{"serial": "abcdef", "reason": "ok\u202egnp.exe"}, []string{`"reason"`, "U+202E"}},
+		{"reason with a zero-width joiner", map[string]any{"serial": "abcdef", "reason": "a\u200db"}, []string{`"reason"`, "U+200D"}},
 		{"reason too long", map[string]any{"serial": "abcdef", "reason": strings.Repeat("x", pki.MaxReasonLen+1)}, []string{`"reason"`, "at most"}},
 		{"reason ill-typed", map[string]any{"serial": "abcdef", "reason": []string{"x"}}, []string{`"reason" must be a string`}},
 		{"unknown argument", map[string]any{"serial": "abcdef", "name": "x"}, []string{`unknown argument "name"`, "reason, serial"}},

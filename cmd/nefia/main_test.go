@@ -15,6 +15,7 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -164,6 +165,10 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 	csrPath := filepath.Join(c.work, "bad.csr")
 	os.WriteFile(csrPath, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), 0o600)
 	_ = serial
+	emptyFile := filepath.Join(c.work, "empty.csr")
+	os.WriteFile(emptyFile, nil, 0o600)
+	blankFile := filepath.Join(c.work, "blank.csr")
+	os.WriteFile(blankFile, []byte(" \n\n"), 0o600)
 	aFile := filepath.Join(c.work, "a-file")
 	os.WriteFile(aFile, []byte("x"), 0o600)
 	stateLink := filepath.Join(c.work, "state-link")
@@ -186,7 +191,28 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 		{"name missing", []string{"mtls", "issue-client"}, 2, "name"},
 		{"duration 0", []string{"mtls", "issue-client", "--name", "a", "--duration", "0s"}, 2, "--duration"},
 		{"duration negative", []string{"mtls", "issue-client", "--name", "a", "--duration", "-1h"}, 2, "--duration"},
-		{"duration beyond CA", []string{"mtls", "issue-client", "--name", "a", "--duration", "4000d"}, 2, "CA expires"},
+		{"duration beyond CA", []string{"mtls", "issue-client", "--name", "a", "--duration", "4000d"}, 2, "client_max_duration"},
+		// Issue 10 item 8: inputs that used to be accepted silently.
+		{"duration 1ns", []string{"mtls", "issue-client", "--name", "a", "--duration", "1ns", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"duration 59s", []string{"mtls", "issue-client", "--name", "a", "--duration", "59s", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"duration above the maximum", []string{"mtls", "issue-client", "--name", "a", "--duration", "91d", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"csr empty file", []string{"mtls", "issue-client", "--name", "a", "--csr", emptyFile, "--out-dir", c.outDir()}, 2, "--csr"},
+		{"csr blank file", []string{"mtls", "issue-client", "--name", "a", "--csr", blankFile, "--out-dir", c.outDir()}, 2, "--csr"},
+		{"csr empty name", []string{"mtls", "issue-client", "--name", "a", "--csr", "", "--out-dir", c.outDir()}, 2, "--csr"},
+		{"p12 password file without p12", []string{"mtls", "issue-client", "--name", "a", "--p12-password-file", aFile, "--out-dir", c.outDir()}, 2, "--p12-password-file"},
+		{"hosts 256.1.1.1", []string{"mtls", "init", "--force", "--hosts", "localhost,256.1.1.1"}, 2, "--hosts"},
+		{"hosts 1.2.3", []string{"mtls", "init", "--force", "--hosts", "1.2.3"}, 2, "--hosts"},
+		{"hosts hex IP", []string{"mtls", "init", "--force", "--hosts", "10.0.0.0x1"}, 2, "--hosts"},
+		{"hosts 0.0.0.0", []string{"mtls", "init", "--force", "--hosts", "localhost,0.0.0.0"}, 2, "--hosts"},
+		{"hosts ::", []string{"mtls", "init", "--force", "--hosts", "::"}, 2, "--hosts"},
+		{"hosts [::]", []string{"mtls", "init", "--force", "--hosts", "[::]"}, 2, "--hosts"},
+		{"hosts underscore", []string{"mtls", "init", "--force", "--hosts", "my_host"}, 2, "--hosts"},
+		{"hosts leading hyphen", []string{"mtls", "init", "--force", "--hosts", "-gw.example.com"}, 2, "--hosts"},
+		{"hosts wildcard TLD", []string{"mtls", "init", "--force", "--hosts", "*.com"}, 2, "--hosts"},
+		{"reason bidi override", []string{"mtls", "revoke", "--serial", serial, "--reason", "ok\u202egnp.exe"}, 2, "--reason"},
+		{"reason newline", []string{"mtls", "revoke", "--serial", serial, "--reason", "a\nb"}, 2, "--reason"},
+		{"reason zero-width", []string{"mtls", "revoke", "--serial", serial, "--reason", "a\u200bb"}, 2, "--reason"},
+		{"reason too long", []string{"mtls", "revoke", "--serial", serial, "--reason", strings.Repeat("r", 257)}, 2, "--reason"},
 		{"duration garbage", []string{"mtls", "issue-client", "--name", "a", "--duration", "soon"}, 2, "--duration"},
 		{"bad role", []string{"mtls", "issue-client", "--name", "a", "--role", "root"}, 2, "--role"},
 		{"bad CSR", []string{"mtls", "issue-client", "--name", "a", "--csr", csrPath}, 2, "--csr"},
@@ -374,6 +400,22 @@ func TestIssueClientWriteFailureRevokes(t *testing.T) {
 			t.Errorf("last audit record lacks %s: %s", want, last)
 		}
 	}
+}
+
+// TestIssueClientMaxDurationCLI (issue 10 item 8): the CLI's upper bound
+// is mcp.mtls.client_max_duration, as the tool's is.
+func TestIssueClientMaxDurationCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	if err := config.Set(c.config, "mcp.mtls.client_max_duration", "168h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := c.run("mtls", "issue-client", "--name", "a", "--duration", "8d", "--out-dir", c.outDir()); code != 2 ||
+		!strings.Contains(stderr, "--duration") || !strings.Contains(stderr, "maximum of 7d") {
+		t.Errorf("8d over a 7d maximum: exit %d, %q", code, stderr)
+	}
+	c.mustRun("mtls", "issue-client", "--name", "a", "--duration", "7d", "--out-dir", c.outDir())
 }
 
 func TestCorruptStateAndConfig(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,11 +115,29 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return usage(fmt.Errorf("--duration: %w", err))
 			}
+			cfg, err := config.Load(s.configPath)
+			if err != nil {
+				return err
+			}
+			if err := pki.CheckClientDuration(d, cfg.MCP.MTLS.ClientMaxDuration); err != nil {
+				return usage(fmt.Errorf("--duration: %w", err))
+			}
 			var csr []byte
-			if csrFile != "" {
+			if cmd.Flags().Changed("csr") {
+				if csrFile == "" {
+					return usage(errors.New("--csr: the file name is empty"))
+				}
 				if csr, err = readLimited(csrFile, pki.MaxCSRBytes); err != nil {
 					return usage(fmt.Errorf("--csr: %w", err))
 				}
+				// An empty CSR used to mean "no CSR": a key was generated
+				// on this host instead (issue 10 item 8).
+				if len(bytes.TrimSpace(csr)) == 0 {
+					return usage(fmt.Errorf("--csr: %s is empty", csrFile))
+				}
+			}
+			if !p12 && cmd.Flags().Changed("p12-password-file") {
+				return usage(errors.New("--p12-password-file is only used with --p12; add --p12 or drop it"))
 			}
 			// The destination is checked before anything is issued (issue
 			// 10 items 6 and 7): the same check the issue_client tool runs.
@@ -298,6 +317,10 @@ Any well-formed serial is revoked, even one the inventory does not know
 			s, err := g.open(e)
 			if err != nil {
 				return err
+			}
+			// Checked before the audit record, as bad input changes nothing.
+			if err := pki.ValidateReason(strings.TrimSpace(reason)); err != nil {
+				return usage(fmt.Errorf("--reason: %w", err))
 			}
 			var res pki.RevokeResult
 			var already bool
