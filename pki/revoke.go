@@ -134,7 +134,7 @@ func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 		n++
 		inv.Revocations = &n
 		if err := s.writeInventory(inv); err != nil {
-			warn("the revocation count in %s could not be raised (%v); if %s is lost, the loss may go unnoticed", IssuedFile, baseErr(err), RevokedFile)
+			warn("the revocation count in %s could not be raised; if %s is lost, the loss may go unnoticed", IssuedFile, RevokedFile)
 		}
 	}
 	res.Revocation = Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: name}

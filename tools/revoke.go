@@ -76,7 +76,7 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	}
 	caller, _ := identity.FromContext(ctx)
 	ts.log.Info("certificate revoked", logKeyTool, NameRevoke, logKeySerial, rev.Serial, logKeyName, rev.Name,
-		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name, "warnings", res.Warnings)
+		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name, "warnings", len(res.Warnings))
 
 	out := RevokeOutput{
 		Serial:         rev.Serial,
@@ -85,7 +85,7 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 		Reason:         rev.Reason,
 		AlreadyRevoked: already,
 		SessionsClosed: closed,
-		Warnings:       res.Warnings,
+		Warnings:       ts.redactAll(res.Warnings),
 	}
 	verb := "Revoked"
 	if already {
