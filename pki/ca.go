@@ -342,8 +342,6 @@ func parseHosts(hosts []string) ([]string, []net.IP, error) {
 	return dns, ips, nil
 }
 
-// validDNSName accepts RFC 1123 host names, optionally with one leading
-// wildcard label.
 // endsInNumber reports whether a would-be DNS name ends in a numeric
 // label, decimal or 0x-hex, as "256.1.1.1" or "10.0.0.0x1" do. Such names
 // are malformed IP addresses (resolvers and URL parsers read some of them
