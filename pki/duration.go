@@ -37,18 +37,18 @@ func CheckClientDuration(d, max time.Duration) error {
 	}
 	if d < config.MinClientDuration {
 		return fmt.Errorf("%w: %s is shorter than the minimum of %s (a certificate that short is expired on arrival)",
-			ErrInvalidDuration, d, FormatDuration(config.MinClientDuration))
+			ErrInvalidDuration, d, formatDuration(config.MinClientDuration))
 	}
 	if max > 0 && d > max {
 		return fmt.Errorf("%w: %s is longer than the maximum of %s (mcp.mtls.client_max_duration)",
-			ErrInvalidDuration, FormatDuration(d), FormatDuration(max))
+			ErrInvalidDuration, formatDuration(d), formatDuration(max))
 	}
 	return nil
 }
 
-// FormatDuration renders a lifetime the way ParseDuration reads it: whole
+// formatDuration renders a lifetime the way ParseDuration reads it: whole
 // days as "30d", anything else as a Go duration.
-func FormatDuration(d time.Duration) string {
+func formatDuration(d time.Duration) string {
 	const day = 24 * time.Hour
 	if d > 0 && d%day == 0 {
 		return strconv.FormatInt(int64(d/day), 10) + "d"
