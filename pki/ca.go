@@ -124,10 +124,13 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 	if err := s.writePair(ServerCertFile, srvCert.Raw, ServerKeyFile, srvKey); err != nil {
 		return nil, err
 	}
-	if err := s.writeInventory(inventoryFile{Version: 1}); err != nil {
+	// A new CA generation starts counting revocations at zero: its
+	// inventory vouches that none were recorded yet.
+	zero := 0
+	if err := s.writeInventory(inventoryFile{Version: 1, Revocations: &zero}); err != nil {
 		return nil, err
 	}
-	if err := writeRecords(s.Path(RevokedFile), "revoked", []Revocation(nil)); err != nil {
+	if err := writeRecords(s.Path(RevokedFile), "", "revoked", []Revocation(nil)); err != nil {
 		return nil, err
 	}
 	return &InitResult{CA: DescribeCert(caCert), Server: DescribeCert(srvCert), ArchivedTo: archived}, nil
@@ -310,6 +313,11 @@ func parseHosts(hosts []string) ([]string, []net.IP, error) {
 		}
 		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 		if ip := net.ParseIP(h); ip != nil {
+			// 0.0.0.0 and :: are where a server listens, never an address
+			// a client connects to (issue 10 item 8).
+			if ip.IsUnspecified() {
+				return nil, nil, fmt.Errorf("%w: %q is the unspecified address; list the addresses clients connect to", ErrInvalidHost, raw)
+			}
 			if !seen[ip.String()] {
 				seen[ip.String()] = true
 				ips = append(ips, ip)
@@ -317,6 +325,9 @@ func parseHosts(hosts []string) ([]string, []net.IP, error) {
 			continue
 		}
 		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if endsInNumber(h) {
+			return nil, nil, fmt.Errorf("%w: %q looks like an IP address but is not a valid one", ErrInvalidHost, raw)
+		}
 		if !validDNSName(h) {
 			return nil, nil, fmt.Errorf("%w: %q is neither an IP address nor a DNS name", ErrInvalidHost, raw)
 		}
@@ -331,8 +342,28 @@ func parseHosts(hosts []string) ([]string, []net.IP, error) {
 	return dns, ips, nil
 }
 
-// validDNSName accepts RFC 1123 host names, optionally with one leading
-// wildcard label.
+// endsInNumber reports whether a would-be DNS name ends in a numeric
+// label, decimal or 0x-hex, as "256.1.1.1" or "10.0.0.0x1" do. Such names
+// are malformed IP addresses (resolvers and URL parsers read some of them
+// as addresses), and no top-level domain is numeric (RFC 3696 §2; the
+// WHATWG URL standard's "ends in a number" rule).
+func endsInNumber(h string) bool {
+	last := h[strings.LastIndexByte(h, '.')+1:]
+	if hex, ok := strings.CutPrefix(last, "0x"); ok {
+		last = hex
+		if last == "" {
+			return true
+		}
+		return strings.Trim(last, "0123456789abcdef") == ""
+	}
+	return last != "" && strings.Trim(last, "0123456789") == ""
+}
+
+// validDNSName checks h, lowercased, against RFC 1123 host name syntax:
+// labels of 1-63 letters, digits and inner hyphens, 253 characters in all.
+// A leading "*" label is allowed with at least two labels after it, for a
+// gateway behind a wildcard name; the certificate is trusted only by
+// clients of this CA.
 func validDNSName(h string) bool {
 	if len(h) == 0 || len(h) > 253 {
 		return false

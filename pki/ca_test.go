@@ -105,6 +105,20 @@ func TestInitBadHosts(t *testing.T) {
 		{"slash", []string{"a/b"}},
 		{"leading dash", []string{"-x.example"}},
 		{"url", []string{"https://x"}},
+		// Issue 10 item 8.
+		{"IPv4 out of range", []string{"256.1.1.1"}},
+		{"three numeric labels", []string{"1.2.3"}},
+		{"numeric last label", []string{"host.123"}},
+		{"hex last label", []string{"10.0.0.0x1"}},
+		{"leading zeros", []string{"010.001.001.001"}},
+		{"unspecified IPv4", []string{"localhost", "0.0.0.0"}},
+		{"unspecified IPv6", []string{"::"}},
+		{"unspecified IPv6 bracketed", []string{"[::]"}},
+		{"IPv4-mapped unspecified", []string{"::ffff:0.0.0.0"}},
+		{"zone", []string{"fe80::1%eth0"}},
+		{"wildcard over a TLD", []string{"*.com"}},
+		{"inner wildcard", []string{"a.*.example.com"}},
+		{"label of 64", []string{strings.Repeat("a", 64) + ".example"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,5 +189,19 @@ func TestLoadCADetectsProblems(t *testing.T) {
 				t.Error("status reports no problem")
 			}
 		})
+	}
+}
+
+// TestInitWildcardHost: a leading wildcard with two labels after it is a
+// valid server name (issue 10 item 8 keeps it).
+func TestInitWildcardHost(t *testing.T) {
+	t.Parallel()
+	s := pki.NewStore(t.TempDir())
+	res, err := s.Init(pki.InitOptions{Hosts: []string{"*.gw.example.com", "gw.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(res.Server.SANs, ","); got != "*.gw.example.com,gw.example.com" {
+		t.Errorf("SANs = %s", got)
 	}
 }

@@ -2,9 +2,12 @@ package pki
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -18,12 +21,27 @@ import (
 // replace the file by rename, so every update shows as a new inode.
 //
 // It fails closed: while the store cannot be read or parsed, every check
-// returns ErrRevocationUnavailable. It is safe for concurrent use.
+// returns ErrRevocationUnavailable. A missing store is judged by the same
+// rule as Revoke's (checkMissingStore): empty only in a state directory
+// that provably never recorded a revocation, and never once this checker
+// has loaded a store that held one. It is safe for concurrent use.
 type RevocationChecker struct {
 	path   string
 	reload sync.Mutex // one reload at a time; checks never wait on it unless the file changed
 	snap   atomic.Pointer[revocationSnapshot]
 	loads  atomic.Uint64 // file reads, for tests proving checks do not read
+	// held is set once a loaded store held a revocation: from then on a
+	// missing store fails closed whatever the inventory says.
+	held atomic.Bool
+	// missing caches the verdict on a missing store by the inventory's
+	// version, so a benign missing store costs two stats per check, not an
+	// inventory read.
+	missing atomic.Pointer[missingVerdict]
+}
+
+type missingVerdict struct {
+	inv  atomicfile.Version
+	snap *revocationSnapshot
 }
 
 type revocationSnapshot struct {
@@ -94,6 +112,9 @@ func (c *RevocationChecker) Len() int {
 
 func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 	id, err := atomicfile.VersionOf(c.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c.whenMissing()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
 	}
@@ -107,7 +128,33 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 	}
 	s := load(c.path, id)
 	c.loads.Add(1)
+	if len(s.serials) > 0 {
+		c.held.Store(true)
+	}
 	c.snap.Store(s)
+	return s, s.err
+}
+
+// whenMissing judges a missing store (issue 10 item 4): an empty set where
+// checkMissingStore allows one, else ErrRevocationUnavailable naming the
+// file and saying why.
+func (c *RevocationChecker) whenMissing() (*revocationSnapshot, error) {
+	if c.held.Load() {
+		err := fmt.Errorf("%w: %s is missing, but it held revocations when last read; restore it from a backup", ErrRevocationUnavailable, c.path)
+		return nil, err
+	}
+	dir := filepath.Dir(c.path)
+	inv, invErr := atomicfile.VersionOf(filepath.Join(dir, IssuedFile))
+	if v := c.missing.Load(); invErr == nil && v != nil && v.inv == inv {
+		return v.snap, v.snap.err
+	}
+	s := &revocationSnapshot{serials: map[string]struct{}{}}
+	if err := checkMissingStore(dir); err != nil {
+		s.err = fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
+	}
+	if invErr == nil {
+		c.missing.Store(&missingVerdict{inv: inv, snap: s})
+	}
 	return s, s.err
 }
 

@@ -1,6 +1,9 @@
 package pki
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrInvalidName is returned for a certificate name outside [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
@@ -15,18 +18,22 @@ var (
 	ErrInvalidCSR = errors.New("pki: invalid CSR")
 	// ErrInvalidSerial is returned for a serial that is not a positive hexadecimal number.
 	ErrInvalidSerial = errors.New("pki: invalid serial")
+	// ErrInvalidReason is returned for a revocation reason that is too long or holds control or format characters.
+	ErrInvalidReason = errors.New("pki: invalid reason")
 	// ErrCAExists is returned by Init when a CA is already present and Force is not set.
 	ErrCAExists = errors.New("pki: a CA already exists")
 	// ErrNoCA is returned when an operation needs the CA and none has been initialized.
 	ErrNoCA = errors.New("pki: no CA found (run 'nefia mtls init' first)")
-	// ErrUnknownSerial is returned when revoking a serial this CA never issued.
-	ErrUnknownSerial = errors.New("pki: unknown serial")
 	// ErrAlreadyRevoked is returned (wrapped, with the existing record) when a serial is revoked twice.
 	ErrAlreadyRevoked = errors.New("pki: serial already revoked")
 	// ErrCorruptState is returned when a state file exists but cannot be parsed; it is never replaced silently.
 	ErrCorruptState = errors.New("pki: corrupt state file")
 	// ErrFileExists is returned when writing a client bundle would overwrite a key without Force.
 	ErrFileExists = errors.New("pki: file exists")
+	// ErrInvalidOutDir is returned for a bundle destination that must not or cannot receive a bundle (CheckOutDir).
+	ErrInvalidOutDir = errors.New("pki: invalid output directory")
+	// ErrOutDirInStateDir is the ErrInvalidOutDir of a destination in the state directory, where a bundle could replace the CA key.
+	ErrOutDirInStateDir = fmt.Errorf("%w: in the state directory", ErrInvalidOutDir)
 	// ErrRevocationUnavailable is returned by the checker when the revocation store cannot be read (fail closed).
 	ErrRevocationUnavailable = errors.New("pki: revocation store unavailable")
 )

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
@@ -24,8 +25,32 @@ type IssuedCert struct {
 }
 
 type inventoryFile struct {
-	Version      int          `json:"version"`
+	Version int `json:"version"`
+	// Revocations counts the revocations ever recorded in this state
+	// directory. It is what tells a lost revocation store from one that was
+	// never needed (see checkMissingStore). nil: an inventory written
+	// before the count existed, which cannot vouch for anything.
+	Revocations  *int         `json:"revocations,omitempty"`
 	Certificates []IssuedCert `json:"certificates"`
+}
+
+// clone returns a copy of inv sharing nothing with it.
+func (inv inventoryFile) clone() inventoryFile {
+	out := inventoryFile{Version: inv.Version, Certificates: slices.Clone(inv.Certificates)}
+	if inv.Revocations != nil {
+		n := *inv.Revocations
+		out.Revocations = &n
+	}
+	return out
+}
+
+// header renders the fields written before the certificates: the count
+// goes first so a reader that needs only it can stop early.
+func (inv inventoryFile) header() string {
+	if inv.Revocations == nil {
+		return ""
+	}
+	return `"revocations":` + strconv.Itoa(*inv.Revocations) + `,`
 }
 
 // readInventory loads mtls_issued.json. A missing file is an empty inventory
@@ -36,7 +61,7 @@ func (s *Store) readInventory() (inventoryFile, error) {
 	ver, verErr := atomicfile.VersionOf(path)
 	s.invMu.Lock()
 	if verErr == nil && s.inv != nil && ver == s.invVer {
-		inv := inventoryFile{Version: s.inv.Version, Certificates: slices.Clone(s.inv.Certificates)}
+		inv := s.inv.clone()
 		s.invMu.Unlock()
 		return inv, nil
 	}
@@ -60,7 +85,7 @@ func (s *Store) readInventory() (inventoryFile, error) {
 // writeInventory replaces the inventory and caches what it wrote.
 func (s *Store) writeInventory(inv inventoryFile) error {
 	path := s.Path(IssuedFile)
-	if err := writeRecords(path, "certificates", inv.Certificates); err != nil {
+	if err := writeRecords(path, inv.header(), "certificates", inv.Certificates); err != nil {
 		return err
 	}
 	ver, err := atomicfile.VersionOf(path)
@@ -78,7 +103,8 @@ func (s *Store) cacheInventory(ver atomicfile.Version, verErr error, inv invento
 		return
 	}
 	s.invVer = ver
-	s.inv = &inventoryFile{Version: inv.Version, Certificates: slices.Clone(inv.Certificates)}
+	c := inv.clone()
+	s.inv = &c
 }
 
 // CertState is where a client certificate is in its life.

@@ -49,5 +49,14 @@ func ValidateName(name string) error {
 	if strings.EqualFold(name, "ca") {
 		return fmt.Errorf("%w: %q is reserved for the CA certificate file", ErrInvalidName, name)
 	}
+	// Nor may a bundle file be named like a state file (mtls_ca.key ...),
+	// whatever directory it goes to (issue 10 item 6).
+	for _, ext := range []string{".crt", ".key", ".p12"} {
+		for _, f := range stateFiles {
+			if strings.EqualFold(name+ext, f) {
+				return fmt.Errorf("%w: %q is reserved: its bundle would be named like the state file %s", ErrInvalidName, name, f)
+			}
+		}
+	}
 	return nil
 }

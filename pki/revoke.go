@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxReasonLen bounds a revocation reason, which is free text from an
@@ -26,14 +27,17 @@ type revokedFile struct {
 	Revoked []Revocation `json:"revoked"`
 }
 
-// readRevoked loads the revocation store for a read-modify-write or a report.
-// Unlike the inventory, a missing store is not treated as empty here only by
-// the checker (fail closed); for writes, a store that was never created (a
-// state dir from before init finished) starts empty.
+// readRevoked loads the revocation store for a read-modify-write or a
+// report. A missing store is empty only where checkMissingStore proves no
+// revocation was ever recorded; anywhere else it is as bad as a corrupt
+// one (ErrCorruptState, naming the file), and nothing may write over it.
 func (s *Store) readRevoked() (revokedFile, error) {
 	var rf revokedFile
 	err := readJSON(s.Path(RevokedFile), &rf)
 	if errors.Is(err, fs.ErrNotExist) {
+		if err := checkMissingStore(s.dir); err != nil {
+			return rf, fmt.Errorf("%w: %v", ErrCorruptState, err)
+		}
 		return revokedFile{Version: 1}, nil
 	}
 	if err != nil {
@@ -54,54 +58,91 @@ func validateRevoked(path string, rf revokedFile) error {
 	return nil
 }
 
-// Revoke adds serial to the revocation store. A serial this CA never issued is
-// ErrUnknownSerial. Revoking an already revoked serial changes nothing and
-// returns the existing record with ErrAlreadyRevoked, so callers can report
-// "already revoked" and stay idempotent.
+// RevokeResult is what RevokeReport did: the revocation record and what
+// the operator should be told about it.
+type RevokeResult struct {
+	Revocation
+	// Warnings are facts that did not stop the revocation: the serial is
+	// not in the inventory, or the inventory could not be read or updated.
+	// They name files by base name only, so they can be shown to a remote
+	// caller.
+	Warnings []string
+}
+
+// Revoke is RevokeReport without the warnings.
 func (s *Store) Revoke(serial, reason string) (Revocation, error) {
+	res, err := s.RevokeReport(serial, reason)
+	return res.Revocation, err
+}
+
+// RevokeReport adds serial to the revocation store. Any well-formed serial
+// is revocable (issue 10 item 5): a certificate whose inventory entry is
+// lost must still be shut out, so a serial the inventory does not know, or
+// an inventory that is missing or unreadable, only adds a warning.
+// Revoking an already revoked serial changes nothing and returns the
+// existing record with ErrAlreadyRevoked, so callers can report "already
+// revoked" and stay idempotent.
+//
+// The inventory's revocation count is raised before the store is written,
+// so a store lost afterwards is recognised as lost (checkMissingStore), and
+// a store that is missing where revocations may have been recorded is
+// refused (ErrCorruptState naming it) and left alone (issue 10 item 4).
+func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 	canon, err := ParseSerial(serial)
 	if err != nil {
-		return Revocation{}, err
+		return RevokeResult{}, err
 	}
 	reason, err = cleanReason(reason)
 	if err != nil {
-		return Revocation{}, err
+		return RevokeResult{}, err
 	}
 	unlock, err := s.lock()
 	if err != nil {
-		return Revocation{}, err
+		return RevokeResult{}, err
 	}
 	defer unlock()
 
-	inv, err := s.readInventory()
-	if err != nil {
-		return Revocation{}, err
-	}
-	var issued *IssuedCert
-	for i := range inv.Certificates {
-		if inv.Certificates[i].Serial == canon {
-			issued = &inv.Certificates[i]
-			break
-		}
-	}
-	if issued == nil {
-		return Revocation{}, fmt.Errorf("%w: %s was not issued by this CA (see 'nefia mtls list')", ErrUnknownSerial, canon)
-	}
 	rf, err := s.readRevoked()
 	if err != nil {
-		return Revocation{}, err
+		return RevokeResult{}, err
 	}
 	for _, r := range rf.Revoked {
 		if r.Serial == canon {
-			return r, fmt.Errorf("%w: %s (%s) at %s", ErrAlreadyRevoked, canon, r.Name, r.RevokedAt.Format(time.RFC3339))
+			return RevokeResult{Revocation: r}, fmt.Errorf("%w: %s (%s) at %s", ErrAlreadyRevoked, canon, r.Name, r.RevokedAt.Format(time.RFC3339))
 		}
 	}
-	rev := Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: issued.Name}
-	rf.Revoked = append(rf.Revoked, rev)
-	if err := writeRecords(s.Path(RevokedFile), "revoked", rf.Revoked); err != nil {
-		return Revocation{}, err
+	var res RevokeResult
+	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
+	inv, invErr := s.readInventory()
+	name := ""
+	if invErr != nil {
+		warn("%s cannot be read, so the certificate's name is unknown and the revocation count was not raised; repair it", IssuedFile)
+	} else {
+		for _, c := range inv.Certificates {
+			if c.Serial == canon {
+				name = c.Name
+				break
+			}
+		}
+		if name == "" {
+			warn("serial %s is not in the inventory (%s); it is revoked anyway, check that it is the one you meant ('nefia mtls list')", canon, IssuedFile)
+		}
+		n := len(rf.Revoked)
+		if inv.Revocations != nil {
+			n = max(n, *inv.Revocations)
+		}
+		n++
+		inv.Revocations = &n
+		if err := s.writeInventory(inv); err != nil {
+			warn("the revocation count in %s could not be raised; if %s is lost, the loss may go unnoticed", IssuedFile, RevokedFile)
+		}
 	}
-	return rev, nil
+	res.Revocation = Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: name}
+	rf.Revoked = append(rf.Revoked, res.Revocation)
+	if err := writeRecords(s.Path(RevokedFile), "", "revoked", rf.Revoked); err != nil {
+		return RevokeResult{}, err
+	}
+	return res, nil
 }
 
 // Revocations returns every entry of the revocation store.
@@ -112,11 +153,28 @@ func (s *Store) Revocations() ([]Revocation, error) {
 
 func cleanReason(reason string) (string, error) {
 	reason = strings.TrimSpace(reason)
+	return reason, ValidateReason(reason)
+}
+
+// ValidateReason checks a revocation reason, which is free text from an
+// operator or a model and ends up in the store, the audit trail and
+// terminals: at most MaxReasonLen bytes of valid UTF-8, and no control
+// characters, line or paragraph separators or invisible format characters
+// (Unicode Cc, Zl, Zp, Cf), such as the bidirectional overrides that make
+// text read differently from what it is (issue 10 item 8). The error
+// wraps ErrInvalidReason.
+func ValidateReason(reason string) error {
 	if len(reason) > MaxReasonLen {
-		return "", fmt.Errorf("pki: reason is %d bytes, at most %d", len(reason), MaxReasonLen)
+		return fmt.Errorf("%w: it is %d bytes, at most %d are accepted", ErrInvalidReason, len(reason), MaxReasonLen)
 	}
-	if strings.IndexFunc(reason, unicode.IsControl) >= 0 {
-		return "", errors.New("pki: reason must not contain control characters")
+	if !utf8.ValidString(reason) {
+		return fmt.Errorf("%w: it is not valid UTF-8", ErrInvalidReason)
 	}
-	return reason, nil
+	if i := strings.IndexFunc(reason, func(r rune) bool {
+		return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp)
+	}); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(reason[i:])
+		return fmt.Errorf("%w: it must not contain control characters or invisible formatting characters such as bidirectional overrides (found %U)", ErrInvalidReason, r)
+	}
+	return nil
 }

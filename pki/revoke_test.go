@@ -74,7 +74,6 @@ func TestRevoke(t *testing.T) {
 		name, serial, reason string
 		want                 error
 	}{
-		{"unknown serial", "abcdef", "", pki.ErrUnknownSerial},
 		{"malformed serial", "zz", "", pki.ErrInvalidSerial},
 		{"control chars in reason", other.Serial, "a\nb", nil},
 		{"reason too long", other.Serial, strings.Repeat("r", pki.MaxReasonLen+1), nil},

@@ -66,12 +66,12 @@ func (s *Store) Status() Status {
 		}
 	}
 
-	// The gateway refuses every handshake while the revocation store is
-	// missing (fail closed), so its absence is a problem, not "no
-	// revocations". The inventory may be missing before the first issuance.
+	// A missing revocation store is a problem either way. Where
+	// revocations may have been recorded, List below reports it as lost
+	// (the gateway refuses all handshakes); otherwise it counts as empty.
 	if st.CA != nil {
-		if _, err := os.Stat(s.Path(RevokedFile)); errors.Is(err, fs.ErrNotExist) {
-			problem("revocation store %s is missing: the gateway refuses all handshakes until it is restored", RevokedFile)
+		if _, err := os.Stat(s.Path(RevokedFile)); errors.Is(err, fs.ErrNotExist) && checkMissingStore(s.dir) == nil {
+			problem("revocation store %s is missing; no revocation was ever recorded, so it counts as empty until the next revoke creates it", RevokedFile)
 		}
 	}
 	list, err := s.List()

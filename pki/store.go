@@ -121,11 +121,12 @@ func decodeJSON(path string, data []byte, v any) error {
 
 // writeRecords writes a state file atomically as {"version":1,"KEY":[...]}
 // with one compact record per line: cheap to encode at 100,000 records, and
-// still readable (and diffable) by an operator.
-func writeRecords[T any](path, key string, items []T) error {
+// still readable (and diffable) by an operator. head, when not empty, is
+// rendered JSON members (ending in a comma) written before KEY.
+func writeRecords[T any](path, head, key string, items []T) error {
 	var b bytes.Buffer
-	b.Grow(64 + 200*len(items))
-	b.WriteString(`{"version":1,"` + key + `":[`)
+	b.Grow(64 + len(head) + 200*len(items))
+	b.WriteString(`{"version":1,` + head + `"` + key + `":[`)
 	for i := range items {
 		if i > 0 {
 			b.WriteByte(',')

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 )
@@ -43,7 +44,7 @@ func issueClientTool() mcp.Tool {
 			mcp.Description("Certificate name: its Subject CN and the bundle's file names (NAME.crt, NAME.key)."),
 			mcp.Pattern(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`), mcp.MaxLength(64)),
 		mcp.WithString("duration",
-			mcp.Description("Validity from now: a Go duration such as 24h or 90m, or whole days such as 30d. It must end before the CA expires."),
+			mcp.Description("Validity from now: a Go duration such as 24h or 90m, or whole days such as 30d. At least 1m, at most the gateway's mcp.mtls.client_max_duration (90d by default), and it must end before the CA expires."),
 			mcp.DefaultString(defaultDuration), mcp.MaxLength(32)),
 		mcp.WithString("role",
 			mcp.Description("agent: read-only tools; operator: every tool."),
@@ -112,6 +113,15 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	if err != nil {
 		return refuse(`argument "duration": %s`, ts.redact(err)), nil
 	}
+	// The bounds the CLI applies too (issue 10 item 8), from the
+	// configuration as it is now.
+	cfg, err := config.Load(ts.configPath)
+	if err != nil {
+		return ts.fail(NameIssueClient, "reading the configuration", err), nil
+	}
+	if err := pki.CheckClientDuration(d, cfg.MCP.MTLS.ClientMaxDuration); err != nil {
+		return refuse(`argument "duration": %s`, ts.redact(err)), nil
+	}
 	if len(csr) > pki.MaxCSRBytes {
 		return refuse(`argument "csr_pem" is %d bytes; at most %d are accepted`, len(csr), pki.MaxCSRBytes), nil
 	}
@@ -140,9 +150,16 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 
 	paths, err := pki.WriteBundle(dir, iss, force)
 	if err != nil {
+		// Nobody holds the key of a certificate whose files were not
+		// written: it must not stay active (issue 10 item 7).
 		ts.log.Error("writing client bundle failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, err)
-		return refuse("certificate %s was issued and recorded, but writing its files failed: %s. "+
-			"Revoke it with %s and try again.", iss.Serial, ts.redact(err), NameRevoke), nil
+		if _, rerr := ts.store.Revoke(iss.Serial, "its files could not be written"); rerr != nil {
+			ts.log.Error("revoking an unwritten certificate failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, rerr)
+			return refuse("certificate %s was issued and recorded, but writing its files failed: %s, and revoking it failed too. "+
+				"Revoke it with %s.", iss.Serial, ts.redact(err), NameRevoke), nil
+		}
+		return refuse("certificate %s was issued, but writing its files failed (%s), so it was revoked; try again.",
+			iss.Serial, ts.redact(err)), nil
 	}
 
 	out := IssueOutput{

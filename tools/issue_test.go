@@ -181,7 +181,11 @@ func TestIssueClientBadInput(t *testing.T) {
 		{name: "role ill-typed", args: map[string]any{"name": "c", "role": true}, want: []string{`"role" must be a string`}},
 		{name: "bad duration", args: map[string]any{"name": "c", "duration": "forever"}, want: []string{`"duration"`, "24h", "30d"}},
 		{name: "negative duration", args: map[string]any{"name": "c", "duration": "-1h"}, want: []string{`"duration"`, "positive"}},
-		{name: "duration past the CA", args: map[string]any{"name": "c", "duration": "4000d"}, want: []string{`"duration"`, "after the CA expires"}},
+		{name: "duration past the maximum", args: map[string]any{"name": "c", "duration": "4000d"}, want: []string{`"duration"`, "client_max_duration"}},
+		// Issue 10 item 8: the bounds the CLI applies too.
+		{name: "duration 1ns", args: map[string]any{"name": "c", "duration": "1ns"}, want: []string{`"duration"`, "minimum"}},
+		{name: "duration 59s", args: map[string]any{"name": "c", "duration": "59s"}, want: []string{`"duration"`, "minimum"}},
+		{name: "duration 91d", args: map[string]any{"name": "c", "duration": "91d"}, want: []string{`"duration"`, "maximum of 90d"}},
 		{name: "duration as number", args: map[string]any{"name": "c", "duration": 24}, want: []string{`"duration" must be a string`}},
 		{name: "csr not PEM", args: map[string]any{"name": "c", "csr_pem": "hello"}, want: []string{`"csr_pem"`, "no PEM block"}},
 		{name: "csr is a certificate", argsFor: func(e *env) map[string]any {
@@ -315,8 +319,10 @@ func TestIssueClientForce(t *testing.T) {
 func TestIssueClientStateDir(t *testing.T) {
 	e := newEnv(t, clientsInStateDir())
 	caBefore := readFile(t, e.store.Path(pki.CACertFile))
-	r := e.call(tools.NameIssueClient, map[string]any{"name": "mtls_ca", "force": true})
+	r := e.call(tools.NameIssueClient, map[string]any{"name": "c", "force": true})
 	e.wantRefused(tools.NameIssueClient, r, "state directory")
+	r = e.call(tools.NameIssueClient, map[string]any{"name": "mtls_ca", "force": true})
+	e.wantRefused(tools.NameIssueClient, r, "reserved", "mtls_ca")
 	if len(e.inventory()) != 0 {
 		t.Error("a refused request issued a certificate")
 	}
@@ -379,9 +385,8 @@ func symlink(t *testing.T, target, link string) {
 	}
 }
 
-// TestIssueClientWriteFailure: when the files cannot be written after the
-// certificate was recorded, the caller learns the serial to revoke, and no
-// host path.
+// TestIssueClientWriteFailure: a destination that cannot be written is
+// refused before anything is issued (issue 10 item 7), without a host path.
 func TestIssueClientWriteFailure(t *testing.T) {
 	if os.Geteuid() == 0 {
 		t.Skip("root ignores directory permissions")
@@ -393,9 +398,22 @@ func TestIssueClientWriteFailure(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.Chmod(e.clientsDir, 0o700) })
 	r := e.call(tools.NameIssueClient, map[string]any{"name": "c"})
-	inv := e.inventory()
-	if len(inv) != 1 {
-		t.Fatalf("inventory = %v, want the recorded certificate", inv)
+	e.wantRefused(tools.NameIssueClient, r, `"out_dir"`, "not writable")
+	if inv := e.inventory(); len(inv) != 0 {
+		t.Fatalf("inventory = %v, want nothing issued", inv)
 	}
-	e.wantRefused(tools.NameIssueClient, r, "issued and recorded", inv[0], tools.NameRevoke)
+}
+
+// TestIssueClientMaxDurationFromConfig (issue 10 item 8): the upper bound
+// is mcp.mtls.client_max_duration, read when the tool is called.
+func TestIssueClientMaxDurationFromConfig(t *testing.T) {
+	e := newEnv(t)
+	mkdir(t, filepath.Dir(e.configPath))
+	writeFile(t, e.configPath, "version: 1\nmcp:\n  mtls:\n    client_max_duration: 168h\n")
+	e.wantRefused(tools.NameIssueClient, e.call(tools.NameIssueClient, map[string]any{"name": "c", "duration": "8d"}), `"duration"`, "maximum of 7d")
+	if len(e.inventory()) != 0 {
+		t.Fatal("a refused request issued a certificate")
+	}
+	var out tools.IssueOutput
+	e.wantOK(tools.NameIssueClient, e.call(tools.NameIssueClient, map[string]any{"name": "c", "duration": "7d"}), &out)
 }

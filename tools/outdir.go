@@ -58,13 +58,17 @@ func (ts *toolset) resolveOutDir(outDir string) (string, *mcp.CallToolResult) {
 		return "", outside()
 	}
 	// The state directory holds the CA key; a clients directory configured
-	// to be it must still never receive bundles (a client named mtls_ca with
-	// force would overwrite the CA).
-	if stateReal, err := resolveExisting(ts.store.Dir()); err == nil && real == stateReal {
-		return "", refuse(`argument "out_dir": bundles cannot be written into the state directory; choose a subdirectory`)
-	}
+	// to be it, or to lie in it, must still never receive bundles (a client
+	// named mtls_ca with force would overwrite the CA). pki.CheckOutDir is
+	// the check the CLI runs too (issue 10 item 6); it also refuses a
+	// destination that cannot be written, before anything is issued.
 	if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
 		return "", refuse(`argument "out_dir" names an existing file, not a directory`)
+	}
+	if err := pki.CheckOutDir(ts.store.Dir(), real); errors.Is(err, pki.ErrOutDirInStateDir) {
+		return "", refuse(`argument "out_dir": bundles cannot be written into the gateway's state directory (only into its clients subdirectory); choose another out_dir`)
+	} else if err != nil {
+		return "", refuse(`argument "out_dir" cannot be used: %s`, ts.redact(err))
 	}
 	return real, nil
 }

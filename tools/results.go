@@ -89,3 +89,12 @@ func (ts *toolset) redact(err error) string {
 		return sub[1] + filepath.Base(sub[2])
 	})
 }
+
+// redactAll redacts texts that are not errors, such as pki's warnings.
+func (ts *toolset) redactAll(texts []string) []string {
+	var out []string
+	for _, t := range texts {
+		out = append(out, ts.redact(errors.New(t)))
+	}
+	return out
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -24,12 +23,14 @@ type RevokeOutput struct {
 	Reason         string    `json:"reason,omitempty" jsonschema:"as recorded in the revocation store"`
 	AlreadyRevoked bool      `json:"already_revoked" jsonschema:"true when the serial was revoked before this call; nothing was changed in the revocation store"`
 	SessionsClosed int       `json:"sessions_closed" jsonschema:"live sessions of this certificate closed by this call; always 0 in stdio mode"`
+	Warnings       []string  `json:"warnings,omitempty" jsonschema:"what did not stop the revocation but should be checked, such as a serial the inventory does not know"`
 }
 
 func revokeTool() mcp.Tool {
 	return mcp.NewTool(NameRevoke,
 		mcp.WithToolTitle("Revoke client certificate"),
 		mcp.WithDescription("Revoke a client certificate by serial: new connections with it are refused at once and its live sessions on this gateway are closed. "+
+			"Any well-formed serial is revoked, even one the inventory does not know (a warning says so). "+
 			"Revoking an already revoked serial changes nothing and reports already_revoked=true. Revocation cannot be undone."),
 		mcp.WithString("serial", mcp.Required(),
 			mcp.Description("Serial of the certificate, as returned by nefia.mtls.issue_client: hexadecimal, any case, colons between octets allowed."),
@@ -51,21 +52,17 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	if strings.TrimSpace(serial) == "" {
 		return refuse(`argument "serial" is required: the hexadecimal serial returned by %s`, NameIssueClient), nil
 	}
-	// The same rules pki.Store.Revoke applies, checked here so a bad reason
-	// is reported as bad input rather than as a failure (pki has no sentinel
-	// error for it).
+	// The rule pki.Store.Revoke applies and the CLI checks (issue 10 item 8).
 	reason = strings.TrimSpace(reason)
-	if len(reason) > pki.MaxReasonLen {
-		return refuse(`argument "reason" is %d bytes; at most %d are accepted`, len(reason), pki.MaxReasonLen), nil
-	}
-	if strings.IndexFunc(reason, unicode.IsControl) >= 0 {
-		return refuse(`argument "reason" must not contain control characters (newlines, tabs, ...)`), nil
+	if err := pki.ValidateReason(reason); err != nil {
+		return refuse(`argument "reason": %s`, ts.redact(err)), nil
 	}
 
-	rev, err := ts.store.Revoke(serial, reason)
+	res, err := ts.store.RevokeReport(serial, reason)
+	rev := res.Revocation
 	already := errors.Is(err, pki.ErrAlreadyRevoked)
 	switch {
-	case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
+	case errors.Is(err, pki.ErrInvalidSerial):
 		return refuse(`argument "serial": %s`, ts.redact(err)), nil
 	case err != nil && !already:
 		return ts.fail(NameRevoke, "revoking the certificate", err), nil
@@ -79,7 +76,7 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	}
 	caller, _ := identity.FromContext(ctx)
 	ts.log.Info("certificate revoked", logKeyTool, NameRevoke, logKeySerial, rev.Serial, logKeyName, rev.Name,
-		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name)
+		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name, "warnings", len(res.Warnings))
 
 	out := RevokeOutput{
 		Serial:         rev.Serial,
@@ -88,14 +85,22 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 		Reason:         rev.Reason,
 		AlreadyRevoked: already,
 		SessionsClosed: closed,
+		Warnings:       ts.redactAll(res.Warnings),
 	}
 	verb := "Revoked"
 	if already {
 		verb = "Already revoked:"
 	}
-	text := fmt.Sprintf("%s %s (%s) at %s; %d live session(s) closed.", verb, out.Serial, out.Name, out.RevokedAt.Format(time.RFC3339), closed)
+	name := out.Name
+	if name == "" {
+		name = "name unknown"
+	}
+	text := fmt.Sprintf("%s %s (%s) at %s; %d live session(s) closed.", verb, out.Serial, name, out.RevokedAt.Format(time.RFC3339), closed)
 	if ts.sessions == nil {
 		text += " (stdio mode: no gateway sessions here; a running gateway closes its own when it sees the revocation.)"
+	}
+	for _, w := range out.Warnings {
+		text += "\nWarning: " + w
 	}
 	return success(out, text), nil
 }

@@ -1,6 +1,8 @@
 package tools_test
 
 import (
+	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +24,7 @@ func TestRevoke(t *testing.T) {
 	var out tools.RevokeOutput
 	e.wantOK(tools.NameRevoke, first, &out)
 	want := tools.RevokeOutput{Serial: iss.Serial, Name: "laptop", RevokedAt: pkitest.Epoch, Reason: "laptop lost", SessionsClosed: 2}
-	if out != want {
+	if !reflect.DeepEqual(out, want) {
 		t.Errorf("first revoke = %+v, want %+v", out, want)
 	}
 
@@ -33,7 +35,7 @@ func TestRevoke(t *testing.T) {
 	second := e.call(tools.NameRevoke, map[string]any{"serial": colonUpper(iss.Serial), "reason": "again"})
 	e.wantOK(tools.NameRevoke, second, &out)
 	want = tools.RevokeOutput{Serial: iss.Serial, Name: "laptop", RevokedAt: pkitest.Epoch, Reason: "laptop lost", AlreadyRevoked: true, SessionsClosed: 1}
-	if out != want {
+	if !reflect.DeepEqual(out, want) {
 		t.Errorf("second revoke = %+v, want %+v (the original record)", out, want)
 	}
 	if !strings.Contains(second.text(), "Already revoked") {
@@ -71,8 +73,9 @@ func TestRevokeBadInput(t *testing.T) {
 		{"serial is a number", map[string]any{"serial": 1234}, []string{`"serial" must be a string`}},
 		{"serial not hex", map[string]any{"serial": "xyz"}, []string{`"serial"`, "not hexadecimal"}},
 		{"serial zero", map[string]any{"serial": "00"}, []string{`"serial"`, "positive"}},
-		{"unknown serial", map[string]any{"serial": "abcdef"}, []string{`"serial"`, "not issued by this CA"}},
 		{"reason with newline", map[string]any{"serial": "abcdef", "reason": "a\nb"}, []string{`"reason"`, "control characters"}},
+		{"reason with a bidi override", map[string]any{"serial": "abcdef", "reason": "ok\u202egnp.exe"}, []string{`"reason"`, "U+202E"}},
+		{"reason with a zero-width joiner", map[string]any{"serial": "abcdef", "reason": "a\u200db"}, []string{`"reason"`, "U+200D"}},
 		{"reason too long", map[string]any{"serial": "abcdef", "reason": strings.Repeat("x", pki.MaxReasonLen+1)}, []string{`"reason"`, "at most"}},
 		{"reason ill-typed", map[string]any{"serial": "abcdef", "reason": []string{"x"}}, []string{`"reason" must be a string`}},
 		{"unknown argument", map[string]any{"serial": "abcdef", "name": "x"}, []string{`unknown argument "name"`, "reason, serial"}},
@@ -89,6 +92,27 @@ func TestRevokeBadInput(t *testing.T) {
 				t.Errorf("a refused revoke closed sessions of %v", calls)
 			}
 		})
+	}
+}
+
+// TestRevokeUnknownSerial (issue 10 item 5): with the inventory missing, a
+// live certificate could not be revoked ("unknown serial"). Any
+// well-formed serial is revoked now, with a warning in the result.
+func TestRevokeUnknownSerial(t *testing.T) {
+	e := newEnv(t)
+	iss := pkitest.Issue(t, e.store, "c", pki.RoleAgent, time.Hour)
+	if err := os.Remove(e.store.Path(pki.IssuedFile)); err != nil {
+		t.Fatal(err)
+	}
+	r := e.call(tools.NameRevoke, map[string]any{"serial": iss.Serial})
+	var out tools.RevokeOutput
+	e.wantOK(tools.NameRevoke, r, &out)
+	if out.Serial != iss.Serial || len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "not in the inventory") ||
+		!strings.Contains(r.text(), "Warning: ") {
+		t.Errorf("revoke of a serial the inventory lacks = %+v\n%s", out, r.text())
+	}
+	if revs, err := e.store.Revocations(); err != nil || len(revs) != 1 || revs[0].Serial != iss.Serial {
+		t.Errorf("store = %+v, %v", revs, err)
 	}
 }
 

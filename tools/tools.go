@@ -159,7 +159,7 @@ func newToolset(d Deps) (*toolset, error) {
 	}
 	clients := d.ClientsDir
 	if clients == "" {
-		clients = d.Store.Path("clients")
+		clients = d.Store.Path(pki.ClientsDir)
 	}
 	clients, err := filepath.Abs(clients)
 	if err != nil {

@@ -28,7 +28,7 @@ func usage(err error) error { return usageError{err} }
 var inputErrors = []error{
 	pki.ErrInvalidName, pki.ErrInvalidRole, pki.ErrInvalidDuration, pki.ErrInvalidHost,
 	pki.ErrInvalidCSR, pki.ErrInvalidSerial, pki.ErrCAExists, pki.ErrNoCA,
-	pki.ErrUnknownSerial, pki.ErrFileExists,
+	pki.ErrFileExists, pki.ErrInvalidOutDir, pki.ErrInvalidReason,
 	config.ErrMalformed, config.ErrUnknownKey, config.ErrVersion, config.ErrInvalid,
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -43,6 +46,8 @@ type cli struct {
 	stateDir string
 	config   string
 	work     string
+	// writeBundle, when set, replaces pki.WriteBundle.
+	writeBundle func(dir string, iss *pki.Issued, force bool) (pki.BundlePaths, error)
 }
 
 func newCLI(t *testing.T) *cli {
@@ -63,7 +68,7 @@ func (c *cli) run(args ...string) (string, string, int) {
 			return c.config
 		}
 		return ""
-	}}
+	}, writeBundle: c.writeBundle}
 	err := e.run(context.Background(), args)
 	if err != nil {
 		stderr.WriteString("nefia: " + errorLine(err) + "\n")
@@ -160,6 +165,16 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 	csrPath := filepath.Join(c.work, "bad.csr")
 	os.WriteFile(csrPath, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), 0o600)
 	_ = serial
+	emptyFile := filepath.Join(c.work, "empty.csr")
+	os.WriteFile(emptyFile, nil, 0o600)
+	blankFile := filepath.Join(c.work, "blank.csr")
+	os.WriteFile(blankFile, []byte(" \n\n"), 0o600)
+	aFile := filepath.Join(c.work, "a-file")
+	os.WriteFile(aFile, []byte("x"), 0o600)
+	stateLink := filepath.Join(c.work, "state-link")
+	if err := os.Symlink(c.stateDir, stateLink); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -176,17 +191,55 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 		{"name missing", []string{"mtls", "issue-client"}, 2, "name"},
 		{"duration 0", []string{"mtls", "issue-client", "--name", "a", "--duration", "0s"}, 2, "--duration"},
 		{"duration negative", []string{"mtls", "issue-client", "--name", "a", "--duration", "-1h"}, 2, "--duration"},
-		{"duration beyond CA", []string{"mtls", "issue-client", "--name", "a", "--duration", "4000d"}, 2, "CA expires"},
+		{"duration beyond CA", []string{"mtls", "issue-client", "--name", "a", "--duration", "4000d"}, 2, "client_max_duration"},
+		// Issue 10 item 8: inputs that used to be accepted silently.
+		{"duration 1ns", []string{"mtls", "issue-client", "--name", "a", "--duration", "1ns", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"duration 59s", []string{"mtls", "issue-client", "--name", "a", "--duration", "59s", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"duration above the maximum", []string{"mtls", "issue-client", "--name", "a", "--duration", "91d", "--out-dir", c.outDir()}, 2, "--duration"},
+		{"csr empty file", []string{"mtls", "issue-client", "--name", "a", "--csr", emptyFile, "--out-dir", c.outDir()}, 2, "--csr"},
+		{"csr blank file", []string{"mtls", "issue-client", "--name", "a", "--csr", blankFile, "--out-dir", c.outDir()}, 2, "--csr"},
+		{"csr empty name", []string{"mtls", "issue-client", "--name", "a", "--csr", "", "--out-dir", c.outDir()}, 2, "--csr"},
+		{"p12 password file without p12", []string{"mtls", "issue-client", "--name", "a", "--p12-password-file", aFile, "--out-dir", c.outDir()}, 2, "--p12-password-file"},
+		{"hosts 256.1.1.1", []string{"mtls", "init", "--force", "--hosts", "localhost,256.1.1.1"}, 2, "--hosts"},
+		{"hosts 1.2.3", []string{"mtls", "init", "--force", "--hosts", "1.2.3"}, 2, "--hosts"},
+		{"hosts hex IP", []string{"mtls", "init", "--force", "--hosts", "10.0.0.0x1"}, 2, "--hosts"},
+		{"hosts 0.0.0.0", []string{"mtls", "init", "--force", "--hosts", "localhost,0.0.0.0"}, 2, "--hosts"},
+		{"hosts ::", []string{"mtls", "init", "--force", "--hosts", "::"}, 2, "--hosts"},
+		{"hosts [::]", []string{"mtls", "init", "--force", "--hosts", "[::]"}, 2, "--hosts"},
+		{"hosts underscore", []string{"mtls", "init", "--force", "--hosts", "my_host"}, 2, "--hosts"},
+		{"hosts leading hyphen", []string{"mtls", "init", "--force", "--hosts", "-gw.example.com"}, 2, "--hosts"},
+		{"hosts wildcard TLD", []string{"mtls", "init", "--force", "--hosts", "*.com"}, 2, "--hosts"},
+		{"reason bidi override", []string{"mtls", "revoke", "--serial", serial, "--reason", "ok\u202egnp.exe"}, 2, "--reason"},
+		{"reason newline", []string{"mtls", "revoke", "--serial", serial, "--reason", "a\nb"}, 2, "--reason"},
+		{"reason zero-width", []string{"mtls", "revoke", "--serial", serial, "--reason", "a\u200bb"}, 2, "--reason"},
+		{"reason too long", []string{"mtls", "revoke", "--serial", serial, "--reason", strings.Repeat("r", 257)}, 2, "--reason"},
 		{"duration garbage", []string{"mtls", "issue-client", "--name", "a", "--duration", "soon"}, 2, "--duration"},
 		{"bad role", []string{"mtls", "issue-client", "--name", "a", "--role", "root"}, 2, "--role"},
 		{"bad CSR", []string{"mtls", "issue-client", "--name", "a", "--csr", csrPath}, 2, "--csr"},
 		{"missing CSR file", []string{"mtls", "issue-client", "--name", "a", "--csr", filepath.Join(c.work, "nope")}, 2, "--csr"},
 		{"existing key", []string{"mtls", "issue-client", "--name", "existing", "--out-dir", c.outDir()}, 2, "--force"},
-		{"unknown serial", []string{"mtls", "revoke", "--serial", "abcdef"}, 2, "--serial"},
 		{"malformed serial", []string{"mtls", "revoke", "--serial", "xyz"}, 2, "--serial"},
+		// Issue 10 item 7: a destination that cannot be written is refused
+		// before anything is issued.
+		{"out-dir empty", []string{"mtls", "issue-client", "--name", "a", "--out-dir", ""}, 2, "--out-dir"},
+		{"out-dir /proc/self", []string{"mtls", "issue-client", "--name", "a", "--out-dir", "/proc/self"}, 2, "--out-dir"},
+		{"out-dir a file", []string{"mtls", "issue-client", "--name", "a", "--out-dir", aFile}, 2, "--out-dir"},
+		{"out-dir below a file", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(aFile, "sub")}, 2, "--out-dir"},
+		{"out-dir bundle file is a directory", []string{"mtls", "issue-client", "--name", "dirname", "--out-dir", c.outDir(), "--force"}, 2, "--out-dir"},
+		// Issue 10 item 6: never into the state directory.
+		{"out-dir the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", c.stateDir, "--force"}, 2, "--out-dir"},
+		{"out-dir the state dir, name mtls_ca", []string{"mtls", "issue-client", "--name", "mtls_ca", "--out-dir", c.stateDir, "--force"}, 2, "--name"},
+		{"name mtls_server", []string{"mtls", "issue-client", "--name", "MTLS_server", "--out-dir", c.outDir()}, 2, "--name"},
+		{"out-dir inside the state dir", []string{"mtls", "issue-client", "--name", "audit", "--out-dir", filepath.Join(c.stateDir, "audit"), "--force"}, 2, "--out-dir"},
+		{"out-dir new dir inside the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(c.stateDir, "new")}, 2, "--out-dir"},
+		{"out-dir link to the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", stateLink, "--force"}, 2, "--out-dir"},
+		{"out-dir through a link into the state dir", []string{"mtls", "issue-client", "--name", "a", "--out-dir", filepath.Join(stateLink, "x", "..", "archive")}, 2, "--out-dir"},
 		{"unknown flag", []string{"mtls", "status", "--frobnicate"}, 2, "unknown flag"},
 		{"unknown command", []string{"mtls", "frob"}, 2, ""},
 		{"bad log level", []string{"--log-level", "loud", "mtls", "status"}, 2, "--log-level"},
+	}
+	if err := os.Mkdir(filepath.Join(c.outDir(), "dirname.crt"), 0o700); err != nil {
+		t.Fatal(err)
 	}
 	snapshot := func() map[string]string {
 		m := map[string]string{}
@@ -225,6 +278,144 @@ func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRevokeUnknownSerialCLI (issue 10 item 5): with mtls_issued.json
+// missing, `nefia mtls revoke` refused a live certificate ("unknown
+// serial", exit 2). It revokes it now and warns on stderr; a malformed
+// serial is still exit 2.
+func TestRevokeUnknownSerialCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	var issued struct{ Serial string }
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "live", "--out-dir", c.outDir(), "--json")), &issued); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(c.stateDir, pki.IssuedFile)); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := c.run("mtls", "revoke", "--serial", issued.Serial, "--json")
+	var rev struct {
+		Serial   string
+		Warnings []string
+	}
+	if err := json.Unmarshal([]byte(out), &rev); code != 0 || err != nil || rev.Serial != issued.Serial || len(rev.Warnings) != 1 {
+		t.Fatalf("revoke: exit %d, stdout %q (%v), stderr %q", code, out, err, stderr)
+	}
+	if !strings.Contains(stderr, "warning: ") || !strings.Contains(stderr, "not in the inventory") {
+		t.Errorf("stderr %q has no warning about the unknown serial", stderr)
+	}
+	store, _ := os.ReadFile(filepath.Join(c.stateDir, pki.RevokedFile))
+	if !strings.Contains(string(store), issued.Serial) {
+		t.Errorf("store does not hold %s:\n%s", issued.Serial, store)
+	}
+	if _, stderr, code := c.run("mtls", "revoke", "--serial", "not-hex"); code != 2 || !strings.Contains(stderr, "--serial") {
+		t.Errorf("malformed serial: exit %d, %q; want 2 naming --serial", code, stderr)
+	}
+}
+
+// TestRevokeAfterLosingTheStoreCLI (issue 10 item 4): after a revocation,
+// a deleted mtls_revoked.json made the next revoke write a store holding
+// only the new serial. It is refused now, naming the file, and the store
+// stays missing.
+func TestRevokeAfterLosingTheStoreCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	serials := make([]string, 2)
+	for i := range serials {
+		var v struct{ Serial string }
+		_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", fmt.Sprint("c", i), "--out-dir", c.outDir(), "--json")), &v)
+		serials[i] = v.Serial
+	}
+	c.mustRun("mtls", "revoke", "--serial", serials[0])
+	store := filepath.Join(c.stateDir, pki.RevokedFile)
+	if err := os.Remove(store); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := c.run("mtls", "revoke", "--serial", serials[1])
+	if code != 3 || !strings.Contains(stderr, pki.RevokedFile) || !strings.Contains(stderr, "restore it") {
+		t.Errorf("revoke with the store lost: exit %d, %q; want 3 naming %s", code, stderr, pki.RevokedFile)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("the refused revoke wrote %s (%v)", pki.RevokedFile, err)
+	}
+}
+
+// TestIssueClientIntoStateDirKeepsCAKey (issue 10 item 6): `issue-client
+// --name mtls_ca --out-dir <state dir> --force` overwrote the CA key.
+func TestIssueClientIntoStateDirKeepsCAKey(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	keyPath := filepath.Join(c.stateDir, pki.CAKeyFile)
+	before, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"mtls_ca", "mtls_server", "agent"} {
+		_, stderr, code := c.run("mtls", "issue-client", "--name", name, "--out-dir", c.stateDir, "--force")
+		if code != 2 {
+			t.Errorf("--name %s --out-dir <state dir>: exit %d (%s), want 2", name, code, stderr)
+		}
+	}
+	if after, _ := os.ReadFile(keyPath); !bytes.Equal(before, after) {
+		t.Fatal("the CA key changed")
+	}
+	// The clients subdirectory, where the tool writes, stays usable.
+	c.mustRun("mtls", "issue-client", "--name", "agent", "--out-dir", filepath.Join(c.stateDir, pki.ClientsDir))
+}
+
+// TestIssueClientWriteFailureRevokes (issue 10 item 7): a write failure
+// after issuance left an active certificate whose key nobody had. It is
+// revoked now, and the audit trail says so.
+func TestIssueClientWriteFailureRevokes(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	c.writeBundle = func(dir string, iss *pki.Issued, force bool) (pki.BundlePaths, error) {
+		return pki.BundlePaths{}, errors.New("disk on fire")
+	}
+	_, stderr, code := c.run("mtls", "issue-client", "--name", "doomed", "--out-dir", c.outDir())
+	if code == 0 || !strings.Contains(stderr, "disk on fire") || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("exit %d, stderr %q; want a failure saying the certificate was revoked", code, stderr)
+	}
+	c.writeBundle = nil
+	var list []pki.ListedCert
+	if err := json.Unmarshal([]byte(c.mustRun("mtls", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Name != "doomed" || list[0].State != pki.StateRevoked {
+		t.Fatalf("list = %+v, want doomed revoked", list)
+	}
+	trail, err := os.ReadFile(filepath.Join(c.stateDir, "audit", "audit.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(trail)), "\n")
+	last := lines[len(lines)-1]
+	for _, want := range []string{`"mtls.issue_client"`, list[0].Serial, `"revoked":true`, `"outcome":"error"`} {
+		if !strings.Contains(last, want) {
+			t.Errorf("last audit record lacks %s: %s", want, last)
+		}
+	}
+}
+
+// TestIssueClientMaxDurationCLI (issue 10 item 8): the CLI's upper bound
+// is mcp.mtls.client_max_duration, as the tool's is.
+func TestIssueClientMaxDurationCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	if err := config.Set(c.config, "mcp.mtls.client_max_duration", "168h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := c.run("mtls", "issue-client", "--name", "a", "--duration", "8d", "--out-dir", c.outDir()); code != 2 ||
+		!strings.Contains(stderr, "--duration") || !strings.Contains(stderr, "maximum of 7d") {
+		t.Errorf("8d over a 7d maximum: exit %d, %q", code, stderr)
+	}
+	c.mustRun("mtls", "issue-client", "--name", "a", "--duration", "7d", "--out-dir", c.outDir())
 }
 
 func TestCorruptStateAndConfig(t *testing.T) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -114,14 +115,40 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return usage(fmt.Errorf("--duration: %w", err))
 			}
+			cfg, err := config.Load(s.configPath)
+			if err != nil {
+				return err
+			}
+			if err := pki.CheckClientDuration(d, cfg.MCP.MTLS.ClientMaxDuration); err != nil {
+				return usage(fmt.Errorf("--duration: %w", err))
+			}
 			var csr []byte
-			if csrFile != "" {
+			if cmd.Flags().Changed("csr") {
+				if csrFile == "" {
+					return usage(errors.New("--csr: the file name is empty"))
+				}
 				if csr, err = readLimited(csrFile, pki.MaxCSRBytes); err != nil {
 					return usage(fmt.Errorf("--csr: %w", err))
 				}
+				// An empty CSR used to mean "no CSR": a key was generated
+				// on this host instead (issue 10 item 8).
+				if len(bytes.TrimSpace(csr)) == 0 {
+					return usage(fmt.Errorf("--csr: %s is empty", csrFile))
+				}
+			}
+			if !p12 && cmd.Flags().Changed("p12-password-file") {
+				return usage(errors.New("--p12-password-file is only used with --p12; add --p12 or drop it"))
+			}
+			// The destination is checked before anything is issued (issue
+			// 10 items 6 and 7): the same check the issue_client tool runs.
+			if err := pki.CheckOutDir(s.stateDir, outDir); err != nil {
+				return usage(fmt.Errorf("--out-dir: %w", err))
 			}
 			if err := pki.CheckBundle(outDir, name, force); err != nil {
 				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
+			}
+			if err := pki.CheckBundleFiles(outDir, name, p12); err != nil {
+				return usage(fmt.Errorf("--out-dir: %w", err))
 			}
 			var p12Password string
 			if p12 {
@@ -144,12 +171,16 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 					return nil, err
 				}
 				result := audit.ToMap(iss.IssuedCert)
-				if paths, err = pki.WriteBundle(outDir, iss, force); err != nil {
-					return result, fmt.Errorf("certificate %s issued and recorded, but writing it failed: %w", iss.Serial, err)
+				writeBundle := e.writeBundle
+				if writeBundle == nil {
+					writeBundle = pki.WriteBundle
+				}
+				if paths, err = writeBundle(outDir, iss, force); err != nil {
+					return revokeUnwritten(s.store, iss, result, "its files", err)
 				}
 				if p12 {
 					if paths.P12, err = pki.WriteP12(outDir, iss, p12Password, force); err != nil {
-						return result, fmt.Errorf("certificate %s issued and recorded, but writing its PKCS#12 bundle failed: %w", iss.Serial, err)
+						return revokeUnwritten(s.store, iss, result, "its PKCS#12 bundle", err)
 					}
 				}
 				return result, nil
@@ -196,6 +227,19 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
+}
+
+// revokeUnwritten revokes a certificate whose files could not be written
+// (issue 10 item 7): nobody holds its key, so it must not stay active. The
+// audit result says what happened; the error tells the operator.
+func revokeUnwritten(store *pki.Store, iss *pki.Issued, result map[string]any, what string, writeErr error) (map[string]any, error) {
+	if _, err := store.Revoke(iss.Serial, "its files could not be written"); err != nil {
+		result["revoke_error"] = err.Error()
+		return result, fmt.Errorf("certificate %s was issued, but writing %s failed (%w), and revoking it failed too (%v); revoke it with 'nefia mtls revoke --serial %s'",
+			iss.Serial, what, writeErr, err, iss.Serial)
+	}
+	result["revoked"] = true
+	return result, fmt.Errorf("certificate %s was issued, but writing %s failed, so it was revoked: %w", iss.Serial, what, writeErr)
 }
 
 func newStatusCmd(e *env, g *globals) *cobra.Command {
@@ -263,7 +307,9 @@ func newRevokeCmd(e *env, g *globals) *cobra.Command {
 		Use:   "revoke",
 		Short: "Revoke a client certificate by serial",
 		Long: `Revoke a client certificate by serial. New handshakes with it fail at once,
-and a running gateway closes its live sessions. Revoking twice is harmless.`,
+and a running gateway closes its live sessions. Revoking twice is harmless.
+Any well-formed serial is revoked, even one the inventory does not know
+(a warning on stderr says so).`,
 		Example: `  nefia mtls revoke --serial 3f9a0c... --reason "laptop lost"
   nefia mtls list   # to find serials`,
 		Args: cobra.NoArgs,
@@ -272,38 +318,55 @@ and a running gateway closes its live sessions. Revoking twice is harmless.`,
 			if err != nil {
 				return err
 			}
-			var rev pki.Revocation
+			// Checked before the audit record, as bad input changes nothing.
+			if err := pki.ValidateReason(strings.TrimSpace(reason)); err != nil {
+				return usage(fmt.Errorf("--reason: %w", err))
+			}
+			var res pki.RevokeResult
 			var already bool
 			err = s.audited(audit.EventRevoke, map[string]any{"serial": serial, "reason": reason}, func() (map[string]any, error) {
 				var err error
-				rev, err = s.store.Revoke(serial, reason)
+				res, err = s.store.RevokeReport(serial, reason)
 				if already = errors.Is(err, pki.ErrAlreadyRevoked); already {
 					err = nil // idempotent: the serial is revoked, as asked
 				}
-				m := audit.ToMap(rev)
+				m := audit.ToMap(res.Revocation)
 				if m != nil {
 					m["already_revoked"] = already
+					if len(res.Warnings) > 0 {
+						m["warnings"] = res.Warnings
+					}
 				}
 				return m, err
 			})
 			switch {
-			case errors.Is(err, pki.ErrInvalidSerial), errors.Is(err, pki.ErrUnknownSerial):
+			case errors.Is(err, pki.ErrInvalidSerial):
 				return usage(fmt.Errorf("--serial: %w", err))
 			case err != nil && !already:
 				return err
+			}
+			rev := res.Revocation
+			// Warnings go to stderr, where they cannot break --json output.
+			for _, w := range res.Warnings {
+				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
 			}
 			s.log.Debug("certificate revoked", "serial", rev.Serial, "name", rev.Name, "already_revoked", already)
 			if asJSON {
 				return writeJSON(e.stdout, struct {
 					pki.Revocation
-					AlreadyRevoked bool `json:"already_revoked"`
-				}{rev, already})
+					AlreadyRevoked bool     `json:"already_revoked"`
+					Warnings       []string `json:"warnings,omitempty"`
+				}{rev, already, res.Warnings})
+			}
+			name := rev.Name
+			if name == "" {
+				name = "name unknown"
 			}
 			if already {
-				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
 				return nil
 			}
-			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, rev.Name, rev.RevokedAt.Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
 			return nil
 		},
 	}

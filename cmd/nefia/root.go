@@ -22,6 +22,9 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	clock          pki.Clock
+	// writeBundle writes a client bundle; nil means pki.WriteBundle. Tests
+	// make it fail to prove a failed write revokes what was issued.
+	writeBundle func(dir string, iss *pki.Issued, force bool) (pki.BundlePaths, error)
 }
 
 // globals are the persistent flags, resolved once per invocation.
