@@ -204,10 +204,14 @@ func (p *Policy) Decide(agent identity.Agent, tool string) Decision {
 		}
 	}
 	who := fmt.Sprintf("name %q with role %s", agent.Name, agent.Role)
+	of := p.source
+	if of == SourceDefault {
+		of = "the built-in default policy"
+	}
 	if !matched {
-		d.Reason = fmt.Sprintf("no rule of %s matches %s", p.source, who)
+		d.Reason = fmt.Sprintf("no rule of %s matches %s", of, who)
 	} else {
-		d.Reason = fmt.Sprintf("no rule of %s matching %s allows %s", p.source, who, tool)
+		d.Reason = fmt.Sprintf("no rule of %s matching %s allows %s", of, who, tool)
 	}
 	return d
 }

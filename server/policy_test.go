@@ -220,7 +220,7 @@ func TestPolicyDecisionAuditedOverHTTP(t *testing.T) {
 		t.Fatal("agent called init over HTTP")
 	}
 	r := lastCall(t, gw, "nefia.mtls.init")
-	if r.Outcome != audit.OutcomeDenied || r.Transport != "mtls-http" || !strings.HasPrefix(r.Decision, "denied: no rule of default") {
+	if r.Outcome != audit.OutcomeDenied || r.Transport != "mtls-http" || !strings.HasPrefix(r.Decision, "denied: no rule of the built-in default policy matching") {
 		t.Errorf("HTTP denial audited as outcome %q transport %q decision %q", r.Outcome, r.Transport, r.Decision)
 	}
 	servertest.CallOK(t, c, "nefia.mtls.status", nil)
