@@ -56,7 +56,7 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 		// records every call, so its lines are only wanted when debugging.
 		mcpserver.WithLogger(slog.New(debugOnly{log.Handler()})),
 		mcpserver.WithInstructions("nefia manages the mutual-TLS certificates that admit agents to this gateway. "+
-			"tools/list shows the tools your certificate may call; operators may init the CA, issue and revoke client certificates."),
+			"tools/list shows the tools this gateway's policy lets you call."),
 	)
 	all = append(all, opts...)
 	srv = mcpserver.NewMCPServer("nefia", Version, all...)
