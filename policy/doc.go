@@ -32,7 +32,9 @@
 // the tickets upstream; "*" matches every tool. '/' is the one character *
 // does not cross; MCP tool names and certificate names never contain it.
 // A pattern path.Match calls malformed ("[a", a trailing \) is rejected
-// when the policy is built, never silently matching nothing.
+// when the policy is built, never silently matching nothing. In YAML, quote
+// a pattern that starts with * ("*", "*.read"): unquoted, YAML reads it as
+// an alias.
 //
 // # Failing closed
 //
