@@ -43,7 +43,9 @@ type Agent struct {
 }
 
 // Record is one line of the trail. Append fills in ID, Time, PrevHash and
-// Hash; callers fill in the rest.
+// Hash; callers fill in the rest. Decision is the authorization decision a
+// tool call was subjected to, in one line: the rule that allowed it or why it
+// was denied, recorded as enforced, never recomputed.
 type Record struct {
 	ID         string         `json:"id"`
 	Time       time.Time      `json:"time"`
@@ -59,6 +61,7 @@ type Record struct {
 	Reason     string         `json:"reason,omitempty"`
 	Error      string         `json:"error,omitempty"`
 	DurationMS float64        `json:"duration_ms,omitempty"`
+	Decision   string         `json:"decision,omitempty"` // authorization enforced on a tool call (policy.Decision.String)
 	PrevHash   string         `json:"prev_hash"`
 	Hash       string         `json:"hash,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path"
 	"reflect"
 	"strconv"
 	"strings"
@@ -45,6 +46,27 @@ type MCP struct {
 	// writes bundles (its out_dir must lie inside); empty means
 	// <state dir>/clients. The CLI's --out-dir is not limited by it.
 	ClientsDir string `yaml:"clients_dir"`
+	// Policy is the authorization policy (package policy): which tools each
+	// caller may list and call, by role and certificate name. Absent or
+	// empty means the built-in default (operators everything, agents
+	// nefia.mtls.status); a non-empty list replaces it entirely.
+	Policy []PolicyRule `yaml:"policy"`
+}
+
+// PolicyRule is one entry of mcp.policy: the callers it matches may use the
+// tools its Allow globs match.
+type PolicyRule struct {
+	Match PolicyMatch `yaml:"match"`
+	Allow []string    `yaml:"allow"`
+}
+
+// PolicyMatch selects callers; every field given must match, and at least
+// one must be given.
+type PolicyMatch struct {
+	// Role is agent or operator, compared exactly with the certificate's.
+	Role string `yaml:"role"`
+	// Name is a path.Match glob over the certificate name (CN).
+	Name string `yaml:"name"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -158,6 +180,7 @@ func (c Config) Validate() error {
 		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
 		checkRange("audit.max_files", c.Audit.MaxFiles, 0, 1<<20),
 	)
+	errs = append(errs, checkPolicy("mcp.policy", c.MCP.Policy)...)
 	return errors.Join(errs...)
 }
 
@@ -216,6 +239,38 @@ func checkOrigins(key string, origins []string) error {
 		}
 	}
 	return nil
+}
+
+// checkPolicy reports every problem of every rule, so that a policy that
+// loads is one policy.New accepts: a malformed glob fails here, at load
+// time, instead of silently matching nothing. The role names are
+// pki.RoleAgent and pki.RoleOperator, spelled out because config imports
+// no other nefia package.
+func checkPolicy(key string, rules []PolicyRule) []error {
+	var errs []error
+	for i, r := range rules {
+		at := fmt.Sprintf("%s[%d]", key, i)
+		if r.Match.Role == "" && r.Match.Name == "" {
+			errs = append(errs, invalid(at+".match", "needs role or name (or both); to match every caller of a role say role: agent or role: operator"))
+		}
+		if r.Match.Role != "" && r.Match.Role != "agent" && r.Match.Role != "operator" {
+			errs = append(errs, invalid(at+".match.role", "must be agent or operator, got %q", r.Match.Role))
+		}
+		if r.Match.Name != "" {
+			if _, err := path.Match(r.Match.Name, ""); err != nil {
+				errs = append(errs, invalid(at+".match.name", "%q is not a valid glob (path.Match syntax)", r.Match.Name))
+			}
+		}
+		if len(r.Allow) == 0 {
+			errs = append(errs, invalid(at+".allow", "needs at least one tool name or glob"))
+		}
+		for j, p := range r.Allow {
+			if _, err := path.Match(p, ""); p == "" || err != nil {
+				errs = append(errs, invalid(fmt.Sprintf("%s.allow[%d]", at, j), "%q is not a valid tool name or glob (path.Match syntax)", p))
+			}
+		}
+	}
+	return errs
 }
 
 // checkPath rejects NUL because no OS accepts it in a path, and a path that

@@ -81,6 +81,22 @@ func TestValidate(t *testing.T) {
 		{name: "NUL in ca_cert_file", modify: func(c *Config) { c.MCP.MTLS.CACertFile = "a\x00b" }, want: []string{"mcp.mtls.ca_cert_file: must not contain a NUL byte"}, is: ErrInvalid},
 		{name: "NUL in cert_file", modify: func(c *Config) { c.MCP.MTLS.CertFile = "\x00" }, want: []string{"mcp.mtls.cert_file:"}, is: ErrInvalid},
 		{name: "NUL in key_file", modify: func(c *Config) { c.MCP.MTLS.KeyFile = "\x00" }, want: []string{"mcp.mtls.key_file:"}, is: ErrInvalid},
+		{name: "policy", modify: func(c *Config) { c.MCP.Policy = examplePolicy() }},
+		{name: "policy rule without match", modify: func(c *Config) {
+			c.MCP.Policy = []PolicyRule{{Allow: []string{"*"}}}
+		}, want: []string{"mcp.policy[0].match: needs role or name"}, is: ErrInvalid},
+		{name: "policy unknown role", modify: func(c *Config) {
+			c.MCP.Policy = []PolicyRule{{Match: PolicyMatch{Role: "admin"}, Allow: []string{"*"}}}
+		}, want: []string{`mcp.policy[0].match.role: must be agent or operator, got "admin"`}, is: ErrInvalid},
+		{name: "policy malformed name glob", modify: func(c *Config) {
+			c.MCP.Policy = []PolicyRule{{Match: PolicyMatch{Name: "ci-["}, Allow: []string{"*"}}}
+		}, want: []string{`mcp.policy[0].match.name: "ci-[" is not a valid glob`}, is: ErrInvalid},
+		{name: "policy without allow", modify: func(c *Config) {
+			c.MCP.Policy = []PolicyRule{{Match: PolicyMatch{Role: "agent"}}}
+		}, want: []string{"mcp.policy[0].allow: needs at least one"}, is: ErrInvalid},
+		{name: "policy malformed and empty allow globs", modify: func(c *Config) {
+			c.MCP.Policy = append(examplePolicy(), PolicyRule{Match: PolicyMatch{Role: "agent"}, Allow: []string{"ok", "fs.[read", ""}})
+		}, want: []string{`mcp.policy[3].allow[1]: "fs.[read" is not a valid`, `mcp.policy[3].allow[2]: "" is not a valid`}, is: ErrInvalid},
 		{
 			name: "all problems reported",
 			modify: func(c *Config) {
@@ -138,7 +154,19 @@ func TestFieldsHaveYAMLTags(t *testing.T) {
 			if f.Type.Kind() == reflect.Struct {
 				walk(f.Type)
 			}
+			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+				walk(f.Type.Elem())
+			}
 		}
 	}
 	walk(reflect.TypeFor[Config]())
+}
+
+// examplePolicy is the mcp.policy of the policy package's documentation.
+func examplePolicy() []PolicyRule {
+	return []PolicyRule{
+		{Match: PolicyMatch{Role: "agent"}, Allow: []string{"nefia.mtls.status", "fs.read_*", "fs.list_*"}},
+		{Match: PolicyMatch{Name: "ci-*"}, Allow: []string{"tickets.*"}},
+		{Match: PolicyMatch{Role: "operator"}, Allow: []string{"*"}},
+	}
 }

@@ -168,11 +168,30 @@ func unknownKeys(path string, m *ast.MappingNode, t reflect.Type, prefix string)
 			errs = append(errs, fmt.Errorf("config: %s:%d: %w %q", path, mv.Key.GetToken().Position.Line, ErrUnknownKey, key))
 			continue
 		}
-		if child, ok := mv.Value.(*ast.MappingNode); ok && f.Type.Kind() == reflect.Struct {
-			errs = append(errs, unknownKeys(path, child, f.Type, key+".")...)
-		}
+		errs = append(errs, unknownKeysIn(path, mv.Value, f.Type, key)...)
 	}
 	return errs
+}
+
+// unknownKeysIn checks the value of key: a mapping for a struct, or a
+// sequence of mappings for a slice of structs (mcp.policy), whose elements
+// are named key[i] so that "mcp.policy[1].match.nmae" says which rule.
+func unknownKeysIn(path string, n ast.Node, t reflect.Type, key string) []error {
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		if t.Kind() == reflect.Struct {
+			return unknownKeys(path, v, t, key+".")
+		}
+	case *ast.SequenceNode:
+		if t.Kind() == reflect.Slice {
+			var errs []error
+			for i, el := range v.Values {
+				errs = append(errs, unknownKeysIn(path, el, t.Elem(), fmt.Sprintf("%s[%d]", key, i))...)
+			}
+			return errs
+		}
+	}
+	return nil
 }
 
 // find returns the entry for key in m, or nil.

@@ -30,6 +30,26 @@ mcp:
     max_connections: 200
 `
 
+const policyFile = `version: 1
+mcp:
+  policy:
+    - match: {role: agent}
+      allow: [nefia.mtls.status, "fs.read_*", "fs.list_*"]
+    # CI certificates also use the tickets upstream.
+    - match:
+        name: "ci-*"
+      allow:
+        - "tickets.*"
+    - match: {role: operator}
+      allow: ["*"]
+`
+
+func withPolicy(rules []PolicyRule) Config {
+	c := Default()
+	c.MCP.Policy = rules
+	return c
+}
+
 func TestLoad(t *testing.T) {
 	partial := Default()
 	partial.MCP.MTLS.Enabled = true
@@ -58,6 +78,9 @@ func TestLoad(t *testing.T) {
 		{name: "version only", content: "version: 1\n", want: Default()},
 		{name: "partial keeps defaults", content: "version: 1\nmcp:\n  mtls:\n    enabled: true\n", want: partial},
 		{name: "null section", content: "version: 1\nmcp:\n", want: Default()},
+		{name: "policy", content: policyFile, want: withPolicy(examplePolicy())},
+		{name: "empty policy", content: "version: 1\nmcp:\n  policy: []\n", want: withPolicy([]PolicyRule{})},
+		{name: "null policy", content: "version: 1\nmcp:\n  policy:\n", want: Default()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +123,10 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{name: "unknown section", content: "version: 1\nmcpp:\n  mtls: {}\n", is: ErrUnknownKey, want: `:2: unknown key "mcpp"`},
 		{name: "unknown key in flow mapping", content: "version: 1\nmcp: {mtls: {x: 1}}\n", is: ErrUnknownKey, want: `unknown key "mcp.mtls.x"`},
+		{name: "unknown key in policy match", content: policyFile + "    - match: {nmae: x}\n      allow: [a]\n", is: ErrUnknownKey, want: `:13: unknown key "mcp.policy[3].match.nmae"`},
+		{name: "unknown key in policy rule", content: "version: 1\nmcp:\n  policy:\n    - match:\n        role: agent\n      alow: [a]\n", is: ErrUnknownKey, want: `:6: unknown key "mcp.policy[0].alow"`},
+		{name: "malformed policy glob", content: "version: 1\nmcp:\n  policy:\n    - match: {role: agent}\n      allow: [\"fs.[\"]\n", is: ErrInvalid, want: `mcp.policy[0].allow[0]: "fs.[" is not a valid`},
+		{name: "policy is a mapping", content: "version: 1\nmcp:\n  policy: {role: agent}\n", is: ErrMalformed, want: ":3:"},
 		{name: "unclosed flow", content: "version: 1\nmcp: [\n", is: ErrMalformed, want: ":2:"},
 		{name: "bad indentation", content: "version: 1\n mcp: 1\n", is: ErrMalformed, want: ": malformed YAML: "},
 		{name: "duplicate key", content: "version: 1\nversion: 1\n", is: ErrMalformed, want: ":2:1: malformed YAML: "},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/tools"
 )
 
@@ -48,9 +49,11 @@ func (a *auditor) install(h *mcpserver.Hooks) {
 		outcome, errText := audit.OutcomeOK, ""
 		if res, ok := result.(*mcp.CallToolResult); ok && res.IsError {
 			outcome, errText = audit.OutcomeError, resultText(res)
-			if agent, known := identity.FromContext(ctx); !known || !tools.Allowed(agent.Role, req.Params.Name) {
-				outcome = audit.OutcomeDenied
-			}
+		}
+		// The decision authorize enforced, not a new one: the policy may
+		// have been swapped since.
+		if d, ok := a.decision(ctx, req.Params.Name); ok && !d.Allowed {
+			outcome = audit.OutcomeDenied
 		}
 		a.toolCall(ctx, req, outcome, errText)
 	})
@@ -72,6 +75,9 @@ func (a *auditor) toolCall(ctx context.Context, req *mcp.CallToolRequest, outcom
 	r.Args = audit.Redact(req.GetArguments())
 	r.Outcome = outcome
 	r.Error = errText
+	if d, ok := a.decision(ctx, r.Tool); ok {
+		r.Decision = d.String()
+	}
 	if start, ok := a.starts.LoadAndDelete(req); ok {
 		r.DurationMS = float64(time.Since(start.(time.Time)).Microseconds()) / 1000
 	}
@@ -81,6 +87,20 @@ func (a *auditor) toolCall(ctx context.Context, req *mcp.CallToolRequest, outcom
 	if err := a.trail.Append(r, false); err != nil {
 		a.log.Error("tool call not audited", "tool", r.Tool, "error", err)
 	}
+}
+
+// decision returns the authorization decision recorded for the call of
+// tool in ctx's request; ok is false for a call that never reached
+// authorization (unknown tool, invalid arguments). A decision for another
+// tool means a transport shared one decision slot between requests: it is
+// ignored, and said, rather than recorded against the wrong call.
+func (a *auditor) decision(ctx context.Context, tool string) (policy.Decision, bool) {
+	d, ok := policy.DecisionFromContext(ctx)
+	if ok && d.Tool != tool {
+		a.log.Error("authorization decision is for another call; a transport shares decision slots", "tool", tool, "decided", d.Tool)
+		return policy.Decision{}, false
+	}
+	return d, ok
 }
 
 // guard refuses a state-changing tool call whose starting record cannot be
@@ -95,6 +115,9 @@ func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
 			r := baseRecord(ctx, event)
 			r.Tool = req.Params.Name
 			r.Args = audit.Redact(req.GetArguments())
+			if d, ok := a.decision(ctx, r.Tool); ok {
+				r.Decision = d.String()
+			}
 			end, err := a.trail.Begin(r)
 			if err != nil {
 				a.log.Error("state-changing call refused: audit trail unavailable", "tool", r.Tool, "error", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/tools"
 )
 
@@ -61,6 +62,9 @@ type GatewayOptions struct {
 	// Audit receives every tool call and connection event. Nil turns the
 	// audit trail off (benchmarks and tests only).
 	Audit *audit.Logger
+	// Policy decides which tools each caller may list and call (mcp.policy);
+	// nil is policy.Default(). Gateway.SetPolicy swaps it while serving.
+	Policy *policy.Policy
 
 	// MaxConnections caps established sessions: connections whose
 	// handshake succeeded (mcp.mtls.max_connections). One more is refused at
@@ -103,6 +107,7 @@ type Gateway struct {
 	certs *reloader[tls.Certificate]
 	ca    *reloader[*x509.CertPool]
 	audit *auditor // nil: no audit trail
+	authz *Authorizer
 	// verified remembers chains already verified against the current CA,
 	// so reconnections and resumptions skip the signature check.
 	verified verifiedChains
@@ -207,7 +212,8 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.Audit != nil {
 		g.audit = newAuditor(opts.Audit, opts.Logger)
 	}
-	if g.mcp, err = NewMCPServer(deps, opts.Logger, opts.Audit); err != nil {
+	g.authz = NewAuthorizer(opts.Policy)
+	if g.mcp, err = NewMCPServerWithPolicy(deps, g.authz, opts.Logger, opts.Audit); err != nil {
 		return nil, err
 	}
 	g.http, err = NewHTTPTransport(g.mcp, HTTPOptions{

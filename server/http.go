@@ -19,6 +19,7 @@ import (
 
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/policy"
 )
 
 // HTTP transport defaults.
@@ -413,7 +414,8 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.ContentLength = int64(len(body))
 	}
 
-	r = r.WithContext(identity.WithAgent(r.Context(), agent))
+	// A POST carries one message: its own authorization decision slot.
+	r = r.WithContext(policy.WithSlot(identity.WithAgent(r.Context(), agent)))
 	if sid == "" && r.Method == http.MethodPost {
 		// Only an initialize response carries a new session id: bind it to
 		// this certificate before a byte of it reaches the client, so there is

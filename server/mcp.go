@@ -2,50 +2,48 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"strings"
 
-	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/audit"
-	"github.com/nefia/nefia/identity"
-	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/tools"
 )
 
 // Version is reported to MCP clients in serverInfo.
 const Version = "0.1.0"
 
-// NewMCPServer builds the MCP server with nefia's tools and its authorization
-// policy (tools.Allowed): tools/list shows each caller only the tools its
-// role may call, and a call outside its role returns a tool error saying why.
-// The caller's identity must be in each request's context (identity.WithAgent);
-// a request without one has no authority. With a trail, every tool call is
-// audited and state-changing tools are refused when it cannot be written;
-// a nil trail turns auditing off (benchmarks and tests only).
+// NewMCPServer builds the MCP server with nefia's tools and the built-in
+// authorization policy (policy.Default); see NewMCPServerWithPolicy.
 func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
+	return NewMCPServerWithPolicy(d, nil, log, trail, opts...)
+}
+
+// NewMCPServerWithPolicy builds the MCP server with nefia's tools and the
+// policy authz holds (nil: a fixed policy.Default): tools/list shows each
+// caller only the tools the policy allows it, and a call it denies returns a
+// tool error saying why and what the caller may call instead. The caller's
+// identity must be in each request's context (identity.WithAgent); a
+// request without one has no authority. Transports give each message its
+// own decision slot (policy.WithSlot) so the audit trail records the
+// decision that was enforced. With a trail, every tool call is audited and
+// state-changing tools are refused when it cannot be written; a nil trail
+// turns auditing off (benchmarks and tests only).
+func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, trail *audit.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if authz == nil {
+		authz = NewAuthorizer(nil)
+	}
+	var srv *mcpserver.MCPServer // set below, before any request can arrive
 	hooks := &mcpserver.Hooks{}
-	hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, result *mcp.ListToolsResult) {
-		role := callerRole(ctx)
-		visible := result.Tools[:0:0]
-		for _, t := range result.Tools {
-			if tools.Allowed(role, t.Name) {
-				visible = append(visible, t)
-			}
-		}
-		result.Tools = visible
-	})
 	all := []mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithHooks(hooks),
 		// Outermost first: a denied call never reaches the audit guard, so
 		// it leaves a tool_call record (outcome denied) but no state event.
-		mcpserver.WithToolHandlerMiddleware(authorize(log)),
+		authz.install(hooks, log, toolNames(func() *mcpserver.MCPServer { return srv })),
 	}
 	if trail != nil {
 		a := newAuditor(trail, log)
@@ -58,49 +56,14 @@ func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...m
 		// records every call, so its lines are only wanted when debugging.
 		mcpserver.WithLogger(slog.New(debugOnly{log.Handler()})),
 		mcpserver.WithInstructions("nefia manages the mutual-TLS certificates that admit agents to this gateway. "+
-			"Agents may read nefia.mtls.status; operators may also init the CA, issue and revoke client certificates."),
+			"tools/list shows the tools this gateway's policy lets you call."),
 	)
 	all = append(all, opts...)
-	srv := mcpserver.NewMCPServer("nefia", Version, all...)
+	srv = mcpserver.NewMCPServer("nefia", Version, all...)
 	if err := tools.Register(srv, d); err != nil {
 		return nil, err
 	}
 	return srv, nil
-}
-
-// authorize refuses a tool call the caller's role does not allow, as a tool
-// error the model can read, before the tool runs.
-func authorize(log *slog.Logger) mcpserver.ToolHandlerMiddleware {
-	return func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
-		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			agent, ok := identity.FromContext(ctx)
-			if !ok || !tools.Allowed(agent.Role, req.Params.Name) {
-				log.Warn("tool call denied", "tool", req.Params.Name, "name", agent.Name, "serial", agent.Serial, "role", agent.Role)
-				return mcp.NewToolResultError(denial(agent, ok, req.Params.Name)), nil
-			}
-			return next(ctx, req)
-		}
-	}
-}
-
-func denial(agent identity.Agent, known bool, tool string) string {
-	if !known {
-		return fmt.Sprintf("permission denied: %s needs an authenticated caller", tool)
-	}
-	var allowed []string
-	for _, name := range tools.Names() {
-		if tools.Allowed(agent.Role, name) {
-			allowed = append(allowed, name)
-		}
-	}
-	return fmt.Sprintf("permission denied: role %q may not call %s (allowed: %s); ask an operator", agent.Role, tool, strings.Join(allowed, ", "))
-}
-
-func callerRole(ctx context.Context) pki.Role {
-	if a, ok := identity.FromContext(ctx); ok {
-		return a.Role
-	}
-	return ""
 }
 
 // debugOnly passes a handler's records through only at debug level.

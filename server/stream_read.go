@@ -10,6 +10,8 @@ import (
 	"io"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/policy"
 )
 
 // errLineTooLong is returned by lineReader.next for a line over the cap.
@@ -302,7 +304,9 @@ func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg []by
 			}
 		}
 	}()
-	resp := s.srv.HandleMessage(ctx, msg)
+	// One decision slot per message: the audit hooks read the
+	// authorization decision of this request, never another's.
+	resp := s.srv.HandleMessage(policy.WithSlot(ctx), msg)
 	if resp == nil {
 		return nil
 	}

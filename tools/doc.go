@@ -4,9 +4,10 @@
 // reports the CLI and the tools share, so both say the same thing.
 //
 // Register adds nefia.mtls.init, nefia.mtls.issue_client, nefia.mtls.status
-// and nefia.mtls.revoke to an mcp-go server; Allowed is the authorization
-// policy the server applies to every call and to tools/list. The tools keep
-// these invariants whatever the caller sends:
+// and nefia.mtls.revoke to an mcp-go server; which callers may list and
+// call them is the server's authorization policy (package policy), not the
+// tools' business. The tools keep these invariants whatever the caller sends
+// and whatever the policy allows:
 //
 //   - A result never contains a private key. issue_client writes a generated
 //     key to the gateway host and returns its path, or signs a CSR so the

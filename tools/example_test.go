@@ -11,25 +11,9 @@ import (
 	"github.com/nefia/nefia/tools"
 )
 
-// The policy the server applies to every call and to tools/list.
-func ExampleAllowed() {
-	for _, role := range []pki.Role{pki.RoleOperator, pki.RoleAgent, "unknown"} {
-		var allowed []string
-		for _, name := range tools.Names() {
-			if tools.Allowed(role, name) {
-				allowed = append(allowed, name)
-			}
-		}
-		fmt.Printf("%s: %v\n", role, allowed)
-	}
-	// Output:
-	// operator: [nefia.mtls.init nefia.mtls.issue_client nefia.mtls.status nefia.mtls.revoke]
-	// agent: [nefia.mtls.status]
-	// unknown: []
-}
-
 // Register adds the tools to an mcp-go server; the server's own middleware
-// attaches the caller's identity and enforces Allowed.
+// attaches the caller's identity and enforces the authorization policy
+// (package policy).
 func ExampleRegister() {
 	state, err := os.MkdirTemp("", "nefia-example")
 	if err != nil {

@@ -94,9 +94,10 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	if err != nil {
 		return refuse(`argument "role": %s`, ts.redact(err)), nil
 	}
-	// Role.Allows, not Allowed: Allowed says which tools a role may call
-	// (the server checks it); this says which certificates it may hand out.
-	// A caller whose role is not a valid one allows nothing.
+	// Role.Allows, not the policy: the policy says which tools a caller may
+	// call (the server checks it, and an operator may grant an agent this
+	// tool); this says which certificates it may hand out, whatever the
+	// policy says. A caller whose role is not a valid one allows nothing.
 	if !caller.Role.Allows(r) {
 		ts.log.Warn("issuance above caller's authority refused", logKeyTool, NameIssueClient,
 			logKeyCaller, caller.Name, logKeyRole, caller.Role, "requested_role", r)

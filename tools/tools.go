@@ -15,7 +15,8 @@ import (
 )
 
 // Tool names. They are part of the protocol surface: clients, the
-// authorization policy and the audit trail refer to tools by these names.
+// authorization policy (package policy, mcp.policy in nefia.yaml) and the
+// audit trail refer to tools by these names.
 const (
 	NameInit        = "nefia.mtls.init"
 	NameIssueClient = "nefia.mtls.issue_client"
@@ -67,29 +68,8 @@ type SessionManager interface {
 // names lists the tools in the order Register adds them.
 var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke}
 
-// agentTools are the tools an agent certificate may call: read-only ones
-// only. It is an explicit allow-list rather than a reading of the
-// readOnlyHint annotations, so that a mislabelled new tool is denied to
-// agents instead of silently granted.
-var agentTools = map[string]bool{NameStatus: true}
-
 // Names returns the names of the tools Register adds, in a fresh slice.
 func Names() []string { return slices.Clone(names) }
-
-// Allowed is nefia's authorization policy: whether a caller holding role may
-// call tool. An operator may call every tool; an agent only the read-only
-// ones listed in agentTools; any other role, including the empty one of a
-// caller without identity, nothing. The server enforces it on every call and
-// uses it to filter tools/list.
-func Allowed(role pki.Role, tool string) bool {
-	switch role {
-	case pki.RoleOperator:
-		return true
-	case pki.RoleAgent:
-		return agentTools[tool]
-	}
-	return false
-}
 
 // stateEvents names the audit event of each tool that changes state. The
 // server writes that event durably before such a tool runs (no audit, no

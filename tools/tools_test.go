@@ -10,40 +10,10 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
-	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
+	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/tools"
 )
-
-func TestAllowed(t *testing.T) {
-	tests := []struct {
-		name string
-		role pki.Role
-		tool string
-		want bool
-	}{
-		{"operator init", pki.RoleOperator, tools.NameInit, true},
-		{"operator issue", pki.RoleOperator, tools.NameIssueClient, true},
-		{"operator status", pki.RoleOperator, tools.NameStatus, true},
-		{"operator revoke", pki.RoleOperator, tools.NameRevoke, true},
-		{"agent init", pki.RoleAgent, tools.NameInit, false},
-		{"agent issue", pki.RoleAgent, tools.NameIssueClient, false},
-		{"agent status", pki.RoleAgent, tools.NameStatus, true},
-		{"agent revoke", pki.RoleAgent, tools.NameRevoke, false},
-		{"agent unknown tool", pki.RoleAgent, "nefia.other", false},
-		{"no role status", "", tools.NameStatus, false},
-		{"unknown role status", "admin", tools.NameStatus, false},
-		{"unknown role init", "admin", tools.NameInit, false},
-		{"role case matters", "Operator", tools.NameInit, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tools.Allowed(tt.role, tt.tool); got != tt.want {
-				t.Errorf("Allowed(%q, %q) = %v, want %v", tt.role, tt.tool, got, tt.want)
-			}
-		})
-	}
-}
 
 func TestNames(t *testing.T) {
 	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke"}
@@ -159,4 +129,28 @@ func deref(b *bool) any {
 		return "unset"
 	}
 	return *b
+}
+
+// TestDefaultAgentToolsAreReadOnly: the built-in policy grants agents only
+// tools that exist and say they change nothing, so a renamed or new
+// state-changing tool cannot slip into the agents' default.
+func TestDefaultAgentToolsAreReadOnly(t *testing.T) {
+	store := pkitest.NewStore(t)
+	srv := server.NewMCPServer("t", "0")
+	if err := tools.Register(srv, tools.Deps{Store: store, ConfigPath: filepath.Join(t.TempDir(), "nefia.yaml")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range policy.DefaultAgentTools {
+		st := srv.GetTool(name)
+		if st == nil {
+			t.Errorf("default agent tool %s is not registered", name)
+			continue
+		}
+		if ro := st.Tool.Annotations.ReadOnlyHint; ro == nil || !*ro {
+			t.Errorf("default agent tool %s is not read-only", name)
+		}
+		if _, changes := tools.StateEvent(name); changes {
+			t.Errorf("default agent tool %s changes state", name)
+		}
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/tools"
 )
@@ -66,10 +67,15 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				return fmt.Errorf("open the audit trail (nefia does not serve without one): %w", err)
 			}
 			defer trail.Close() // flushes batched records on a clean shutdown
-			if !cfg.MCP.MTLS.Enabled {
-				return serveStdio(cmd.Context(), s, deps, trail, e.stdin, e.stdout)
+			pol, err := loadPolicy(cfg)
+			if err != nil {
+				return err
 			}
-			return serveMTLS(cmd.Context(), s, deps, trail, cfg.MCP.MTLS)
+			s.log.Info("authorization policy", "source", pol.Source(), "rules", len(pol.Rules()))
+			if !cfg.MCP.MTLS.Enabled {
+				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout)
+			}
+			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg.MCP.MTLS)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
@@ -78,8 +84,8 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
-func serveStdio(ctx context.Context, s *session, deps tools.Deps, trail *audit.Logger, in io.Reader, out io.Writer) error {
-	srv, err := server.NewMCPServer(deps, s.log, trail)
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer) error {
+	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail)
 	if err != nil {
 		return err
 	}
@@ -104,7 +110,7 @@ type stdio struct {
 
 func (stdio) Close() error { return nil }
 
-func serveMTLS(ctx context.Context, s *session, deps tools.Deps, trail *audit.Logger, m config.MTLS) error {
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, m config.MTLS) error {
 	orDefault := func(path, name string) string {
 		if path == "" {
 			return s.store.Path(name)
@@ -119,6 +125,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, trail *audit.Lo
 		MaxConnections: m.MaxConnections,
 		Tools:          deps,
 		Audit:          trail,
+		Policy:         pol,
 		Logger:         s.log,
 	})
 	if errors.Is(err, os.ErrNotExist) {
