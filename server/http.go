@@ -40,6 +40,19 @@ const (
 	// DefaultHTTPMaxStreams caps concurrent HTTP/2 requests on one
 	// connection, like StreamOptions.MaxInFlight on the raw stream.
 	DefaultHTTPMaxStreams = 64
+	// httpReceiveWindow is the HTTP/2 flow-control window of a connection
+	// and of each of its streams: what the peer may send that no handler
+	// has read yet. Go's default, stated here because the per-connection
+	// memory bound counts on it.
+	httpReceiveWindow = 1 << 20
+	// httpMaxFrame is the largest HTTP/2 frame the gateway reads: the
+	// protocol's initial SETTINGS_MAX_FRAME_SIZE (RFC 9113, 6.5.2), which is
+	// also what one TLS record carries. Go's default of 1 MiB buys nothing
+	// here and makes a Go client keep a 512 KiB buffer per request body.
+	httpMaxFrame = 16 << 10
+	// httpFirstBodyBuffer is the buffer a body of undeclared length starts
+	// with; it doubles, each step taken from the connection's budget.
+	httpFirstBodyBuffer = 4 << 10
 )
 
 // MCPPath is the one URL path the HTTP transport serves.
@@ -55,6 +68,7 @@ const (
 	httpLogSession = "session_id"
 	httpLogError   = "error"
 	httpLogReason  = "reason"
+	httpLogLimit   = "limit_bytes"
 )
 
 // HTTPOptions configure an HTTPTransport. Zero durations and sizes take the
@@ -71,6 +85,21 @@ type HTTPOptions struct {
 	// reads the whole body into memory with no limit of its own; a larger
 	// body is answered 413. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int
+	// MaxInFlightBytes caps the request bodies one connection holds at
+	// once, across all its HTTP/2 streams, as StreamOptions.MaxInFlightBytes
+	// does for a raw session: without it one connection could make the
+	// gateway buffer MaxStreams bodies of MaxMessageBytes (64 × 4 MiB; issue
+	// 10, TestHTTPConnectionMemoryBound). Room for a body is taken before
+	// any of it is buffered (all of it when the length is declared, else as
+	// the buffer grows) and given back when its request has been answered.
+	// A request that finds no room is answered 503 with Retry-After at
+	// once, without reading its body: it does not wait, because HTTP/2
+	// flow control is shared by the connection's streams, so unread bodies
+	// waiting for room could stall the very request holding it until the
+	// body timeout. It must be at least MaxMessageBytes, so that a message
+	// at the cap always fits alone; HTTP/1.1, one request at a time, never
+	// sees a 503. Default MaxMessageBytes.
+	MaxInFlightBytes int
 
 	// SessionIdleTTL ends an HTTP session unused for this long (clients
 	// that never send DELETE would otherwise keep their state forever).
@@ -121,7 +150,6 @@ type HTTPTransport struct {
 	opts    HTTPOptions
 	log     *slog.Logger
 	mcp     *mcpserver.StreamableHTTPServer
-	handler http.Handler
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession // Mcp-Session-Id -> the certificate that made it
@@ -139,9 +167,10 @@ type boundSession struct {
 
 // httpConn is one connection being served by ServeConn.
 type httpConn struct {
-	agent identity.Agent
-	state tls.ConnectionState
-	srv   *http.Server
+	agent  identity.Agent
+	state  tls.ConnectionState
+	srv    *http.Server
+	budget byteBudget // bytes of the bodies its requests hold (MaxInFlightBytes)
 
 	mu      sync.Mutex
 	cause   error // why the transport closed it; nil while open
@@ -156,11 +185,15 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 	if srv == nil || opts.Identify == nil {
 		return nil, errors.New("server: http transport needs an MCP server and an Identify function")
 	}
-	if opts.MaxMessageBytes < 0 || opts.SessionIdleTTL < 0 || opts.MaxSessionsPerCert < 0 || opts.ReadHeaderTimeout < 0 ||
+	if opts.MaxMessageBytes < 0 || opts.MaxInFlightBytes < 0 || opts.SessionIdleTTL < 0 || opts.MaxSessionsPerCert < 0 || opts.ReadHeaderTimeout < 0 ||
 		opts.BodyTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxStreams < 0 {
 		return nil, errors.New("server: http transport limits must be positive")
 	}
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&opts.MaxInFlightBytes, opts.MaxMessageBytes)
+	if opts.MaxInFlightBytes < opts.MaxMessageBytes {
+		return nil, fmt.Errorf("server: http option MaxInFlightBytes is %d, must be at least MaxMessageBytes (%d)", opts.MaxInFlightBytes, opts.MaxMessageBytes)
+	}
 	setDefault(&opts.SessionIdleTTL, DefaultHTTPSessionIdleTTL)
 	setDefault(&opts.MaxSessionsPerCert, DefaultHTTPMaxSessionsPerCert)
 	setDefault(&opts.ReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
@@ -186,7 +219,6 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 		mcpserver.WithSessionIdManager(sessionIDs{h}),
 		mcpserver.WithStreamableHTTPLogger(opts.Logger),
 	)
-	h.handler = http.HandlerFunc(h.serveHTTP)
 	return h, nil
 }
 
@@ -219,14 +251,24 @@ func (h *HTTPTransport) ServeConn(ctx context.Context, conn net.Conn) error {
 	}
 	agent.RemoteAddr = conn.RemoteAddr().String()
 
-	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{})}
+	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{}), budget: newByteBudget(h.opts.MaxInFlightBytes)}
 	ln := newOneConnListener(conn)
 	hc.srv = &http.Server{
-		Handler:           hc.track(h.handler),
+		Handler:           hc.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveHTTP(w, r, &hc.budget) })),
 		ReadHeaderTimeout: h.opts.ReadHeaderTimeout,
 		IdleTimeout:       h.opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h.opts.MaxStreams},
+		// What one connection can make the gateway hold: the bodies of its
+		// requests (MaxInFlightBytes, shared by all its streams), what the
+		// peer sent that no handler has read yet (one receive window,
+		// shared too), one frame being read, and the headers of at most
+		// MaxStreams requests.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          h.opts.MaxStreams,
+			MaxReceiveBufferPerConnection: httpReceiveWindow,
+			MaxReceiveBufferPerStream:     httpReceiveWindow,
+			MaxReadFrameSize:              httpMaxFrame,
+		},
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnState: func(c net.Conn, s http.ConnState) {
@@ -361,7 +403,8 @@ func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, er
 }
 
 // serveHTTP is the policy in front of mcp-go, run for every request.
-func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// budget is the in-flight byte budget of the request's connection.
+func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget *byteBudget) {
 	if r.URL.Path != MCPPath {
 		// Nothing useful: no body, no hint of what is served where.
 		w.WriteHeader(http.StatusNotFound)
@@ -400,8 +443,22 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.Method == http.MethodPost {
-		body, status := h.readBody(w, r)
-		if status != 0 {
+		body, held, status := h.readBody(w, r, budget)
+		// Held until mcp-go has answered: it copies the body and parses it,
+		// and the answer may echo it.
+		defer budget.release(held)
+		switch status {
+		case 0:
+		case http.StatusServiceUnavailable:
+			// The connection's other requests hold its budget: this one
+			// may be sent again once they are answered. Not a refusal of
+			// who sent it, so not audited, and the connection stays open.
+			h.log.Info("http request deferred: connection's in-flight bytes budget is in use",
+				httpLogName, agent.Name, httpLogSerial, agent.Serial, httpLogRemote, r.RemoteAddr, httpLogLimit, h.opts.MaxInFlightBytes)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many request bytes in flight on this connection", status)
+			return
+		default:
 			if status == http.StatusRequestEntityTooLarge {
 				h.refuse(r, &agent, ReasonTooLarge, fmt.Errorf("request body over %d bytes", h.opts.MaxMessageBytes))
 			}
@@ -465,28 +522,81 @@ func refusalReason(err error) string {
 	return ReasonOther
 }
 
-// readBody reads a POST body under MaxMessageBytes and BodyTimeout. It
-// returns an HTTP status instead of a body when the body is refused.
-func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
-	limit := int64(h.opts.MaxMessageBytes)
-	if r.ContentLength > limit {
-		return nil, http.StatusRequestEntityTooLarge
+// readBody reads a POST body under MaxMessageBytes and BodyTimeout, taking
+// room for it from budget before any of it is buffered: all of it at once
+// when its length is declared, else a buffer that doubles as it fills. It
+// returns the body and the bytes it holds of budget, which the caller gives
+// back once the request is answered; or an HTTP status instead of a body
+// (and nothing held) when the body is refused: 413 over the message cap, 503
+// when budget has no room, 400 when it cannot be read.
+func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget *byteBudget) ([]byte, int, int) {
+	limit := h.opts.MaxMessageBytes
+	if r.ContentLength > int64(limit) {
+		return nil, 0, http.StatusRequestEntityTooLarge
 	}
+	size := min(httpFirstBodyBuffer, limit)
+	if r.ContentLength >= 0 {
+		size = int(r.ContentLength)
+	}
+	if !budget.tryAcquire(size) {
+		return nil, 0, http.StatusServiceUnavailable
+	}
+	held := size
+	refuse := func(status int) ([]byte, int, int) {
+		budget.release(held)
+		return nil, 0, status
+	}
+
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	// Clear it at once: HTTP/1.1 keeps reading the connection in the
+	// Clear it when done: HTTP/1.1 keeps reading the connection in the
 	// background to notice a client that goes away, and a deadline left set
 	// would cancel a long SSE response when it passes.
-	_ = rc.SetReadDeadline(time.Time{})
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, http.StatusRequestEntityTooLarge
-	case err != nil:
-		return nil, http.StatusBadRequest
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	src := http.MaxBytesReader(w, r.Body, int64(limit))
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			// Full: is there more? One byte tells, without taking room
+			// for a body that has ended.
+			var probe [1]byte
+			n, err := io.ReadFull(src, probe[:])
+			switch {
+			case errors.Is(err, io.EOF):
+				return buf, held, 0
+			case err != nil:
+				return refuse(bodyStatus(err))
+			}
+			grown := min(max(2*cap(buf), httpFirstBodyBuffer), limit)
+			if grown <= cap(buf) {
+				// Only a declared length that was a lie gets here:
+				// MaxBytesReader refuses a byte past the cap.
+				return refuse(http.StatusBadRequest)
+			}
+			if !budget.tryAcquire(grown - cap(buf)) {
+				return refuse(http.StatusServiceUnavailable)
+			}
+			held = grown
+			buf = append(make([]byte, 0, grown), buf...)
+			buf = append(buf, probe[:n]...)
+		}
+		n, err := src.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case errors.Is(err, io.EOF):
+			return buf, held, 0
+		case err != nil:
+			return refuse(bodyStatus(err))
+		}
 	}
-	return body, 0
+}
+
+// bodyStatus is the answer to a body that could not be read.
+func bodyStatus(err error) int {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }
 
 var (

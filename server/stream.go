@@ -401,6 +401,19 @@ func (b *byteBudget) acquire(ctx context.Context, n int) error {
 	}
 }
 
+// tryAcquire takes n bytes if they are free now, and reports whether it
+// did. The HTTP transport uses it: a request there must not wait while
+// holding part of the budget (see HTTPOptions.MaxInFlightBytes).
+func (b *byteBudget) tryAcquire(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free < n {
+		return false
+	}
+	b.free -= n
+	return true
+}
+
 // release returns n bytes to the budget.
 func (b *byteBudget) release(n int) {
 	b.mu.Lock()
