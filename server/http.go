@@ -147,9 +147,9 @@ const (
 // mcp-go's Start and WithTLSCert are not used: they cannot require client
 // certificates.
 type HTTPTransport struct {
-	opts    HTTPOptions
-	log     *slog.Logger
-	mcp     *mcpserver.StreamableHTTPServer
+	opts HTTPOptions
+	log  *slog.Logger
+	mcp  *mcpserver.StreamableHTTPServer
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession // Mcp-Session-Id -> the certificate that made it
@@ -253,22 +253,22 @@ func (h *HTTPTransport) ServeConn(ctx context.Context, conn net.Conn) error {
 
 	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{}), budget: newByteBudget(h.opts.MaxInFlightBytes)}
 	ln := newOneConnListener(conn)
+	// What one connection can make the gateway hold: the bodies of its
+	// requests (MaxInFlightBytes, shared by all its streams), what the peer
+	// sent that no handler has read yet (one receive window, shared too),
+	// one frame being read, and the headers of at most MaxStreams requests.
+	h2 := &http.HTTP2Config{
+		MaxConcurrentStreams:          h.opts.MaxStreams,
+		MaxReceiveBufferPerConnection: httpReceiveWindow,
+		MaxReceiveBufferPerStream:     httpReceiveWindow,
+		MaxReadFrameSize:              httpMaxFrame,
+	}
 	hc.srv = &http.Server{
 		Handler:           hc.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveHTTP(w, r, &hc.budget) })),
 		ReadHeaderTimeout: h.opts.ReadHeaderTimeout,
 		IdleTimeout:       h.opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		// What one connection can make the gateway hold: the bodies of its
-		// requests (MaxInFlightBytes, shared by all its streams), what the
-		// peer sent that no handler has read yet (one receive window,
-		// shared too), one frame being read, and the headers of at most
-		// MaxStreams requests.
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          h.opts.MaxStreams,
-			MaxReceiveBufferPerConnection: httpReceiveWindow,
-			MaxReceiveBufferPerStream:     httpReceiveWindow,
-			MaxReadFrameSize:              httpMaxFrame,
-		},
+		HTTP2:             h2,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnState: func(c net.Conn, s http.ConnState) {
