@@ -316,6 +316,9 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			return rejected(verifyReason(err, leaf, now), err)
 		}
 	}
+	if err := requireClientAuth(leaf); err != nil {
+		return rejected(ReasonBadUsage, err)
+	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
 		if errors.Is(err, pki.ErrRevoked) {
 			return rejected(ReasonRevoked, err)
