@@ -114,6 +114,12 @@ type HTTPOptions struct {
 	// MaxStreams caps concurrent requests on one HTTP/2 connection.
 	MaxStreams int
 
+	// AllowedOrigins lists the origins (scheme://host[:port]) whose
+	// requests are served besides the gateway's own; a request with any
+	// other Origin header is refused 403 (see originPolicy for the rule,
+	// which the MCP specification requires). mcp.mtls.allowed_origins.
+	AllowedOrigins []string
+
 	// Refused, if set, is told of every request refused for who sent it
 	// (403), or for its size (413), so the gateway can audit it as it audits
 	// refused handshakes. agent is nil when no certificate was presented.
@@ -147,9 +153,10 @@ const (
 // mcp-go's Start and WithTLSCert are not used: they cannot require client
 // certificates.
 type HTTPTransport struct {
-	opts HTTPOptions
-	log  *slog.Logger
-	mcp  *mcpserver.StreamableHTTPServer
+	opts    HTTPOptions
+	log     *slog.Logger
+	mcp     *mcpserver.StreamableHTTPServer
+	origins originPolicy
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession // Mcp-Session-Id -> the certificate that made it
@@ -206,9 +213,14 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	origins, err := newOriginPolicy(opts.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
 	h := &HTTPTransport{
 		opts:     opts,
 		log:      opts.Logger,
+		origins:  origins,
 		sessions: map[string]*boundSession{},
 		conns:    map[*httpConn]struct{}{},
 	}
@@ -415,6 +427,11 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	if err := h.origins.check(r); err != nil {
+		h.refuse(r, presented(r.TLS), ReasonOrigin, err)
+		http.Error(w, "forbidden origin", http.StatusForbidden)
 		return
 	}
 	agent, err := h.identify(r.TLS)

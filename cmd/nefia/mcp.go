@@ -117,6 +117,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, trail *audit.Lo
 		KeyFile:        orDefault(m.KeyFile, pki.ServerKeyFile),
 		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
 		MaxConnections: m.MaxConnections,
+		AllowedOrigins: m.AllowedOrigins,
 		Tools:          deps,
 		Audit:          trail,
 		Logger:         s.log,
