@@ -369,8 +369,9 @@ const (
 	streamLogLimit   = "limit_bytes"
 )
 
-// byteBudget is a counting semaphore over bytes. Only the read loop acquires
-// from it, so there is no queue of waiters to be fair to.
+// byteBudget is a counting semaphore over bytes. On a raw session only the
+// read loop acquires from it; the HTTP transport's requests only try
+// (tryAcquire) and never wait. So there is no queue of waiters to be fair to.
 type byteBudget struct {
 	mu   sync.Mutex
 	free int
