@@ -50,9 +50,12 @@ const (
 	// also what one TLS record carries. Go's default of 1 MiB buys nothing
 	// here and makes a Go client keep a 512 KiB buffer per request body.
 	httpMaxFrame = 16 << 10
-	// httpFirstBodyBuffer is the buffer a body of undeclared length starts
-	// with; it doubles, each step taken from the connection's budget.
+	// httpFirstBodyBuffer and httpBodyChunk size the buffers a body of
+	// undeclared length is read into: the first is small, as most messages
+	// are; each next one is twice the last, up to httpBodyChunk. None is
+	// copied into the next, so a growing body makes no garbage.
 	httpFirstBodyBuffer = 4 << 10
+	httpBodyChunk       = 64 << 10
 )
 
 // MCPPath is the one URL path the HTTP transport serves.
@@ -90,8 +93,10 @@ type HTTPOptions struct {
 	// does for a raw session: without it one connection could make the
 	// gateway buffer MaxStreams bodies of MaxMessageBytes (64 × 4 MiB; issue
 	// 10, TestHTTPConnectionMemoryBound). Room for a body is taken before
-	// any of it is buffered (all of it when the length is declared, else as
-	// the buffer grows) and given back when its request has been answered.
+	// any of it is buffered and given back when its request has been
+	// answered: its declared length, or, for a body of undeclared length,
+	// the whole message cap until it ends and then what it used (such
+	// bodies are rare, and so read one at a time).
 	// A request that finds no room is answered 503 with Retry-After at
 	// once, without reading its body: it does not wait, because HTTP/2
 	// flow control is shared by the connection's streams, so unread bodies
@@ -460,7 +465,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 	}
 
 	if r.Method == http.MethodPost {
-		body, held, status := h.readBody(w, r, budget)
+		body, n, held, status := h.readBody(w, r, budget)
 		// Held until mcp-go has answered: it copies the body and parses it,
 		// and the answer may echo it.
 		defer budget.release(held)
@@ -483,8 +488,8 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 			http.Error(w, http.StatusText(status), status)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
+		r.Body = io.NopCloser(body)
+		r.ContentLength = int64(n)
 	}
 
 	r = r.WithContext(identity.WithAgent(r.Context(), agent))
@@ -540,28 +545,41 @@ func refusalReason(err error) string {
 }
 
 // readBody reads a POST body under MaxMessageBytes and BodyTimeout, taking
-// room for it from budget before any of it is buffered: all of it at once
-// when its length is declared, else a buffer that doubles as it fills. It
-// returns the body and the bytes it holds of budget, which the caller gives
-// back once the request is answered; or an HTTP status instead of a body
-// (and nothing held) when the body is refused: 413 over the message cap, 503
-// when budget has no room, 400 when it cannot be read.
-func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget *byteBudget) ([]byte, int, int) {
+// room for it from budget before any of it is buffered: its declared
+// length, or else the message cap until it ends, when what it did not use is
+// given back. It returns the body, its length and the bytes it holds of
+// budget, which the caller gives back once the request is answered; or an
+// HTTP status instead (and nothing held) when the body is refused: 413 over
+// the message cap, 503 when budget has no room, 400 when it cannot be read.
+func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget *byteBudget) (io.Reader, int, int, int) {
 	limit := h.opts.MaxMessageBytes
 	if r.ContentLength > int64(limit) {
-		return nil, 0, http.StatusRequestEntityTooLarge
+		return nil, 0, 0, http.StatusRequestEntityTooLarge
 	}
-	size := min(httpFirstBodyBuffer, limit)
+	reserved, size := limit, min(httpFirstBodyBuffer, limit)
 	if r.ContentLength >= 0 {
-		size = int(r.ContentLength)
+		reserved, size = int(r.ContentLength), int(r.ContentLength)
 	}
-	if !budget.tryAcquire(size) {
-		return nil, 0, http.StatusServiceUnavailable
+	// Taking all of the room at once, not as the body grows, means a
+	// refused request has allocated nothing: many streams growing side by
+	// side would each buffer part of a body only to be refused, garbage
+	// that made the gateway's heap twice what it held.
+	if !budget.tryAcquire(reserved) {
+		return nil, 0, 0, http.StatusServiceUnavailable
 	}
-	held := size
-	refuse := func(status int) ([]byte, int, int) {
-		budget.release(held)
-		return nil, 0, status
+	var (
+		parts []io.Reader
+		buf   = make([]byte, 0, size) // being filled
+		used  = size                  // the capacity of every buffer, at most reserved
+		total int
+	)
+	done := func() (io.Reader, int, int, int) {
+		budget.release(reserved - used)
+		return io.MultiReader(append(parts, bytes.NewReader(buf))...), total, used, 0
+	}
+	refuse := func(status int) (io.Reader, int, int, int) {
+		budget.release(reserved)
+		return nil, 0, 0, status
 	}
 
 	rc := http.NewResponseController(w)
@@ -571,37 +589,34 @@ func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget 
 	// would cancel a long SSE response when it passes.
 	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
 	src := http.MaxBytesReader(w, r.Body, int64(limit))
-	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
-			// Full: is there more? One byte tells, without taking room
-			// for a body that has ended.
+			// Full: is there more? One byte tells, without allocating for
+			// a body that has ended.
 			var probe [1]byte
 			n, err := io.ReadFull(src, probe[:])
 			switch {
 			case errors.Is(err, io.EOF):
-				return buf, held, 0
+				return done()
 			case err != nil:
 				return refuse(bodyStatus(err))
-			}
-			grown := min(max(2*cap(buf), httpFirstBodyBuffer), limit)
-			if grown <= cap(buf) {
-				// Only a declared length that was a lie gets here:
-				// MaxBytesReader refuses a byte past the cap.
+			case used == reserved:
+				// More than declared (net/http stops a body at its
+				// Content-Length, so this is belt and braces).
 				return refuse(http.StatusBadRequest)
 			}
-			if !budget.tryAcquire(grown - cap(buf)) {
-				return refuse(http.StatusServiceUnavailable)
-			}
-			held = grown
-			buf = append(make([]byte, 0, grown), buf...)
-			buf = append(buf, probe[:n]...)
+			parts = append(parts, bytes.NewReader(buf))
+			next := min(max(2*cap(buf), httpFirstBodyBuffer), httpBodyChunk, reserved-used)
+			used += next
+			buf = append(make([]byte, 0, next), probe[:n]...)
+			total += n
 		}
 		n, err := src.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		total += n
 		switch {
 		case errors.Is(err, io.EOF):
-			return buf, held, 0
+			return done()
 		case err != nil:
 			return refuse(bodyStatus(err))
 		}
