@@ -92,18 +92,17 @@ type HTTPOptions struct {
 	// once, across all its HTTP/2 streams, as StreamOptions.MaxInFlightBytes
 	// does for a raw session: without it one connection could make the
 	// gateway buffer MaxStreams bodies of MaxMessageBytes (64 × 4 MiB; issue
-	// 10, TestHTTPConnectionMemoryBound). Room for a body is taken before
-	// any of it is buffered and given back when its request has been
-	// answered: its declared length, or, for a body of undeclared length,
-	// the whole message cap until it ends and then what it used (such
-	// bodies are rare, and so read one at a time).
-	// A request that finds no room is answered 503 with Retry-After at
-	// once, without reading its body: it does not wait, because HTTP/2
-	// flow control is shared by the connection's streams, so unread bodies
-	// waiting for room could stall the very request holding it until the
-	// body timeout. It must be at least MaxMessageBytes, so that a message
-	// at the cap always fits alone; HTTP/1.1, one request at a time, never
-	// sees a 503. Default MaxMessageBytes.
+	// 10, TestHTTPConnectionMemoryBound). A body's room is taken before any
+	// of it is buffered and given back once its request is answered: its
+	// declared length, or for a body of undeclared length (rare: clients
+	// declare it for a JSON message) the whole message cap while it is read,
+	// then what it used. A request that finds no room is answered 503 with
+	// Retry-After at once, its body unread. It does not wait: HTTP/2 flow
+	// control is shared by the connection's streams, so bodies left unread
+	// while they wait could stall the very request holding the room until
+	// its body timeout. HTTP/1.1, one request at a time, never sees a 503.
+	// It must be at least MaxMessageBytes, so that a message at the cap
+	// always fits alone. Default MaxMessageBytes.
 	MaxInFlightBytes int
 
 	// SessionIdleTTL ends an HTTP session unused for this long (clients

@@ -47,7 +47,7 @@ func newOriginPolicy(allowed []string) (originPolicy, error) {
 	for _, o := range allowed {
 		n, err := normalizeOrigin(o)
 		if err != nil {
-			return originPolicy{}, fmt.Errorf("server: http option AllowedOrigins: %w", err)
+			return originPolicy{}, fmt.Errorf("server: allowed origins (mcp.mtls.allowed_origins): %w", err)
 		}
 		p.allowed[n] = true
 	}
