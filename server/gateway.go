@@ -90,6 +90,9 @@ type GatewayOptions struct {
 	WriteTimeout   time.Duration
 	RevocationPoll time.Duration
 	ShutdownGrace  time.Duration
+	// AllowedOrigins are the origins the HTTP transport serves besides the
+	// gateway's own (mcp.mtls.allowed_origins; HTTPOptions.AllowedOrigins).
+	AllowedOrigins []string
 
 	// Clock is the time certificates are verified at. Nil is the system
 	// clock.
@@ -219,6 +222,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	g.http, err = NewHTTPTransport(g.mcp, HTTPOptions{
 		Identify:        g.identify,
 		MaxMessageBytes: opts.MaxMessageBytes,
+		AllowedOrigins:  opts.AllowedOrigins,
 		Refused: func(remote string, agent *identity.Agent, reason string, err error) {
 			if g.audit != nil {
 				g.audit.connection(audit.EventConnectionRejected, agent, remote, reason, err)
@@ -321,6 +325,9 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 		if err != nil {
 			return rejected(verifyReason(err, leaf, now), err)
 		}
+	}
+	if err := requireClientAuth(leaf); err != nil {
+		return rejected(ReasonBadUsage, err)
 	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
 		if errors.Is(err, pki.ErrRevoked) {

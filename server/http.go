@@ -41,6 +41,22 @@ const (
 	// DefaultHTTPMaxStreams caps concurrent HTTP/2 requests on one
 	// connection, like StreamOptions.MaxInFlight on the raw stream.
 	DefaultHTTPMaxStreams = 64
+	// httpReceiveWindow is the HTTP/2 flow-control window of a connection
+	// and of each of its streams: what the peer may send that no handler
+	// has read yet. Go's default, stated here because the per-connection
+	// memory bound counts on it.
+	httpReceiveWindow = 1 << 20
+	// httpMaxFrame is the largest HTTP/2 frame the gateway reads: the
+	// protocol's initial SETTINGS_MAX_FRAME_SIZE (RFC 9113, 6.5.2), which is
+	// also what one TLS record carries. Go's default of 1 MiB buys nothing
+	// here and makes a Go client keep a 512 KiB buffer per request body.
+	httpMaxFrame = 16 << 10
+	// httpFirstBodyBuffer and httpBodyChunk size the buffers a body of
+	// undeclared length is read into: the first is small, as most messages
+	// are; each next one is twice the last, up to httpBodyChunk. None is
+	// copied into the next, so a growing body makes no garbage.
+	httpFirstBodyBuffer = 4 << 10
+	httpBodyChunk       = 64 << 10
 )
 
 // MCPPath is the one URL path the HTTP transport serves.
@@ -56,6 +72,7 @@ const (
 	httpLogSession = "session_id"
 	httpLogError   = "error"
 	httpLogReason  = "reason"
+	httpLogLimit   = "limit_bytes"
 )
 
 // HTTPOptions configure an HTTPTransport. Zero durations and sizes take the
@@ -72,6 +89,22 @@ type HTTPOptions struct {
 	// reads the whole body into memory with no limit of its own; a larger
 	// body is answered 413. Default DefaultMaxMessageBytes.
 	MaxMessageBytes int
+	// MaxInFlightBytes caps the request bodies one connection holds at
+	// once, across all its HTTP/2 streams, as StreamOptions.MaxInFlightBytes
+	// does for a raw session: without it one connection could make the
+	// gateway buffer MaxStreams bodies of MaxMessageBytes (64 × 4 MiB; issue
+	// 10, TestHTTPConnectionMemoryBound). A body's room is taken before any
+	// of it is buffered and given back once its request is answered: its
+	// declared length, or for a body of undeclared length (rare: clients
+	// declare it for a JSON message) the whole message cap while it is read,
+	// then what it used. A request that finds no room is answered 503 with
+	// Retry-After at once, its body unread. It does not wait: HTTP/2 flow
+	// control is shared by the connection's streams, so bodies left unread
+	// while they wait could stall the very request holding the room until
+	// its body timeout. HTTP/1.1, one request at a time, never sees a 503.
+	// It must be at least MaxMessageBytes, so that a message at the cap
+	// always fits alone. Default MaxMessageBytes.
+	MaxInFlightBytes int
 
 	// SessionIdleTTL ends an HTTP session unused for this long (clients
 	// that never send DELETE would otherwise keep their state forever).
@@ -85,6 +118,12 @@ type HTTPOptions struct {
 	IdleTimeout       time.Duration
 	// MaxStreams caps concurrent requests on one HTTP/2 connection.
 	MaxStreams int
+
+	// AllowedOrigins lists the origins (scheme://host[:port]) whose
+	// requests are served besides the gateway's own; a request with any
+	// other Origin header is refused 403 (see originPolicy for the rule,
+	// which the MCP specification requires). mcp.mtls.allowed_origins.
+	AllowedOrigins []string
 
 	// Refused, if set, is told of every request refused for who sent it
 	// (403), or for its size (413), so the gateway can audit it as it audits
@@ -122,7 +161,7 @@ type HTTPTransport struct {
 	opts    HTTPOptions
 	log     *slog.Logger
 	mcp     *mcpserver.StreamableHTTPServer
-	handler http.Handler
+	origins originPolicy
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession // Mcp-Session-Id -> the certificate that made it
@@ -140,9 +179,10 @@ type boundSession struct {
 
 // httpConn is one connection being served by ServeConn.
 type httpConn struct {
-	agent identity.Agent
-	state tls.ConnectionState
-	srv   *http.Server
+	agent  identity.Agent
+	state  tls.ConnectionState
+	srv    *http.Server
+	budget byteBudget // bytes of the bodies its requests hold (MaxInFlightBytes)
 
 	mu      sync.Mutex
 	cause   error // why the transport closed it; nil while open
@@ -157,11 +197,15 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 	if srv == nil || opts.Identify == nil {
 		return nil, errors.New("server: http transport needs an MCP server and an Identify function")
 	}
-	if opts.MaxMessageBytes < 0 || opts.SessionIdleTTL < 0 || opts.MaxSessionsPerCert < 0 || opts.ReadHeaderTimeout < 0 ||
+	if opts.MaxMessageBytes < 0 || opts.MaxInFlightBytes < 0 || opts.SessionIdleTTL < 0 || opts.MaxSessionsPerCert < 0 || opts.ReadHeaderTimeout < 0 ||
 		opts.BodyTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxStreams < 0 {
 		return nil, errors.New("server: http transport limits must be positive")
 	}
 	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	setDefault(&opts.MaxInFlightBytes, opts.MaxMessageBytes)
+	if opts.MaxInFlightBytes < opts.MaxMessageBytes {
+		return nil, fmt.Errorf("server: http option MaxInFlightBytes is %d, must be at least MaxMessageBytes (%d)", opts.MaxInFlightBytes, opts.MaxMessageBytes)
+	}
 	setDefault(&opts.SessionIdleTTL, DefaultHTTPSessionIdleTTL)
 	setDefault(&opts.MaxSessionsPerCert, DefaultHTTPMaxSessionsPerCert)
 	setDefault(&opts.ReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
@@ -174,9 +218,14 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	origins, err := newOriginPolicy(opts.AllowedOrigins)
+	if err != nil {
+		return nil, err
+	}
 	h := &HTTPTransport{
 		opts:     opts,
 		log:      opts.Logger,
+		origins:  origins,
 		sessions: map[string]*boundSession{},
 		conns:    map[*httpConn]struct{}{},
 	}
@@ -187,7 +236,6 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 		mcpserver.WithSessionIdManager(sessionIDs{h}),
 		mcpserver.WithStreamableHTTPLogger(opts.Logger),
 	)
-	h.handler = http.HandlerFunc(h.serveHTTP)
 	return h, nil
 }
 
@@ -220,14 +268,24 @@ func (h *HTTPTransport) ServeConn(ctx context.Context, conn net.Conn) error {
 	}
 	agent.RemoteAddr = conn.RemoteAddr().String()
 
-	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{})}
+	hc := &httpConn{agent: agent, state: state, idle: make(chan struct{}), budget: newByteBudget(h.opts.MaxInFlightBytes)}
 	ln := newOneConnListener(conn)
+	// What one connection can make the gateway hold: the bodies of its
+	// requests (MaxInFlightBytes, shared by all its streams), what the peer
+	// sent that no handler has read yet (one receive window, shared too),
+	// one frame being read, and the headers of at most MaxStreams requests.
+	h2 := &http.HTTP2Config{
+		MaxConcurrentStreams:          h.opts.MaxStreams,
+		MaxReceiveBufferPerConnection: httpReceiveWindow,
+		MaxReceiveBufferPerStream:     httpReceiveWindow,
+		MaxReadFrameSize:              httpMaxFrame,
+	}
 	hc.srv = &http.Server{
-		Handler:           hc.track(h.handler),
+		Handler:           hc.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serveHTTP(w, r, &hc.budget) })),
 		ReadHeaderTimeout: h.opts.ReadHeaderTimeout,
 		IdleTimeout:       h.opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: h.opts.MaxStreams},
+		HTTP2:             h2,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnState: func(c net.Conn, s http.ConnState) {
@@ -362,7 +420,8 @@ func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, er
 }
 
 // serveHTTP is the policy in front of mcp-go, run for every request.
-func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
+// budget is the in-flight byte budget of the request's connection.
+func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget *byteBudget) {
 	if r.URL.Path != MCPPath {
 		// Nothing useful: no body, no hint of what is served where.
 		w.WriteHeader(http.StatusNotFound)
@@ -373,6 +432,11 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	if err := h.origins.check(r); err != nil {
+		h.refuse(r, presented(r.TLS), ReasonOrigin, err)
+		http.Error(w, "forbidden origin", http.StatusForbidden)
 		return
 	}
 	agent, err := h.identify(r.TLS)
@@ -401,8 +465,22 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if r.Method == http.MethodPost {
-		body, status := h.readBody(w, r)
-		if status != 0 {
+		body, n, held, status := h.readBody(w, r, budget)
+		// Held until mcp-go has answered: it copies the body and parses it,
+		// and the answer may echo it.
+		defer budget.release(held)
+		switch status {
+		case 0:
+		case http.StatusServiceUnavailable:
+			// The connection's other requests hold its budget: this one
+			// may be sent again once they are answered. Not a refusal of
+			// who sent it, so not audited, and the connection stays open.
+			h.log.Info("http request deferred: connection's in-flight bytes budget is in use",
+				httpLogName, agent.Name, httpLogSerial, agent.Serial, httpLogRemote, r.RemoteAddr, httpLogLimit, h.opts.MaxInFlightBytes)
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "too many request bytes in flight on this connection", status)
+			return
+		default:
 			if status == http.StatusRequestEntityTooLarge {
 				h.refuse(r, &agent, ReasonTooLarge, fmt.Errorf("request body over %d bytes", h.opts.MaxMessageBytes))
 			}
@@ -410,8 +488,8 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, http.StatusText(status), status)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
+		r.Body = io.NopCloser(body)
+		r.ContentLength = int64(n)
 	}
 
 	// A POST carries one message: its own authorization decision slot.
@@ -467,28 +545,91 @@ func refusalReason(err error) string {
 	return ReasonOther
 }
 
-// readBody reads a POST body under MaxMessageBytes and BodyTimeout. It
-// returns an HTTP status instead of a body when the body is refused.
-func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int) {
-	limit := int64(h.opts.MaxMessageBytes)
-	if r.ContentLength > limit {
-		return nil, http.StatusRequestEntityTooLarge
+// readBody reads a POST body under MaxMessageBytes and BodyTimeout, taking
+// room for it from budget before any of it is buffered: its declared
+// length, or else the message cap until it ends, when what it did not use is
+// given back. It returns the body, its length and the bytes it holds of
+// budget, which the caller gives back once the request is answered; or an
+// HTTP status instead (and nothing held) when the body is refused: 413 over
+// the message cap, 503 when budget has no room, 400 when it cannot be read.
+func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget *byteBudget) (io.Reader, int, int, int) {
+	limit := h.opts.MaxMessageBytes
+	if r.ContentLength > int64(limit) {
+		return nil, 0, 0, http.StatusRequestEntityTooLarge
 	}
+	reserved, size := limit, min(httpFirstBodyBuffer, limit)
+	if r.ContentLength >= 0 {
+		reserved, size = int(r.ContentLength), int(r.ContentLength)
+	}
+	// Taking all of the room at once, not as the body grows, means a
+	// refused request has allocated nothing: many streams growing side by
+	// side would each buffer part of a body only to be refused, garbage
+	// that made the gateway's heap twice what it held.
+	if !budget.tryAcquire(reserved) {
+		return nil, 0, 0, http.StatusServiceUnavailable
+	}
+	var (
+		parts []io.Reader
+		buf   = make([]byte, 0, size) // being filled
+		used  = size                  // the capacity of every buffer, at most reserved
+		total int
+	)
+	done := func() (io.Reader, int, int, int) {
+		budget.release(reserved - used)
+		return io.MultiReader(append(parts, bytes.NewReader(buf))...), total, used, 0
+	}
+	refuse := func(status int) (io.Reader, int, int, int) {
+		budget.release(reserved)
+		return nil, 0, 0, status
+	}
+
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	// Clear it at once: HTTP/1.1 keeps reading the connection in the
+	// Clear it when done: HTTP/1.1 keeps reading the connection in the
 	// background to notice a client that goes away, and a deadline left set
 	// would cancel a long SSE response when it passes.
-	_ = rc.SetReadDeadline(time.Time{})
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return nil, http.StatusRequestEntityTooLarge
-	case err != nil:
-		return nil, http.StatusBadRequest
+	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	src := http.MaxBytesReader(w, r.Body, int64(limit))
+	for {
+		if len(buf) == cap(buf) {
+			// Full: is there more? One byte tells, without allocating for
+			// a body that has ended.
+			var probe [1]byte
+			n, err := io.ReadFull(src, probe[:])
+			switch {
+			case errors.Is(err, io.EOF):
+				return done()
+			case err != nil:
+				return refuse(bodyStatus(err))
+			case used == reserved:
+				// More than declared (net/http stops a body at its
+				// Content-Length, so this is belt and braces).
+				return refuse(http.StatusBadRequest)
+			}
+			parts = append(parts, bytes.NewReader(buf))
+			next := min(max(2*cap(buf), httpFirstBodyBuffer), httpBodyChunk, reserved-used)
+			used += next
+			buf = append(make([]byte, 0, next), probe[:n]...)
+			total += n
+		}
+		n, err := src.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		total += n
+		switch {
+		case errors.Is(err, io.EOF):
+			return done()
+		case err != nil:
+			return refuse(bodyStatus(err))
+		}
 	}
-	return body, 0
+}
+
+// bodyStatus is the answer to a body that could not be read.
+func bodyStatus(err error) int {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadRequest
 }
 
 var (

@@ -56,6 +56,20 @@ func verifyReason(err error, leaf *x509.Certificate, now time.Time) string {
 	return ReasonOther
 }
 
+// requireClientAuth refuses a leaf that does not name clientAuth among its
+// extended key usages. x509.Verify, asked for clientAuth, also accepts a
+// leaf with no extended key usage at all, or with "any" (RFC 5280 reads a
+// missing extension as no restriction): nefia issues clientAuth by name and
+// accepts nothing less (issue 10, item 15).
+func requireClientAuth(leaf *x509.Certificate) error {
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth {
+			return nil
+		}
+	}
+	return errors.New("certificate not valid for client auth: clientAuth is not among its extended key usages")
+}
+
 // handshakeReason classifies a handshake error that is not a rejection by
 // policy: the peer sent no certificate, spoke the wrong version, or stalled.
 func handshakeReason(err error) string {

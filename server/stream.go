@@ -369,8 +369,9 @@ const (
 	streamLogLimit   = "limit_bytes"
 )
 
-// byteBudget is a counting semaphore over bytes. Only the read loop acquires
-// from it, so there is no queue of waiters to be fair to.
+// byteBudget is a counting semaphore over bytes. On a raw session only the
+// read loop acquires from it; the HTTP transport's requests only try
+// (tryAcquire) and never wait. So there is no queue of waiters to be fair to.
 type byteBudget struct {
 	mu   sync.Mutex
 	free int
@@ -399,6 +400,19 @@ func (b *byteBudget) acquire(ctx context.Context, n int) error {
 			return context.Cause(ctx)
 		}
 	}
+}
+
+// tryAcquire takes n bytes if they are free now, and reports whether it
+// did. The HTTP transport uses it: a request there must not wait while
+// holding part of the budget (see HTTPOptions.MaxInFlightBytes).
+func (b *byteBudget) tryAcquire(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.free < n {
+		return false
+	}
+	b.free -= n
+	return true
 }
 
 // release returns n bytes to the budget.

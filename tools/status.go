@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -19,8 +20,8 @@ import (
 type StatusReport struct {
 	Enabled    bool             `json:"enabled" jsonschema:"mcp.mtls.enabled in the configuration file"`
 	ListenAddr string           `json:"listen_addr" jsonschema:"mcp.mtls.listen_addr in the configuration file"`
-	StateDir   string           `json:"state_dir"`
-	ConfigFile string           `json:"config_file"`
+	StateDir   string           `json:"state_dir,omitempty" jsonschema:"absolute path of the state directory on the gateway's host; operators only"`
+	ConfigFile string           `json:"config_file,omitempty" jsonschema:"absolute path of the configuration file on the gateway's host; operators only"`
 	CA         *pki.CertInfo    `json:"ca" jsonschema:"the root CA; null when there is none"`
 	Server     *pki.CertInfo    `json:"server" jsonschema:"the gateway's server certificate; null when there is none"`
 	Clients    pki.ClientCounts `json:"clients" jsonschema:"client certificates by state"`
@@ -79,10 +80,34 @@ func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*
 		n := ts.sessions.Count()
 		r.Connections = &n
 	}
-	if a, ok := identity.FromContext(ctx); ok {
+	a, ok := identity.FromContext(ctx)
+	if ok {
 		r.Caller = &a
 	}
+	r = ts.forCaller(r, ok && a.Role == pki.RoleOperator)
 	return success(r, statusText(r)), nil
+}
+
+// forCaller returns the report as its caller may see it. Where the gateway
+// keeps its state and configuration on its host is for operators (the
+// stdio local operator included): an agent is told neither path, and the
+// problems are redacted as tool errors are, with file names relative to the
+// gateway's directories and no absolute path (issue 10, item 15). A caller
+// of unknown role is treated as an agent. r is the cache's: it is copied,
+// not changed.
+func (ts *toolset) forCaller(r StatusReport, operator bool) StatusReport {
+	if operator {
+		return r
+	}
+	r.StateDir, r.ConfigFile = "", ""
+	if r.Problems != nil {
+		problems := make([]string, len(r.Problems))
+		for i, p := range r.Problems {
+			problems[i] = ts.redact(errors.New(p))
+		}
+		r.Problems = problems
+	}
+	return r
 }
 
 func statusText(r StatusReport) string {

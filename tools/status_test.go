@@ -1,12 +1,16 @@
 package tools_test
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
 	"github.com/nefia/nefia/tools"
@@ -46,6 +50,7 @@ func TestStatus(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := tools.BuildStatus(e.store, cfg, nil)
+			want.StateDir, want.ConfigFile = "", "" // operators only
 			want.Connections = tt.wantConns
 			want.Caller = &agent
 			if a, b := mustJSON(t, got), mustJSON(t, want); a != b {
@@ -125,5 +130,55 @@ func TestStatusFollowsChanges(t *testing.T) {
 	}
 	if c := counts(); c != (pki.ClientCounts{Issued: 1, Revoked: 1}) {
 		t.Fatalf("after revoke: %+v", c)
+	}
+}
+
+// TestStatusHidesHostPathsFromAgents (issue 10, item 15): where the gateway
+// keeps its state and configuration on its host is for operators. An agent
+// (or a caller of unknown role) gets neither path, in the structured content
+// or the text, and no absolute path in a problem.
+func TestStatusHidesHostPathsFromAgents(t *testing.T) {
+	tests := []struct {
+		name      string
+		ctx       func(t *testing.T) context.Context
+		seesPaths bool
+	}{
+		{name: "operator", ctx: func(t *testing.T) context.Context { return as(t, operator) }, seesPaths: true},
+		{name: "stdio local operator", ctx: func(t *testing.T) context.Context {
+			return as(t, identity.LocalOperator(identity.TransportStdio))
+		}, seesPaths: true},
+		{name: "agent", ctx: func(t *testing.T) context.Context { return as(t, agent) }},
+		{name: "no identity", ctx: func(t *testing.T) context.Context { return t.Context() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			// A configuration that does not load: its error names the file.
+			mkdir(t, filepath.Dir(e.configPath))
+			writeFile(t, e.configPath, "version: 1\nmcp:\n  mtls:\n    listen_adr: x\n")
+			r := e.callCtx(tt.ctx(t), tools.NameStatus, map[string]any{})
+			var got tools.StatusReport
+			e.wantOK(tools.NameStatus, r, &got)
+			m := structuredMap(t, r)
+			_, hasDir := m["state_dir"]
+			_, hasCfg := m["config_file"]
+			if hasDir != tt.seesPaths || hasCfg != tt.seesPaths {
+				t.Errorf("state_dir present %v, config_file present %v; want %v", hasDir, hasCfg, tt.seesPaths)
+			}
+			if tt.seesPaths {
+				if got.StateDir != e.store.Dir() || got.ConfigFile != e.configPath {
+					t.Errorf("operator sees state_dir %q, config_file %q", got.StateDir, got.ConfigFile)
+				}
+				return
+			}
+			for _, dir := range []string{e.store.Dir(), filepath.Dir(e.configPath)} {
+				if strings.Contains(r.raw, dir) {
+					t.Errorf("the result names %s:\n%s", dir, r.raw)
+				}
+			}
+			if !slices.ContainsFunc(got.Problems, func(p string) bool { return strings.Contains(p, filepath.Base(e.configPath)) }) {
+				t.Errorf("problems %q do not say which file is broken", got.Problems)
+			}
+		})
 	}
 }

@@ -123,6 +123,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		KeyFile:        orDefault(m.KeyFile, pki.ServerKeyFile),
 		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
 		MaxConnections: m.MaxConnections,
+		AllowedOrigins: m.AllowedOrigins,
 		Tools:          deps,
 		Audit:          trail,
 		Policy:         pol,

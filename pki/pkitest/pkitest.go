@@ -117,8 +117,10 @@ func CSR(t testing.TB, subject pkix.Name, dnsNames ...string) ([]byte, *ecdsa.Pr
 
 // Leaf describes a certificate ForeignCA or SelfSign should make.
 type Leaf struct {
-	CN        string
-	OU        string
+	CN string
+	OU string
+	// EKU is the extended key usage: nil means clientAuth, an empty slice
+	// none at all (no extension).
 	EKU       []x509.ExtKeyUsage
 	NotBefore time.Time
 	NotAfter  time.Time
