@@ -51,6 +51,7 @@ func TestHandshakeFlood(t *testing.T) {
 			gw := servertest.Start(t, func(o *server.GatewayOptions) {
 				o.HandshakeTimeout = deadline
 				o.MaxHandshakes = tt.maxHandshakes
+				o.MaxConnectionsPerClient = legit // the legitimate clients share a certificate
 			})
 			budget := tt.maxHandshakes
 			if budget == 0 {
