@@ -229,7 +229,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	opts.MaxConnectionsPerClient = min(opts.MaxConnectionsPerClient, opts.MaxConnections)
 	opts.OperatorReserve = min(opts.OperatorReserve, opts.MaxConnections-1)
-	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return pki.LoadCertPool(opts.CACertFile) }, opts.CACertFile)
+	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -757,6 +757,7 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(g.opts.RevocationPoll)
 	defer t.Stop()
 	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
+	_, caSeen, _ := g.ca.get()                // the CA the connections were admitted under
 	for {
 		select {
 		case <-ctx.Done():
@@ -772,7 +773,9 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			g.log.Info("revocation store readable again: accepting handshakes", "file", g.opts.Revocations.Path())
 		}
 		storeErr = err
-		pool, caChanged, _ := g.ca.get()
+		pool, caGen, _ := g.ca.get()
+		caChanged := caGen != caSeen
+		caSeen = caGen
 		// Every admitted connection, whatever its state: one map look-up
 		// each per tick, and a chain verification each only when the CA
 		// changed.
