@@ -26,7 +26,7 @@ type reloader[T any] struct {
 
 	mu      sync.Mutex
 	current *T
-	gen     uint64 // counts the versions loaded; current is version gen
+	gen     uint64               // counts the versions loaded; current is version gen
 	seen    []atomicfile.Version // what current, or the last failure, came from
 	lastErr error
 }

@@ -757,7 +757,7 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(g.opts.RevocationPoll)
 	defer t.Stop()
 	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
-	_, caSeen, _ := g.ca.get()                // the CA the connections were admitted under
+	_, caSeen, _ := g.ca.get()               // the CA the connections were admitted under
 	for {
 		select {
 		case <-ctx.Done():
