@@ -87,18 +87,19 @@ var (
 	errShutdown   = fmt.Errorf("%w: shutdown", ErrSessionClosed)
 )
 
-// close ends the connection for cause, whatever its state; the first cause
-// wins and later calls do nothing.
-func (tc *trackedConn) close(cause error) {
+// close ends the connection for cause, whatever its state, and reports
+// whether this call did; the first cause wins and later calls do nothing.
+func (tc *trackedConn) close(cause error) bool {
 	tc.mu.Lock()
 	if tc.cause != nil {
 		tc.mu.Unlock()
-		return
+		return false
 	}
 	tc.cause = cause
 	closer := tc.closer
 	tc.mu.Unlock()
 	closer(cause)
+	return true
 }
 
 // enter moves the connection to state, ended from now on by closer. It
@@ -166,11 +167,19 @@ func (g *Gateway) release(serial string) {
 	}
 }
 
-// limitError says which limit refused a connection.
+// limitError says which limit refused a connection, by its nefia.yaml key
+// (the name an operator can act on).
 type limitError struct {
-	limit string // the GatewayOptions field
+	limit string
 	value int
 }
+
+// Names of the limits, as limitError reports them.
+const (
+	limitMaxConnections  = "mcp.mtls.max_connections"
+	limitPerClient       = "mcp.mtls.max_connections_per_client"
+	limitOperatorReserve = "mcp.mtls.operator_reserve"
+)
 
 func (e *limitError) Error() string {
 	return fmt.Sprintf("%s (%d) reached", e.limit, e.value)
@@ -184,13 +193,13 @@ func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.Connection
 	defer g.mu.Unlock()
 	switch {
 	case g.held >= g.opts.MaxConnections:
-		return &limitError{limit: "MaxConnections", value: g.opts.MaxConnections}
+		return &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections}
 	case g.perSerial[agent.Serial] >= g.opts.MaxConnectionsPerClient:
-		return &limitError{limit: "MaxConnectionsPerClient", value: g.opts.MaxConnectionsPerClient}
+		return &limitError{limit: limitPerClient, value: g.opts.MaxConnectionsPerClient}
 	case agent.Role != pki.RoleOperator && g.held >= g.opts.MaxConnections-g.opts.OperatorReserve:
 		// The last OperatorReserve slots are for operators, so one can
 		// always get in to revoke whoever holds the others.
-		return &limitError{limit: "OperatorReserve", value: g.opts.OperatorReserve}
+		return &limitError{limit: limitOperatorReserve, value: g.opts.OperatorReserve}
 	}
 	g.held++
 	g.established.Store(int64(g.held))
@@ -225,12 +234,14 @@ func (g *Gateway) admitted(match func(identity.Agent) bool) []*trackedConn {
 	return out
 }
 
-// closeConn closes one connection for cause and logs it.
+// closeConn closes one connection for cause and logs it, once: the poll
+// finds a closed connection again until its goroutine has finished.
 func (g *Gateway) closeConn(tc *trackedConn, cause error) {
 	state, agent, _, _ := tc.snapshot()
-	g.log.Info("connection closed by the gateway", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote,
-		"state", state.String(), "reason", closeReason(cause))
-	tc.close(cause)
+	if tc.close(cause) {
+		g.log.Info("connection closed by the gateway", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote,
+			"state", state.String(), "reason", closeReason(cause))
+	}
 }
 
 // closeAll closes every tracked connection, admitted or not (shutdown).

@@ -21,10 +21,12 @@ import (
 // nothing; it returns once the gateway has admitted the connection (it
 // then waits for the first byte), so whatever the test does next reaches a
 // connection in that state.
-func dialSilent(t *testing.T, gw *servertest.Gateway, logs *logRecorder, kp tls.Certificate, serial string) *tls.Conn {
+func dialSilent(t *testing.T, gw *servertest.Gateway, logs *logRecorder, kp tls.Certificate, serial string, alpn ...string) *tls.Conn {
 	t.Helper()
 	mark := logs.len()
-	conn, err := gw.Dial(gw.ClientConfig(&kp))
+	cfg := gw.ClientConfig(&kp)
+	cfg.NextProtos = alpn
+	conn, err := gw.Dial(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,8 @@ func dialSilent(t *testing.T, gw *servertest.Gateway, logs *logRecorder, kp tls.
 // neither revocation path nor a CA replacement closed it, and it could
 // later speak as a raw session. Each way must now close it, the tool at
 // once and the CLI (the store, seen by the poll) within 1s, and free its
-// slot.
+// slot. An HTTP connection (ALPN h2) that sends no request is reached the
+// same way.
 func TestRevocationReachesSilentConnections(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -63,34 +66,45 @@ func TestRevocationReachesSilentConnections(t *testing.T) {
 			}
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			logs := &logRecorder{}
-			gw := servertest.Start(t, func(o *server.GatewayOptions) {
-				o.Logger = slog.New(logs)
-				o.RevocationPoll = server.DefaultRevocationPoll
-				o.FirstByteTimeout = time.Minute // only the revocation may close it
+	for _, transport := range []string{"raw", "h2"} {
+		for _, tt := range tests {
+			t.Run(transport+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				testSilentRevocation(t, transport, tt.within, tt.act)
 			})
-			op := gw.Client(gw.Cert("ops", pki.RoleOperator))
-			base := gw.Count()
-			victim := gw.Issue("silent", pki.RoleAgent, time.Hour)
-			conn := dialSilent(t, gw, logs, pkitest.KeyPair(t, victim), victim.Serial)
-
-			start := time.Now()
-			tt.act(t, gw, op, victim)
-			if _, err := readUntilClosed(conn, waitLimit); err != nil {
-				t.Fatalf("silent connection not closed: %v", err)
-			}
-			took := time.Since(start)
-			t.Logf("%s: silent connection closed %v after the act", tt.name, took.Round(time.Millisecond))
-			if took > tt.within {
-				t.Errorf("closed after %v, want within %v", took, tt.within)
-			}
-			// Its slot is free again (a CA replacement also closes op's).
-			waitFor(t, func() bool { return gw.Count() <= base })
-		})
+		}
 	}
+}
+
+// testSilentRevocation is one case of TestRevocationReachesSilentConnections.
+func testSilentRevocation(t *testing.T, transport string, within time.Duration, act func(*testing.T, *servertest.Gateway, *client.Client, *pki.Issued)) {
+	var alpn []string
+	if transport == "h2" {
+		alpn = []string{"h2"}
+	}
+	logs := &logRecorder{}
+	gw := servertest.Start(t, func(o *server.GatewayOptions) {
+		o.Logger = slog.New(logs)
+		o.RevocationPoll = server.DefaultRevocationPoll
+		o.FirstByteTimeout = time.Minute // only the revocation may close it
+	})
+	op := gw.Client(gw.Cert("ops", pki.RoleOperator))
+	base := gw.Count()
+	victim := gw.Issue("silent", pki.RoleAgent, time.Hour)
+	conn := dialSilent(t, gw, logs, pkitest.KeyPair(t, victim), victim.Serial, alpn...)
+
+	start := time.Now()
+	act(t, gw, op, victim)
+	if _, err := readUntilClosed(conn, waitLimit); err != nil {
+		t.Fatalf("silent connection not closed: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("silent %s connection closed %v after the act", transport, took.Round(time.Millisecond))
+	if took > within {
+		t.Errorf("closed after %v, want within %v", took, within)
+	}
+	// Its slot is free again (a CA replacement also closes op's).
+	waitFor(t, func() bool { return gw.Count() <= base })
 }
 
 // TestRevokedWhileSilentIsNeverServed (issue 10 item 1): a connection whose

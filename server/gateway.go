@@ -457,7 +457,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			// A racing handshake may still fill the last slot; handle checks
 			// again when the handshake is done.
 			conn.Close()
-			g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: "MaxConnections", value: g.opts.MaxConnections})
+			g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
 			continue
 		}
 		hsCtx, hs := g.beginHandshake(ctx)

@@ -15,7 +15,7 @@ import (
 )
 
 // limitRefusal reports whether the audit trail holds a refusal of serial
-// by the limit named limit (a GatewayOptions field); serial "" is a refusal
+// by the limit named limit (its nefia.yaml key); serial "" is a refusal
 // before the handshake, of no one known.
 func limitRefusal(gw *servertest.Gateway, serial, limit string) bool {
 	for _, r := range gw.AuditRecords() {
@@ -54,7 +54,7 @@ func TestPerClientLimit(t *testing.T) {
 	if err := gw.Probe(gw.ClientConfig(new(pkitest.KeyPair(t, hog)))); err == nil {
 		t.Fatalf("connection %d of one certificate admitted", server.DefaultMaxConnectionsPerClient+1)
 	}
-	waitFor(t, func() bool { return limitRefusal(gw, hog.Serial, "MaxConnectionsPerClient") })
+	waitFor(t, func() bool { return limitRefusal(gw, hog.Serial, "mcp.mtls.max_connections_per_client (8)") })
 	other := gw.Cert("other", pki.RoleAgent)
 	if err := gw.Probe(gw.ClientConfig(&other)); err != nil {
 		t.Fatalf("another certificate is refused: %v", err)
@@ -74,14 +74,14 @@ func TestOperatorReserve(t *testing.T) {
 	if err := gw.Probe(gw.ClientConfig(new(pkitest.KeyPair(t, late)))); err == nil {
 		t.Fatal("an agent took a slot reserved for operators")
 	}
-	waitFor(t, func() bool { return limitRefusal(gw, late.Serial, "OperatorReserve") })
+	waitFor(t, func() bool { return limitRefusal(gw, late.Serial, "mcp.mtls.operator_reserve (2)") })
 	ops := gw.Issue("ops", pki.RoleOperator, time.Hour)
 	openRPC(t, gw, pkitest.KeyPair(t, ops), server.DefaultOperatorReserve)
 	if err := gw.Probe(gw.ClientConfig(new(pkitest.KeyPair(t, ops)))); err == nil {
 		t.Fatalf("connection %d admitted", limit+1)
 	}
 	// Every slot is taken: refused at accept, before its handshake.
-	waitFor(t, func() bool { return limitRefusal(gw, "", "MaxConnections") })
+	waitFor(t, func() bool { return limitRefusal(gw, "", "mcp.mtls.max_connections (6)") })
 }
 
 // TestRevokingTheHogFreesItsSlots (issue 10 item 3): an agent that holds
