@@ -69,7 +69,10 @@ type bridge struct {
 //
 // The first connection is made before anything is read from in, so a
 // refused certificate or an unreachable gateway is reported at once, as an
-// error wrapping ErrRefused, ErrUntrusted or ErrUnreachable. Later, Run
+// error wrapping ErrRefused, ErrUntrusted or ErrUnreachable. When the
+// gateway closes the connection with nothing in flight (it ends idle
+// sessions), Run connects again at the client's next message and replays
+// its initialize, so the client notices nothing. Later, Run
 // returns nil when in ended (after the answers still owed arrived, or
 // DrainTimeout), ctx's error when it was cancelled, and an error wrapping
 // ErrConnectionLost when the connection dropped with a request in flight
@@ -94,8 +97,9 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 	input := make(chan inputLine)
 	go readInput(newLineReader(in, b.opts.MaxMessageBytes), input, quit)
 
+	var first []byte // a client line that waited for a reconnect
 	for {
-		done, err := b.serve(ctx, c, input)
+		done, err := b.serve(ctx, c, input, first)
 		if done {
 			return err
 		}
@@ -103,13 +107,34 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 			b.failInFlight()
 			return fmt.Errorf("%w: %s closed the connection with %d request(s) unanswered", ErrConnectionLost, b.opts.Addr, n)
 		}
-		b.log.Info("connection to the gateway closed with nothing in flight; reconnecting", "addr", b.opts.Addr)
+		// Reconnect only when the client has something to say: the
+		// gateway closes idle sessions (mcp.mtls.idle_timeout) to free
+		// their slot, and reconnecting at once would take it back.
+		b.log.Info(msgIdleClosed, "addr", b.opts.Addr)
+		var in inputLine
+		select {
+		case in = <-input:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if in.err != nil {
+			return b.inputEnded(in.err, nil)
+		}
 		if c, err = b.reconnect(ctx); err != nil {
+			if m := parse(in.line); m.kind == request {
+				_ = b.emit(errorResponse(m.rawID, "nefia connect: the gateway could not be reached again; the request was not sent"))
+			}
 			return err
 		}
 		b.log.Info("reconnected to the gateway", "addr", b.opts.Addr)
+		first = in.line
 	}
 }
+
+// msgIdleClosed is logged when the gateway ended a connection with nothing
+// in flight (it closes idle sessions); the bridge reconnects at the
+// client's next message.
+const msgIdleClosed = "connection to the gateway closed with nothing in flight; reconnecting at the client's next message"
 
 func newBridge(out io.Writer, opts Options) (*bridge, error) {
 	if opts.Addr == "" || opts.TLS == nil {
@@ -176,15 +201,24 @@ func readInput(r *lineReader, input chan<- inputLine, quit <-chan struct{}) {
 	}
 }
 
-// serve copies between the client and one connection. done is false when
-// the connection ended and Run should decide whether to reconnect; when done
-// is true, err is what Run returns.
-func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine) (done bool, err error) {
+// serve copies between the client and one connection, sending first (a
+// line that waited for this connection), if any, before the rest. done is
+// false when the connection ended and Run should decide whether to
+// reconnect; when done is true, err is what Run returns.
+func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine, first []byte) (done bool, err error) {
 	fwd := make(chan error, 1)
 	go func() { fwd <- b.forward(c) }()
 	end := func() error {
 		c.tls.Close()
 		return <-fwd
+	}
+	if first != nil {
+		if err := b.send(c, first); err != nil {
+			if ferr := end(); fatal(ferr) {
+				return true, ferr
+			}
+			return false, nil
+		}
 	}
 	for {
 		select {
@@ -230,6 +264,12 @@ func (b *bridge) finish(ctx context.Context, c *conn, fwd <-chan error, inErr er
 		<-fwd
 	}
 	c.tls.Close()
+	return b.inputEnded(inErr, ferr)
+}
+
+// inputEnded is what Run returns once the client's input ended with inErr,
+// ferr being how the connection's last answers were forwarded.
+func (b *bridge) inputEnded(inErr, ferr error) error {
 	switch {
 	case errors.Is(inErr, ErrMessageTooLarge):
 		return fmt.Errorf("%w: from the client", inErr)

@@ -20,12 +20,18 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"go.uber.org/goleak"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/bridge"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
+	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/server/servertest"
 	"github.com/nefia/nefia/tools"
 )
+
+// msgIdleClosed is what the bridge logs when the gateway closed a
+// connection with nothing in flight.
+const msgIdleClosed = "connection to the gateway closed with nothing in flight; reconnecting at the client's next message"
 
 // running is a bridge started by start: its client-side pipes and result.
 type running struct {
@@ -156,17 +162,24 @@ func TestBridgeCarriesAnMCPSessionAndReconnectsWhenIdle(t *testing.T) {
 	}
 
 	// The gateway drops the connection while nothing is in flight: the
-	// bridge reconnects and replays initialize, the client notices nothing.
+	// bridge reconnects at the next message and replays initialize, the
+	// client notices nothing.
+	closed := r.events.on(msgIdleClosed)
 	reconnected := r.events.on("reconnected to the gateway")
 	if n := gw.CloseSerial(iss.Serial); n != 1 {
 		t.Fatalf("CloseSerial = %d", n)
 	}
 	select {
-	case <-reconnected:
+	case <-closed:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the bridge did not reconnect")
+		t.Fatal("the bridge did not notice the connection closed")
 	}
 	after := status(t, c)
+	select {
+	case <-reconnected:
+	default:
+		t.Fatal("status answered without a reconnect")
+	}
 	if after["session_id"] == before["session_id"] || after["serial"] != iss.Serial {
 		t.Errorf("after reconnecting: caller %v, before %v: want a new session of the same certificate", after, before)
 	}
@@ -340,15 +353,15 @@ func TestBridgeCancelledRequestIsNotInFlight(t *testing.T) {
 		},
 	)
 	r := start(t, addr, store, pkitest.KeyPair(t, pkitest.Issue(t, store, "ops", pki.RoleOperator, time.Hour)))
-	reconnected := r.events.on("reconnected to the gateway")
+	closed := r.events.on(msgIdleClosed)
 	out := bufio.NewReader(r.out)
 	io.WriteString(r.in, `{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{}}`+"\n")
 	io.WriteString(r.in, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"a"}}`+"\n")
 	<-cancelled
 	select {
-	case <-reconnected:
+	case <-closed:
 	case err := <-r.done:
-		t.Fatalf("Run = %v, want a reconnect: a cancelled request is owed no answer", err)
+		t.Fatalf("Run = %v, want to reconnect later: a cancelled request is owed no answer", err)
 	}
 	io.WriteString(r.in, `{"jsonrpc":"2.0","id":"b","method":"ping"}`+"\n")
 	if m := readLine(t, out); m["id"] != "b" {
@@ -401,4 +414,61 @@ func x509Pool(ca *pkitest.ForeignCA) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.Cert)
 	return p
+}
+
+// TestBridgeSurvivesTheIdleTimeout (issue 10 item 3): the gateway closes a
+// raw session idle for mcp.mtls.idle_timeout, freeing its slot. The bridge
+// does not take the slot back at once: it reconnects at the client's next
+// message, which is answered as if nothing happened.
+func TestBridgeSurvivesTheIdleTimeout(t *testing.T) {
+	noLeaks(t)
+	const idle = 300 * time.Millisecond
+	gw := servertest.Start(t, func(o *server.GatewayOptions) { o.IdleTimeout = idle })
+	iss := gw.Issue("ops", pki.RoleOperator, time.Hour)
+	r := start(t, gw.Addr, gw.Store, pkitest.KeyPair(t, iss))
+	reconnected := r.events.on("reconnected to the gateway")
+	c := mcpClient(t, r)
+	before := status(t, c)
+
+	waitWithin(t, 20*time.Second, func() bool {
+		for _, rec := range gw.AuditRecords() {
+			if rec.Event == audit.EventConnectionClose && rec.Reason == server.ReasonIdle {
+				return true
+			}
+		}
+		return false
+	})
+	// The slot is free while the client says nothing (no eager reconnect
+	// holds it again), for several idle periods.
+	waitWithin(t, 20*time.Second, func() bool { return gw.Count() == 0 })
+	select {
+	case <-reconnected:
+		t.Fatal("the bridge reconnected before the client said anything")
+	case <-time.After(3 * idle):
+	}
+	if n := gw.Count(); n != 0 {
+		t.Fatalf("gateway holds %d connection(s) for an idle bridge", n)
+	}
+
+	after := status(t, c)
+	if after["session_id"] == before["session_id"] || after["serial"] != iss.Serial {
+		t.Errorf("after the idle close: caller %v, before %v: want a new session of the same certificate", after, before)
+	}
+	c.Close()
+	r.in.Close()
+	if err := r.wait(t); err != nil {
+		t.Errorf("Run = %v, want nil after the client closed its input", err)
+	}
+}
+
+// waitWithin polls cond until it holds or limit passes.
+func waitWithin(t *testing.T, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not reached within %v", limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -3,8 +3,10 @@ package server
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 
@@ -24,6 +26,7 @@ type reloader[T any] struct {
 
 	mu      sync.Mutex
 	current *T
+	gen     uint64               // counts the versions loaded; current is version gen
 	seen    []atomicfile.Version // what current, or the last failure, came from
 	lastErr error
 }
@@ -36,8 +39,13 @@ func newReloader[T any](what string, log *slog.Logger, parse func() (T, error), 
 	return r, nil
 }
 
-// get returns the current value and whether this call loaded a new one.
-func (r *reloader[T]) get() (*T, bool, error) {
+// get returns the current value and its generation, a number that grows
+// with every new version loaded. A change is broadcast, never consumed:
+// each observer remembers the generation it last acted on and compares
+// (issue 10: with a "changed" flag, only the first caller after a change
+// learned of it, and when a handshake happened to be first, the revocation
+// poll never closed the sessions of a replaced CA).
+func (r *reloader[T]) get() (*T, uint64, error) {
 	versions := make([]atomicfile.Version, len(r.paths))
 	var statErr error
 	for i, p := range r.paths {
@@ -49,32 +57,67 @@ func (r *reloader[T]) get() (*T, bool, error) {
 	defer r.mu.Unlock()
 	if statErr != nil {
 		if r.current == nil {
-			return nil, false, fmt.Errorf("server: %s: %w", r.what, statErr)
+			return nil, 0, fmt.Errorf("server: %s: %w", r.what, statErr)
 		}
-		return r.current, false, nil // a file briefly missing mid-rotation: keep serving
+		return r.current, r.gen, nil // a file briefly missing mid-rotation: keep serving
 	}
 	if r.seen != nil && slices.Equal(versions, r.seen) {
 		if r.current == nil {
-			return nil, false, r.lastErr
+			return nil, 0, r.lastErr
 		}
-		return r.current, false, nil
+		return r.current, r.gen, nil
 	}
 	r.seen = versions
 	v, err := r.parse()
 	if err != nil {
 		r.lastErr = fmt.Errorf("server: load %s: %w", r.what, err)
 		if r.current == nil {
-			return nil, false, r.lastErr
+			return nil, 0, r.lastErr
 		}
 		r.log.Error(r.what+" reload failed; keeping the previous one", "files", r.paths, "error", err)
-		return r.current, false, nil
+		return r.current, r.gen, nil
 	}
-	fresh := r.current != nil
-	if fresh {
+	if r.current != nil {
 		r.log.Info(r.what+" reloaded", "files", r.paths)
 	}
 	r.current = &v
-	return r.current, fresh, nil
+	r.gen++
+	return r.current, r.gen, nil
+}
+
+// loadCAPool loads the CA file clients must chain to. Every certificate in
+// it must be a CA certificate allowed to sign certificates: a client's own
+// certificate copied over mtls_ca.crt by mistake would otherwise become a
+// trust root (issue 10), and, on reload, the reloader keeps the previous
+// CA and logs this error instead.
+func loadCAPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for block, rest := pem.Decode(data); block != nil; block, rest = pem.Decode(rest) {
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", path, n+1, err)
+		}
+		n++
+		switch {
+		case !cert.BasicConstraintsValid || !cert.IsCA:
+			return nil, fmt.Errorf("%s: certificate %d (%q) is not a CA certificate", path, n, cert.Subject.CommonName)
+		case cert.KeyUsage&x509.KeyUsageCertSign == 0:
+			return nil, fmt.Errorf("%s: certificate %d (%q) may not sign certificates (no keyCertSign usage)", path, n, cert.Subject.CommonName)
+		}
+		pool.AddCert(cert)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // loadKeyPair loads the gateway's certificate and key and checks they match.

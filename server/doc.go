@@ -11,11 +11,17 @@
 // CA file (re-read when it changes): chain, validity, clientAuth usage, a
 // revocation check against pki.RevocationChecker (one stat, no read, per
 // handshake) and a valid role in the certificate's OU. Only then does it
-// take one of MaxConnections session slots (one more is refused at once).
+// take one of MaxConnections session slots (one more is refused at once;
+// one certificate takes at most MaxConnectionsPerClient, and the last
+// OperatorReserve slots are for operators). It is then re-checked, and its
+// first byte must come within FirstByteTimeout. Every accepted connection
+// is in one table from accept to close, whatever its state (see connState),
+// and that table is where revocation and CA replacement find it.
 // After the handshake it is routed by ALPN or its first byte: MCP Streamable
 // HTTP at /mcp (HTTPTransport, identity re-checked on every request), or
 // newline-delimited JSON-RPC served as its own MCP session by a
-// StreamSession: requests run concurrently, writes are serialized, one
+// StreamSession (identity re-checked as it starts, closed after IdleTimeout
+// without a message): requests run concurrently, writes are serialized, one
 // message and the bytes in flight are capped. The identity built from the
 // verified certificate (identity.Agent) rides in every request's context,
 // where the authorization middleware, the audit hooks and the tools read it.

@@ -13,4 +13,7 @@ var (
 	// ErrWriteTimeout is returned by Serve when one write to the peer took
 	// longer than StreamOptions.WriteTimeout (a peer that does not read).
 	ErrWriteTimeout = errors.New("server: write to peer timed out")
+	// ErrIdleTimeout is returned by Serve when the peer sent no message for
+	// StreamOptions.IdleTimeout while no request was in flight.
+	ErrIdleTimeout = errors.New("server: session idle")
 )

@@ -16,6 +16,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
@@ -25,7 +26,16 @@ import (
 // Gateway defaults.
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultFirstByteTimeout bounds the wait for a connection's first
+	// message after its handshake (GatewayOptions.FirstByteTimeout).
+	DefaultFirstByteTimeout = 10 * time.Second
 	DefaultMaxConnections   = 50
+	// DefaultMaxConnectionsPerClient, DefaultOperatorReserve and
+	// DefaultIdleTimeout are the defaults of mcp.mtls.max_connections_per_client,
+	// mcp.mtls.operator_reserve and mcp.mtls.idle_timeout.
+	DefaultMaxConnectionsPerClient = config.DefaultMaxConnectionsPerClient
+	DefaultOperatorReserve         = config.DefaultOperatorReserve
+	DefaultIdleTimeout             = config.DefaultIdleTimeout
 	// DefaultMaxHandshakes caps connections still in their TLS handshake
 	// (GatewayOptions.MaxHandshakes). Each costs a socket, two goroutines and
 	// its TLS state: under 50 KiB (TestHandshakeFlood measures about 50 KiB
@@ -83,7 +93,27 @@ type GatewayOptions struct {
 	// DefaultMaxHandshakes.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
-	MaxMessageBytes  int
+	// FirstByteTimeout bounds the wait for a connection's first byte after
+	// its handshake: a client that handshakes and then says nothing would
+	// otherwise hold a session slot forever. Default DefaultFirstByteTimeout.
+	FirstByteTimeout time.Duration
+	// MaxConnectionsPerClient caps the session slots one certificate (by
+	// serial) holds at once (mcp.mtls.max_connections_per_client), so one
+	// agent cannot take them all. Default DefaultMaxConnectionsPerClient;
+	// above MaxConnections it is MaxConnections.
+	MaxConnectionsPerClient int
+	// OperatorReserve is how many of the MaxConnections slots only operator
+	// certificates may take (mcp.mtls.operator_reserve), so that an operator
+	// can always get in to revoke an agent that holds the rest. Zero takes
+	// DefaultOperatorReserve, NoOperatorReserve keeps none; at most
+	// MaxConnections-1 of it is kept, so someone else can still get in.
+	OperatorReserve int
+	// IdleTimeout ends a raw session that has received no message for this
+	// long and has no request in flight (mcp.mtls.idle_timeout), freeing its
+	// slot. 'nefia mcp connect' reconnects on the client's next message.
+	// Default DefaultIdleTimeout.
+	IdleTimeout     time.Duration
+	MaxMessageBytes int
 	// WriteTimeout bounds one write to a peer; a peer that stops reading
 	// its responses loses its session after this long instead of pinning
 	// request handlers. Default DefaultWriteTimeout.
@@ -121,17 +151,21 @@ type Gateway struct {
 	cfgPool *x509.CertPool
 	cfg     *tls.Config // tlsCfg with the current CA
 
-	slots chan struct{} // one token per established session (MaxConnections)
+	// established mirrors held for Count and the check at accept.
+	established atomic.Int64
 
 	hsMu    sync.Mutex
 	pending *list.List // of *pendingHandshake, oldest first; at most MaxHandshakes
 
-	mu       sync.Mutex
-	sessions map[*liveConn]struct{}
-	handlers sync.WaitGroup
-	addr     atomic.Pointer[net.Addr]
-	ready    chan struct{}
-	readyOne sync.Once
+	// mu guards the connection table (see connState) and the slots.
+	mu        sync.Mutex
+	conns     map[*trackedConn]struct{} // every accepted connection, accept to close
+	held      int                       // session slots taken (at most MaxConnections)
+	perSerial map[string]int            // slots taken per certificate serial
+	handlers  sync.WaitGroup
+	addr      atomic.Pointer[net.Addr]
+	ready     chan struct{}
+	readyOne  sync.Once
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -145,12 +179,9 @@ type pendingHandshake struct {
 // full and a newer connection needed the room.
 var errEvicted = errors.New("server: handshake cut to admit a newer connection (handshake limit reached)")
 
-// liveConn is one authenticated connection.
-type liveConn struct {
-	agent   identity.Agent
-	leaf    *x509.Certificate
-	session *StreamSession
-}
+// NoOperatorReserve, as GatewayOptions.OperatorReserve, keeps no slot for
+// operators (mcp.mtls.operator_reserve: 0).
+const NoOperatorReserve = -1
 
 // NewGateway checks the options, loads the CA and server certificate, and
 // builds the MCP server every connection's session is served by.
@@ -166,6 +197,21 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	if opts.HandshakeTimeout == 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.FirstByteTimeout == 0 {
+		opts.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if opts.MaxConnectionsPerClient == 0 {
+		opts.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient
+	}
+	switch opts.OperatorReserve {
+	case 0:
+		opts.OperatorReserve = DefaultOperatorReserve
+	case NoOperatorReserve:
+		opts.OperatorReserve = 0
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = DefaultMaxMessageBytes
@@ -185,10 +231,13 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if opts.Revocations == nil {
 		return nil, errors.New("server: gateway needs a revocation checker")
 	}
-	if opts.MaxConnections < 0 || opts.MaxHandshakes < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 || opts.WriteTimeout < 0 {
+	if opts.MaxConnections < 0 || opts.MaxHandshakes < 0 || opts.HandshakeTimeout < 0 || opts.MaxMessageBytes < 0 || opts.WriteTimeout < 0 ||
+		opts.FirstByteTimeout < 0 || opts.MaxConnectionsPerClient < 0 || opts.OperatorReserve < 0 || opts.IdleTimeout < 0 {
 		return nil, errors.New("server: gateway limits must be positive")
 	}
-	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return pki.LoadCertPool(opts.CACertFile) }, opts.CACertFile)
+	opts.MaxConnectionsPerClient = min(opts.MaxConnectionsPerClient, opts.MaxConnections)
+	opts.OperatorReserve = min(opts.OperatorReserve, opts.MaxConnections-1)
+	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -201,14 +250,14 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		opts.Logger.Error("revocation store unavailable: refusing all handshakes until it is fixed", "error", err)
 	}
 	g := &Gateway{
-		opts:     opts,
-		log:      opts.Logger,
-		certs:    certs,
-		ca:       ca,
-		slots:    make(chan struct{}, opts.MaxConnections),
-		pending:  list.New(),
-		sessions: map[*liveConn]struct{}{},
-		ready:    make(chan struct{}),
+		opts:      opts,
+		log:       opts.Logger,
+		certs:     certs,
+		ca:        ca,
+		pending:   list.New(),
+		conns:     map[*trackedConn]struct{}{},
+		perSerial: map[string]int{},
+		ready:     make(chan struct{}),
 	}
 	deps := opts.Tools
 	deps.Sessions = g
@@ -365,7 +414,7 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 func (g *Gateway) Count() int {
 	g.hsMu.Lock()
 	defer g.hsMu.Unlock()
-	return len(g.slots) + g.pending.Len()
+	return int(g.established.Load()) + g.pending.Len()
 }
 
 // ListenAndServe listens on addr (TCP) and serves until ctx is cancelled.
@@ -414,21 +463,23 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			err = fmt.Errorf("server: accept: %w", err)
 			break
 		}
-		if len(g.slots) == cap(g.slots) {
+		if g.full() {
 			// Every session slot is taken: refused at once, never queued (a
 			// queue would let a flood hold sockets open and delay legitimate
 			// clients behind it), and before a handshake is spent on it.
 			// A racing handshake may still fill the last slot; handle checks
 			// again when the handshake is done.
 			conn.Close()
-			g.limitReached(conn.RemoteAddr().String(), nil)
+			g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
 			continue
 		}
 		hsCtx, hs := g.beginHandshake(ctx)
+		tc := g.track(conn)
 		g.handlers.Add(1)
 		go func() {
 			defer g.handlers.Done()
-			g.handle(ctx, hsCtx, hs, conn)
+			defer g.untrack(tc)
+			g.handle(ctx, hsCtx, hs, tc)
 		}()
 	}
 	cancel()
@@ -452,11 +503,7 @@ func (g *Gateway) shutdown() {
 		return
 	case <-time.After(g.opts.ShutdownGrace):
 	}
-	g.mu.Lock()
-	for lc := range g.sessions {
-		lc.session.Close()
-	}
-	g.mu.Unlock()
+	g.closeAll(errShutdown)
 	<-done
 }
 
@@ -490,27 +537,29 @@ func (g *Gateway) endHandshake(hs *pendingHandshake) {
 	}
 }
 
-// limitReached logs and audits a connection refused because every session
-// slot was taken; who is nil when it was refused before its handshake.
-func (g *Gateway) limitReached(remote string, who *identity.Agent) {
-	attrs := []any{"remote_addr", remote, "reason", ReasonLimit, "max_connections", g.opts.MaxConnections}
+// limitReached logs and audits a connection refused because a limit was
+// reached (err, a *limitError, says which); who is nil when it was refused
+// before its handshake.
+func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
+	attrs := []any{"remote_addr", remote, "reason", ReasonLimit, "limit", err.Error()}
 	if who != nil {
-		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
+		attrs = append(attrs, "name", who.Name, "serial", who.Serial, "role", who.Role)
 	}
 	g.log.Warn("connection rejected", attrs...)
 	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionRejected, who, remote, ReasonLimit, nil)
+		g.audit.connection(audit.EventConnectionRejected, who, remote, ReasonLimit, err)
 	}
 }
 
-// handle runs one connection: an explicit handshake under a deadline (hsCtx
-// also ends it when the connection is cut to make room, see beginHandshake),
-// then, if a session slot is free, one MCP session until either side ends
-// it.
-func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw net.Conn) {
+// handle runs one connection, tracked in the table as tc: an explicit
+// handshake under a deadline (hsCtx also ends it when the connection is cut
+// to make room, see beginHandshake), then, if the limits admit it, one MCP
+// session until either side ends it. The connection's state in the table
+// follows each step (see connState).
+func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn) {
 	defer hs.cancel(nil)
 	defer g.endHandshake(hs)
-	remote := raw.RemoteAddr().String()
+	raw, remote := tc.raw, tc.remote
 	cfg, err := g.configForClient(nil)
 	if err != nil {
 		g.log.Error("connection rejected: no usable CA", "remote_addr", remote, "error", err)
@@ -545,28 +594,43 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw n
 	// The session slot is taken only now, so a stalled handshake never
 	// holds one. Taking it before leaving the pending list keeps Count from
 	// dipping in between.
-	select {
-	case g.slots <- struct{}{}:
-	default:
+	if err := g.admit(tc, agent, state); err != nil {
 		g.endHandshake(hs)
-		g.limitReached(remote, &agent)
+		g.limitReached(remote, &agent, err)
 		return
 	}
-	defer func() { <-g.slots }()
 	g.endHandshake(hs)
+	// From admission on, revocation finds the connection by serial. Check
+	// once more, so that one revoked (or a CA replaced) between the
+	// handshake's check and the admission is not missed.
+	if err := g.verifyConnection(state); err != nil {
+		g.rejected(remote, err)
+		return
+	}
+	g.log.Debug("connection admitted, awaiting its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", remote)
 
-	isHTTP, sconn, err := SniffHTTP(ctx, conn)
+	fbCtx, cancel := context.WithTimeoutCause(ctx, g.opts.FirstByteTimeout, errFirstByteTimeout)
+	isHTTP, sconn, err := SniffHTTP(fbCtx, conn)
+	cancel()
 	if err != nil {
-		g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", remote, "error", err)
+		g.endedSilent(tc, agent, err)
 		return
 	}
 	if isHTTP {
-		g.serveHTTP(ctx, sconn, agent)
+		g.serveHTTP(ctx, tc, sconn, agent)
+		return
+	}
+	// The raw stream has no per-request check as HTTP has: judge the
+	// certificate again now that it speaks, which may be long after the
+	// handshake.
+	if err := g.verifyConnection(state); err != nil {
+		g.rejected(remote, err)
 		return
 	}
 	sess, err := NewStreamSession(sconn, g.mcp, StreamOptions{
 		MaxMessageBytes: g.opts.MaxMessageBytes,
 		WriteTimeout:    g.opts.WriteTimeout,
+		IdleTimeout:     g.opts.IdleTimeout,
 		Logger:          g.log,
 		// Captures agent, whose SessionID is filled in below before Serve.
 		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
@@ -576,16 +640,9 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw n
 		return
 	}
 	agent.SessionID = sess.SessionID()
-
-	lc := &liveConn{agent: agent, leaf: state.PeerCertificates[0], session: sess}
-	g.mu.Lock()
-	g.sessions[lc] = struct{}{}
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.sessions, lc)
-		g.mu.Unlock()
-	}()
+	if !tc.enter(stateRaw, sess.kill) {
+		return // closed (revoked) since the check above
+	}
 
 	// A certificate that expires mid-session ends the session at NotAfter.
 	expiry := time.AfterFunc(agent.NotAfter.Sub(g.opts.Clock.Now()), func() {
@@ -606,6 +663,26 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw n
 		"duration", time.Since(start).Round(time.Millisecond), "reason", reason)
 	if g.audit != nil {
 		g.audit.connection(audit.EventConnectionClose, &agent, remote, reason, nil)
+	}
+}
+
+// endedSilent logs a connection that ended before its first byte, and
+// audits it when the gateway ended it: the first-byte deadline passed, or
+// it was revoked (or its CA replaced) while silent.
+func (g *Gateway) endedSilent(tc *trackedConn, agent identity.Agent, err error) {
+	cause := tc.closedBy()
+	switch {
+	case cause != nil:
+	case errors.Is(err, errFirstByteTimeout):
+		cause = errFirstByteTimeout
+	default:
+		g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote, "error", err)
+		return
+	}
+	reason := closeReason(cause)
+	g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote, "reason", reason)
+	if g.audit != nil {
+		g.audit.connection(audit.EventConnectionClose, &agent, tc.remote, reason, nil)
 	}
 }
 
@@ -630,28 +707,31 @@ func (g *Gateway) rejected(remote string, err error) {
 	}
 }
 
-// CloseSerial ends every live session of the certificate with this serial
-// (canonical form) and returns how many it closed.
+// CloseSerial ends every connection of the certificate with this serial
+// (canonical form), whatever its state (see connState), ends the HTTP
+// sessions it created, and returns how many connections it closed. Their
+// session slots are free once their goroutines have returned.
 func (g *Gateway) CloseSerial(serial string) int {
-	g.mu.Lock()
-	var victims []*liveConn
-	for lc := range g.sessions {
-		if lc.agent.Serial == serial {
-			victims = append(victims, lc)
-		}
+	victims := g.admitted(func(a identity.Agent) bool { return a.Serial == serial })
+	for _, tc := range victims {
+		g.closeConn(tc, errRevoked)
 	}
-	g.mu.Unlock()
-	for _, lc := range victims {
-		g.log.Info("session closed: certificate revoked", "name", lc.agent.Name, "serial", serial, "session_id", lc.agent.SessionID)
-		lc.session.Close()
-	}
-	return len(victims) + g.http.CloseSerial(serial)
+	// Ends the HTTP sessions bound to the serial; its connections are
+	// closed above already.
+	g.http.CloseSerial(serial)
+	return len(victims)
 }
 
 // serveHTTP serves one connection as MCP Streamable HTTP; identity is taken
 // again from the connection's certificate on every request.
-func (g *Gateway) serveHTTP(ctx context.Context, conn net.Conn, agent identity.Agent) {
+func (g *Gateway) serveHTTP(ctx context.Context, tc *trackedConn, conn net.Conn, agent identity.Agent) {
 	agent.Transport = identity.TransportHTTP
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if !tc.enter(stateHTTP, cancel) {
+		conn.Close()
+		return
+	}
 	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
 		"remote_addr", agent.RemoteAddr, "transport", agent.Transport)
 	if g.audit != nil {
@@ -675,10 +755,10 @@ func (g *Gateway) identify(cs *tls.ConnectionState) (identity.Agent, error) {
 	return identity.FromCertificate(cs.PeerCertificates[0])
 }
 
-// pollRevocations closes live sessions whose certificate was revoked by
-// another process (the CLI), or no longer chains to the CA after the CA was
-// replaced. One stat per file per tick; files are re-read only when they
-// changed.
+// pollRevocations closes connections, in any state (see connState), whose
+// certificate was revoked by another process (the CLI), or no longer chains
+// to the CA after the CA was replaced. One stat per file per tick; files are
+// re-read only when they changed.
 //
 // It also says, once, when the revocation store becomes unreadable (every
 // new handshake is then refused) and when it is readable again, so the log
@@ -690,7 +770,7 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	t := time.NewTicker(g.opts.RevocationPoll)
 	defer t.Stop()
 	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
-	generation := g.opts.Revocations.Generation()
+	_, caSeen, _ := g.ca.get()               // the CA the connections were admitted under
 	for {
 		select {
 		case <-ctx.Done():
@@ -706,32 +786,29 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			g.log.Info("revocation store readable again: accepting handshakes", "file", g.opts.Revocations.Path())
 		}
 		storeErr = err
-		pool, caChanged, _ := g.ca.get()
-		g.mu.Lock()
-		var revoked, orphaned []*liveConn
-		for lc := range g.sessions {
-			if r, err := g.opts.Revocations.IsRevoked(lc.leaf.SerialNumber); err == nil && r {
-				revoked = append(revoked, lc)
+		pool, caGen, _ := g.ca.get()
+		caChanged := caGen != caSeen
+		caSeen = caGen
+		// Every admitted connection, whatever its state: one map look-up
+		// each per tick, and a chain verification each only when the CA
+		// changed.
+		revoked := map[string]bool{}
+		for _, tc := range g.admitted(nil) {
+			_, agent, cs, ok := tc.snapshot()
+			if !ok {
+				continue // ended since
+			}
+			leaf := cs.PeerCertificates[0]
+			if r, err := g.opts.Revocations.IsRevoked(leaf.SerialNumber); err == nil && r {
+				revoked[agent.Serial] = true
 				continue
 			}
-			if caChanged && !chainsTo(lc.leaf, *pool, g.opts.Clock.Now()) {
-				orphaned = append(orphaned, lc)
+			if caChanged && !chainsTo(leaf, *pool, g.opts.Clock.Now()) {
+				g.closeConn(tc, errCAReplaced)
 			}
 		}
-		g.mu.Unlock()
-		for _, lc := range revoked {
-			g.CloseSerial(lc.agent.Serial)
-		}
-		for _, lc := range orphaned {
-			g.log.Info("session closed: the CA was replaced", "name", lc.agent.Name, "serial", lc.agent.Serial, "session_id", lc.agent.SessionID)
-			lc.session.Close()
-		}
-		// HTTP connections are re-judged only when the store or the CA
-		// changed: a full chain verification per connection per tick would
-		// be waste.
-		if gen := g.opts.Revocations.Generation(); gen != generation || caChanged {
-			generation = gen
-			g.http.Recheck()
+		for serial := range revoked {
+			g.CloseSerial(serial)
 		}
 	}
 }

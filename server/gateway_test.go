@@ -345,7 +345,12 @@ func TestExpiryEndsTheSession(t *testing.T) {
 func TestConnectionLimit(t *testing.T) {
 	noLeaks(t)
 	const limit = server.DefaultMaxConnections // 50: the 51st is refused
-	gw := servertest.Start(t)
+	// One certificate holds every slot: the global limit alone is tested
+	// here (the per-client limit and the operator reserve in limits_test.go).
+	gw := servertest.Start(t, func(o *server.GatewayOptions) {
+		o.MaxConnectionsPerClient = limit
+		o.OperatorReserve = server.NoOperatorReserve
+	})
 	cert := gw.Cert("many", pki.RoleAgent)
 	var open []*tls.Conn
 	for range limit {
@@ -384,6 +389,8 @@ func TestNoSlotLeaks(t *testing.T) {
 	const limit = 10
 	gw := servertest.Start(t, func(o *server.GatewayOptions) {
 		o.MaxConnections = limit
+		o.MaxConnectionsPerClient = limit // one certificate churns every slot
+		o.OperatorReserve = server.NoOperatorReserve
 		o.HandshakeTimeout = 500 * time.Millisecond
 	})
 	cert := gw.Cert("churn", pki.RoleAgent)

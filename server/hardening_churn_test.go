@@ -50,7 +50,11 @@ func TestSlotChurn(t *testing.T) {
 	}
 	seed := testSeed(t)
 
-	gw := servertest.Start(t, func(o *server.GatewayOptions) { o.HandshakeTimeout = time.Second })
+	gw := servertest.Start(t, func(o *server.GatewayOptions) {
+		o.HandshakeTimeout = time.Second
+		o.MaxConnectionsPerClient = limit // one certificate churns every slot
+		o.OperatorReserve = server.NoOperatorReserve
+	})
 	cert := gw.Cert("churn", pki.RoleAgent)
 	// Resumption (a shared session cache) and P-256 key exchange (assembly,
 	// where X25519 and ML-KEM are Go code that -race instruments) keep the

@@ -24,6 +24,11 @@ const (
 	ReasonProtocol      = "protocol version"
 	ReasonLimit         = "limit reached"
 	ReasonOther         = "handshake failed"
+	// ReasonFirstByteTimeout and ReasonIdle are close reasons: a connection
+	// that sent nothing within FirstByteTimeout of its handshake, and a raw
+	// session idle for IdleTimeout.
+	ReasonFirstByteTimeout = "first byte timeout"
+	ReasonIdle             = "idle"
 )
 
 // rejection is a handshake refused by the gateway's certificate policy.
@@ -93,6 +98,16 @@ func closeReason(err error) string {
 	switch {
 	case err == nil, errors.Is(err, io.EOF):
 		return "peer closed"
+	case errors.Is(err, errRevoked):
+		return "certificate revoked"
+	case errors.Is(err, errCAReplaced):
+		return "CA replaced"
+	case errors.Is(err, errShutdown):
+		return "shutdown"
+	case errors.Is(err, errFirstByteTimeout):
+		return ReasonFirstByteTimeout
+	case errors.Is(err, ErrIdleTimeout):
+		return ReasonIdle
 	case errors.Is(err, ErrSessionClosed):
 		return "closed by gateway"
 	case errors.Is(err, ErrMessageTooLarge):

@@ -70,6 +70,13 @@ type StreamOptions struct {
 	// channel. mcp-go drops a notification when it is full. Default 64.
 	NotificationBuffer int
 
+	// IdleTimeout, if set, ends the session with ErrIdleTimeout when the
+	// peer has sent no message for this long and no request is in flight (a
+	// request being handled, an open subscriptions/listen included, is
+	// activity: a session is never cut mid-call). The gateway uses it so
+	// that idle connections give their slot back. Zero: never.
+	IdleTimeout time.Duration
+
 	// ContextFunc, if set, derives the context every request of the session
 	// is handled with; the gateway uses it to attach the authenticated
 	// identity. It is called once, in Serve, with a context that already
@@ -120,6 +127,8 @@ func (o StreamOptions) validate() error {
 		return fmt.Errorf("server: stream option WriteTimeout is %v, must be positive", o.WriteTimeout)
 	case o.DrainTimeout < 0:
 		return fmt.Errorf("server: stream option DrainTimeout is %v, must be positive", o.DrainTimeout)
+	case o.IdleTimeout < 0:
+		return fmt.Errorf("server: stream option IdleTimeout is %v, must be positive", o.IdleTimeout)
 	case o.NotificationBuffer < 0:
 		return fmt.Errorf("server: stream option NotificationBuffer is %d, must be positive", o.NotificationBuffer)
 	}
@@ -160,6 +169,8 @@ type StreamSession struct {
 	closeRW sync.Once // rw is closed exactly once
 
 	slots      chan struct{}  // one token per in-flight request
+	born       time.Time      // when the session was made; lastActive counts from it (monotonic)
+	lastActive atomic.Int64   // time.Since(born) at the last message read or request answered
 	inflight   byteBudget     // bytes of the in-flight requests, at most MaxInFlightBytes
 	handlers   sync.WaitGroup // request handler goroutines
 	out        chan []byte    // encoded responses for the writer, closed when no producer is left
@@ -190,6 +201,7 @@ func NewStreamSession(rw io.ReadWriteCloser, srv *mcpserver.MCPServer, opts Stre
 		opts:       opts,
 		log:        opts.Logger,
 		done:       make(chan struct{}),
+		born:       time.Now(),
 		slots:      make(chan struct{}, opts.MaxInFlight),
 		inflight:   newByteBudget(opts.MaxInFlightBytes),
 		out:        make(chan []byte),
@@ -256,6 +268,18 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 	defer s.srv.UnregisterSession(finalCtx, s.id)
 	s.log.DebugContext(ctx, "stream session started", streamLogSession, s.id)
 
+	if s.opts.IdleTimeout > 0 {
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(stopped)
+			s.watchIdle(stop)
+		}()
+		defer func() {
+			close(stop)
+			<-stopped
+		}()
+	}
+
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -288,6 +312,35 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 func (s *StreamSession) Close() error {
 	s.kill(ErrSessionClosed)
 	return nil
+}
+
+// touch records activity: a message read, or a request answered.
+func (s *StreamSession) touch() { s.lastActive.Store(int64(time.Since(s.born))) }
+
+// watchIdle ends the session when it has been idle for IdleTimeout (see
+// StreamOptions.IdleTimeout), until stop is closed.
+func (s *StreamSession) watchIdle(stop <-chan struct{}) {
+	limit := s.opts.IdleTimeout
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if len(s.slots) > 0 { // a request in flight is activity
+			t.Reset(limit)
+			continue
+		}
+		idle := time.Since(s.born) - time.Duration(s.lastActive.Load())
+		if idle >= limit {
+			s.log.Info("stream session idle, closing it", streamLogSession, s.id, "idle", idle.Round(time.Millisecond))
+			s.kill(ErrIdleTimeout)
+			return
+		}
+		t.Reset(limit - idle)
+	}
 }
 
 // Done returns a channel that is closed when Serve has returned.

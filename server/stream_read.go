@@ -120,6 +120,7 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 		line, err := lines.next()
 		switch {
 		case err == nil:
+			s.touch() // before dispatch takes a slot: the idle watch sees one or the other
 			if !s.dispatch(ctx, line) {
 				return false
 			}
@@ -252,6 +253,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	go func() {
 		defer s.handlers.Done()
 		defer func() { <-s.slots }()
+		defer s.touch() // the idle time counts from the answer, not the request
 		defer s.inflight.release(size)
 		resp := s.handle(ctx, env.ID, line)
 		line = nil // not needed while the answer waits for the writer

@@ -110,6 +110,15 @@ type stdio struct {
 
 func (stdio) Close() error { return nil }
 
+// operatorReserve maps mcp.mtls.operator_reserve to the gateway's option,
+// where zero means the default: a configured 0 keeps no reserve.
+func operatorReserve(n int) int {
+	if n == 0 {
+		return server.NoOperatorReserve
+	}
+	return n
+}
+
 func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, m config.MTLS) error {
 	orDefault := func(path, name string) string {
 		if path == "" {
@@ -124,10 +133,14 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
 		MaxConnections: m.MaxConnections,
 		AllowedOrigins: m.AllowedOrigins,
-		Tools:          deps,
-		Audit:          trail,
-		Policy:         pol,
-		Logger:         s.log,
+		// mcp.mtls.* limits (issue 10); config has applied their defaults.
+		MaxConnectionsPerClient: m.MaxConnectionsPerClient,
+		OperatorReserve:         operatorReserve(m.OperatorReserve),
+		IdleTimeout:             m.IdleTimeout,
+		Tools:                   deps,
+		Audit:                   trail,
+		Policy:                  pol,
+		Logger:                  s.log,
 	})
 	if errors.Is(err, os.ErrNotExist) {
 		return usage(fmt.Errorf("%w; run 'nefia mtls init' first (state dir %s)", err, filepath.Clean(s.stateDir)))

@@ -1,0 +1,262 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+)
+
+// connState is where one accepted connection is in its life. Every accepted
+// connection is in the gateway's connection table (Gateway.conns) from
+// accept to close, in exactly one of these states, and the table is the one
+// place revocation (CloseSerial, the revocation poll), CA replacement and
+// shutdown look for connections to end (issue 10: a connection that
+// handshook and then said nothing used to be in no table, so revoking its
+// certificate did not reach it).
+//
+//	state               what ends it from outside           limits that hold it        audit
+//	------------------  ----------------------------------  -------------------------  ------------------------------
+//	handshaking         VerifyConnection refuses a revoked  MaxHandshakes (oldest cut), connection_rejected
+//	                    or foreign certificate; one that    HandshakeTimeout
+//	                    passed just before a revocation is
+//	                    caught by the re-check on admission
+//	awaiting first byte raw connection closed               a session slot (per client, connection_close "first byte
+//	                                                        operator reserve),         timeout", or the revocation
+//	                                                        FirstByteTimeout
+//	raw                 StreamSession.Close; identity is    a session slot,            connection_open/_close
+//	                    re-checked just before it starts    IdleTimeout, message and
+//	                                                        in-flight caps, WriteTimeout
+//	http                ServeConn's context cancelled, the  a session slot, the HTTP   connection_open/_close, and
+//	                    serial's HTTP sessions ended;       transport's timeouts       per refused request
+//	                    identity re-checked per request
+//
+// Revocation through the nefia.mtls.revoke tool closes the serial's
+// connections at once (CloseSerial); one written to the store by the CLI is
+// seen by the revocation poll within RevocationPoll; a CA replacement makes
+// the poll re-verify every connection that has an identity. A connection
+// becomes visible to them by serial when it is admitted, and is re-verified
+// right after, so a revocation that lands between its handshake and its
+// admission is not missed either.
+type connState int
+
+const (
+	stateHandshaking connState = iota
+	stateAwaitingFirstByte
+	stateRaw
+	stateHTTP
+)
+
+func (s connState) String() string {
+	switch s {
+	case stateHandshaking:
+		return "handshaking"
+	case stateAwaitingFirstByte:
+		return "awaiting first byte"
+	case stateRaw:
+		return "raw"
+	case stateHTTP:
+		return "http"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// trackedConn is one accepted connection in the gateway's table.
+type trackedConn struct {
+	raw    net.Conn
+	remote string
+
+	mu     sync.Mutex
+	state  connState
+	agent  identity.Agent      // set on admission
+	cs     tls.ConnectionState // set on admission, for re-verification
+	slot   bool                // holds a session slot
+	closer func(cause error)   // ends the connection in its current state
+	cause  error               // why the gateway closed it; nil until then
+}
+
+// Causes the gateway closes a connection with; their text is the close
+// reason in the log and the audit trail.
+var (
+	errRevoked    = fmt.Errorf("%w: certificate revoked", ErrSessionClosed)
+	errCAReplaced = fmt.Errorf("%w: the CA was replaced", ErrSessionClosed)
+	errShutdown   = fmt.Errorf("%w: shutdown", ErrSessionClosed)
+)
+
+// close ends the connection for cause, whatever its state, and reports
+// whether this call did; the first cause wins and later calls do nothing.
+func (tc *trackedConn) close(cause error) bool {
+	tc.mu.Lock()
+	if tc.cause != nil {
+		tc.mu.Unlock()
+		return false
+	}
+	tc.cause = cause
+	closer := tc.closer
+	tc.mu.Unlock()
+	closer(cause)
+	return true
+}
+
+// enter moves the connection to state, ended from now on by closer. It
+// reports false, and changes nothing, when the connection was closed
+// already: the caller must then stop.
+func (tc *trackedConn) enter(state connState, closer func(error)) bool {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.cause != nil {
+		return false
+	}
+	tc.state, tc.closer = state, closer
+	return true
+}
+
+// closedBy returns why the gateway closed the connection, or nil.
+func (tc *trackedConn) closedBy() error {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.cause
+}
+
+// snapshot returns the connection's state and, once admitted, identity.
+func (tc *trackedConn) snapshot() (connState, identity.Agent, *tls.ConnectionState, bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if !tc.slot {
+		return tc.state, identity.Agent{}, nil, false
+	}
+	cs := tc.cs
+	return tc.state, tc.agent, &cs, true
+}
+
+// track adds a just-accepted connection to the table, ended by closing it.
+func (g *Gateway) track(raw net.Conn) *trackedConn {
+	tc := &trackedConn{raw: raw, remote: raw.RemoteAddr().String(), state: stateHandshaking}
+	tc.closer = func(error) { raw.Close() }
+	g.mu.Lock()
+	g.conns[tc] = struct{}{}
+	g.mu.Unlock()
+	return tc
+}
+
+// untrack removes a connection that has ended from the table and gives back
+// its slot.
+func (g *Gateway) untrack(tc *trackedConn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.conns, tc)
+	tc.mu.Lock()
+	slot, serial := tc.slot, tc.agent.Serial
+	tc.slot = false
+	tc.mu.Unlock()
+	if slot {
+		g.release(serial)
+	}
+}
+
+// release gives back one session slot of serial; g.mu must be held.
+func (g *Gateway) release(serial string) {
+	g.held--
+	g.established.Store(int64(g.held))
+	if g.perSerial[serial]--; g.perSerial[serial] <= 0 {
+		delete(g.perSerial, serial)
+	}
+}
+
+// limitError says which limit refused a connection, by its nefia.yaml key
+// (the name an operator can act on).
+type limitError struct {
+	limit string
+	value int
+}
+
+// Names of the limits, as limitError reports them.
+const (
+	limitMaxConnections  = "mcp.mtls.max_connections"
+	limitPerClient       = "mcp.mtls.max_connections_per_client"
+	limitOperatorReserve = "mcp.mtls.operator_reserve"
+)
+
+func (e *limitError) Error() string {
+	return fmt.Sprintf("%s (%d) reached", e.limit, e.value)
+}
+
+// admit takes a session slot for a connection whose handshake succeeded
+// and records its identity, which makes it reachable by serial. It returns
+// a *limitError when a limit refuses it.
+func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.held >= g.opts.MaxConnections:
+		return &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections}
+	case g.perSerial[agent.Serial] >= g.opts.MaxConnectionsPerClient:
+		return &limitError{limit: limitPerClient, value: g.opts.MaxConnectionsPerClient}
+	case agent.Role != pki.RoleOperator && g.held >= g.opts.MaxConnections-g.opts.OperatorReserve:
+		// The last OperatorReserve slots are for operators, so one can
+		// always get in to revoke whoever holds the others.
+		return &limitError{limit: limitOperatorReserve, value: g.opts.OperatorReserve}
+	}
+	g.held++
+	g.established.Store(int64(g.held))
+	g.perSerial[agent.Serial]++
+	tc.mu.Lock()
+	tc.slot, tc.agent, tc.cs = true, agent, cs
+	tc.state = stateAwaitingFirstByte
+	tc.mu.Unlock()
+	return nil
+}
+
+// full reports whether every session slot is taken.
+func (g *Gateway) full() bool {
+	return g.established.Load() >= int64(g.opts.MaxConnections)
+}
+
+// admitted returns the admitted connections (those with an identity) that
+// match, if match is not nil.
+func (g *Gateway) admitted(match func(identity.Agent) bool) []*trackedConn {
+	g.mu.Lock()
+	all := make([]*trackedConn, 0, len(g.conns))
+	for tc := range g.conns {
+		all = append(all, tc)
+	}
+	g.mu.Unlock()
+	var out []*trackedConn
+	for _, tc := range all {
+		if _, agent, _, ok := tc.snapshot(); ok && (match == nil || match(agent)) {
+			out = append(out, tc)
+		}
+	}
+	return out
+}
+
+// closeConn closes one connection for cause and logs it, once: the poll
+// finds a closed connection again until its goroutine has finished.
+func (g *Gateway) closeConn(tc *trackedConn, cause error) {
+	state, agent, _, _ := tc.snapshot()
+	if tc.close(cause) {
+		g.log.Info("connection closed by the gateway", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote,
+			"state", state.String(), "reason", closeReason(cause))
+	}
+}
+
+// closeAll closes every tracked connection, admitted or not (shutdown).
+func (g *Gateway) closeAll(cause error) {
+	g.mu.Lock()
+	all := make([]*trackedConn, 0, len(g.conns))
+	for tc := range g.conns {
+		all = append(all, tc)
+	}
+	g.mu.Unlock()
+	for _, tc := range all {
+		tc.close(cause)
+	}
+}
+
+// errFirstByteTimeout is why a connection that sent nothing after its
+// handshake was closed.
+var errFirstByteTimeout = errors.New("server: no first message within the first-byte deadline")
