@@ -145,8 +145,7 @@ func (l *Logger) Append(r Record, durable bool) error {
 	}
 	r.ID = uuid.NewString()
 	r.Time = l.opts.Now().UTC()
-	r.Error = clipError(r.Error)
-	r.Reason = clipError(r.Reason)
+	clipRecord(&r)
 	l.pending = append(l.pending, r)
 	if !durable && len(l.pending) < maxBatch {
 		l.mu.Unlock()
@@ -207,7 +206,7 @@ func (l *Logger) flushLocked() (uint64, error) {
 		prev := l.prev
 		for i := range batch {
 			batch[i].PrevHash = prev
-			line, err := seal(l.key, &batch[i])
+			line, err := sealBounded(l.key, &batch[i])
 			if err != nil {
 				return err
 			}

@@ -40,6 +40,11 @@ type Agent struct {
 	Name   string `json:"name,omitempty"`
 	Serial string `json:"serial,omitempty"`
 	Role   string `json:"role,omitempty"`
+	// Unverified marks a name and serial read from a certificate whose
+	// chain did not verify against the CA (a refused handshake): anyone can
+	// put anything there, so they say who the peer claimed to be, not who
+	// it is.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Record is one line of the trail. Append fills in ID, Time, PrevHash and

@@ -117,8 +117,34 @@ func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
 }
 
 // connection records a connection event; they are not durable one by one
-// (group commit), unlike state changes.
+// (group commit), unlike state changes. Refusals go through refused.
 func (a *auditor) connection(event string, agent *identity.Agent, remote, reason string, err error) {
+	if event == audit.EventConnectionRejected {
+		a.refused(refusal{remote: remote, reason: reason, who: agent, err: err})
+		return
+	}
+	a.write(connectionRecord(event, agent, remote, reason, err))
+}
+
+// refusal is a refused connection: who is nil when no certificate was
+// presented, and unverified when the one presented did not verify.
+type refusal struct {
+	remote, reason string
+	who            *identity.Agent
+	unverified     bool
+	err            error
+}
+
+// refused records a refused connection.
+func (a *auditor) refused(f refusal) {
+	r := connectionRecord(audit.EventConnectionRejected, f.who, f.remote, f.reason, f.err)
+	if r.Agent != nil {
+		r.Agent.Unverified = f.unverified
+	}
+	a.write(r)
+}
+
+func connectionRecord(event string, agent *identity.Agent, remote, reason string, err error) audit.Record {
 	r := audit.Record{Event: event, RemoteAddr: remote, Reason: reason, Transport: identity.TransportStream}
 	if agent != nil {
 		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
@@ -132,8 +158,12 @@ func (a *auditor) connection(event string, agent *identity.Agent, remote, reason
 	if err != nil {
 		r.Error = err.Error()
 	}
+	return r
+}
+
+func (a *auditor) write(r audit.Record) {
 	if aerr := a.trail.Append(r, false); aerr != nil {
-		a.log.Error("connection event not audited", "event", event, "error", aerr)
+		a.log.Error("connection event not audited", "event", r.Event, "error", aerr)
 	}
 }
 

@@ -313,7 +313,9 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
-			return rejected(verifyReason(err, leaf, now), err)
+			rj := rejected(verifyReason(err, leaf, now), err).(*rejection)
+			rj.unverified = true
+			return rj
 		}
 	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
@@ -597,25 +599,38 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, raw n
 }
 
 // rejected logs and audits a failed handshake with its reason and, when a
-// certificate was presented, its name and serial.
+// certificate was presented, its name and serial. A certificate whose chain
+// did not verify proves nothing: its name is cut to the longest valid name
+// (a 200,000-character CN once cost 1.2 MB of trail per handshake) and the
+// record marks it unverified.
 func (g *Gateway) rejected(remote string, err error) {
-	reason, who := handshakeReason(err), (*identity.Agent)(nil)
+	reason, who, unverified := handshakeReason(err), (*identity.Agent)(nil), false
 	var rj *rejection
 	if errors.As(err, &rj) {
-		reason = rj.reason
+		reason, unverified = rj.reason, rj.unverified
 		if rj.serial != "" {
 			who = &identity.Agent{Name: rj.name, Serial: rj.serial, Transport: identity.TransportStream}
+			if unverified {
+				who.Name, who.Serial = audit.Clip(who.Name, maxUnverifiedName), audit.Clip(who.Serial, maxUnverifiedName)
+			}
 		}
 	}
-	attrs := []any{"remote_addr", remote, "reason", reason, "error", err}
+	attrs := []any{"remote_addr", remote, "reason", reason, "error", audit.Clip(fmt.Sprint(err), maxUnverifiedError)}
 	if who != nil {
-		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
+		attrs = append(attrs, "name", who.Name, "serial", who.Serial, "unverified", unverified)
 	}
 	g.log.Warn("connection rejected", attrs...)
 	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionRejected, who, remote, reason, err)
+		g.audit.refused(refusal{remote: remote, reason: reason, who: who, unverified: unverified, err: err})
 	}
 }
+
+// Bounds on what an unverified peer gets into logs: names nefia issues are
+// at most 64 characters, so a longer one was never ours.
+const (
+	maxUnverifiedName  = 64
+	maxUnverifiedError = 512
+)
 
 // CloseSerial ends every live session of the certificate with this serial
 // (canonical form) and returns how many it closed.
