@@ -61,7 +61,11 @@ type Logger struct {
 	fi     os.FileInfo // identity of f, to notice a removed or replaced file
 	size   int64       // size of f after our last write or resync
 	prev   string      // hash of the last record in the trail
-	broken error       // sticky: a write failed part-way, the tail may be torn
+	// cut, when not negative, is where f must be cut back to before the
+	// next write: a write failed part-way and cutting its bytes off failed
+	// too. Until it succeeds, appends are refused; once it does (space came
+	// back), the chain continues from the last whole record.
+	cut    int64
 	closed bool
 	// pending are stamped, unsealed records waiting for the next group
 	// write; they join the chain (get prev_hash and hash) when written.
@@ -101,7 +105,7 @@ func Open(dir string, opts Options) (*Logger, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	l := &Logger{dir: dir, path: filepath.Join(dir, TrailFile), opts: opts, log: opts.Logger, lockFD: lockFD,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		cut: -1, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := l.withFileLock(func() error {
 		var err error
 		if l.key, err = loadOrCreateKey(filepath.Join(dir, KeyFile)); err != nil {
@@ -179,7 +183,7 @@ func (l *Logger) usable() error {
 	if l.closed {
 		return fmt.Errorf("%w: logger closed", ErrUnavailable)
 	}
-	return l.broken
+	return nil
 }
 
 // flushLocked seals the waiting records onto the chain and writes them in one
@@ -194,6 +198,9 @@ func (l *Logger) flushLocked() (uint64, error) {
 	}
 	var seq uint64
 	err := l.withFileLock(func() error {
+		if err := l.cutTorn(); err != nil {
+			return err
+		}
 		if err := l.follow(); err != nil {
 			return err
 		}
@@ -213,11 +220,18 @@ func (l *Logger) flushLocked() (uint64, error) {
 			buf = append(append(buf, line...), '\n')
 			prev = batch[i].Hash
 		}
+		start := l.size
 		n, err := l.f.Write(buf)
 		l.size += int64(n)
 		if err != nil {
 			if n > 0 {
-				l.broken = fmt.Errorf("%w: %s has a partial record after a failed write: %v (restart to recover)", ErrUnavailable, l.path, err)
+				// A full disk (ENOSPC) writes part of the batch. None of it
+				// joins the chain: cut it off now (that frees space, so it
+				// works on a full disk), or before the next write.
+				l.cut = start
+				if cerr := l.cutTorn(); cerr != nil {
+					l.log.Error("audit: cannot cut a partial write yet; appends are refused until it is cut", "file", l.path, "error", cerr)
+				}
 			}
 			return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
 		}
@@ -226,6 +240,29 @@ func (l *Logger) flushLocked() (uint64, error) {
 		return nil
 	})
 	return seq, err
+}
+
+// cutTorn cuts the bytes of a failed write off the trail, so the chain
+// continues from the last whole record ("no audit, no action" holds only
+// while records cannot be written: issue 10 item 12). If another process
+// has changed the file since (it appended, or it rotated it), the cut is
+// left to the torn-tail recovery of reopen, which records what it cut.
+func (l *Logger) cutTorn() error {
+	if l.cut < 0 {
+		return nil
+	}
+	fi, err := os.Stat(l.path)
+	if err != nil || !os.SameFile(fi, l.fi) || fi.Size() != l.size {
+		l.log.Warn("audit: trail changed after a failed write; leaving the torn bytes to recovery", "file", l.path)
+		l.cut = -1
+		return nil
+	}
+	if err := l.f.Truncate(l.cut); err != nil {
+		return fmt.Errorf("%w: cut a partial write off %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.log.Warn("audit: cut a partial write off the trail", "file", l.path, "bytes", l.size-l.cut)
+	l.size, l.cut = l.cut, -1
+	return nil
 }
 
 // follow makes sure l.f is the file at l.path and l.prev its last hash,
