@@ -1,0 +1,308 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nefia/nefia/internal/atomicfile"
+)
+
+// File names of the trail's head anchor, next to the trail.
+const (
+	CheckpointFile    = "checkpoint.json"
+	CheckpointKeyFile = "checkpoint.key"
+)
+
+// EventCheckpointCreated records that a writer found a non-empty trail
+// without a checkpoint and anchored it: the trail predates checkpoints, or
+// its checkpoint was removed. Records removed before it cannot be detected
+// from the trail alone (an operator's copy of an older checkpoint can).
+const EventCheckpointCreated = "audit.checkpoint_created"
+
+// Checkpoint anchors the head of the chain, which the chain itself cannot:
+// deleting the newest records leaves a shorter trail that still verifies.
+// Writers refresh it, under the trail's lock, after every write that reached
+// stable storage; Verify fails when the trail ends before it. It is signed
+// with an Ed25519 key used for nothing else, so that a copy an operator
+// keeps elsewhere (`nefia audit checkpoint`) proves later that nothing older
+// than it was removed.
+//
+// Count is records since the trail began. Rotated files removed by
+// audit.max_files are accounted for by Removed (how many records they held)
+// and BaseHash (the hash of the last of them, which the oldest kept record
+// chains from), so removing them never makes verification fail.
+type Checkpoint struct {
+	Version   int       `json:"version"`
+	Count     uint64    `json:"count"`
+	Hash      string    `json:"hash"`
+	Removed   uint64    `json:"removed,omitempty"`
+	BaseHash  string    `json:"base_hash,omitempty"`
+	Time      time.Time `json:"time"`
+	PublicKey string    `json:"public_key"`
+	Signature string    `json:"signature"`
+}
+
+func (c *Checkpoint) signed() []byte {
+	return fmt.Appendf(nil, "nefia audit checkpoint v1\ncount=%d\nhash=%s\nremoved=%d\nbase=%s\ntime=%s\n",
+		c.Count, c.Hash, c.Removed, c.BaseHash, c.Time.UTC().Format(time.RFC3339Nano))
+}
+
+func (c *Checkpoint) sign(key ed25519.PrivateKey) {
+	c.Version = 1
+	c.PublicKey = hex.EncodeToString(key.Public().(ed25519.PublicKey))
+	c.Signature = hex.EncodeToString(ed25519.Sign(key, c.signed()))
+}
+
+// check verifies c's signature with pub, the trail's own checkpoint key: a
+// checkpoint signed by any other key is refused, whatever key it names.
+func (c *Checkpoint) check(pub ed25519.PublicKey) error {
+	sig, err := hex.DecodeString(c.Signature)
+	if c.Version != 1 || err != nil || c.PublicKey != hex.EncodeToString(pub) || !ed25519.Verify(pub, c.signed(), sig) {
+		return errors.New("signature does not verify with this trail's checkpoint key (forged, edited, or from another trail)")
+	}
+	return nil
+}
+
+// ParseCheckpoint decodes a checkpoint (as `nefia audit checkpoint` prints
+// it); VerifyWithCheckpoint checks its signature.
+func ParseCheckpoint(data []byte) (*Checkpoint, error) {
+	var c Checkpoint
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("audit: not a checkpoint: %w", err)
+	}
+	return &c, nil
+}
+
+// ReadCheckpoint returns the signed checkpoint of the trail in dir, checked
+// against its key; nil, nil when there is none yet.
+func ReadCheckpoint(dir string) (*Checkpoint, error) {
+	pub, err := checkpointPublicKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	return readCheckpoint(dir, pub)
+}
+
+func readCheckpoint(dir string, pub ed25519.PublicKey) (*Checkpoint, error) {
+	path := filepath.Join(dir, CheckpointFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: read %s: %w", path, err)
+	}
+	c, err := ParseCheckpoint(data)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %s: %w", path, err)
+	}
+	if pub == nil {
+		return nil, fmt.Errorf("%w: %s exists but %s does not", ErrBroken, path, CheckpointKeyFile)
+	}
+	if err := c.check(pub); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBroken, path, err)
+	}
+	return c, nil
+}
+
+// checkpointPublicKey returns the public half of the checkpoint key, nil
+// when there is no key.
+func checkpointPublicKey(dir string) (ed25519.PublicKey, error) {
+	data, err := os.ReadFile(filepath.Join(dir, CheckpointKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: read checkpoint key: %w", err)
+	}
+	key, err := parseCheckpointKey(data)
+	if err != nil {
+		return nil, err
+	}
+	return key.Public().(ed25519.PublicKey), nil
+}
+
+func parseCheckpointKey(data []byte) (ed25519.PrivateKey, error) {
+	seed, err := hex.DecodeString(string(bytes.TrimSpace(data)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%w: %s is not a hex Ed25519 seed", ErrUnavailable, CheckpointKeyFile)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// loadOrCreateCheckpointKey reads the checkpoint key, creating it when
+// neither it nor a checkpoint exists. A checkpoint without its key is
+// refused: making a new key would let anyone replace the checkpoint.
+// Callers hold the trail lock.
+func loadOrCreateCheckpointKey(dir string) (ed25519.PrivateKey, error) {
+	path := filepath.Join(dir, CheckpointKeyFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		return parseCheckpointKey(data)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: read %s: %v", ErrUnavailable, path, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, CheckpointFile)); err == nil {
+		return nil, fmt.Errorf("%w: %s exists but its key %s is missing", ErrUnavailable, CheckpointFile, path)
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, fmt.Errorf("%w: generate checkpoint key: %v", ErrUnavailable, err)
+	}
+	if err := atomicfile.WriteFile(path, []byte(hex.EncodeToString(seed)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// anchor returns the checkpoint describing the trail as it is now (head
+// l.prev), under the trail lock. A missing checkpoint is rebuilt by counting
+// the trail, and created reports it. One that lags the trail (a writer died
+// between its write and its checkpoint, or a writer without checkpoints
+// appended) is brought forward by counting. One ahead of the trail means
+// records were removed: writing on would hide it, so it is an error.
+func (l *Logger) anchor() (ck *Checkpoint, created bool, err error) {
+	ck, err = readCheckpoint(l.dir, l.ckKey.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if ck != nil && ck.Hash == l.prev {
+		return ck, false, nil
+	}
+	files, err := trailFiles(l.dir)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	n, first, err := countRecords(files)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if ck == nil {
+		ck = &Checkpoint{}
+		if first != Genesis && first != "" {
+			ck.BaseHash = first // the oldest files are gone already: count from here
+		}
+		created = n > 0
+	}
+	if ck.Removed+n < ck.Count {
+		return nil, false, fmt.Errorf("%w: the trail holds %d records but its checkpoint %s names %d: %d of the newest were removed (run nefia audit verify)",
+			ErrUnavailable, ck.Removed+n, filepath.Join(l.dir, CheckpointFile), ck.Count, ck.Count-ck.Removed-n)
+	}
+	ck.Count, ck.Hash = ck.Removed+n, l.prev
+	return ck, created, nil
+}
+
+// writeCheckpoint signs and atomically replaces the checkpoint.
+func (l *Logger) writeCheckpoint(ck *Checkpoint) error {
+	ck.Time = l.opts.Now().UTC()
+	ck.sign(l.ckKey)
+	data, err := json.MarshalIndent(ck, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%w: encode checkpoint: %v", ErrUnavailable, err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(l.dir, CheckpointFile), append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// countRecords counts the lines of files and returns the prev_hash of the
+// first record (Genesis for a trail that starts in them, "" when empty).
+func countRecords(files []string) (n uint64, first string, err error) {
+	for _, path := range files {
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, "", fmt.Errorf("audit: %w", err)
+		}
+		r := bufio.NewReaderSize(f, 64<<10)
+		for {
+			line, err := r.ReadSlice('\n')
+			if errors.Is(err, bufio.ErrBufferFull) {
+				for errors.Is(err, bufio.ErrBufferFull) { // a long line: only its start matters
+					_, err = r.ReadSlice('\n')
+				}
+				line = line[:0]
+			}
+			if err != nil {
+				f.Close()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return 0, "", fmt.Errorf("audit: read %s: %w", path, err)
+			}
+			if n == 0 {
+				var rec struct {
+					PrevHash string `json:"prev_hash"`
+				}
+				_ = json.Unmarshal(line, &rec)
+				first = rec.PrevHash
+			}
+			n++
+		}
+	}
+	return n, first, nil
+}
+
+// prune removes the oldest rotated files beyond Options.MaxFiles, after
+// recording in the checkpoint how many records they held and the hash the
+// oldest kept record chains from. Runs under both locks, after a rotation.
+func (l *Logger) prune() error {
+	if l.opts.MaxFiles <= 0 {
+		return nil
+	}
+	files, err := trailFiles(l.dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	rotated := files[:0:0]
+	for _, f := range files {
+		if f != l.path {
+			rotated = append(rotated, f)
+		}
+	}
+	if len(rotated) <= l.opts.MaxFiles {
+		return nil
+	}
+	victims := rotated[:len(rotated)-l.opts.MaxFiles]
+	ck, _, err := l.anchor()
+	if err != nil {
+		return err
+	}
+	n, _, err := countRecords(victims)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	f, err := os.Open(victims[len(victims)-1])
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	base, _, _, err := lastHash(f, l.key)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	ck.Removed += n
+	ck.BaseHash = base
+	if err := l.writeCheckpoint(ck); err != nil {
+		return err
+	}
+	for _, v := range victims {
+		if err := os.Remove(v); err != nil {
+			return fmt.Errorf("%w: remove %s: %v", ErrUnavailable, v, err)
+		}
+		l.log.Info("audit: removed rotated file (audit.max_files)", "file", v)
+	}
+	return atomicfile.SyncDir(l.dir)
+}

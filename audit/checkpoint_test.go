@@ -1,0 +1,119 @@
+package audit_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nefia/nefia/audit"
+)
+
+func checkpoint(t *testing.T, dir string) *audit.Checkpoint {
+	t.Helper()
+	ck, err := audit.ReadCheckpoint(dir)
+	if err != nil || ck == nil {
+		t.Fatalf("checkpoint: %v, %v", ck, err)
+	}
+	return ck
+}
+
+// TestCheckpointFollowsEveryWrite: the checkpoint names the last record
+// after each write, across writers and restarts, and the chain verifies.
+func TestCheckpointFollowsEveryWrite(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := open(t, dir, audit.Options{})
+	b := open(t, dir, audit.Options{})
+	appendN(t, a, 3, true)
+	appendN(t, b, 2, true)
+	appendN(t, a, 4, false)
+	if err := a.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := audit.Tail(dir, 1)
+	if ck := checkpoint(t, dir); ck.Count != 9 || ck.Hash != recs[0].Hash {
+		t.Errorf("checkpoint = %d %s, want 9 %s", ck.Count, ck.Hash, recs[0].Hash)
+	}
+	a.Close()
+	b.Close()
+	if n, err := verify(t, dir); err != nil || n != 9 {
+		t.Fatalf("verify = %d, %v", n, err)
+	}
+}
+
+// TestMaxFilesKeepsTheTrailVerifiable: audit.max_files removes the oldest
+// rotated files; the checkpoint counts their records, so the rest still
+// verifies, while removing a kept file by hand does not.
+func TestMaxFilesKeepsTheTrailVerifiable(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l := open(t, dir, audit.Options{MaxSize: 2 << 10, MaxFiles: 2})
+	for range 60 {
+		appendN(t, l, 1, false)
+		if err := l.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	rotated, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+	if len(rotated) != 2 {
+		t.Fatalf("%d rotated files kept, want 2", len(rotated))
+	}
+	n, err := verify(t, dir)
+	if err != nil || n >= 60 || n == 0 {
+		t.Fatalf("verify = %d, %v; want the kept records, fewer than 60", n, err)
+	}
+	if ck := checkpoint(t, dir); ck.Count != 60 || ck.Removed != uint64(60-n) {
+		t.Errorf("checkpoint count %d removed %d; want 60 and %d", ck.Count, ck.Removed, 60-n)
+	}
+	os.Remove(rotated[0])
+	if _, err := verify(t, dir); !errors.Is(err, audit.ErrBroken) || !strings.Contains(err.Error(), "deleted") {
+		t.Errorf("verify without the oldest kept file = %v, want a deletion", err)
+	}
+}
+
+// TestTrailWithoutCheckpoint: a trail written before checkpoints existed (or
+// whose checkpoint and key were removed) fails verify until a writer opens
+// it; the writer anchors it and says so on the trail.
+func TestTrailWithoutCheckpoint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l := open(t, dir, audit.Options{})
+	appendN(t, l, 3, true)
+	l.Close()
+	os.Remove(filepath.Join(dir, audit.CheckpointFile))
+	os.Remove(filepath.Join(dir, audit.CheckpointKeyFile))
+	if _, err := verify(t, dir); !errors.Is(err, audit.ErrBroken) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("verify without a checkpoint = %v, want it refused", err)
+	}
+	l = open(t, dir, audit.Options{})
+	l.Close()
+	if n, err := verify(t, dir); err != nil || n != 4 {
+		t.Fatalf("verify after a writer anchored it = %d, %v", n, err)
+	}
+	recs, _ := audit.Tail(dir, 1)
+	if recs[0].Event != audit.EventCheckpointCreated || !strings.Contains(recs[0].Reason, "3 records") {
+		t.Errorf("last record = %+v, want %s", recs[0], audit.EventCheckpointCreated)
+	}
+	// A checkpoint whose key is gone is refused, not replaced.
+	os.Remove(filepath.Join(dir, audit.CheckpointKeyFile))
+	if _, err := audit.Open(dir, audit.Options{}); !errors.Is(err, audit.ErrUnavailable) {
+		t.Errorf("open without the checkpoint key = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestWriterRefusesATrailShorterThanItsCheckpoint: continuing a trail whose
+// newest records were deleted would bury the deletion under new records.
+func TestWriterRefusesATrailShorterThanItsCheckpoint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	l := open(t, dir, audit.Options{})
+	appendN(t, l, 5, true)
+	l.Close()
+	writeLines(t, dir, lines(t, dir)[:3])
+	if _, err := audit.Open(dir, audit.Options{}); !errors.Is(err, audit.ErrUnavailable) || !strings.Contains(err.Error(), "2 of the newest were removed") {
+		t.Errorf("open = %v, want a refusal naming the 2 missing records", err)
+	}
+}
