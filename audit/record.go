@@ -19,6 +19,11 @@ const (
 	EventConnectionOpen     = "connection_open"
 	EventConnectionClose    = "connection_close"
 	EventConnectionRejected = "connection_rejected"
+	// EventConnectionRejectedSuppressed summarizes, per remote address,
+	// refused connections a rate limit kept from being recorded one by one:
+	// result.suppressed is their number, result.by_reason the count of each
+	// reason.
+	EventConnectionRejectedSuppressed = "connection_rejected_suppressed"
 	// EventRecovered records that Open cut a torn last line (a crash in the
 	// middle of a write) off the trail before continuing it.
 	EventRecovered = "audit.recovered"

@@ -2,9 +2,14 @@ package server_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,3 +121,88 @@ func TestPeerStringsAreClippedInTheTrail(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestRefusalFloodIsRateLimited makes 3,000 bare TCP connects (no TLS at
+// all), which once wrote 3,000 connection_rejected records in a quarter of
+// a second (issue 10 item 11). Now one address gets at most its first
+// refusal of each kind, a burst of 10 and 1 a second; what is suppressed is
+// summed up in a connection_rejected_suppressed record, so the records and
+// the summary together account for every refusal.
+func TestRefusalFloodIsRateLimited(t *testing.T) {
+	noLeaks(t)
+	gw := servertest.Start(t)
+	const connects = 3000
+	before := len(gw.AuditRecords())
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for range connects / 8 {
+				c, err := net.DialTimeout("tcp", gw.Addr, waitLimit)
+				if err != nil {
+					t.Errorf("worker %d: %v", w, err)
+					return
+				}
+				// Half-close and wait for the gateway to hang up: by then
+				// it has judged (and audited) this connection.
+				_ = c.(*net.TCPConn).CloseWrite()
+				_ = c.SetReadDeadline(time.Now().Add(waitLimit))
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if err := gw.Stop(); err != nil { // every refusal handled, the summary written
+		t.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	var rejected, summaries, suppressed int
+	for _, r := range gw.AuditRecords()[before:] {
+		switch r.Event {
+		case audit.EventConnectionRejected:
+			rejected++
+		case audit.EventConnectionRejectedSuppressed:
+			summaries++
+			n, _ := r.Result["suppressed"].(float64)
+			suppressed += int(n)
+			t.Logf("summary: %s %v", r.Reason, r.Result["by_reason"])
+		}
+	}
+	// The first refusal of each kind (at most 8), the burst of 10, then 1 a
+	// second: the limits in server/refusals.go.
+	limit := 8 + 10 + int(math.Ceil(elapsed.Seconds()))
+	t.Logf("%d bare connects in %v: %d connection_rejected records, %d summaries of %d suppressed", connects, elapsed.Round(time.Millisecond), rejected, summaries, suppressed)
+	if rejected > limit {
+		t.Errorf("%d connection_rejected records for %d connects from one address in %v; want at most %d", rejected, connects, elapsed, limit)
+	}
+	if summaries != 1 || rejected+suppressed != connects {
+		t.Errorf("%d summaries accounting for %d suppressed + %d recorded; want 1 accounting for all %s", summaries, suppressed, rejected, fmt.Sprint(connects))
+	}
+	gw.VerifyAudit()
+}
+
+// auditedRefusals stops gw (so the summary of the refusals its rate limit
+// suppressed is written) and counts its refusals by reason, those recorded
+// one by one and those summed up in summaries alike; one is the first kind.
+func auditedRefusals(t *testing.T, gw *servertest.Gateway) (byReason map[string]int, one int) {
+	t.Helper()
+	if err := gw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	byReason = map[string]int{}
+	for _, r := range gw.AuditRecords() {
+		switch r.Event {
+		case audit.EventConnectionRejected:
+			byReason[r.Reason]++
+			one++
+		case audit.EventConnectionRejectedSuppressed:
+			by, _ := r.Result["by_reason"].(map[string]any)
+			for reason, n := range by {
+				f, _ := n.(float64)
+				byReason[reason] += int(f)
+			}
+		}
+	}
+	return byReason, one
+}

@@ -424,6 +424,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	g.shutdown()
 	pollerDone.Wait()
+	if g.audit != nil {
+		g.audit.close() // the summary of refusals the rate limit suppressed
+	}
 	return err
 }
 
