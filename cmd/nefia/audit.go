@@ -215,31 +215,35 @@ func newAuditTailCmd(e *env, g *globals) *cobra.Command {
 	return cmd
 }
 
-// printRecord is the human view: time, event, who, what, outcome.
+// printRecord is the human view: time, event, who, what, outcome. Every
+// field may hold what a peer sent, so each is passed through termSafe.
 func printRecord(w io.Writer, r audit.Record) {
 	who := "-"
 	if r.Agent != nil {
-		who = r.Agent.Name
+		who = termSafe(r.Agent.Name)
+		if r.Agent.Unverified {
+			who = "unverified:" + who
+		}
 		if r.Agent.Role != "" {
-			who += "(" + r.Agent.Role + ")"
+			who += "(" + termSafe(r.Agent.Role) + ")"
 		}
 		if r.Agent.Serial != "" {
-			who += " " + r.Agent.Serial
+			who += " " + termSafe(r.Agent.Serial)
 		}
 	}
-	what := r.Tool
+	what := termSafe(r.Tool)
 	if r.Reason != "" {
-		what = strings.TrimSpace(what + " " + r.Reason)
+		what = strings.TrimSpace(what + " " + termSafe(r.Reason))
 	}
-	line := fmt.Sprintf("%s  %-19s %-8s %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), r.Event, r.Outcome, who)
+	line := fmt.Sprintf("%s  %-19s %-8s %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), termSafe(r.Event), termSafe(r.Outcome), who)
 	if what != "" {
 		line += "  " + what
 	}
 	if r.RemoteAddr != "" {
-		line += "  from " + r.RemoteAddr
+		line += "  from " + termSafe(r.RemoteAddr)
 	}
 	if r.Error != "" {
-		line += "  error: " + r.Error
+		line += "  error: " + termSafe(r.Error)
 	}
 	fmt.Fprintln(w, line)
 }
