@@ -43,9 +43,13 @@ const EventCheckpointCreated = "audit.checkpoint_created"
 // and BaseHash (the hash of the last of them, which the oldest kept record
 // chains from), so removing them never makes verification fail.
 type Checkpoint struct {
-	Version   int       `json:"version"`
-	Count     uint64    `json:"count"`
-	Hash      string    `json:"hash"`
+	Version int    `json:"version"`
+	Count   uint64 `json:"count"`
+	Hash    string `json:"hash"`
+	// Offset is the size of audit.jsonl after record Count (0: taken at a
+	// rotation, the file starts after it), so that the next writer counts
+	// on from there instead of reading every file.
+	Offset    int64     `json:"offset"`
 	Removed   uint64    `json:"removed,omitempty"`
 	BaseHash  string    `json:"base_hash,omitempty"`
 	Time      time.Time `json:"time"`
@@ -54,8 +58,8 @@ type Checkpoint struct {
 }
 
 func (c *Checkpoint) signed() []byte {
-	return fmt.Appendf(nil, "nefia audit checkpoint v1\ncount=%d\nhash=%s\nremoved=%d\nbase=%s\ntime=%s\n",
-		c.Count, c.Hash, c.Removed, c.BaseHash, c.Time.UTC().Format(time.RFC3339Nano))
+	return fmt.Appendf(nil, "nefia audit checkpoint v1\ncount=%d\nhash=%s\noffset=%d\nremoved=%d\nbase=%s\ntime=%s\n",
+		c.Count, c.Hash, c.Offset, c.Removed, c.BaseHash, c.Time.UTC().Format(time.RFC3339Nano))
 }
 
 func (c *Checkpoint) sign(key ed25519.PrivateKey) {
@@ -167,41 +171,101 @@ func loadOrCreateCheckpointKey(dir string) (ed25519.PrivateKey, error) {
 	return ed25519.NewKeyFromSeed(seed), nil
 }
 
+// How anchor found the checkpoint.
+const (
+	anchorFresh   = iota // it names the trail's head already
+	anchorMoved          // brought forward to the head: write it
+	anchorCreated        // there was none for a non-empty trail: write it, and say so
+)
+
 // anchor returns the checkpoint describing the trail as it is now (head
-// l.prev), under the trail lock. A missing checkpoint is rebuilt by counting
-// the trail, and created reports it. One that lags the trail (a writer died
-// between its write and its checkpoint, or a writer without checkpoints
-// appended) is brought forward by counting. One ahead of the trail means
-// records were removed: writing on would hide it, so it is an error.
-func (l *Logger) anchor() (ck *Checkpoint, created bool, err error) {
+// l.prev, l.f at l.size), under the trail lock. A missing checkpoint is
+// rebuilt by counting the trail. One that lags the trail (non-durable
+// batches not yet anchored, a writer that died before anchoring) is brought
+// forward by counting the lines after its offset, or every line when the
+// file changed since. One ahead of the trail means records were removed:
+// writing on would hide it, so it is an error.
+func (l *Logger) anchor() (ck *Checkpoint, state int, err error) {
 	ck, err = readCheckpoint(l.dir, l.ckKey.Public().(ed25519.PublicKey))
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if ck != nil && ck.Hash == l.prev {
-		return ck, false, nil
+		return ck, anchorFresh, nil
+	}
+	if ck != nil {
+		if n, ok := l.countSince(ck); ok {
+			ck.Count += n
+			ck.Hash, ck.Offset = l.prev, l.size
+			return ck, anchorMoved, nil
+		}
 	}
 	files, err := trailFiles(l.dir)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	n, first, err := countRecords(files)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	state = anchorMoved
 	if ck == nil {
 		ck = &Checkpoint{}
 		if first != Genesis && first != "" {
 			ck.BaseHash = first // the oldest files are gone already: count from here
 		}
-		created = n > 0
+		if n > 0 {
+			state = anchorCreated
+		}
 	}
 	if ck.Removed+n < ck.Count {
-		return nil, false, fmt.Errorf("%w: the trail holds %d records but its checkpoint %s names %d: %d of the newest were removed (run nefia audit verify)",
+		return nil, 0, fmt.Errorf("%w: the trail holds %d records but its checkpoint %s names %d: %d of the newest were removed (run nefia audit verify)",
 			ErrUnavailable, ck.Removed+n, filepath.Join(l.dir, CheckpointFile), ck.Count, ck.Count-ck.Removed-n)
 	}
-	ck.Count, ck.Hash = ck.Removed+n, l.prev
-	return ck, created, nil
+	ck.Count, ck.Hash, ck.Offset = ck.Removed+n, l.prev, l.size
+	return ck, state, nil
+}
+
+// countSince counts the records of l.f after the checkpoint's offset, if
+// the checkpoint's record is the one that ends there (or, at offset 0, the
+// one the file's first record chains from).
+func (l *Logger) countSince(ck *Checkpoint) (uint64, bool) {
+	if ck.Offset < 0 || ck.Offset > l.size {
+		return 0, false
+	}
+	if ck.Offset == 0 {
+		head := make([]byte, min(l.size, MaxRecordBytes+1))
+		if _, err := l.f.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+			return 0, false
+		}
+		i := bytes.IndexByte(head, '\n')
+		var rec struct {
+			PrevHash string `json:"prev_hash"`
+		}
+		if i < 0 || json.Unmarshal(head[:i], &rec) != nil || rec.PrevHash != ck.Hash {
+			return 0, false
+		}
+	} else {
+		want := hashSuffix + ck.Hash + "\"}\n"
+		got := make([]byte, len(want))
+		if ck.Offset < int64(len(want)) {
+			return 0, false
+		}
+		if _, err := l.f.ReadAt(got, ck.Offset-int64(len(want))); err != nil || string(got) != want {
+			return 0, false
+		}
+	}
+	var n uint64
+	buf := make([]byte, 64<<10)
+	for off := ck.Offset; off < l.size; {
+		k, err := l.f.ReadAt(buf[:min(int64(len(buf)), l.size-off)], off)
+		n += uint64(bytes.Count(buf[:k], []byte{'\n'}))
+		off += int64(k)
+		if err != nil && !(errors.Is(err, io.EOF) && off >= l.size) {
+			return 0, false
+		}
+	}
+	return n, true
 }
 
 // writeCheckpoint signs and atomically replaces the checkpoint.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nefia/nefia/audit"
 )
@@ -20,25 +21,37 @@ func checkpoint(t *testing.T, dir string) *audit.Checkpoint {
 }
 
 // TestCheckpointFollowsEveryWrite: the checkpoint names the last record
-// after each write, across writers and restarts, and the chain verifies.
+// once a durable append returns, and a batch of non-durable ones once it is
+// synced (at the latest by Close), across two writers and a restart.
 func TestCheckpointFollowsEveryWrite(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	a := open(t, dir, audit.Options{})
-	b := open(t, dir, audit.Options{})
+	a := open(t, dir, audit.Options{SyncInterval: time.Hour})
+	b := open(t, dir, audit.Options{SyncInterval: time.Hour})
+	head := func() string {
+		recs, _ := audit.Tail(dir, 1)
+		return recs[0].Hash
+	}
 	appendN(t, a, 3, true)
 	appendN(t, b, 2, true)
+	if ck := checkpoint(t, dir); ck.Count != 5 || ck.Hash != head() {
+		t.Errorf("after durable appends: checkpoint %d %s, want 5 %s", ck.Count, ck.Hash, head())
+	}
 	appendN(t, a, 4, false)
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	recs, _ := audit.Tail(dir, 1)
-	if ck := checkpoint(t, dir); ck.Count != 9 || ck.Hash != recs[0].Hash {
-		t.Errorf("checkpoint = %d %s, want 9 %s", ck.Count, ck.Hash, recs[0].Hash)
+	appendN(t, b, 1, true) // b counts a's batch on from the checkpoint's offset
+	if ck := checkpoint(t, dir); ck.Count != 10 || ck.Hash != head() {
+		t.Errorf("after a batch and a durable append: checkpoint %d %s, want 10 %s", ck.Count, ck.Hash, head())
 	}
+	appendN(t, a, 2, false)
 	a.Close()
 	b.Close()
-	if n, err := verify(t, dir); err != nil || n != 9 {
+	if ck := checkpoint(t, dir); ck.Count != 12 || ck.Hash != head() {
+		t.Errorf("after close: checkpoint %d %s, want 12 %s", ck.Count, ck.Hash, head())
+	}
+	if n, err := verify(t, dir); err != nil || n != 12 {
 		t.Fatalf("verify = %d, %v", n, err)
 	}
 }

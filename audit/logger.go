@@ -73,6 +73,12 @@ type Logger struct {
 	// back), the chain continues from the last whole record.
 	cut    int64
 	closed bool
+	// durFI and durSize say how much of which file is known to be on
+	// stable storage; unanchored, that records were written since the last
+	// checkpoint (non-durable batches are anchored by the next sync).
+	durFI      os.FileInfo
+	durSize    int64
+	unanchored bool
 	// pending are stamped, unsealed records waiting for the next group
 	// write; they join the chain (get prev_hash and hash) when written.
 	pending []Record
@@ -124,8 +130,8 @@ func Open(dir string, opts Options) (*Logger, error) {
 		if err := l.reopen(); err != nil {
 			return err
 		}
-		ck, isNew, err := l.anchor()
-		if isNew {
+		ck, state, err := l.anchor()
+		if state == anchorCreated {
 			created = ck
 		}
 		return err
@@ -182,14 +188,11 @@ func (l *Logger) Append(r Record, durable bool) error {
 		l.mu.Unlock()
 		return nil
 	}
-	seq, err := l.flushLocked()
+	_, err := l.flushLocked(durable)
 	l.mu.Unlock()
 	if err != nil {
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
-	}
-	if durable {
-		return l.syncTo(seq)
 	}
 	return nil
 }
@@ -202,7 +205,7 @@ func (l *Logger) Flush() error {
 	if len(l.pending) == 0 {
 		return nil
 	}
-	_, err := l.flushLocked()
+	_, err := l.flushLocked(false)
 	return err
 }
 
@@ -215,9 +218,11 @@ func (l *Logger) usable() error {
 
 // flushLocked seals the waiting records onto the chain and writes them in one
 // write(2) under the cross-process lock; it returns the sequence number of the
-// last one. On failure the batch is dropped (and the error returned): its
+// last one. With durable, they are fsynced and the checkpoint names them
+// before it returns; otherwise the next sync (within SyncInterval) does
+// both. On failure the batch is dropped (and the error returned): its
 // records were never part of the chain.
-func (l *Logger) flushLocked() (uint64, error) {
+func (l *Logger) flushLocked(durable bool) (uint64, error) {
 	batch := l.pending
 	l.pending = l.pending[:0:0]
 	if err := l.usable(); err != nil {
@@ -236,9 +241,12 @@ func (l *Logger) flushLocked() (uint64, error) {
 				return err
 			}
 		}
-		ck, _, err := l.anchor()
-		if err != nil {
-			return err
+		var ck *Checkpoint
+		if durable {
+			var err error
+			if ck, _, err = l.anchor(); err != nil {
+				return err
+			}
 		}
 		buf := make([]byte, 0, 512*len(batch))
 		prev := l.prev
@@ -268,19 +276,64 @@ func (l *Logger) flushLocked() (uint64, error) {
 		}
 		l.prev = prev
 		seq = l.written.Add(uint64(len(batch)))
+		if !durable {
+			l.unanchored = true
+			return nil
+		}
 		// The checkpoint may only name records on stable storage: a power
 		// loss must never leave a checkpoint ahead of the trail.
-		if err := l.f.Sync(); err != nil {
-			return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
-		}
-		if seq > l.synced.Load() {
-			l.synced.Store(seq)
+		if err := l.syncHead(); err != nil {
+			return err
 		}
 		ck.Count += uint64(len(batch))
-		ck.Hash = prev
-		return l.writeCheckpoint(ck)
+		ck.Hash, ck.Offset = prev, l.size
+		if err := l.writeCheckpoint(ck); err != nil {
+			return err
+		}
+		l.unanchored = false
+		return nil
 	})
 	return seq, err
+}
+
+// syncHead makes the trail file durable up to its current size, unless it
+// is already. Runs under both locks.
+func (l *Logger) syncHead() error {
+	if l.durFI != nil && os.SameFile(l.fi, l.durFI) && l.size <= l.durSize {
+		return nil
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.durFI, l.durSize = l.fi, l.size
+	if w := l.written.Load(); w > l.synced.Load() {
+		l.synced.Store(w)
+	}
+	return nil
+}
+
+// anchorNow brings the checkpoint to the trail's head (its records made
+// durable first), after non-durable batches. Runs under l.mu.
+func (l *Logger) anchorNow() error {
+	if !l.unanchored {
+		return nil
+	}
+	return l.withFileLock(func() error {
+		if err := l.follow(); err != nil {
+			return err
+		}
+		if err := l.syncHead(); err != nil {
+			return err
+		}
+		ck, state, err := l.anchor()
+		if err == nil && state != anchorFresh {
+			err = l.writeCheckpoint(ck)
+		}
+		if err == nil {
+			l.unanchored = false
+		}
+		return err
+	})
 }
 
 // cutTorn cuts the bytes of a failed write off the trail, so the chain
@@ -485,7 +538,14 @@ func (l *Logger) rotate() error {
 		// Housekeeping: the chain and the checkpoint are intact either way.
 		l.log.Error("audit: removing old rotated files failed", "error", err)
 	}
-	return nil
+	// Anchor at the start of the new file, so the next writer can count
+	// on from here instead of recounting every file.
+	ck, _, err := l.anchor()
+	if err != nil {
+		return err
+	}
+	ck.Offset = 0
+	return l.writeCheckpoint(ck)
 }
 
 // syncTo returns once record seq is on stable storage. Concurrent callers
@@ -497,7 +557,7 @@ func (l *Logger) syncTo(seq uint64) error {
 		return nil
 	}
 	l.mu.Lock()
-	f, upto := l.f, l.written.Load()
+	f, upto, fi, size := l.f, l.written.Load(), l.fi, l.size
 	l.mu.Unlock()
 	if f == nil {
 		return fmt.Errorf("%w: logger closed", ErrUnavailable)
@@ -516,6 +576,12 @@ func (l *Logger) syncTo(seq uint64) error {
 	if upto > l.synced.Load() {
 		l.synced.Store(upto)
 	}
+	// What was fsynced need not be again before a checkpoint names it.
+	l.mu.Lock()
+	if os.SameFile(l.fi, fi) && (l.durFI == nil || !os.SameFile(l.durFI, fi) || size > l.durSize) {
+		l.durFI, l.durSize = fi, size
+	}
+	l.mu.Unlock()
 	return nil
 }
 
@@ -536,6 +602,13 @@ func (l *Logger) syncLoop() {
 					l.log.Error("audit fsync failed", "error", err)
 				}
 			}
+			l.mu.Lock()
+			if !l.closed {
+				if err := l.anchorNow(); err != nil {
+					l.log.Error("audit checkpoint not refreshed", "error", err)
+				}
+			}
+			l.mu.Unlock()
 		}
 	}
 }
@@ -549,7 +622,7 @@ func (l *Logger) Close() error {
 	}
 	var err error
 	if len(l.pending) > 0 {
-		_, err = l.flushLocked()
+		_, err = l.flushLocked(false)
 	}
 	l.closed = true
 	l.mu.Unlock()
@@ -560,6 +633,9 @@ func (l *Logger) Close() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if aerr := l.anchorNow(); err == nil {
+		err = aerr
+	}
 	if cerr := l.f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
