@@ -204,23 +204,43 @@ func (l *Logger) anchor() (ck *Checkpoint, state int, err error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	n, first, err := countRecords(files)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
 	state = anchorMoved
 	if ck == nil {
 		ck = &Checkpoint{}
-		if first != Genesis && first != "" {
-			ck.BaseHash = first // the oldest files are gone already: count from here
-		}
-		if n > 0 {
-			state = anchorCreated
-		}
+		state = anchorCreated
 	}
+	var at uint64
+	if ck.Count > ck.Removed {
+		at = ck.Count - ck.Removed
+	}
+	n, first, hashAt, err := countRecords(files, at)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if first == Genesis && ck.Removed > 0 {
+		// Nothing was removed after all (a prune cut short): count anew.
+		ck.Removed, ck.BaseHash = 0, ""
+		if n, _, hashAt, err = countRecords(files, ck.Count); err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		at = ck.Count
+	}
+	switch {
+	case first == Genesis:
+		ck.BaseHash = ""
+	case state == anchorCreated && first != "":
+		ck.BaseHash = first // the oldest files are gone already: count from here
+	}
+	if state == anchorCreated && n == 0 {
+		state = anchorMoved
+	}
+	ckPath := filepath.Join(l.dir, CheckpointFile)
 	if ck.Removed+n < ck.Count {
 		return nil, 0, fmt.Errorf("%w: the trail holds %d records but its checkpoint %s names %d: %d of the newest were removed (run nefia audit verify)",
-			ErrUnavailable, ck.Removed+n, filepath.Join(l.dir, CheckpointFile), ck.Count, ck.Count-ck.Removed-n)
+			ErrUnavailable, ck.Removed+n, ckPath, ck.Count, ck.Count-ck.Removed-n)
+	}
+	if at > 0 && hashAt != ck.Hash {
+		return nil, 0, fmt.Errorf("%w: record %d is not the one checkpoint %s names: the trail was rewritten (run nefia audit verify)", ErrUnavailable, ck.Count, ckPath)
 	}
 	ck.Count, ck.Hash, ck.Offset = ck.Removed+n, l.prev, l.size
 	return ck, state, nil
@@ -283,40 +303,52 @@ func (l *Logger) writeCheckpoint(ck *Checkpoint) error {
 }
 
 // countRecords counts the lines of files and returns the prev_hash of the
-// first record (Genesis for a trail that starts in them, "" when empty).
-func countRecords(files []string) (n uint64, first string, err error) {
+// first record (Genesis for a trail that starts in them, "" when empty) and
+// the hash of record number at (1-based; "" when there is none).
+func countRecords(files []string, at uint64) (n uint64, first, hashAt string, err error) {
 	for _, path := range files {
 		f, err := os.Open(path)
 		if err != nil {
-			return 0, "", fmt.Errorf("audit: %w", err)
+			return 0, "", "", fmt.Errorf("audit: %w", err)
 		}
 		r := bufio.NewReaderSize(f, 64<<10)
 		for {
 			line, err := r.ReadSlice('\n')
+			head := line
 			if errors.Is(err, bufio.ErrBufferFull) {
-				for errors.Is(err, bufio.ErrBufferFull) { // a long line: only its start matters
-					_, err = r.ReadSlice('\n')
+				// A long line: its start has prev_hash, its end the hash.
+				head = bytes.Clone(line)
+				for errors.Is(err, bufio.ErrBufferFull) {
+					line, err = r.ReadSlice('\n')
 				}
-				line = line[:0]
 			}
 			if err != nil {
 				f.Close()
 				if errors.Is(err, io.EOF) {
 					break
 				}
-				return 0, "", fmt.Errorf("audit: read %s: %w", path, err)
-			}
-			if n == 0 {
-				var rec struct {
-					PrevHash string `json:"prev_hash"`
-				}
-				_ = json.Unmarshal(line, &rec)
-				first = rec.PrevHash
+				return 0, "", "", fmt.Errorf("audit: read %s: %w", path, err)
 			}
 			n++
+			if n == 1 {
+				first = fieldPrefix(head, `"prev_hash":"`)
+			}
+			if n == at {
+				hashAt = fieldPrefix(line, `"hash":"`)
+			}
 		}
 	}
-	return n, first, nil
+	return n, first, hashAt, nil
+}
+
+// fieldPrefix returns the 64-character hash that follows key in line (the
+// last occurrence: the hash field is the last one), or "".
+func fieldPrefix(line []byte, key string) string {
+	i := bytes.LastIndex(line, []byte(key))
+	if i < 0 || len(line) < i+len(key)+64 {
+		return ""
+	}
+	return string(line[i+len(key) : i+len(key)+64])
 }
 
 // prune removes the oldest rotated files beyond Options.MaxFiles, after
@@ -344,7 +376,7 @@ func (l *Logger) prune() error {
 	if err != nil {
 		return err
 	}
-	n, _, err := countRecords(victims)
+	n, _, _, err := countRecords(victims, 0)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

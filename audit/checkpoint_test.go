@@ -117,16 +117,46 @@ func TestTrailWithoutCheckpoint(t *testing.T) {
 	}
 }
 
-// TestWriterRefusesATrailShorterThanItsCheckpoint: continuing a trail whose
-// newest records were deleted would bury the deletion under new records.
-func TestWriterRefusesATrailShorterThanItsCheckpoint(t *testing.T) {
+// TestWriterRefusesATrailThatLostItsHead: continuing a trail whose newest
+// records were deleted, or replaced by others chained with the key, would
+// bury the change under new records: Open refuses, and so does verify.
+func TestWriterRefusesATrailThatLostItsHead(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	l := open(t, dir, audit.Options{})
-	appendN(t, l, 5, true)
-	l.Close()
-	writeLines(t, dir, lines(t, dir)[:3])
-	if _, err := audit.Open(dir, audit.Options{}); !errors.Is(err, audit.ErrUnavailable) || !strings.Contains(err.Error(), "2 of the newest were removed") {
-		t.Errorf("open = %v, want a refusal naming the 2 missing records", err)
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, dir string)
+		want   string
+	}{
+		{"newest 2 deleted", func(t *testing.T, dir string) {
+			writeLines(t, dir, lines(t, dir)[:3])
+		}, "2 of the newest were removed"},
+		{"newest 2 replaced by 3 chained with the key", func(t *testing.T, dir string) {
+			other := t.TempDir()
+			for _, name := range []string{audit.KeyFile} { // the HMAC key only
+				data, _ := os.ReadFile(filepath.Join(dir, name))
+				os.WriteFile(filepath.Join(other, name), data, 0o600)
+			}
+			writeLines(t, other, lines(t, dir)[:3])
+			l := open(t, other, audit.Options{}) // anchors it: a 4th record
+			appendN(t, l, 2, true)
+			l.Close()
+			writeLines(t, dir, lines(t, other))
+		}, "the trail was rewritten"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			l := open(t, dir, audit.Options{})
+			appendN(t, l, 5, true)
+			l.Close()
+			tt.tamper(t, dir)
+			if _, err := audit.Open(dir, audit.Options{}); !errors.Is(err, audit.ErrUnavailable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("open = %v, want a refusal saying %q", err, tt.want)
+			}
+			if _, err := verify(t, dir); !errors.Is(err, audit.ErrBroken) {
+				t.Errorf("verify = %v, want ErrBroken", err)
+			}
+		})
 	}
 }
