@@ -276,8 +276,8 @@ func (l *Logger) flushLocked(durable bool) (uint64, error) {
 		}
 		l.prev = prev
 		seq = l.written.Add(uint64(len(batch)))
+		l.unanchored = true
 		if !durable {
-			l.unanchored = true
 			return nil
 		}
 		// The checkpoint may only name records on stable storage: a power

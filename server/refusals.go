@@ -23,7 +23,7 @@ const (
 	refusalAddrBurst    = 10                // records per address (per serial) at once
 	refusalAddrRate     = 1.0               // records per address (per serial) per second, after the burst
 	refusalGlobalBurst  = 50                // records at once, all addresses together
-	refusalGlobalRate   = 5.0               // records per second, all addresses together
+	refusalGlobalRate   = 2.0               // records per second, all addresses together
 	refusalDistinct     = 8                 // distinct refusals per address per window that skip its bucket
 	refusalWindow       = time.Minute       // how often suppressed refusals are summarized
 	refusalMaxAddrs     = 1024              // addresses tracked per window; the rest share one entry
