@@ -514,6 +514,17 @@ func (l *Logger) rotate() error {
 		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
 	}
 	l.synced.Store(l.written.Load())
+	l.durFI, l.durSize = l.fi, l.size
+	// Anchor the old file's last record while it is still the one open, so
+	// that it is counted from the checkpoint's offset, not by reading every
+	// file after the rename.
+	if ck, state, err := l.anchor(); err != nil {
+		return err
+	} else if state != anchorFresh {
+		if err := l.writeCheckpoint(ck); err != nil {
+			return err
+		}
+	}
 	name := filepath.Join(l.dir, "audit-"+l.opts.Now().UTC().Format("20060102T150405.000000000Z")+".jsonl")
 	if err := os.Rename(l.path, name); err != nil {
 		return fmt.Errorf("%w: rotate %s: %v", ErrUnavailable, l.path, err)
@@ -538,8 +549,8 @@ func (l *Logger) rotate() error {
 		// Housekeeping: the chain and the checkpoint are intact either way.
 		l.log.Error("audit: removing old rotated files failed", "error", err)
 	}
-	// Anchor at the start of the new file, so the next writer can count
-	// on from here instead of recounting every file.
+	// Anchor at the start of the new file, so the next writer counts on
+	// from there.
 	ck, _, err := l.anchor()
 	if err != nil {
 		return err

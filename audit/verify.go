@@ -97,6 +97,9 @@ func VerifyWithCheckpoint(dir string, key []byte, extra *Checkpoint) (int, error
 		return n, fmt.Errorf("%w: %s is missing: the head of a non-empty trail is not anchored, so deleting its newest records would go unnoticed", ErrBroken, ownPath)
 	}
 	for _, a := range anchors {
+		if a.Count > 0 && a.Count == base && own != nil && a.Hash == own.BaseHash {
+			continue // it names the last removed record, which the oldest kept one chains from
+		}
 		if a.Count > 0 && a.Count <= base {
 			return n, fmt.Errorf("%w: %s names record %d, older than the oldest kept record (%d): it cannot be checked", ErrBroken, a.name, a.Count, base+1)
 		}
