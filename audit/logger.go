@@ -131,10 +131,18 @@ func Open(dir string, opts Options) (*Logger, error) {
 			return err
 		}
 		ck, state, err := l.anchor()
-		if state == anchorCreated {
-			created = ck
+		if err != nil {
+			return err
 		}
-		return err
+		switch {
+		case state == anchorCreated:
+			created = ck
+		case state == anchorMoved && ck.Count == 0:
+			// A new trail gets its checkpoint at once: from now on a
+			// missing one means it was removed.
+			return l.writeCheckpoint(ck)
+		}
+		return nil
 	}); err != nil {
 		lockFD.Close()
 		if l.f != nil {
@@ -197,9 +205,27 @@ func (l *Logger) Append(r Record, durable bool) error {
 	return nil
 }
 
-// Flush writes the waiting batch now (without fsync), so that readers of the
-// file, in this process or another, see every record appended so far.
+// Flush writes the waiting batch now, so that readers of the file, in this
+// process or another, see every record appended so far, and refreshes the
+// checkpoint to name them (which fsyncs them first), so that a verify that
+// follows sees a trail that ends exactly at its checkpoint.
 func (l *Logger) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	if len(l.pending) > 0 {
+		if _, err := l.flushLocked(false); err != nil {
+			return err
+		}
+	}
+	return l.anchorNow()
+}
+
+// writePending writes the waiting batch without fsync or checkpoint (the
+// sync loop does both next, the fsync outside l.mu).
+func (l *Logger) writePending() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.pending) == 0 {
@@ -605,7 +631,7 @@ func (l *Logger) syncLoop() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			if err := l.Flush(); err != nil {
+			if err := l.writePending(); err != nil {
 				l.log.Error("audit batch write failed", "error", err)
 			}
 			if w := l.written.Load(); w > l.synced.Load() {

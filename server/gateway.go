@@ -313,9 +313,8 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
-			rj := rejected(verifyReason(err, leaf, now), err).(*rejection)
-			rj.unverified = true
-			return rj
+			return &rejection{reason: verifyReason(err, leaf, now), name: leaf.Subject.CommonName,
+				serial: pki.FormatSerial(leaf.SerialNumber), unverified: true, err: err}
 		}
 	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
@@ -618,7 +617,7 @@ func (g *Gateway) rejected(remote string, err error) {
 			}
 		}
 	}
-	attrs := []any{"remote_addr", remote, "reason", reason, "error", audit.Clip(fmt.Sprint(err), maxUnverifiedError)}
+	attrs := []any{"remote_addr", remote, "reason", reason, "error", audit.Clip(fmt.Sprint(err), maxLoggedError)}
 	if who != nil {
 		attrs = append(attrs, "name", who.Name, "serial", who.Serial, "unverified", unverified)
 	}
@@ -628,11 +627,12 @@ func (g *Gateway) rejected(remote string, err error) {
 	}
 }
 
-// Bounds on what an unverified peer gets into logs: names nefia issues are
-// at most 64 characters, so a longer one was never ours.
+// Bounds on what a refused peer gets into logs and the trail: names nefia
+// issues are at most 64 characters, so a longer unverified one was never
+// ours; handshake errors may quote what the peer sent.
 const (
-	maxUnverifiedName  = 64
-	maxUnverifiedError = 512
+	maxUnverifiedName = 64
+	maxLoggedError    = 512
 )
 
 // CloseSerial ends every live session of the certificate with this serial
