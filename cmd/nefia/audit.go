@@ -220,7 +220,9 @@ func newAuditTailCmd(e *env, g *globals) *cobra.Command {
 func printRecord(w io.Writer, r audit.Record) {
 	who := "-"
 	if r.Agent != nil {
-		who = termSafe(r.Agent.Name)
+		if r.Agent.Name != "" {
+			who = termSafe(r.Agent.Name)
+		}
 		if r.Agent.Unverified {
 			who = "unverified:" + who
 		}
