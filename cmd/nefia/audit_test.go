@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nefia/nefia/audit"
 )
 
 func TestAuditVerifyAndTail(t *testing.T) {
@@ -161,5 +163,42 @@ func TestAuditCheckpointAnchorsTheHead(t *testing.T) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, stdout, stderr, tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestAuditMaxFilesFromConfig: audit.max_files in nefia.yaml reaches the
+// trail the CLI writes: a rotation leaves that many rotated files, and the
+// trail still verifies (issue 10 item 12).
+func TestAuditMaxFilesFromConfig(t *testing.T) {
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	dir := filepath.Join(c.stateDir, "audit")
+	// Three rotated files, then a current one at the 1 MiB rotation size.
+	for _, maxSize := range []int64{64 << 10, 1 << 30} {
+		l, err := audit.Open(dir, audit.Options{MaxSize: maxSize})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			rotated, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl"))
+			fi, _ := os.Stat(filepath.Join(dir, audit.TrailFile))
+			if (maxSize < 1<<20 && len(rotated) == 3) || (maxSize >= 1<<20 && fi.Size() >= 1<<20) {
+				break
+			}
+			if err := l.Append(audit.Record{Event: audit.EventToolCall, Tool: "nefia.mtls.status", Outcome: audit.OutcomeOK}, i%256 == 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l.Close()
+	}
+	cfg, _ := os.ReadFile(c.config)
+	os.WriteFile(c.config, append(cfg, "audit:\n  max_size_mb: 1\n  max_files: 1\n"...), 0o600)
+
+	c.mustRun("mtls", "issue-client", "--name", "after", "--out-dir", c.outDir())
+	if rotated, _ := filepath.Glob(filepath.Join(dir, "audit-*.jsonl")); len(rotated) != 1 {
+		t.Errorf("%d rotated files after a rotation with audit.max_files 1, want 1", len(rotated))
+	}
+	if out := c.mustRun("audit", "verify"); !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("verify: %s", out)
 	}
 }
