@@ -35,10 +35,27 @@ type auditor struct {
 	// when it began. Session ids would not do: stateless 2026-07-28 HTTP
 	// requests have none, and JSON-RPC ids repeat across clients.
 	starts sync.Map
+	// refusals rate-limits connection_rejected records; summary is armed
+	// by the first refusal it suppresses and writes the window's summary.
+	refusals  *refusalLimiter
+	summaryMu sync.Mutex
+	summary   *time.Timer
 }
 
 func newAuditor(trail *audit.Logger, log *slog.Logger) *auditor {
-	return &auditor{trail: trail, log: log}
+	return &auditor{trail: trail, log: log, refusals: newRefusalLimiter(time.Now)}
+}
+
+// close writes the summary of refusals suppressed so far; the gateway calls
+// it when it stops serving.
+func (a *auditor) close() {
+	a.summaryMu.Lock()
+	if a.summary != nil {
+		a.summary.Stop()
+		a.summary = nil
+	}
+	a.summaryMu.Unlock()
+	a.summarize(a.refusals.flush())
 }
 
 func (a *auditor) install(h *mcpserver.Hooks) {
@@ -140,8 +157,72 @@ func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
 }
 
 // connection records a connection event; they are not durable one by one
-// (group commit), unlike state changes.
+// (group commit), unlike state changes. Refusals go through refused.
 func (a *auditor) connection(event string, agent *identity.Agent, remote, reason string, err error) {
+	if event == audit.EventConnectionRejected {
+		a.refused(refusal{remote: remote, reason: reason, who: agent, err: err})
+		return
+	}
+	a.write(connectionRecord(event, agent, remote, reason, err))
+}
+
+// refusal is a refused connection: who is nil when no certificate was
+// presented, and unverified when the one presented did not verify.
+type refusal struct {
+	remote, reason string
+	who            *identity.Agent
+	unverified     bool
+	err            error
+}
+
+// refused records a refused connection, unless the rate limit for its
+// address (or for all refusals) suppresses it: then it is counted for the
+// window's summary.
+func (a *auditor) refused(f refusal) {
+	serial := ""
+	if f.who != nil {
+		serial = f.who.Serial
+	}
+	ok, ended := a.refusals.allow(f.remote, f.reason, serial, f.who != nil && !f.unverified)
+	a.summarize(ended)
+	if !ok {
+		a.summaryMu.Lock()
+		if a.summary == nil {
+			a.summary = time.AfterFunc(refusalWindow, func() {
+				a.summaryMu.Lock()
+				a.summary = nil
+				a.summaryMu.Unlock()
+				a.summarize(a.refusals.flush())
+			})
+		}
+		a.summaryMu.Unlock()
+		return
+	}
+	r := connectionRecord(audit.EventConnectionRejected, f.who, f.remote, f.reason, f.err)
+	if r.Agent != nil {
+		r.Agent.Unverified = f.unverified
+	}
+	a.write(r)
+}
+
+// summarize writes one connection_rejected_suppressed record per address
+// of a window's suppressed refusals.
+func (a *auditor) summarize(counts []suppressedCount) {
+	for _, c := range counts {
+		byReason := make(map[string]any, len(c.byReason))
+		for k, v := range c.byReason {
+			byReason[k] = v
+		}
+		r := audit.Record{Event: audit.EventConnectionRejectedSuppressed, RemoteAddr: c.addr, Outcome: audit.OutcomeDenied,
+			Reason: c.reason(), Result: map[string]any{"suppressed": c.total, "by_reason": byReason}}
+		if c.serial != "" {
+			r.Agent = &audit.Agent{Serial: c.serial}
+		}
+		a.write(r)
+	}
+}
+
+func connectionRecord(event string, agent *identity.Agent, remote, reason string, err error) audit.Record {
 	r := audit.Record{Event: event, RemoteAddr: remote, Reason: reason, Transport: identity.TransportStream}
 	if agent != nil {
 		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
@@ -155,8 +236,12 @@ func (a *auditor) connection(event string, agent *identity.Agent, remote, reason
 	if err != nil {
 		r.Error = err.Error()
 	}
+	return r
+}
+
+func (a *auditor) write(r audit.Record) {
 	if aerr := a.trail.Append(r, false); aerr != nil {
-		a.log.Error("connection event not audited", "event", event, "error", aerr)
+		a.log.Error("connection event not audited", "event", r.Event, "error", aerr)
 	}
 }
 

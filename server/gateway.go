@@ -372,7 +372,8 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
-			return rejected(verifyReason(err, leaf, now), err)
+			return &rejection{reason: verifyReason(err, leaf, now), name: leaf.Subject.CommonName,
+				serial: pki.FormatSerial(leaf.SerialNumber), unverified: true, err: err}
 		}
 	}
 	if err := requireClientAuth(leaf); err != nil {
@@ -486,6 +487,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	g.shutdown()
 	pollerDone.Wait()
+	if g.audit != nil {
+		g.audit.close() // the summary of refusals the rate limit suppressed
+	}
 	return err
 }
 
@@ -687,25 +691,39 @@ func (g *Gateway) endedSilent(tc *trackedConn, agent identity.Agent, err error) 
 }
 
 // rejected logs and audits a failed handshake with its reason and, when a
-// certificate was presented, its name and serial.
+// certificate was presented, its name and serial. A certificate whose chain
+// did not verify proves nothing: its name is cut to the longest valid name
+// (a 200,000-character CN once cost 1.2 MB of trail per handshake) and the
+// record marks it unverified.
 func (g *Gateway) rejected(remote string, err error) {
-	reason, who := handshakeReason(err), (*identity.Agent)(nil)
+	reason, who, unverified := handshakeReason(err), (*identity.Agent)(nil), false
 	var rj *rejection
 	if errors.As(err, &rj) {
-		reason = rj.reason
+		reason, unverified = rj.reason, rj.unverified
 		if rj.serial != "" {
 			who = &identity.Agent{Name: rj.name, Serial: rj.serial, Transport: identity.TransportStream}
+			if unverified {
+				who.Name, who.Serial = audit.Clip(who.Name, maxUnverifiedName), audit.Clip(who.Serial, maxUnverifiedName)
+			}
 		}
 	}
-	attrs := []any{"remote_addr", remote, "reason", reason, "error", err}
+	attrs := []any{"remote_addr", remote, "reason", reason, "error", audit.Clip(fmt.Sprint(err), maxLoggedError)}
 	if who != nil {
-		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
+		attrs = append(attrs, "name", who.Name, "serial", who.Serial, "unverified", unverified)
 	}
 	g.log.Warn("connection rejected", attrs...)
 	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionRejected, who, remote, reason, err)
+		g.audit.refused(refusal{remote: remote, reason: reason, who: who, unverified: unverified, err: err})
 	}
 }
+
+// Bounds on what a refused peer gets into logs and the trail: names nefia
+// issues are at most 64 characters, so a longer unverified one was never
+// ours; handshake errors may quote what the peer sent.
+const (
+	maxUnverifiedName = 64
+	maxLoggedError    = 512
+)
 
 // CloseSerial ends every connection of the certificate with this serial
 // (canonical form), whatever its state (see connState), ends the HTTP

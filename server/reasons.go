@@ -35,7 +35,10 @@ const (
 type rejection struct {
 	reason       string
 	name, serial string // of the presented certificate, when there was one
-	err          error
+	// unverified: the chain did not verify, so name and serial are whatever
+	// the peer chose to put in a certificate (issue 10 item 10).
+	unverified bool
+	err        error
 }
 
 func (r *rejection) Error() string { return r.reason + ": " + r.err.Error() }

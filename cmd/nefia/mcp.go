@@ -62,7 +62,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				}
 			}
 			deps := tools.Deps{Store: s.store, ConfigPath: s.configPath, ClientsDir: cfg.MCP.ClientsDir, Logger: s.log}
-			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, Logger: s.log})
+			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles, Logger: s.log})
 			if err != nil {
 				return fmt.Errorf("open the audit trail (nefia does not serve without one): %w", err)
 			}
