@@ -5,6 +5,7 @@ package identity
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -59,6 +60,23 @@ func FromCertificate(cert *x509.Certificate) (Agent, error) {
 		Fingerprint: pki.Fingerprint(cert),
 		NotAfter:    cert.NotAfter.UTC(),
 	}, nil
+}
+
+// FromConnection builds the identity of the peer of a TLS connection whose
+// client certificate the gateway verified: the certificate's fields, where
+// the connection comes from and how it speaks. It is the one place a
+// remote caller's identity is made; the session id is added when the
+// session exists.
+func FromConnection(cs tls.ConnectionState, remote, transport string) (Agent, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return Agent{}, fmt.Errorf("%w: no client certificate", ErrNoRole)
+	}
+	a, err := FromCertificate(cs.PeerCertificates[0])
+	if err != nil {
+		return Agent{}, err
+	}
+	a.RemoteAddr, a.Transport = remote, transport
+	return a, nil
 }
 
 // LocalOperator is the identity of whoever runs nefia on this host (stdio

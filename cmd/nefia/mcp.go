@@ -85,7 +85,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
 func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer) error {
-	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail)
+	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail, nil)
 	if err != nil {
 		return err
 	}
