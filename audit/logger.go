@@ -83,9 +83,10 @@ type Logger struct {
 	// write; they join the chain (get prev_hash and hash) when written.
 	pending []Record
 
-	written atomic.Uint64 // records appended by this Logger
-	synced  atomic.Uint64 // records known to be on stable storage
-	syncMu  sync.Mutex    // one fsync at a time; others wait and share it
+	written  atomic.Uint64 // records appended by this Logger
+	failures atomic.Uint64 // appends and batch writes that failed (Failures)
+	synced   atomic.Uint64 // records known to be on stable storage
+	syncMu   sync.Mutex    // one fsync at a time; others wait and share it
 
 	stop chan struct{}
 	done chan struct{}
@@ -185,6 +186,7 @@ func (l *Logger) Append(r Record, durable bool) error {
 	l.mu.Lock()
 	if err := l.usable(); err != nil {
 		l.mu.Unlock()
+		l.failures.Add(1)
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
 	}
@@ -199,11 +201,17 @@ func (l *Logger) Append(r Record, durable bool) error {
 	_, err := l.flushLocked(durable)
 	l.mu.Unlock()
 	if err != nil {
+		l.failures.Add(1)
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
 	}
 	return nil
 }
+
+// Failures counts the appends refused and the batch writes that failed
+// since the Logger was opened, for the metrics: a record that failed is a
+// hole in the trail an operator should hear of before reading it.
+func (l *Logger) Failures() uint64 { return l.failures.Load() }
 
 // Flush writes the waiting batch now, so that readers of the file, in this
 // process or another, see every record appended so far, and refreshes the
@@ -632,6 +640,7 @@ func (l *Logger) syncLoop() {
 			return
 		case <-t.C:
 			if err := l.writePending(); err != nil {
+				l.failures.Add(1)
 				l.log.Error("audit batch write failed", "error", err)
 			}
 			if w := l.written.Load(); w > l.synced.Load() {
