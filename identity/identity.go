@@ -12,6 +12,7 @@ import (
 	"os/user"
 	"time"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -87,6 +88,19 @@ func LocalOperator(transport string) Agent {
 		name = u.Username
 	}
 	return Agent{Name: name, Role: pki.RoleOperator, Transport: transport}
+}
+
+// AuditAgent is the agent's form in an audit record: name, serial and role.
+// It is the one conversion from an identity to the trail's schema.
+func (a Agent) AuditAgent() *audit.Agent {
+	return &audit.Agent{Name: a.Name, Serial: a.Serial, Role: string(a.Role)}
+}
+
+// Stamp fills in who a record is about and how they came: the agent, its
+// session, remote address and transport.
+func (a Agent) Stamp(r *audit.Record) {
+	r.Agent = a.AuditAgent()
+	r.SessionID, r.RemoteAddr, r.Transport = a.SessionID, a.RemoteAddr, a.Transport
 }
 
 type ctxKey struct{}

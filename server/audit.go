@@ -59,8 +59,7 @@ func (a *auditor) Call(e observe.CallEvent) {
 		Outcome: e.Outcome, Error: e.Error, Decision: e.Decision, SessionID: e.Agent.SessionID,
 		DurationMS: float64(e.Duration.Microseconds()) / 1000}
 	if e.Known {
-		r.Agent = &audit.Agent{Name: e.Agent.Name, Serial: e.Agent.Serial, Role: string(e.Agent.Role)}
-		r.RemoteAddr, r.Transport = e.Agent.RemoteAddr, e.Agent.Transport
+		e.Agent.Stamp(&r)
 	}
 	if err := a.trail.Append(r, false); err != nil {
 		a.log.Error("tool call not audited", "tool", audit.Clip(r.Tool, maxUnverifiedName), "error", err)
@@ -193,9 +192,13 @@ func connectionRecord(event string, agent *identity.Agent, remote, transport, re
 	}
 	r := audit.Record{Event: event, RemoteAddr: remote, Reason: reason, Transport: transport}
 	if agent != nil {
-		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
-		r.SessionID = agent.SessionID
-		r.Transport = agent.Transport
+		agent.Stamp(&r)
+		if r.RemoteAddr == "" {
+			r.RemoteAddr = remote
+		}
+		if r.Transport == "" {
+			r.Transport = transport
+		}
 	}
 	r.Outcome = audit.OutcomeOK
 	if event == audit.EventConnectionRejected {
@@ -216,10 +219,7 @@ func (a *auditor) write(r audit.Record) {
 func baseRecord(ctx context.Context, event string) audit.Record {
 	r := audit.Record{Event: event}
 	if agent, ok := identity.FromContext(ctx); ok {
-		r.Agent = &audit.Agent{Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role)}
-		r.SessionID = agent.SessionID
-		r.RemoteAddr = agent.RemoteAddr
-		r.Transport = agent.Transport
+		agent.Stamp(&r)
 	}
 	if r.SessionID == "" {
 		if s := mcpserver.ClientSessionFromContext(ctx); s != nil {

@@ -44,7 +44,7 @@ func (s *session) audited(event string, args map[string]any, action func() (map[
 	op := identity.LocalOperator(identity.TransportCLI)
 	end, err := trail.Begin(audit.Record{
 		Event:     event,
-		Agent:     &audit.Agent{Name: op.Name, Role: string(op.Role)},
+		Agent:     op.AuditAgent(),
 		Transport: op.Transport,
 		Args:      audit.Redact(args),
 	})
