@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/policy"
-	"github.com/nefia/nefia/tools"
 )
 
 // auditor puts every tool call and every state change on the audit trail.
@@ -24,9 +22,10 @@ import (
 // tool errors included), OnError every call that failed as a protocol error.
 // mcp-go fires exactly one of the two per call.
 //
-// State-changing tools are additionally wrapped by guard: their event
-// (mtls.issue_client, ...) is written durably before the tool runs, and the
-// tool is refused if it cannot be.
+// State-changing tools additionally record their event (mtls.issue_client,
+// ...) durably before they act, and are refused if it cannot be written:
+// the operation layer (package ops) does that for the tools and the CLI
+// alike, on the trail tools.Deps.Audit.
 type auditor struct {
 	trail *audit.Logger
 	log   *slog.Logger
@@ -82,8 +81,8 @@ func (a *auditor) toolCall(ctx context.Context, req *mcp.CallToolRequest, outcom
 		r.DurationMS = float64(time.Since(start.(time.Time)).Microseconds()) / 1000
 	}
 	// Batched even for state changes: their durable record is the event
-	// pair guard writes (fsynced before the result goes out); this one
-	// joins the next group write.
+	// pair the operation writes (fsynced before the result goes out); this
+	// one joins the next group write.
 	if err := a.trail.Append(r, false); err != nil {
 		a.log.Error("tool call not audited", "tool", r.Tool, "error", err)
 	}
@@ -101,42 +100,6 @@ func (a *auditor) decision(ctx context.Context, tool string) (policy.Decision, b
 		return policy.Decision{}, false
 	}
 	return d, ok
-}
-
-// guard refuses a state-changing tool call whose starting record cannot be
-// written, and records how the call ended.
-func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
-	return func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
-		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			event, ok := tools.StateEvent(req.Params.Name)
-			if !ok {
-				return next(ctx, req)
-			}
-			r := baseRecord(ctx, event)
-			r.Tool = req.Params.Name
-			r.Args = audit.Redact(req.GetArguments())
-			if d, ok := a.decision(ctx, r.Tool); ok {
-				r.Decision = d.String()
-			}
-			end, err := a.trail.Begin(r)
-			if err != nil {
-				a.log.Error("state-changing call refused: audit trail unavailable", "tool", r.Tool, "error", err)
-				return mcp.NewToolResultError("refused: the audit trail is unavailable, so nothing was changed; an operator must fix the gateway's audit directory"), nil
-			}
-			res, callErr := next(ctx, req)
-			outcome, result, failure := audit.OutcomeOK, resultMap(res), callErr
-			if callErr != nil || res == nil || res.IsError {
-				outcome = audit.OutcomeError
-				if failure == nil && res != nil {
-					failure = errors.New(resultText(res))
-				}
-			}
-			if err := end(outcome, result, failure); err != nil {
-				a.log.Error("state change not fully audited", "tool", r.Tool, "error", err)
-			}
-			return res, callErr
-		}
-	}
 }
 
 // connection records a connection event; they are not durable one by one
@@ -183,13 +146,4 @@ func resultText(res *mcp.CallToolResult) string {
 		}
 	}
 	return "tool error"
-}
-
-// resultMap is a call result's structured content for the ending record of a
-// state change (Redact then removes PEM bodies from it).
-func resultMap(res *mcp.CallToolResult) map[string]any {
-	if res == nil {
-		return nil
-	}
-	return audit.ToMap(res.StructuredContent)
 }

@@ -42,7 +42,7 @@ var flags = map[string]string{
 	ops.FieldDuration:    "--duration",
 	ops.FieldCSR:         "--csr",
 	ops.FieldOutDir:      "--out-dir",
-	ops.FieldP12:         "--p12",
+	ops.FieldP12:         "--p12/--csr", // the two cannot be combined
 	ops.FieldP12Password: "--p12-password-file",
 	ops.FieldSerial:      "--serial",
 	ops.FieldReason:      "--reason",
