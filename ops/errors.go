@@ -47,7 +47,7 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrNotEnabled is Init's error when the CA and server certificate were
 	// created but mcp.mtls.enabled could not be set in the configuration.
-	ErrNotEnabled = errors.New("the CA and server certificate were created, but enabling mTLS in the configuration failed")
+	ErrNotEnabled = errors.New("the CA and server certificate were created, but setting mcp.mtls.enabled: true in the configuration failed")
 )
 
 // UnwrittenError is an issued certificate whose files (or PKCS#12 bundle)

@@ -64,8 +64,8 @@ func (ts *toolset) handleInit(ctx context.Context, req mcp.CallToolRequest) (*mc
 		return refuse("%s. Nothing was changed. Call again with force=true only if you mean to replace it: "+
 			"the old CA's files are archived, but every certificate it issued stops working.", ts.redact(err)), nil
 	case errors.Is(err, ops.ErrNotEnabled):
-		return refuse("the CA and server certificate were created, but setting mcp.mtls.enabled: true in %s failed: %s. "+
-			"Fix the file on the gateway host; do not call init again (the CA now exists).", filepath.Base(ts.configPath), ts.redact(errors.Unwrap(err))), nil
+		return refuse("%s. Fix %s on the gateway host; do not call init again (the CA now exists).",
+			ts.redact(err), filepath.Base(ts.configPath)), nil
 	case err != nil:
 		return ts.opFailed(NameInit, "creating the CA", err), nil
 	}
