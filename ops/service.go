@@ -97,11 +97,13 @@ func (s *Service) audited(ctx context.Context, actor identity.Agent, event strin
 	defer release()
 	r := audit.Record{
 		Event:      event,
-		Agent:      &audit.Agent{Name: actor.Name, Serial: actor.Serial, Role: string(actor.Role)},
 		SessionID:  actor.SessionID,
 		RemoteAddr: actor.RemoteAddr,
 		Transport:  actor.Transport,
 		Args:       audit.Redact(args),
+	}
+	if actor.Name != "" || actor.Serial != "" || actor.Role != "" {
+		r.Agent = &audit.Agent{Name: actor.Name, Serial: actor.Serial, Role: string(actor.Role)}
 	}
 	if c, ok := ctx.Value(callKey{}).(Call); ok {
 		r.Tool, r.Decision = c.Tool, c.Decision

@@ -304,7 +304,6 @@ func TestCLIAndToolParity(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%s", strings.Join(cliState.Events, "\n"))
 	if want := 2 * 5; len(cliState.Events) != want { // init, 2 issues, 2 revokes; started and ended each
 		t.Errorf("%d state events, want %d: %v", len(cliState.Events), want, cliState.Events)
 	}
