@@ -65,7 +65,7 @@ func (s *Service) Init(ctx context.Context, actor identity.Agent, req InitReques
 		return InitResult{}, err
 	}
 	if err == nil {
-		s.log().Info("mtls initialized", "by", actor.Name, "transport", actor.Transport, "archived", out.ArchivedTo != "")
+		s.logFor(ctx, actor).Info("mtls initialized", "archived", out.ArchivedTo != "")
 	}
 	return out, err
 }

@@ -54,7 +54,7 @@ type IssueResult struct {
 // written after issuance is an *UnwrittenError and its certificate is
 // revoked.
 func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequest) (IssueResult, error) {
-	r, d, err := s.checkIssue(actor, req)
+	r, d, err := s.checkIssue(ctx, actor, req)
 	if err != nil {
 		return IssueResult{}, err
 	}
@@ -78,11 +78,11 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 			write = pki.WriteBundle
 		}
 		if out.Files, err = write(req.OutDir, iss, req.Force); err != nil {
-			return s.revokeUnwritten(iss, result, "its files", err)
+			return s.revokeUnwritten(ctx, actor, iss, result, "its files", err)
 		}
 		if req.P12 {
 			if out.Files.P12, err = pki.WriteP12(req.OutDir, iss, req.P12Password, req.Force); err != nil {
-				return s.revokeUnwritten(iss, result, "its PKCS#12 bundle", err)
+				return s.revokeUnwritten(ctx, actor, iss, result, "its PKCS#12 bundle", err)
 			}
 		}
 		result["files"] = audit.ToMap(out.Files)
@@ -96,14 +96,13 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 	case err != nil:
 		return IssueResult{}, err
 	}
-	s.log().Info("client certificate issued", "name", out.Name, "serial", out.Serial, "role", out.Role,
-		"by", actor.Name, "transport", actor.Transport)
+	s.logFor(ctx, actor).Info("client certificate issued", logKeyName, out.Name, logKeySerial, out.Serial, logKeyRole, out.Role)
 	return out, nil
 }
 
 // checkIssue is everything Issue refuses before it records or changes
 // anything, in the order the CLI has always reported it.
-func (s *Service) checkIssue(actor identity.Agent, req IssueRequest) (pki.Role, time.Duration, error) {
+func (s *Service) checkIssue(ctx context.Context, actor identity.Agent, req IssueRequest) (pki.Role, time.Duration, error) {
 	if err := pki.ValidateName(req.Name); err != nil {
 		return "", 0, inputErr(FieldName, err)
 	}
@@ -119,7 +118,7 @@ func (s *Service) checkIssue(actor identity.Agent, req IssueRequest) (pki.Role, 
 	// call; this says which certificates it may hand out, whatever the
 	// policy says.
 	if err := allowed(actor, r); err != nil {
-		s.log().Warn("issuance above the actor's authority refused", "by", actor.Name, "role", actor.Role, "requested_role", r)
+		s.logFor(ctx, actor).Warn("issuance above the actor's authority refused", logKeyRole, actor.Role, "requested_role", r)
 		return "", 0, err
 	}
 	dur := req.Duration
@@ -190,11 +189,12 @@ func bundleErr(err error) error {
 // revokeUnwritten revokes a certificate whose files could not be written
 // (issue 10 item 7): nobody holds its key, so it must not stay active. The
 // audit result says what happened.
-func (s *Service) revokeUnwritten(iss *pki.Issued, result map[string]any, what string, writeErr error) (map[string]any, error) {
-	s.log().Error("writing a client bundle failed", "serial", iss.Serial, "what", what, "error", writeErr)
+func (s *Service) revokeUnwritten(ctx context.Context, actor identity.Agent, iss *pki.Issued, result map[string]any, what string, writeErr error) (map[string]any, error) {
+	log := s.logFor(ctx, actor)
+	log.Error("writing a client bundle failed", logKeySerial, iss.Serial, "what", what, logKeyError, writeErr)
 	e := &UnwrittenError{Serial: iss.Serial, What: what, WriteErr: writeErr}
 	if _, err := s.Store.Revoke(iss.Serial, "its files could not be written"); err != nil {
-		s.log().Error("revoking an unwritten certificate failed", "serial", iss.Serial, "error", err)
+		log.Error("revoking an unwritten certificate failed", logKeySerial, iss.Serial, logKeyError, err)
 		result["revoke_error"] = err.Error()
 		e.RevokeErr = err
 		return result, e

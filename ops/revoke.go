@@ -73,7 +73,7 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	if s.Sessions != nil {
 		out.SessionsClosed = s.Sessions.CloseSerial(out.Serial)
 	}
-	s.log().Info("certificate revoked", "serial", out.Serial, "name", out.Name, "already_revoked", out.AlreadyRevoked,
-		"sessions_closed", out.SessionsClosed, "by", actor.Name, "transport", actor.Transport, "warnings", len(out.Warnings))
+	s.logFor(ctx, actor).Info("certificate revoked", logKeySerial, out.Serial, logKeyName, out.Name, "already_revoked", out.AlreadyRevoked,
+		"sessions_closed", out.SessionsClosed, "warnings", len(out.Warnings))
 	return out, nil
 }

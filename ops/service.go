@@ -59,11 +59,32 @@ type Service struct {
 	Logger *slog.Logger
 }
 
+// Structured-log keys: the ones the tools have always logged with, so log
+// queries keep working now that the operations log.
+const (
+	logKeyTool   = "tool"
+	logKeyError  = "error"
+	logKeySerial = "serial"
+	logKeyName   = "name"
+	logKeyRole   = "role"
+	logKeyCaller = "caller"
+)
+
 func (s *Service) log() *slog.Logger {
 	if s.Logger == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return s.Logger
+}
+
+// logFor is the logger for one operation: who acted, how, and through
+// which tool when it was a tool call.
+func (s *Service) logFor(ctx context.Context, actor identity.Agent) *slog.Logger {
+	l := s.log().With(logKeyCaller, actor.Name, "transport", actor.Transport)
+	if c, ok := ctx.Value(callKey{}).(Call); ok && c.Tool != "" {
+		l = l.With(logKeyTool, c.Tool)
+	}
+	return l
 }
 
 // Call is what the audit record says about the request an operation
@@ -110,7 +131,7 @@ func (s *Service) audited(ctx context.Context, actor identity.Agent, event strin
 	}
 	end, err := trail.Begin(r)
 	if err != nil {
-		s.log().Error("state change refused: audit trail unavailable", "event", event, "error", err)
+		s.logFor(ctx, actor).Error("state change refused: audit trail unavailable", "event", event, logKeyError, err)
 		return fmt.Errorf("%w: %w", ErrUnaudited, err)
 	}
 	result, actionErr := action()
@@ -119,7 +140,7 @@ func (s *Service) audited(ctx context.Context, actor identity.Agent, event strin
 		outcome = audit.OutcomeError
 	}
 	if err := end(outcome, result, actionErr); err != nil {
-		s.log().Error("audit record of a completed action failed", "event", event, "error", err)
+		s.logFor(ctx, actor).Error("audit record of a completed action failed", "event", event, logKeyError, err)
 		if actionErr == nil {
 			return err
 		}

@@ -25,14 +25,11 @@ const (
 	NameRevoke      = "nefia.mtls.revoke"
 )
 
-// Structured-log keys, fixed so log queries keep working.
+// Structured-log keys, fixed so log queries keep working (package ops logs
+// the operations themselves with the same keys).
 const (
-	logKeyTool   = "tool"
-	logKeyError  = "error"
-	logKeySerial = "serial"
-	logKeyName   = "name"
-	logKeyRole   = "role"
-	logKeyCaller = "caller"
+	logKeyTool  = "tool"
+	logKeyError = "error"
 )
 
 // Deps are what the tools act on. The tools hold no state of their own: the

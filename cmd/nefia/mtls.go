@@ -114,7 +114,6 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 				return cliError(err)
 			}
 			paths := iss.Files
-			s.log.Debug("client certificate issued", "name", iss.Name, "serial", iss.Serial, "role", iss.Role)
 			out := struct {
 				pki.IssuedCert
 				Files pki.BundlePaths `json:"files"`
@@ -236,7 +235,6 @@ Any well-formed serial is revoked, even one the inventory does not know
 			for _, w := range res.Warnings {
 				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
 			}
-			s.log.Debug("certificate revoked", "serial", rev.Serial, "name", rev.Name, "already_revoked", already)
 			if asJSON {
 				return writeJSON(e.stdout, struct {
 					pki.Revocation

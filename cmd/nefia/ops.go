@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/ops"
@@ -15,7 +17,7 @@ func (s *session) service() *ops.Service {
 	return &ops.Service{
 		Store:      s.store,
 		ConfigPath: s.configPath,
-		Logger:     s.log,
+		Logger:     slog.New(quiet{s.log.Handler()}),
 		// The running gateway's revocation poll closes a revoked serial's
 		// sessions; the CLI has none of its own.
 		Sessions:    nil,
@@ -70,3 +72,27 @@ func cliError(err error) error {
 	}
 	return err
 }
+
+// quiet demotes an operation's informational lines to debug: at the shell
+// the command's own output says what happened, and stderr stays for
+// warnings and errors, as it was before the operations logged themselves.
+type quiet struct{ slog.Handler }
+
+func demote(l slog.Level) slog.Level {
+	if l < slog.LevelWarn {
+		return slog.LevelDebug
+	}
+	return l
+}
+
+func (q quiet) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.Handler.Enabled(ctx, demote(l))
+}
+
+func (q quiet) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quiet) WithAttrs(as []slog.Attr) slog.Handler { return quiet{q.Handler.WithAttrs(as)} }
+func (q quiet) WithGroup(n string) slog.Handler       { return quiet{q.Handler.WithGroup(n)} }

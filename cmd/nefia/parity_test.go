@@ -266,6 +266,9 @@ func TestCLIAndToolParity(t *testing.T) {
 			if code != 0 || isErr {
 				t.Fatalf("%s: cli exit %d %s; tool error %v %s", st.name, code, stderr, isErr, text)
 			}
+			if stderr != "" { // informational logs stay at debug at the shell
+				t.Errorf("%s: the CLI wrote to stderr: %q", st.name, stderr)
+			}
 			if tool == tools.NameIssueClient {
 				issued(cliSerials, stdout)
 				b, _ := json.Marshal(structured)
