@@ -55,8 +55,7 @@ func (ts *toolset) actor(ctx context.Context, tool string) (context.Context, ide
 func (ts *toolset) opFailed(tool, doing string, err error) *mcp.CallToolResult {
 	var in *ops.InputError
 	switch {
-	case errors.Is(err, ops.ErrUnaudited):
-		ts.log.Error("state-changing call refused: audit trail unavailable", logKeyTool, tool, logKeyError, err)
+	case errors.Is(err, ops.ErrUnaudited): // the operation has logged why
 		return refuse("refused: the audit trail is unavailable, so nothing was changed; an operator must fix the gateway's audit directory")
 	case errors.Is(err, ops.ErrPermission):
 		return refuse("%s", ts.redact(err))
