@@ -38,7 +38,9 @@ type IssueRequest struct {
 	Force bool
 	// P12 also writes NAME.p12 (key, certificate and CA), encrypted with
 	// P12Password; not with a CSR, whose key stays with its owner.
-	P12         bool
+	P12 bool
+	// P12Password encrypts NAME.p12 (at least pki.MinP12PasswordLen
+	// characters). It is a secret: it is neither logged nor recorded.
 	P12Password string
 }
 

@@ -2,7 +2,6 @@ package ops
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -160,14 +159,4 @@ func allowed(actor identity.Agent, r pki.Role) error {
 	}
 	return fmt.Errorf("%w: a caller with role %q cannot issue certificates with role %q "+
 		"(nobody can issue more authority than their own); ask an operator", ErrPermission, actor.Role, r)
-}
-
-// isAny reports whether err is one of targets.
-func isAny(err error, targets ...error) bool {
-	for _, t := range targets {
-		if errors.Is(err, t) {
-			return true
-		}
-	}
-	return false
 }
