@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -40,6 +41,10 @@ type Options struct {
 	MaxSize int64
 	// SyncInterval bounds how long a non-durable record may sit unsynced.
 	SyncInterval time.Duration
+	// MaxFiles is how many rotated files are kept (audit.max_files); the
+	// oldest beyond it are removed after a rotation, their records counted
+	// in the checkpoint. 0 keeps all.
+	MaxFiles int
 	// Now is the clock records are stamped with.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -52,6 +57,7 @@ type Options struct {
 type Logger struct {
 	dir, path string
 	key       []byte
+	ckKey     ed25519.PrivateKey // signs the checkpoint
 	opts      Options
 	log       *slog.Logger
 
@@ -61,15 +67,26 @@ type Logger struct {
 	fi     os.FileInfo // identity of f, to notice a removed or replaced file
 	size   int64       // size of f after our last write or resync
 	prev   string      // hash of the last record in the trail
-	broken error       // sticky: a write failed part-way, the tail may be torn
+	// cut, when not negative, is where f must be cut back to before the
+	// next write: a write failed part-way and cutting its bytes off failed
+	// too. Until it succeeds, appends are refused; once it does (space came
+	// back), the chain continues from the last whole record.
+	cut    int64
 	closed bool
+	// durFI and durSize say how much of which file is known to be on
+	// stable storage; unanchored, that records were written since the last
+	// checkpoint (non-durable batches are anchored by the next sync).
+	durFI      os.FileInfo
+	durSize    int64
+	unanchored bool
 	// pending are stamped, unsealed records waiting for the next group
 	// write; they join the chain (get prev_hash and hash) when written.
 	pending []Record
 
-	written atomic.Uint64 // records appended by this Logger
-	synced  atomic.Uint64 // records known to be on stable storage
-	syncMu  sync.Mutex    // one fsync at a time; others wait and share it
+	written  atomic.Uint64 // records appended by this Logger
+	failures atomic.Uint64 // appends and batch writes that failed (Failures)
+	synced   atomic.Uint64 // records known to be on stable storage
+	syncMu   sync.Mutex    // one fsync at a time; others wait and share it
 
 	stop chan struct{}
 	done chan struct{}
@@ -101,13 +118,32 @@ func Open(dir string, opts Options) (*Logger, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	l := &Logger{dir: dir, path: filepath.Join(dir, TrailFile), opts: opts, log: opts.Logger, lockFD: lockFD,
-		stop: make(chan struct{}), done: make(chan struct{})}
+		cut: -1, stop: make(chan struct{}), done: make(chan struct{})}
+	var created *Checkpoint
 	if err := l.withFileLock(func() error {
 		var err error
 		if l.key, err = loadOrCreateKey(filepath.Join(dir, KeyFile)); err != nil {
 			return err
 		}
-		return l.reopen()
+		if l.ckKey, err = loadOrCreateCheckpointKey(dir); err != nil {
+			return err
+		}
+		if err := l.reopen(); err != nil {
+			return err
+		}
+		ck, state, err := l.anchor()
+		if err != nil {
+			return err
+		}
+		switch {
+		case state == anchorCreated:
+			created = ck
+		case state == anchorMoved && ck.Count == 0:
+			// A new trail gets its checkpoint at once: from now on a
+			// missing one means it was removed.
+			return l.writeCheckpoint(ck)
+		}
+		return nil
 	}); err != nil {
 		lockFD.Close()
 		if l.f != nil {
@@ -116,6 +152,16 @@ func Open(dir string, opts Options) (*Logger, error) {
 		return nil, err
 	}
 	go l.syncLoop()
+	if created != nil {
+		// The trail predates checkpoints, or its checkpoint was removed:
+		// say so on the trail; writing this record anchors it.
+		r := Record{Event: EventCheckpointCreated, Outcome: OutcomeOK,
+			Reason: fmt.Sprintf("the trail had no checkpoint; anchored its %d records as found", created.Count)}
+		if err := l.Append(r, true); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -140,39 +186,60 @@ func (l *Logger) Append(r Record, durable bool) error {
 	l.mu.Lock()
 	if err := l.usable(); err != nil {
 		l.mu.Unlock()
+		l.failures.Add(1)
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
 	}
 	r.ID = uuid.NewString()
 	r.Time = l.opts.Now().UTC()
-	r.Error = clipError(r.Error)
-	r.Reason = clipError(r.Reason)
+	clipRecord(&r)
 	l.pending = append(l.pending, r)
 	if !durable && len(l.pending) < maxBatch {
 		l.mu.Unlock()
 		return nil
 	}
-	seq, err := l.flushLocked()
+	_, err := l.flushLocked(durable)
 	l.mu.Unlock()
 	if err != nil {
+		l.failures.Add(1)
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
-	}
-	if durable {
-		return l.syncTo(seq)
 	}
 	return nil
 }
 
-// Flush writes the waiting batch now (without fsync), so that readers of the
-// file, in this process or another, see every record appended so far.
+// Failures counts the appends refused and the batch writes that failed
+// since the Logger was opened, for the metrics: a record that failed is a
+// hole in the trail an operator should hear of before reading it.
+func (l *Logger) Failures() uint64 { return l.failures.Load() }
+
+// Flush writes the waiting batch now, so that readers of the file, in this
+// process or another, see every record appended so far, and refreshes the
+// checkpoint to name them (which fsyncs them first), so that a verify that
+// follows sees a trail that ends exactly at its checkpoint.
 func (l *Logger) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	if len(l.pending) > 0 {
+		if _, err := l.flushLocked(false); err != nil {
+			return err
+		}
+	}
+	return l.anchorNow()
+}
+
+// writePending writes the waiting batch without fsync or checkpoint (the
+// sync loop does both next, the fsync outside l.mu).
+func (l *Logger) writePending() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.pending) == 0 {
 		return nil
 	}
-	_, err := l.flushLocked()
+	_, err := l.flushLocked(false)
 	return err
 }
 
@@ -180,14 +247,16 @@ func (l *Logger) usable() error {
 	if l.closed {
 		return fmt.Errorf("%w: logger closed", ErrUnavailable)
 	}
-	return l.broken
+	return nil
 }
 
 // flushLocked seals the waiting records onto the chain and writes them in one
 // write(2) under the cross-process lock; it returns the sequence number of the
-// last one. On failure the batch is dropped (and the error returned): its
+// last one. With durable, they are fsynced and the checkpoint names them
+// before it returns; otherwise the next sync (within SyncInterval) does
+// both. On failure the batch is dropped (and the error returned): its
 // records were never part of the chain.
-func (l *Logger) flushLocked() (uint64, error) {
+func (l *Logger) flushLocked(durable bool) (uint64, error) {
 	batch := l.pending
 	l.pending = l.pending[:0:0]
 	if err := l.usable(); err != nil {
@@ -195,6 +264,9 @@ func (l *Logger) flushLocked() (uint64, error) {
 	}
 	var seq uint64
 	err := l.withFileLock(func() error {
+		if err := l.cutTorn(); err != nil {
+			return err
+		}
 		if err := l.follow(); err != nil {
 			return err
 		}
@@ -203,30 +275,122 @@ func (l *Logger) flushLocked() (uint64, error) {
 				return err
 			}
 		}
+		var ck *Checkpoint
+		if durable {
+			var err error
+			if ck, _, err = l.anchor(); err != nil {
+				return err
+			}
+		}
 		buf := make([]byte, 0, 512*len(batch))
 		prev := l.prev
 		for i := range batch {
 			batch[i].PrevHash = prev
-			line, err := seal(l.key, &batch[i])
+			line, err := sealBounded(l.key, &batch[i])
 			if err != nil {
 				return err
 			}
 			buf = append(append(buf, line...), '\n')
 			prev = batch[i].Hash
 		}
+		start := l.size
 		n, err := l.f.Write(buf)
 		l.size += int64(n)
 		if err != nil {
 			if n > 0 {
-				l.broken = fmt.Errorf("%w: %s has a partial record after a failed write: %v (restart to recover)", ErrUnavailable, l.path, err)
+				// A full disk (ENOSPC) writes part of the batch. None of it
+				// joins the chain: cut it off now (that frees space, so it
+				// works on a full disk), or before the next write.
+				l.cut = start
+				if cerr := l.cutTorn(); cerr != nil {
+					l.log.Error("audit: cannot cut a partial write yet; appends are refused until it is cut", "file", l.path, "error", cerr)
+				}
 			}
 			return fmt.Errorf("%w: write %s: %v", ErrUnavailable, l.path, err)
 		}
 		l.prev = prev
 		seq = l.written.Add(uint64(len(batch)))
+		l.unanchored = true
+		if !durable {
+			return nil
+		}
+		// The checkpoint may only name records on stable storage: a power
+		// loss must never leave a checkpoint ahead of the trail.
+		if err := l.syncHead(); err != nil {
+			return err
+		}
+		ck.Count += uint64(len(batch))
+		ck.Hash, ck.Offset = prev, l.size
+		if err := l.writeCheckpoint(ck); err != nil {
+			return err
+		}
+		l.unanchored = false
 		return nil
 	})
 	return seq, err
+}
+
+// syncHead makes the trail file durable up to its current size, unless it
+// is already. Runs under both locks.
+func (l *Logger) syncHead() error {
+	if l.durFI != nil && os.SameFile(l.fi, l.durFI) && l.size <= l.durSize {
+		return nil
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.durFI, l.durSize = l.fi, l.size
+	if w := l.written.Load(); w > l.synced.Load() {
+		l.synced.Store(w)
+	}
+	return nil
+}
+
+// anchorNow brings the checkpoint to the trail's head (its records made
+// durable first), after non-durable batches. Runs under l.mu.
+func (l *Logger) anchorNow() error {
+	if !l.unanchored {
+		return nil
+	}
+	return l.withFileLock(func() error {
+		if err := l.follow(); err != nil {
+			return err
+		}
+		if err := l.syncHead(); err != nil {
+			return err
+		}
+		ck, state, err := l.anchor()
+		if err == nil && state != anchorFresh {
+			err = l.writeCheckpoint(ck)
+		}
+		if err == nil {
+			l.unanchored = false
+		}
+		return err
+	})
+}
+
+// cutTorn cuts the bytes of a failed write off the trail, so the chain
+// continues from the last whole record ("no audit, no action" holds only
+// while records cannot be written: issue 10 item 12). If another process
+// has changed the file since (it appended, or it rotated it), the cut is
+// left to the torn-tail recovery of reopen, which records what it cut.
+func (l *Logger) cutTorn() error {
+	if l.cut < 0 {
+		return nil
+	}
+	fi, err := os.Stat(l.path)
+	if err != nil || !os.SameFile(fi, l.fi) || fi.Size() != l.size {
+		l.log.Warn("audit: trail changed after a failed write; leaving the torn bytes to recovery", "file", l.path)
+		l.cut = -1
+		return nil
+	}
+	if err := l.f.Truncate(l.cut); err != nil {
+		return fmt.Errorf("%w: cut a partial write off %s: %v", ErrUnavailable, l.path, err)
+	}
+	l.log.Warn("audit: cut a partial write off the trail", "file", l.path, "bytes", l.size-l.cut)
+	l.size, l.cut = l.cut, -1
+	return nil
 }
 
 // follow makes sure l.f is the file at l.path and l.prev its last hash,
@@ -384,6 +548,17 @@ func (l *Logger) rotate() error {
 		return fmt.Errorf("%w: fsync %s: %v", ErrUnavailable, l.path, err)
 	}
 	l.synced.Store(l.written.Load())
+	l.durFI, l.durSize = l.fi, l.size
+	// Anchor the old file's last record while it is still the one open, so
+	// that it is counted from the checkpoint's offset, not by reading every
+	// file after the rename.
+	if ck, state, err := l.anchor(); err != nil {
+		return err
+	} else if state != anchorFresh {
+		if err := l.writeCheckpoint(ck); err != nil {
+			return err
+		}
+	}
 	name := filepath.Join(l.dir, "audit-"+l.opts.Now().UTC().Format("20060102T150405.000000000Z")+".jsonl")
 	if err := os.Rename(l.path, name); err != nil {
 		return fmt.Errorf("%w: rotate %s: %v", ErrUnavailable, l.path, err)
@@ -404,7 +579,18 @@ func (l *Logger) rotate() error {
 	l.f.Close()
 	l.f, l.fi, l.size = f, fi, 0
 	l.log.Info("audit trail rotated", "old", name)
-	return nil
+	if err := l.prune(); err != nil {
+		// Housekeeping: the chain and the checkpoint are intact either way.
+		l.log.Error("audit: removing old rotated files failed", "error", err)
+	}
+	// Anchor at the start of the new file, so the next writer counts on
+	// from there.
+	ck, _, err := l.anchor()
+	if err != nil {
+		return err
+	}
+	ck.Offset = 0
+	return l.writeCheckpoint(ck)
 }
 
 // syncTo returns once record seq is on stable storage. Concurrent callers
@@ -416,7 +602,7 @@ func (l *Logger) syncTo(seq uint64) error {
 		return nil
 	}
 	l.mu.Lock()
-	f, upto := l.f, l.written.Load()
+	f, upto, fi, size := l.f, l.written.Load(), l.fi, l.size
 	l.mu.Unlock()
 	if f == nil {
 		return fmt.Errorf("%w: logger closed", ErrUnavailable)
@@ -435,6 +621,12 @@ func (l *Logger) syncTo(seq uint64) error {
 	if upto > l.synced.Load() {
 		l.synced.Store(upto)
 	}
+	// What was fsynced need not be again before a checkpoint names it.
+	l.mu.Lock()
+	if os.SameFile(l.fi, fi) && (l.durFI == nil || !os.SameFile(l.durFI, fi) || size > l.durSize) {
+		l.durFI, l.durSize = fi, size
+	}
+	l.mu.Unlock()
 	return nil
 }
 
@@ -447,7 +639,8 @@ func (l *Logger) syncLoop() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			if err := l.Flush(); err != nil {
+			if err := l.writePending(); err != nil {
+				l.failures.Add(1)
 				l.log.Error("audit batch write failed", "error", err)
 			}
 			if w := l.written.Load(); w > l.synced.Load() {
@@ -455,6 +648,13 @@ func (l *Logger) syncLoop() {
 					l.log.Error("audit fsync failed", "error", err)
 				}
 			}
+			l.mu.Lock()
+			if !l.closed {
+				if err := l.anchorNow(); err != nil {
+					l.log.Error("audit checkpoint not refreshed", "error", err)
+				}
+			}
+			l.mu.Unlock()
 		}
 	}
 }
@@ -468,7 +668,7 @@ func (l *Logger) Close() error {
 	}
 	var err error
 	if len(l.pending) > 0 {
-		_, err = l.flushLocked()
+		_, err = l.flushLocked(false)
 	}
 	l.closed = true
 	l.mu.Unlock()
@@ -479,6 +679,9 @@ func (l *Logger) Close() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if aerr := l.anchorNow(); err == nil {
+		err = aerr
+	}
 	if cerr := l.f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}

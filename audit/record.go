@@ -19,6 +19,11 @@ const (
 	EventConnectionOpen     = "connection_open"
 	EventConnectionClose    = "connection_close"
 	EventConnectionRejected = "connection_rejected"
+	// EventConnectionRejectedSuppressed summarizes, per remote address,
+	// refused connections a rate limit kept from being recorded one by one:
+	// result.suppressed is their number, result.by_reason the count of each
+	// reason.
+	EventConnectionRejectedSuppressed = "connection_rejected_suppressed"
 	// EventRecovered records that Open cut a torn last line (a crash in the
 	// middle of a write) off the trail before continuing it.
 	EventRecovered = "audit.recovered"
@@ -40,6 +45,11 @@ type Agent struct {
 	Name   string `json:"name,omitempty"`
 	Serial string `json:"serial,omitempty"`
 	Role   string `json:"role,omitempty"`
+	// Unverified marks a name and serial read from a certificate whose
+	// chain did not verify against the CA (a refused handshake): anyone can
+	// put anything there, so they say who the peer claimed to be, not who
+	// it is.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // Record is one line of the trail. Append fills in ID, Time, PrevHash and

@@ -94,18 +94,6 @@ func approxSize(v any) int {
 	return 8
 }
 
-// maxErrorBytes bounds the error text kept in one record: errors may echo
-// caller input.
-const maxErrorBytes = 1 << 10
-
-// clipError shortens an error message for a record.
-func clipError(s string) string {
-	if len(s) <= maxErrorBytes {
-		return s
-	}
-	return s[:maxErrorBytes] + "... (truncated)"
-}
-
 // ToMap turns a result value (a struct, a tool's structured content) into
 // the JSON object a record's result holds; nil when it is not an object.
 func ToMap(v any) map[string]any {

@@ -29,22 +29,106 @@ func (e *VerifyError) Error() string {
 func (e *VerifyError) Unwrap() error { return ErrBroken }
 
 // VerifyDir verifies the whole trail in dir: rotated files oldest first, then
-// audit.jsonl, as one chain from Genesis. It returns the number of records.
+// audit.jsonl, as one chain from Genesis (or, when audit.max_files removed
+// the oldest files, from the hash the checkpoint says the oldest kept record
+// chains from), and checks its head against the trail's checkpoint: a
+// non-empty trail without one, or one that ends before it, fails. It returns
+// the number of records in the files.
 func VerifyDir(dir string, key []byte) (int, error) {
+	return VerifyWithCheckpoint(dir, key, nil)
+}
+
+// VerifyWithCheckpoint is VerifyDir that also checks the trail against
+// extra, a checkpoint an operator kept elsewhere: it must be signed with
+// this trail's checkpoint key, and the trail must still hold the record it
+// names, so nothing older than it was removed or rewritten.
+func VerifyWithCheckpoint(dir string, key []byte, extra *Checkpoint) (int, error) {
+	// The checkpoint is read before the trail: a writer appending meanwhile
+	// only makes the trail longer than it, never shorter.
+	pub, err := checkpointPublicKey(dir)
+	if err != nil {
+		return 0, err
+	}
+	own, err := readCheckpoint(dir, pub)
+	if err != nil {
+		return 0, err
+	}
+	ownPath := filepath.Join(dir, CheckpointFile)
+	anchors := []*namedCheckpoint{}
+	if own != nil {
+		anchors = append(anchors, &namedCheckpoint{own, ownPath})
+	}
+	if extra != nil {
+		if pub == nil {
+			return 0, fmt.Errorf("%w: the trail has no checkpoint key to check the given checkpoint with", ErrBroken)
+		}
+		if err := extra.check(pub); err != nil {
+			return 0, fmt.Errorf("%w: the given checkpoint: %v", ErrBroken, err)
+		}
+		anchors = append(anchors, &namedCheckpoint{extra, "the given checkpoint"})
+	}
 	files, err := trailFiles(dir)
 	if err != nil {
 		return 0, err
 	}
-	return verifyFiles(files, key, Genesis)
+	var base uint64 // records before the oldest kept file
+	n, err := verifyFiles(files, key, "", func(path string, line int, r *Record) error {
+		if line != 1 || path != files[0] || r.PrevHash == Genesis {
+			return nil
+		}
+		if own != nil && own.BaseHash != "" && r.PrevHash == own.BaseHash {
+			base = own.Removed
+			return nil
+		}
+		return errors.New("the record it chains from is missing: the oldest records were deleted (neither genesis nor the checkpoint's base)")
+	}, func(index int, path string, line int, r *Record) error {
+		for _, a := range anchors {
+			if base+uint64(index) == a.Count && r.Hash != a.Hash {
+				return fmt.Errorf("this is record %d, which %s names with another hash: the trail was rewritten", a.Count, a.name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	total := base + uint64(n)
+	if n > 0 && own == nil {
+		return n, fmt.Errorf("%w: %s is missing: the head of a non-empty trail is not anchored, so deleting its newest records would go unnoticed", ErrBroken, ownPath)
+	}
+	for _, a := range anchors {
+		if a.Count > 0 && a.Count == base && own != nil && a.Hash == own.BaseHash {
+			continue // it names the last removed record, which the oldest kept one chains from
+		}
+		if a.Count > 0 && a.Count <= base {
+			return n, fmt.Errorf("%w: %s names record %d, older than the oldest kept record (%d): it cannot be checked", ErrBroken, a.name, a.Count, base+1)
+		}
+		if total < a.Count {
+			return n, fmt.Errorf("%w: the trail ends at record %d, before %s (record %d): the newest %d records were removed", ErrBroken, total, a.name, a.Count, a.Count-total)
+		}
+	}
+	return n, nil
+}
+
+type namedCheckpoint struct {
+	*Checkpoint
+	name string
 }
 
 // VerifyFile verifies one file of a trail. Its first record's prev_hash is
-// taken on trust (it links to a rotated file that is not being checked).
+// taken on trust (it links to a rotated file that is not being checked),
+// and the checkpoint is not consulted.
 func VerifyFile(path string, key []byte) (int, error) {
-	return verifyFiles([]string{path}, key, "")
+	return verifyFiles([]string{path}, key, "", nil, nil)
 }
 
-func verifyFiles(files []string, key []byte, prev string) (int, error) {
+// verifyFiles checks the chain of files. With prev "", the first record's
+// link is judged by first (nil: taken on trust); each record is then passed
+// to each with its 1-based index in the files. An error of either is
+// reported as a VerifyError at that line.
+func verifyFiles(files []string, key []byte, prev string,
+	first func(path string, line int, r *Record) error,
+	each func(index int, path string, line int, r *Record) error) (int, error) {
 	count := 0
 	for _, path := range files {
 		hashes, err := scanHashes(path)
@@ -70,9 +154,21 @@ func verifyFiles(files []string, key []byte, prev string) (int, error) {
 				f.Close()
 				return count, &VerifyError{File: path, Line: line, Reason: linkReason(r.PrevHash, line, seen, hashes)}
 			}
+			if prev == "" && first != nil {
+				if err := first(path, line, &r); err != nil {
+					f.Close()
+					return count, &VerifyError{File: path, Line: line, Reason: err.Error()}
+				}
+			}
 			seen[r.Hash] = line
 			prev = r.Hash
 			count++
+			if each != nil {
+				if err := each(count, path, line, &r); err != nil {
+					f.Close()
+					return count, &VerifyError{File: path, Line: line, Reason: err.Error()}
+				}
+			}
 		}
 		err = sc.Err()
 		f.Close()

@@ -5,12 +5,14 @@ package identity
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os/user"
 	"time"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -61,6 +63,23 @@ func FromCertificate(cert *x509.Certificate) (Agent, error) {
 	}, nil
 }
 
+// FromConnection builds the identity of the peer of a TLS connection whose
+// client certificate the gateway verified: the certificate's fields, where
+// the connection comes from and how it speaks. It is the one place a
+// remote caller's identity is made; the session id is added when the
+// session exists.
+func FromConnection(cs tls.ConnectionState, remote, transport string) (Agent, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return Agent{}, fmt.Errorf("%w: no client certificate", ErrNoRole)
+	}
+	a, err := FromCertificate(cs.PeerCertificates[0])
+	if err != nil {
+		return Agent{}, err
+	}
+	a.RemoteAddr, a.Transport = remote, transport
+	return a, nil
+}
+
 // LocalOperator is the identity of whoever runs nefia on this host (stdio
 // mode, the CLI): they can read the CA key anyway, so they are operators.
 func LocalOperator(transport string) Agent {
@@ -69,6 +88,19 @@ func LocalOperator(transport string) Agent {
 		name = u.Username
 	}
 	return Agent{Name: name, Role: pki.RoleOperator, Transport: transport}
+}
+
+// AuditAgent is the agent's form in an audit record: name, serial and role.
+// It is the one conversion from an identity to the trail's schema.
+func (a Agent) AuditAgent() *audit.Agent {
+	return &audit.Agent{Name: a.Name, Serial: a.Serial, Role: string(a.Role)}
+}
+
+// Stamp fills in who a record is about and how they came: the agent, its
+// session, remote address and transport.
+func (a Agent) Stamp(r *audit.Record) {
+	r.Agent = a.AuditAgent()
+	r.SessionID, r.RemoteAddr, r.Transport = a.SessionID, a.RemoteAddr, a.Transport
 }
 
 type ctxKey struct{}

@@ -1,7 +1,7 @@
 // Package metrics exposes the gateway's Prometheus metrics: handshakes by
 // outcome and refusal reason, open connections by transport and role, tool
-// calls by tool and outcome with their latency, revocations, audit write
-// failures, the seconds left before the CA, the server certificate and the
+// calls by tool and outcome with their latency, the revoked serials, audit
+// write failures, the seconds left before the CA, the server certificate and the
 // soonest client certificate expire, and the revocation store's age.
 //
 // It is an observe.Observer, so the gateway reports each event once and the
@@ -58,6 +58,9 @@ type Options struct {
 	StoreAge func() (age time.Duration, ok bool)
 	// Revoked returns how many serials the revocation store holds.
 	Revoked func() int
+	// AuditFailures returns how many audit records could not be written
+	// since start (audit.Logger.Failures).
+	AuditFailures func() uint64
 	// Clock is the time expiry is measured from; nil is time.Now.
 	Clock func() time.Time
 }
@@ -68,13 +71,11 @@ type Metrics struct {
 	opts     Options
 	registry *prometheus.Registry
 
-	handshakes  *prometheus.CounterVec
-	open        *prometheus.GaugeVec
-	closed      *prometheus.CounterVec
-	calls       *prometheus.CounterVec
-	latency     *prometheus.HistogramVec
-	revocations prometheus.Counter
-	auditFails  prometheus.Counter
+	handshakes *prometheus.CounterVec
+	open       *prometheus.GaugeVec
+	closed     *prometheus.CounterVec
+	calls      *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
 
 	reasonsMu sync.Mutex
 	reasons   map[string]struct{}
@@ -112,21 +113,19 @@ func New(opts Options) *Metrics {
 			Help:    "Tool call latency inside the gateway, by tool.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"tool"}),
-		revocations: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "revocations_total",
-			Help: "Certificates revoked through this gateway.",
-		}),
-		auditFails: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "audit_write_failures_total",
-			Help: "Audit records that could not be written.",
-		}),
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.handshakes, m.open, m.closed, m.calls, m.latency, m.revocations, m.auditFails,
+		m.handshakes, m.open, m.closed, m.calls, m.latency,
 		&scrapeTime{m},
 	)
+	if opts.AuditFailures != nil {
+		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "audit_write_failures_total",
+			Help: "Audit records that could not be written since start.",
+		}, func() float64 { return float64(opts.AuditFailures()) }))
+	}
 	return m
 }
 
@@ -167,12 +166,6 @@ func (m *Metrics) Call(e observe.CallEvent) {
 	m.calls.WithLabelValues(tool, outcome).Inc()
 	m.latency.WithLabelValues(tool).Observe(e.Duration.Seconds())
 }
-
-// Revoked counts n certificates revoked through this gateway.
-func (m *Metrics) Revoked(n int) { m.revocations.Add(float64(n)) }
-
-// AuditWriteFailed counts one audit record that could not be written.
-func (m *Metrics) AuditWriteFailed() { m.auditFails.Inc() }
 
 // reason bounds a reason label: clipped, and folded into Other once
 // maxReasons distinct values have been seen.

@@ -26,8 +26,7 @@ func TestServeRefusesAddressWithoutHost(t *testing.T) {
 
 func TestServeScrapeAndStop(t *testing.T) {
 	t.Parallel()
-	m := New(Options{})
-	m.Revoked(1)
+	m := New(Options{Revoked: func() int { return 1 }})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,8 +40,8 @@ func TestServeScrapeAndStop(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(body), "nefia_revocations_total 1") {
-		t.Errorf("scrape lacks nefia_revocations_total 1:\n%.500s", body)
+	if !strings.Contains(string(body), "nefia_revoked_certificates 1") {
+		t.Errorf("scrape lacks nefia_revoked_certificates 1:\n%.500s", body)
 	}
 	if resp, err := http.Post("http://"+ln.Addr().String()+"/metrics", "text/plain", nil); err == nil {
 		resp.Body.Close()

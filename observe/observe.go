@@ -40,9 +40,12 @@ func (k ConnKind) String() string {
 // ConnEvent is one connection event.
 type ConnEvent struct {
 	Kind ConnKind
-	// Agent is the verified caller; nil when the connection was refused
-	// before a certificate was verified.
-	Agent *identity.Agent
+	// Agent is who the connection's certificate names; nil when it was
+	// refused before one was presented. For a refusal it may be a
+	// certificate that did not verify: then Unverified is set and the name
+	// proves nothing.
+	Agent      *identity.Agent
+	Unverified bool
 	// Remote is the peer's address; Transport how it spoke (or would have).
 	Remote, Transport string
 	// Reason is why it was refused or closed: one of a fixed set of
@@ -56,15 +59,21 @@ type ConnEvent struct {
 
 // CallEvent is one finished tool call.
 type CallEvent struct {
-	// Agent is the caller; Known is false when the request carried no
-	// identity (it was then denied).
+	// Agent is the caller, with the session the call came on; Known is
+	// false when the request carried no identity (it was then denied), and
+	// Agent then holds the session id alone.
 	Agent identity.Agent
 	Known bool
-	// Tool is the name the caller asked for: peer-controlled text, so sinks
-	// must bound it before using it as a label or a file's contents.
+	// Tool and Args are what the caller sent: peer-controlled, so sinks
+	// bound them (and remove secrets) before recording them anywhere.
 	Tool string
-	// Outcome is audit.OutcomeOK, OutcomeError or OutcomeDenied.
-	Outcome  string
+	Args map[string]any
+	// Outcome is audit.OutcomeOK, OutcomeError or OutcomeDenied; Error is
+	// the tool error or protocol error text, if any.
+	Outcome, Error string
+	// Decision is the authorization decision that was enforced, as text;
+	// empty when the call never reached authorization (unknown tool).
+	Decision string
 	Duration time.Duration
 }
 

@@ -115,15 +115,10 @@ func (s *Service) audited(ctx context.Context, actor identity.Agent, event strin
 		return fmt.Errorf("%w: %w", ErrUnaudited, err)
 	}
 	defer release()
-	r := audit.Record{
-		Event:      event,
-		SessionID:  actor.SessionID,
-		RemoteAddr: actor.RemoteAddr,
-		Transport:  actor.Transport,
-		Args:       audit.Redact(args),
-	}
-	if actor.Name != "" || actor.Serial != "" || actor.Role != "" {
-		r.Agent = &audit.Agent{Name: actor.Name, Serial: actor.Serial, Role: string(actor.Role)}
+	r := audit.Record{Event: event, Args: audit.Redact(args)}
+	actor.Stamp(&r)
+	if actor.Name == "" && actor.Serial == "" && actor.Role == "" {
+		r.Agent = nil // no identity: no agent, as the tool_call record has none
 	}
 	if c, ok := ctx.Value(callKey{}).(Call); ok {
 		r.Tool, r.Decision = c.Tool, c.Decision

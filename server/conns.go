@@ -82,9 +82,10 @@ type trackedConn struct {
 // Causes the gateway closes a connection with; their text is the close
 // reason in the log and the audit trail.
 var (
-	errRevoked    = fmt.Errorf("%w: certificate revoked", ErrSessionClosed)
-	errCAReplaced = fmt.Errorf("%w: the CA was replaced", ErrSessionClosed)
-	errShutdown   = fmt.Errorf("%w: shutdown", ErrSessionClosed)
+	errRevoked     = fmt.Errorf("%w: certificate revoked", ErrSessionClosed)
+	errCAReplaced  = fmt.Errorf("%w: the CA was replaced", ErrSessionClosed)
+	errShutdown    = fmt.Errorf("%w: shutdown", ErrSessionClosed)
+	errCertExpired = fmt.Errorf("%w: certificate expired", ErrSessionClosed)
 )
 
 // close ends the connection for cause, whatever its state, and reports

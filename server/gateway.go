@@ -18,6 +18,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/tools"
@@ -65,7 +66,7 @@ type GatewayOptions struct {
 	CertFile, KeyFile string
 	// Revocations is consulted on every handshake and polled for live
 	// sessions.
-	Revocations *pki.RevocationChecker
+	Revocations Revocations
 	// Tools are the dependencies of the MCP tools; the gateway fills in
 	// Sessions itself.
 	Tools tools.Deps
@@ -75,6 +76,15 @@ type GatewayOptions struct {
 	// Policy decides which tools each caller may list and call (mcp.policy);
 	// nil is policy.Default(). Gateway.SetPolicy swaps it while serving.
 	Policy *policy.Policy
+	// Observer receives every connection and tool call event besides the
+	// log and the audit trail, which the gateway always feeds (metrics;
+	// nil for none).
+	Observer observe.Observer
+	// Register adds tools of its own (upstream MCP servers) to the
+	// gateway's MCP server after nefia's, so that they are served under the
+	// same policy, identity and observer: the gateway builds the server
+	// because authorization and call events must wrap every tool.
+	Register func(*mcpserver.MCPServer) error
 
 	// MaxConnections caps established sessions: connections whose
 	// handshake succeeded (mcp.mtls.max_connections). One more is refused at
@@ -140,6 +150,9 @@ type Gateway struct {
 	certs *reloader[tls.Certificate]
 	ca    *reloader[*x509.CertPool]
 	audit *auditor // nil: no audit trail
+	// obs receives connection and call events: the log, the audit trail
+	// (when there is one) and GatewayOptions.Observer.
+	obs observe.Observer
 	authz *Authorizer
 	// verified remembers chains already verified against the current CA,
 	// so reconnections and resumptions skip the signature check.
@@ -261,21 +274,31 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	deps := opts.Tools
 	deps.Sessions = g
+	obs := observe.Multi{logObserver{opts.Logger}}
 	if opts.Audit != nil {
 		g.audit = newAuditor(opts.Audit, opts.Logger)
+		obs = append(obs, g.audit)
 	}
+	if opts.Observer != nil {
+		obs = append(obs, opts.Observer)
+	}
+	g.obs = obs
 	g.authz = NewAuthorizer(opts.Policy)
-	if g.mcp, err = NewMCPServerWithPolicy(deps, g.authz, opts.Logger, opts.Audit); err != nil {
+	if g.mcp, err = NewMCPServerWithPolicy(deps, g.authz, opts.Logger, opts.Audit, g.obs); err != nil {
 		return nil, err
+	}
+	if opts.Register != nil {
+		if err := opts.Register(g.mcp); err != nil {
+			return nil, fmt.Errorf("server: register tools: %w", err)
+		}
 	}
 	g.http, err = NewHTTPTransport(g.mcp, HTTPOptions{
 		Identify:        g.identify,
 		MaxMessageBytes: opts.MaxMessageBytes,
 		AllowedOrigins:  opts.AllowedOrigins,
 		Refused: func(remote string, agent *identity.Agent, reason string, err error) {
-			if g.audit != nil {
-				g.audit.connection(audit.EventConnectionRejected, agent, remote, reason, err)
-			}
+			g.obs.Connection(observe.ConnEvent{Kind: observe.ConnRefused, Agent: agent, Remote: remote,
+				Transport: identity.TransportHTTP, Reason: reason, Err: err})
 		},
 		Clock:  opts.Clock,
 		Logger: opts.Logger,
@@ -372,7 +395,8 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
-			return rejected(verifyReason(err, leaf, now), err)
+			return &rejection{reason: verifyReason(err, leaf, now), name: leaf.Subject.CommonName,
+				serial: pki.FormatSerial(leaf.SerialNumber), unverified: true, err: err}
 		}
 	}
 	if err := requireClientAuth(leaf); err != nil {
@@ -486,6 +510,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	g.shutdown()
 	pollerDone.Wait()
+	if g.audit != nil {
+		g.audit.close() // the summary of refusals the rate limit suppressed
+	}
 	return err
 }
 
@@ -537,18 +564,12 @@ func (g *Gateway) endHandshake(hs *pendingHandshake) {
 	}
 }
 
-// limitReached logs and audits a connection refused because a limit was
-// reached (err, a *limitError, says which); who is nil when it was refused
-// before its handshake.
+// limitReached reports a connection refused because a limit was reached
+// (err, a *limitError, says which); who is nil when it was refused before
+// its handshake.
 func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
-	attrs := []any{"remote_addr", remote, "reason", ReasonLimit, "limit", err.Error()}
-	if who != nil {
-		attrs = append(attrs, "name", who.Name, "serial", who.Serial, "role", who.Role)
-	}
-	g.log.Warn("connection rejected", attrs...)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionRejected, who, remote, ReasonLimit, err)
-	}
+	g.obs.Connection(observe.ConnEvent{Kind: observe.ConnRefused, Agent: who, Remote: remote,
+		Transport: identity.TransportStream, Reason: ReasonLimit, Err: err})
 }
 
 // handle runs one connection, tracked in the table as tc: an explicit
@@ -583,13 +604,11 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	_ = raw.SetDeadline(time.Time{})
 
 	state := conn.ConnectionState()
-	agent, err := identity.FromCertificate(state.PeerCertificates[0])
+	agent, err := identity.FromConnection(state, remote, identity.TransportStream)
 	if err != nil { // verifyConnection already refused these
-		g.log.Warn("connection rejected", "remote_addr", remote, "error", err)
+		g.rejected(remote, &rejection{reason: ReasonNoRole, err: err})
 		return
 	}
-	agent.RemoteAddr = remote
-	agent.Transport = identity.TransportStream
 
 	// The session slot is taken only now, so a stalled handshake never
 	// holds one. Taking it before leaving the pending list keeps Count from
@@ -645,30 +664,29 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	}
 
 	// A certificate that expires mid-session ends the session at NotAfter.
-	expiry := time.AfterFunc(agent.NotAfter.Sub(g.opts.Clock.Now()), func() {
-		g.log.Info("session ended: certificate expired", "name", agent.Name, "serial", agent.Serial)
-		sess.Close()
-	})
+	expiry := time.AfterFunc(agent.NotAfter.Sub(g.opts.Clock.Now()), func() { sess.kill(errCertExpired) })
 	defer expiry.Stop()
 
-	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
-		"remote_addr", remote, "session_id", agent.SessionID)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionOpen, &agent, remote, "", nil)
-	}
+	g.obs.Connection(observe.ConnEvent{Kind: observe.ConnOpened, Agent: &agent, Remote: remote})
 	start := time.Now()
 	err = sess.Serve(ctx)
-	reason := closeReason(err)
-	g.log.Info("connection closed", "name", agent.Name, "serial", agent.Serial, "session_id", agent.SessionID,
-		"duration", time.Since(start).Round(time.Millisecond), "reason", reason)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionClose, &agent, remote, reason, nil)
-	}
+	g.closed(&agent, remote, err, time.Since(start))
 }
 
-// endedSilent logs a connection that ended before its first byte, and
-// audits it when the gateway ended it: the first-byte deadline passed, or
-// it was revoked (or its CA replaced) while silent.
+// closed reports the end of an admitted connection with why it ended.
+func (g *Gateway) closed(agent *identity.Agent, remote string, err error, lasted time.Duration) {
+	reason := closeReason(err)
+	e := observe.ConnEvent{Kind: observe.ConnClosed, Agent: agent, Remote: remote, Reason: reason, Duration: lasted}
+	if reason == ReasonCloseError {
+		e.Err = err
+	}
+	g.obs.Connection(e)
+}
+
+// endedSilent reports a connection that ended before its first byte: the
+// first-byte deadline passed, it was revoked (or its CA replaced) while
+// silent, or the peer went away. A peer that went away is logged only,
+// not audited: it never spoke.
 func (g *Gateway) endedSilent(tc *trackedConn, agent identity.Agent, err error) {
 	cause := tc.closedBy()
 	switch {
@@ -679,33 +697,37 @@ func (g *Gateway) endedSilent(tc *trackedConn, agent identity.Agent, err error) 
 		g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote, "error", err)
 		return
 	}
-	reason := closeReason(cause)
-	g.log.Info("connection closed before its first message", "name", agent.Name, "serial", agent.Serial, "remote_addr", tc.remote, "reason", reason)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionClose, &agent, tc.remote, reason, nil)
-	}
+	g.closed(&agent, tc.remote, cause, 0)
 }
 
-// rejected logs and audits a failed handshake with its reason and, when a
-// certificate was presented, its name and serial.
+// rejected reports a failed handshake with its reason and, when a
+// certificate was presented, its name and serial. A certificate whose chain
+// did not verify proves nothing: its name is cut to the longest valid name
+// (a 200,000-character CN once cost 1.2 MB of trail per handshake) and the
+// event marks it unverified.
 func (g *Gateway) rejected(remote string, err error) {
-	reason, who := handshakeReason(err), (*identity.Agent)(nil)
+	e := observe.ConnEvent{Kind: observe.ConnRefused, Remote: remote, Transport: identity.TransportStream,
+		Reason: handshakeReason(err), Err: err}
 	var rj *rejection
 	if errors.As(err, &rj) {
-		reason = rj.reason
+		e.Reason, e.Unverified = rj.reason, rj.unverified
 		if rj.serial != "" {
-			who = &identity.Agent{Name: rj.name, Serial: rj.serial, Transport: identity.TransportStream}
+			e.Agent = &identity.Agent{Name: rj.name, Serial: rj.serial, Transport: identity.TransportStream}
+			if rj.unverified {
+				e.Agent.Name, e.Agent.Serial = audit.Clip(rj.name, maxUnverifiedName), audit.Clip(rj.serial, maxUnverifiedName)
+			}
 		}
 	}
-	attrs := []any{"remote_addr", remote, "reason", reason, "error", err}
-	if who != nil {
-		attrs = append(attrs, "name", who.Name, "serial", who.Serial)
-	}
-	g.log.Warn("connection rejected", attrs...)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionRejected, who, remote, reason, err)
-	}
+	g.obs.Connection(e)
 }
+
+// Bounds on what a refused peer gets into logs and the trail: names nefia
+// issues are at most 64 characters, so a longer unverified one was never
+// ours; handshake errors may quote what the peer sent.
+const (
+	maxUnverifiedName = 64
+	maxLoggedError    = 512
+)
 
 // CloseSerial ends every connection of the certificate with this serial
 // (canonical form), whatever its state (see connState), ends the HTTP
@@ -732,18 +754,13 @@ func (g *Gateway) serveHTTP(ctx context.Context, tc *trackedConn, conn net.Conn,
 		conn.Close()
 		return
 	}
-	g.log.Info("connection open", "name", agent.Name, "serial", agent.Serial, "role", agent.Role,
-		"remote_addr", agent.RemoteAddr, "transport", agent.Transport)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionOpen, &agent, agent.RemoteAddr, "", nil)
-	}
+	g.obs.Connection(observe.ConnEvent{Kind: observe.ConnOpened, Agent: &agent, Remote: agent.RemoteAddr})
 	start := time.Now()
-	reason := closeReason(g.http.ServeConn(ctx, conn))
-	g.log.Info("connection closed", "name", agent.Name, "serial", agent.Serial, "transport", agent.Transport,
-		"duration", time.Since(start).Round(time.Millisecond), "reason", reason)
-	if g.audit != nil {
-		g.audit.connection(audit.EventConnectionClose, &agent, agent.RemoteAddr, reason, nil)
+	err := g.http.ServeConn(ctx, conn)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause // closed by the gateway: say why (revoked, CA replaced, shutdown)
 	}
+	g.closed(&agent, agent.RemoteAddr, err, time.Since(start))
 }
 
 // identify re-runs the handshake policy for one HTTP request: a kept-alive
@@ -781,9 +798,9 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 		switch {
 		case err != nil && (storeErr == nil || err.Error() != storeErr.Error()):
 			g.log.Error("revocation store unavailable: refusing all new handshakes until it is fixed",
-				"file", g.opts.Revocations.Path(), "error", err)
+				"file", storeName(g.opts.Revocations), "error", err)
 		case err == nil && storeErr != nil:
-			g.log.Info("revocation store readable again: accepting handshakes", "file", g.opts.Revocations.Path())
+			g.log.Info("revocation store readable again: accepting handshakes", "file", storeName(g.opts.Revocations))
 		}
 		storeErr = err
 		pool, caGen, _ := g.ca.get()

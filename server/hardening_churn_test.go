@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/server/servertest"
@@ -147,13 +146,9 @@ func TestSlotChurn(t *testing.T) {
 
 	// The gateway saw drops and refusals, nothing else: no connection was
 	// refused by its certificate policy, and every refusal a client saw is
-	// one the gateway audited.
-	reasons := map[string]int{}
-	for _, r := range gw.AuditRecords() {
-		if r.Event == audit.EventConnectionRejected {
-			reasons[r.Reason]++
-		}
-	}
+	// one the gateway audited (one by one, or in a summary of what the rate
+	// limit held back).
+	reasons, _ := auditedRefusals(t, gw)
 	for reason := range reasons {
 		switch reason {
 		case server.ReasonLimit, server.ReasonTimeout, server.ReasonOther:

@@ -7,6 +7,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/tools"
 )
 
@@ -16,7 +17,7 @@ const Version = "0.1.0"
 // NewMCPServer builds the MCP server with nefia's tools and the built-in
 // authorization policy (policy.Default); see NewMCPServerWithPolicy.
 func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
-	return NewMCPServerWithPolicy(d, nil, log, trail, opts...)
+	return NewMCPServerWithPolicy(d, nil, log, trail, nil, opts...)
 }
 
 // NewMCPServerWithPolicy builds the MCP server with nefia's tools and the
@@ -29,7 +30,11 @@ func NewMCPServer(d tools.Deps, log *slog.Logger, trail *audit.Logger, opts ...m
 // decision that was enforced. With a trail, every tool call is audited and
 // state-changing tools are refused when it cannot be written; a nil trail
 // turns auditing off (benchmarks and tests only).
-func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, trail *audit.Logger, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
+//
+// Every tool call is reported to obs as an observe.CallEvent; a nil obs with
+// a trail reports them to the trail alone (tool_call records). The gateway
+// passes its own observer, which includes the trail.
+func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, trail *audit.Logger, obs observe.Observer, opts ...mcpserver.ServerOption) (*mcpserver.MCPServer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -45,8 +50,13 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 		// leaves a tool_call record (outcome denied) but no state event.
 		authz.install(hooks, log, toolNames(func() *mcpserver.MCPServer { return srv })),
 	}
+	if obs == nil && trail != nil {
+		obs = newAuditor(trail, log)
+	}
+	if obs != nil {
+		(&callHooks{obs: obs, log: log}).install(hooks)
+	}
 	if trail != nil {
-		newAuditor(trail, log).install(hooks)
 		// The state-changing tools record their own event on it (package
 		// ops), before they act: no audit, no action.
 		d.Audit = trail

@@ -243,7 +243,7 @@ func TestAuditRecordsTheEnforcedDecision(t *testing.T) {
 	}
 	defer trail.Close()
 	authz := server.NewAuthorizer(mustPolicy(t, policy.Rule{Role: pki.RoleAgent, Allow: []string{"test.*"}}))
-	srv, err := server.NewMCPServerWithPolicy(tools.Deps{Store: store, ConfigPath: filepath.Join(store.Dir(), "nefia.yaml")}, authz, nil, trail)
+	srv, err := server.NewMCPServerWithPolicy(tools.Deps{Store: store, ConfigPath: filepath.Join(store.Dir(), "nefia.yaml")}, authz, nil, trail, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,10 @@ const (
 type rejection struct {
 	reason       string
 	name, serial string // of the presented certificate, when there was one
-	err          error
+	// unverified: the chain did not verify, so name and serial are whatever
+	// the peer chose to put in a certificate (issue 10 item 10).
+	unverified bool
+	err        error
 }
 
 func (r *rejection) Error() string { return r.reason + ": " + r.err.Error() }
@@ -93,7 +96,16 @@ func handshakeReason(err error) string {
 	return ReasonOther
 }
 
-// closeReason summarizes why a session ended.
+// Close reasons that are not named where the session ends.
+const (
+	// ReasonCloseExpired: the certificate reached its NotAfter mid-session.
+	ReasonCloseExpired = "certificate expired"
+	// ReasonCloseError: the connection failed (a read or TLS error).
+	ReasonCloseError = "connection error"
+)
+
+// closeReason summarizes why a session ended, as one of a fixed set of
+// phrases (logs, the audit trail and metrics labels use it).
 func closeReason(err error) string {
 	switch {
 	case err == nil, errors.Is(err, io.EOF):
@@ -104,6 +116,8 @@ func closeReason(err error) string {
 		return "CA replaced"
 	case errors.Is(err, errShutdown):
 		return "shutdown"
+	case errors.Is(err, errCertExpired):
+		return ReasonCloseExpired
 	case errors.Is(err, errFirstByteTimeout):
 		return ReasonFirstByteTimeout
 	case errors.Is(err, ErrIdleTimeout):
@@ -117,5 +131,7 @@ func closeReason(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "shutdown"
 	}
-	return err.Error()
+	// A fixed phrase: the error's text may quote the peer; it goes with
+	// the event as its error, clipped.
+	return ReasonCloseError
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/pki"
@@ -51,6 +53,9 @@ func BuildStatus(store *pki.Store, cfg config.Loaded, cfgErr error) StatusReport
 	}
 	if cfgErr != nil {
 		r.Problems = append(r.Problems, cfgErr.Error())
+	}
+	if p := audit.DiskProblem(filepath.Join(store.Dir(), "audit")); p != "" {
+		r.Problems = append(r.Problems, p)
 	}
 	return r
 }

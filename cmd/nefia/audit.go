@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -18,14 +19,15 @@ import (
 // auditDir is where the trail lives inside the state directory.
 func (s *session) auditDir() string { return filepath.Join(s.stateDir, "audit") }
 
-// openAudit opens the trail with the configured rotation size (the default
-// when the config cannot be read: a broken config must not stop auditing).
+// openAudit opens the trail with the configured rotation size and file
+// count (the defaults when the config cannot be read: a broken config must
+// not stop auditing).
 func (s *session) openAudit() (*audit.Logger, error) {
-	size := config.Default().Audit.MaxSizeMB
+	cfg := config.Default().Audit
 	if loaded, err := config.Load(s.configPath); err == nil {
-		size = loaded.Audit.MaxSizeMB
+		cfg = loaded.Audit
 	}
-	return audit.Open(s.auditDir(), audit.Options{MaxSize: int64(size) << 20, Logger: s.log})
+	return audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.MaxSizeMB) << 20, MaxFiles: cfg.MaxFiles, Logger: s.log})
 }
 
 func newAuditCmd(e *env, g *globals) *cobra.Command {
@@ -35,7 +37,7 @@ func newAuditCmd(e *env, g *globals) *cobra.Command {
 		Args:  groupArgs,
 		RunE:  groupRun,
 	}
-	cmd.AddCommand(newAuditVerifyCmd(e, g), newAuditTailCmd(e, g))
+	cmd.AddCommand(newAuditVerifyCmd(e, g), newAuditTailCmd(e, g), newAuditCheckpointCmd(e, g))
 	return cmd
 }
 
@@ -47,17 +49,34 @@ func (e errChainBroken) Error() string { return e.err.Error() }
 func (e errChainBroken) Unwrap() error { return e.err }
 
 func newAuditVerifyCmd(e *env, g *globals) *cobra.Command {
-	var file string
+	var file, checkpoint string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit trail's hash chain",
 		Long: `Check the audit trail's hash chain: every record's HMAC and its link to the
 record before it. Exit 0 with a count when it holds; exit 1 naming the first
 bad line and why (edited, deleted, reordered, inserted, forged or another key).
-Without --file the whole trail is checked, rotated files included.`,
-		Example: "  nefia audit verify\n  nefia audit verify --file ~/.local/state/nefia/audit/audit-20261126T120000.000000000Z.jsonl",
+Without --file the whole trail is checked, rotated files included, and its
+end against the signed checkpoint the writers keep (audit/checkpoint.json):
+a trail that ends before it lost its newest records. --checkpoint also checks
+it against a checkpoint kept elsewhere (printed earlier by
+'nefia audit checkpoint'), proving nothing older than that was removed.`,
+		Example: "  nefia audit verify\n  nefia audit verify --checkpoint ~/audit-checkpoint-2026-11-01.json\n  nefia audit verify --file ~/.local/state/nefia/audit/audit-20261126T120000.000000000Z.jsonl",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file != "" && checkpoint != "" {
+				return usage(errors.New("--checkpoint: checks the whole trail; it cannot be combined with --file"))
+			}
+			var extra *audit.Checkpoint
+			if checkpoint != "" {
+				data, err := os.ReadFile(checkpoint)
+				if err != nil {
+					return usage(fmt.Errorf("--checkpoint: %w", err))
+				}
+				if extra, err = audit.ParseCheckpoint(data); err != nil {
+					return usage(fmt.Errorf("--checkpoint %s: %w", checkpoint, err))
+				}
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
@@ -70,7 +89,7 @@ Without --file the whole trail is checked, rotated files included.`,
 			if file != "" {
 				n, err = audit.VerifyFile(file, key)
 			} else {
-				n, err = audit.VerifyDir(s.auditDir(), key)
+				n, err = audit.VerifyWithCheckpoint(s.auditDir(), key, extra)
 			}
 			if errors.Is(err, audit.ErrBroken) {
 				return errChainBroken{err}
@@ -83,7 +102,39 @@ Without --file the whole trail is checked, rotated files included.`,
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify this file alone (its first link is taken on trust)")
+	cmd.Flags().StringVar(&checkpoint, "checkpoint", "", "also check the trail against this checkpoint, printed earlier by 'nefia audit checkpoint'")
 	return cmd
+}
+
+func newAuditCheckpointCmd(e *env, g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "checkpoint",
+		Short: "Print the trail's signed checkpoint, to keep elsewhere",
+		Long: `Print the signed checkpoint of the audit trail (record count and last hash)
+as JSON. Keep it off this machine: 'nefia audit verify --checkpoint FILE'
+later proves that no record up to it was removed or rewritten.`,
+		Example: "  nefia audit checkpoint > audit-checkpoint-$(date +%F).json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.open(e)
+			if err != nil {
+				return err
+			}
+			ck, err := audit.ReadCheckpoint(s.auditDir())
+			if errors.Is(err, audit.ErrBroken) {
+				return errChainBroken{err}
+			}
+			if err != nil {
+				return err
+			}
+			if ck == nil {
+				return usage(fmt.Errorf("no audit checkpoint in %s yet (nothing has been audited)", s.auditDir()))
+			}
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(ck)
+		},
+	}
 }
 
 func newAuditTailCmd(e *env, g *globals) *cobra.Command {
@@ -129,31 +180,37 @@ func newAuditTailCmd(e *env, g *globals) *cobra.Command {
 	return cmd
 }
 
-// printRecord is the human view: time, event, who, what, outcome.
+// printRecord is the human view: time, event, who, what, outcome. Every
+// field may hold what a peer sent, so each is passed through termSafe.
 func printRecord(w io.Writer, r audit.Record) {
 	who := "-"
 	if r.Agent != nil {
-		who = r.Agent.Name
+		if r.Agent.Name != "" {
+			who = termSafe(r.Agent.Name)
+		}
+		if r.Agent.Unverified {
+			who = "unverified:" + who
+		}
 		if r.Agent.Role != "" {
-			who += "(" + r.Agent.Role + ")"
+			who += "(" + termSafe(r.Agent.Role) + ")"
 		}
 		if r.Agent.Serial != "" {
-			who += " " + r.Agent.Serial
+			who += " " + termSafe(r.Agent.Serial)
 		}
 	}
-	what := r.Tool
+	what := termSafe(r.Tool)
 	if r.Reason != "" {
-		what = strings.TrimSpace(what + " " + r.Reason)
+		what = strings.TrimSpace(what + " " + termSafe(r.Reason))
 	}
-	line := fmt.Sprintf("%s  %-19s %-8s %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), r.Event, r.Outcome, who)
+	line := fmt.Sprintf("%s  %-19s %-8s %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), termSafe(r.Event), termSafe(r.Outcome), who)
 	if what != "" {
 		line += "  " + what
 	}
 	if r.RemoteAddr != "" {
-		line += "  from " + r.RemoteAddr
+		line += "  from " + termSafe(r.RemoteAddr)
 	}
 	if r.Error != "" {
-		line += "  error: " + r.Error
+		line += "  error: " + termSafe(r.Error)
 	}
 	fmt.Fprintln(w, line)
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/internal/atomicfile"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/server/servertest"
 )
@@ -815,13 +816,24 @@ func checkState(t *testing.T, c *cli, led *ledger, bundleDirs []string, allowTor
 	if err != nil {
 		fail("audit key: %v", err)
 	}
+	// A running gateway may append (a batched tool_call record, flushed
+	// within audit.DefaultSyncInterval) between reading the trail and
+	// verifying it; holding the trail's lock, which every append takes,
+	// makes both see the same records (issue 10 item 16: "verify counted
+	// N, the trail has N-1 lines" was this race, not a lost record).
+	unlock, err := atomicfile.Lock(filepath.Join(auditDir, ".audit.lock"))
+	if err != nil {
+		fail("lock the audit trail: %v", err)
+	}
 	trail, err := os.ReadFile(filepath.Join(auditDir, audit.TrailFile))
 	if err != nil {
+		unlock()
 		fail("%v", err)
 	}
 	lines := bytes.Split(trail, []byte("\n"))
 	complete := lines[:len(lines)-1] // what follows the last newline is torn (or empty)
 	n, err := audit.VerifyDir(auditDir, key)
+	unlock()
 	if err != nil {
 		var ve *audit.VerifyError
 		torn := len(lines[len(lines)-1]) > 0

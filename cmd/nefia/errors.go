@@ -60,5 +60,8 @@ func errorLine(err error) string {
 	for _, prefix := range []string{"pki: ", "config: ", "atomicfile: "} {
 		msg = strings.ReplaceAll(msg, prefix, "")
 	}
-	return strings.ReplaceAll(msg, "\n", "; ")
+	// Errors quote file contents and peer input (a name, a serial, a path):
+	// a newline becomes "; " as before, every other control character is
+	// escaped.
+	return termSafe(strings.ReplaceAll(msg, "\n", "; "))
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/metrics"
+	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/server"
@@ -62,7 +64,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				}
 			}
 			deps := tools.Deps{Store: s.store, ConfigPath: s.configPath, ClientsDir: cfg.MCP.ClientsDir, Logger: s.log}
-			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, Logger: s.log})
+			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles, Logger: s.log})
 			if err != nil {
 				return fmt.Errorf("open the audit trail (nefia does not serve without one): %w", err)
 			}
@@ -75,7 +77,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 			if !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout)
 			}
-			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg.MCP.MTLS)
+			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
@@ -85,7 +87,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
 func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer) error {
-	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail)
+	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail, nil)
 	if err != nil {
 		return err
 	}
@@ -119,18 +121,29 @@ func operatorReserve(n int) int {
 	return n
 }
 
-func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, m config.MTLS) error {
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, cfg config.Config) error {
+	m := cfg.MCP.MTLS
 	orDefault := func(path, name string) string {
 		if path == "" {
 			return s.store.Path(name)
 		}
 		return path
 	}
+	caFile, certFile := orDefault(m.CACertFile, pki.CACertFile), orDefault(m.CertFile, pki.ServerCertFile)
+	checker := pki.NewRevocationChecker(s.store.Path(pki.RevokedFile))
+	var gw *server.Gateway
+	var mx *metrics.Metrics
+	var obs observe.Observer
+	if addr := cfg.MCP.Metrics.ListenAddr; addr != "" {
+		mx = gatewayMetrics(s, trail, checker, caFile, certFile, func(name string) bool { return gw.MCPServer().GetTool(name) != nil })
+		obs = mx
+	}
 	gw, err := server.NewGateway(server.GatewayOptions{
-		CACertFile:     orDefault(m.CACertFile, pki.CACertFile),
-		CertFile:       orDefault(m.CertFile, pki.ServerCertFile),
+		CACertFile:     caFile,
+		CertFile:       certFile,
 		KeyFile:        orDefault(m.KeyFile, pki.ServerKeyFile),
-		Revocations:    pki.NewRevocationChecker(s.store.Path(pki.RevokedFile)),
+		Revocations:    checker,
+		Observer:       obs,
 		MaxConnections: m.MaxConnections,
 		AllowedOrigins: m.AllowedOrigins,
 		// mcp.mtls.* limits (issue 10); config has applied their defaults.
@@ -148,7 +161,15 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if mx != nil {
+		go serveMetrics(ctx, cancel, s, cfg.MCP.Metrics.ListenAddr, mx)
+	}
 	err = gw.ListenAndServe(ctx, m.ListenAddr)
 	s.log.Info("gateway stopped")
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause // the metrics listener could not start
+	}
 	return err
 }

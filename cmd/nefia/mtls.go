@@ -58,11 +58,11 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 			}
 			w := e.stdout
 			fmt.Fprintf(w, "Created CA %q (expires %s)\n", res.CA.Subject, day(res.CA.NotAfter))
-			fmt.Fprintf(w, "Created server certificate for %s (expires %s)\n", strings.Join(res.Server.SANs, ", "), day(res.Server.NotAfter))
+			fmt.Fprintf(w, "Created server certificate for %s (expires %s)\n", termSafe(strings.Join(res.Server.SANs, ", ")), day(res.Server.NotAfter))
 			if res.ArchivedTo != "" {
-				fmt.Fprintf(w, "Previous CA archived in %s\n", res.ArchivedTo)
+				fmt.Fprintf(w, "Previous CA archived in %s\n", termSafe(res.ArchivedTo))
 			}
-			fmt.Fprintf(w, "State:  %s\nConfig: %s (mcp.mtls.enabled: true)\n", s.stateDir, s.configPath)
+			fmt.Fprintf(w, "State:  %s\nConfig: %s (mcp.mtls.enabled: true)\n", termSafe(s.stateDir), termSafe(s.configPath))
 			fmt.Fprintf(w, "\nNext: nefia mtls issue-client --name NAME --role operator\n")
 			return nil
 		},
@@ -123,14 +123,14 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			}
 			w := e.stdout
 			fmt.Fprintf(w, "Issued %s certificate %q, valid until %s\n", iss.Role, iss.Name, iss.NotAfter.Format(time.RFC3339))
-			fmt.Fprintf(w, "serial: %s\n", iss.Serial)
-			fmt.Fprintf(w, "cert:   %s\n", paths.Cert)
+			fmt.Fprintf(w, "serial: %s\n", termSafe(iss.Serial))
+			fmt.Fprintf(w, "cert:   %s\n", termSafe(paths.Cert))
 			if paths.Key != "" {
-				fmt.Fprintf(w, "key:    %s\n", paths.Key)
+				fmt.Fprintf(w, "key:    %s\n", termSafe(paths.Key))
 			}
-			fmt.Fprintf(w, "ca:     %s\n", paths.CA)
+			fmt.Fprintf(w, "ca:     %s\n", termSafe(paths.CA))
 			if paths.P12 != "" {
-				fmt.Fprintf(w, "p12:    %s\n", paths.P12)
+				fmt.Fprintf(w, "p12:    %s\n", termSafe(paths.P12))
 			}
 			return nil
 		},
@@ -178,7 +178,7 @@ func newStatusCmd(e *env, g *globals) *cobra.Command {
 }
 
 func printStatus(w io.Writer, r tools.StatusReport) {
-	fmt.Fprintf(w, "mTLS enabled: %v\nlisten addr:  %s\nstate dir:    %s\nconfig file:  %s\n", r.Enabled, r.ListenAddr, r.StateDir, r.ConfigFile)
+	fmt.Fprintf(w, "mTLS enabled: %v\nlisten addr:  %s\nstate dir:    %s\nconfig file:  %s\n", r.Enabled, termSafe(r.ListenAddr), termSafe(r.StateDir), termSafe(r.ConfigFile))
 	for _, c := range []struct {
 		label string
 		info  *pki.CertInfo
@@ -188,9 +188,9 @@ func printStatus(w io.Writer, r tools.StatusReport) {
 			continue
 		}
 		fmt.Fprintf(w, "%s: %s\n  serial:      %s\n  valid:       %s .. %s\n  fingerprint: sha256:%s\n",
-			c.label, c.info.Subject, c.info.Serial, c.info.NotBefore.Format(time.RFC3339), c.info.NotAfter.Format(time.RFC3339), c.info.Fingerprint)
+			c.label, termSafe(c.info.Subject), termSafe(c.info.Serial), c.info.NotBefore.Format(time.RFC3339), c.info.NotAfter.Format(time.RFC3339), c.info.Fingerprint)
 		if len(c.info.SANs) > 0 {
-			fmt.Fprintf(w, "  SANs:        %s\n", strings.Join(c.info.SANs, ", "))
+			fmt.Fprintf(w, "  SANs:        %s\n", termSafe(strings.Join(c.info.SANs, ", ")))
 		}
 	}
 	fmt.Fprintf(w, "clients: %d issued, %d active, %d expired, %d revoked\n", r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
@@ -203,7 +203,7 @@ func printStatus(w io.Writer, r tools.StatusReport) {
 	}
 	fmt.Fprintln(w, "problems:")
 	for _, p := range r.Problems {
-		fmt.Fprintf(w, "  - %s\n", p)
+		fmt.Fprintf(w, "  - %s\n", termSafe(p))
 	}
 }
 
@@ -247,10 +247,10 @@ Any well-formed serial is revoked, even one the inventory does not know
 				name = "name unknown"
 			}
 			if already {
-				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
+				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
 				return nil
 			}
-			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", rev.Serial, name, rev.RevokedAt.Format(time.RFC3339))
+			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -287,7 +287,7 @@ func newListCmd(e *env, g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(e.stdout, "%-24s %-9s %-13s %-20s %s\n", "NAME", "ROLE", "STATE", "EXPIRES", "SERIAL")
 			for _, c := range list {
-				fmt.Fprintf(e.stdout, "%-24s %-9s %-13s %-20s %s\n", c.Name, c.Role, c.State, c.NotAfter.Format(time.RFC3339), c.Serial)
+				fmt.Fprintf(e.stdout, "%-24s %-9s %-13s %-20s %s\n", termSafe(c.Name), termSafe(string(c.Role)), termSafe(string(c.State)), c.NotAfter.Format(time.RFC3339), termSafe(c.Serial))
 			}
 			return nil
 		},

@@ -46,7 +46,7 @@ func newToolSide(t *testing.T) *toolSide {
 	if ts.trail, err = audit.Open(filepath.Join(ts.stateDir, "audit"), audit.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewMCPServerWithPolicy(tools.Deps{Store: pki.NewStore(ts.stateDir), ConfigPath: ts.config}, nil, nil, ts.trail)
+	srv, err := server.NewMCPServerWithPolicy(tools.Deps{Store: pki.NewStore(ts.stateDir), ConfigPath: ts.config}, nil, nil, ts.trail, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

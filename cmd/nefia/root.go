@@ -114,7 +114,19 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	switch format {
 	case "text":
-		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lvl, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)})), nil
+		// tint puts an ESC inside a string value back raw when it colors
+		// (tint v1.2.1 appendString), so peer strings in log attributes
+		// (a refused certificate's name) are escaped first.
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: lvl, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w),
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				switch v := a.Value.Any().(type) {
+				case string:
+					a.Value = slog.StringValue(termSafe(v))
+				case error:
+					a.Value = slog.StringValue(termSafe(v.Error()))
+				}
+				return a
+			}})), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl})), nil
 	}

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/observe"
+)
+
+// callHooks turns mcp-go's hooks into one observe.CallEvent per tool call.
+// Hooks rather than middleware, so that calls which never reach a handler
+// (unknown tools, bad arguments) are reported too: AfterCallTool sees every
+// call that produced a result (denials and tool errors included), OnError
+// every call that failed as a protocol error, and mcp-go fires exactly one
+// of the two per call.
+type callHooks struct {
+	obs observe.Observer
+	log *slog.Logger
+	// starts maps a call's request (mcp-go passes the same
+	// *CallToolRequest to BeforeCallTool and to AfterCallTool or OnError) to
+	// when it began. Session ids would not do: stateless 2026-07-28 HTTP
+	// requests have none, and JSON-RPC ids repeat across clients.
+	starts sync.Map
+}
+
+func (c *callHooks) install(h *mcpserver.Hooks) {
+	h.AddBeforeCallTool(func(_ context.Context, _ any, req *mcp.CallToolRequest) {
+		c.starts.Store(req, time.Now())
+	})
+	h.AddAfterCallTool(func(ctx context.Context, _ any, req *mcp.CallToolRequest, result any) {
+		outcome, errText := audit.OutcomeOK, ""
+		if res, ok := result.(*mcp.CallToolResult); ok && res.IsError {
+			outcome, errText = audit.OutcomeError, resultText(res)
+		}
+		c.report(ctx, req, outcome, errText)
+	})
+	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, message any, err error) {
+		if method != mcp.MethodToolsCall {
+			return
+		}
+		req, _ := message.(*mcp.CallToolRequest)
+		if req == nil {
+			req = &mcp.CallToolRequest{}
+		}
+		c.report(ctx, req, audit.OutcomeError, err.Error())
+	})
+}
+
+// report builds the call's event. Its decision is the one authorize
+// enforced, read back from the request's slot, not a new one: the policy
+// may have been swapped since.
+func (c *callHooks) report(ctx context.Context, req *mcp.CallToolRequest, outcome, errText string) {
+	e := observe.CallEvent{Tool: req.Params.Name, Args: req.GetArguments(), Outcome: outcome, Error: errText}
+	e.Agent, e.Known = identity.FromContext(ctx)
+	if e.Agent.SessionID == "" {
+		if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
+			e.Agent.SessionID = s.SessionID()
+		}
+	}
+	if d, ok := enforcedDecision(ctx, c.log, e.Tool); ok {
+		e.Decision = d.String()
+		if !d.Allowed {
+			e.Outcome = audit.OutcomeDenied
+		}
+	}
+	if start, ok := c.starts.LoadAndDelete(req); ok {
+		e.Duration = time.Since(start.(time.Time))
+	}
+	c.obs.Call(e)
+}
