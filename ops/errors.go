@@ -43,6 +43,11 @@ var (
 	// ErrUnaudited refuses a state change whose starting audit record could
 	// not be written: nothing was changed.
 	ErrUnaudited = errors.New("refused, nothing changed: the audit trail is unavailable")
+	// ErrOutcomeUnrecorded is returned with a complete result: the change
+	// was made (its started record covers it) but its ending record could
+	// not be written. The edges report success and say so, or fail, as
+	// suits them; the operation still finished (sessions closed, logs).
+	ErrOutcomeUnrecorded = errors.New("done, but its outcome could not be recorded on the audit trail")
 	// ErrPermission refuses an actor acting above its authority.
 	ErrPermission = errors.New("permission denied")
 	// ErrNotEnabled is Init's error when the CA and server certificate were

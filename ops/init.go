@@ -64,7 +64,7 @@ func (s *Service) Init(ctx context.Context, actor identity.Agent, req InitReques
 	if err != nil && out.InitResult == nil {
 		return InitResult{}, err
 	}
-	if err == nil {
+	if err == nil || errors.Is(err, ErrOutcomeUnrecorded) {
 		s.logFor(ctx, actor).Info("mtls initialized", "archived", out.ArchivedTo != "")
 	}
 	return out, err

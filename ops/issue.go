@@ -95,11 +95,11 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 		return IssueResult{}, inputErr(FieldDuration, err)
 	case errors.Is(err, pki.ErrInvalidCSR):
 		return IssueResult{}, inputErr(FieldCSR, err)
-	case err != nil:
+	case err != nil && !errors.Is(err, ErrOutcomeUnrecorded):
 		return IssueResult{}, err
 	}
 	s.logFor(ctx, actor).Info("client certificate issued", logKeyName, out.Name, logKeySerial, out.Serial, logKeyRole, out.Role)
-	return out, nil
+	return out, err
 }
 
 // checkIssue is everything Issue refuses before it records or changes

@@ -142,3 +142,33 @@ func TestInitRecordsWhetherMTLSWasEnabled(t *testing.T) {
 		t.Errorf("record does not name the actor: %+v", end)
 	}
 }
+
+// endFails is a trail whose starting records are written and whose ending
+// records are not.
+type endFails struct{}
+
+func (endFails) Begin(audit.Record) (func(string, map[string]any, error) error, error) {
+	return func(string, map[string]any, error) error { return errors.New("disk full") }, nil
+}
+
+type closer struct{ closed []string }
+
+func (c *closer) CloseSerial(serial string) int { c.closed = append(c.closed, serial); return 1 }
+
+// TestUnrecordedOutcomeStillFinishes: a revocation whose ending record
+// fails was made all the same (its started record covers it), so its
+// sessions are closed and its result returned, with ErrOutcomeUnrecorded.
+func TestUnrecordedOutcomeStillFinishes(t *testing.T) {
+	t.Parallel()
+	svc, _ := newService(t, false)
+	iss := pkitest.Issue(t, svc.Store, "victim", pki.RoleAgent, time.Hour)
+	sessions := &closer{}
+	svc.Audit, svc.Sessions = ops.Shared(endFails{}), sessions
+	res, err := svc.Revoke(t.Context(), agent, ops.RevokeRequest{Serial: iss.Serial})
+	if !errors.Is(err, ops.ErrOutcomeUnrecorded) {
+		t.Fatalf("err = %v, want ErrOutcomeUnrecorded", err)
+	}
+	if res.Serial != iss.Serial || res.SessionsClosed != 1 || len(sessions.closed) != 1 {
+		t.Errorf("result %+v, closed %v; want the revocation and its session closed", res, sessions.closed)
+	}
+}

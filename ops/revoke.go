@@ -67,7 +67,7 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	if errors.Is(err, pki.ErrInvalidSerial) {
 		return RevokeResult{}, inputErr(FieldSerial, err)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
 		return RevokeResult{}, err
 	}
 	if s.Sessions != nil {
@@ -75,5 +75,5 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	}
 	s.logFor(ctx, actor).Info("certificate revoked", logKeySerial, out.Serial, logKeyName, out.Name, "already_revoked", out.AlreadyRevoked,
 		"sessions_closed", out.SessionsClosed, "warnings", len(out.Warnings))
-	return out, nil
+	return out, err
 }

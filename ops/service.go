@@ -136,7 +136,7 @@ func (s *Service) audited(ctx context.Context, actor identity.Agent, event strin
 	if err := end(outcome, result, actionErr); err != nil {
 		s.logFor(ctx, actor).Error("audit record of a completed action failed", "event", event, logKeyError, err)
 		if actionErr == nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrOutcomeUnrecorded, err)
 		}
 	}
 	return actionErr

@@ -60,6 +60,7 @@ func (ts *toolset) handleInit(ctx context.Context, req mcp.CallToolRequest) (*mc
 	ctx, actor := ts.actor(ctx, NameInit)
 	res, err := ts.ops.Init(ctx, actor, ops.InitRequest{Hosts: hosts, Force: force})
 	switch {
+	case errors.Is(err, ops.ErrOutcomeUnrecorded): // done; the operation logged the audit failure
 	case errors.Is(err, pki.ErrCAExists):
 		return refuse("%s. Nothing was changed. Call again with force=true only if you mean to replace it: "+
 			"the old CA's files are archived, but every certificate it issued stops working.", ts.redact(err)), nil

@@ -95,6 +95,7 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	iss, err := ts.ops.Issue(ctx, actor, in)
 	var unwritten *ops.UnwrittenError
 	switch {
+	case errors.Is(err, ops.ErrOutcomeUnrecorded): // done; the operation logged the audit failure
 	case errors.Is(err, pki.ErrFileExists):
 		where := "out_dir"
 		if outDir == "" {

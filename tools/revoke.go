@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	}
 	ctx, actor := ts.actor(ctx, NameRevoke)
 	res, err := ts.ops.Revoke(ctx, actor, ops.RevokeRequest{Serial: serial, Reason: reason})
-	if err != nil {
+	if err != nil && !errors.Is(err, ops.ErrOutcomeUnrecorded) { // that one: done, and logged
 		return ts.opFailed(NameRevoke, "revoking the certificate", err), nil
 	}
 	rev, already, closed := res.Revocation, res.AlreadyRevoked, res.SessionsClosed
