@@ -27,6 +27,10 @@
 // the pki sentinels kept for errors.Is; *UnwrittenError is an issued
 // certificate whose files could not be written (it is revoked); ErrUnaudited,
 // ErrPermission and ErrNotEnabled are matched with errors.Is.
+// ErrOutcomeUnrecorded comes with a complete result: the change was made
+// (its started record covers it), only its ending record failed; the tools
+// report it done, as the server's audit guard used to, the CLI fails as it
+// always has.
 //
 // The audit records are the same whichever edge called: the args are the
 // normalized request (defaults applied, a CSR as its SHA-256), the result is
