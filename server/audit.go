@@ -2,19 +2,16 @@ package server
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
-	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/policy"
-	"github.com/nefia/nefia/tools"
 )
 
 // auditor puts every tool call, every connection event and every state
@@ -22,9 +19,10 @@ import (
 // come from the call events callHooks reports (every call, those that never
 // reach a handler included), connection records from the gateway's events.
 //
-// State-changing tools are additionally wrapped by guard: their event
-// (mtls.issue_client, ...) is written durably before the tool runs, and the
-// tool is refused if it cannot be.
+// State-changing tools additionally record their event (mtls.issue_client,
+// ...) durably before they act, and are refused if it cannot be written:
+// the operation layer (package ops) does that for the tools and the CLI
+// alike, on the trail tools.Deps.Audit.
 type auditor struct {
 	trail *audit.Logger
 	log   *slog.Logger
@@ -52,8 +50,8 @@ func (a *auditor) close() {
 }
 
 // Call implements observe.Observer: one tool_call record per call,
-// batched (a state change's durable records are the event pair guard
-// writes, fsynced before the result goes out).
+// batched (a state change's durable records are the event pair its
+// operation writes, package ops, fsynced before the result goes out).
 func (a *auditor) Call(e observe.CallEvent) {
 	r := audit.Record{Event: audit.EventToolCall, Tool: e.Tool, Args: audit.Redact(e.Args),
 		Outcome: e.Outcome, Error: e.Error, Decision: e.Decision, SessionID: e.Agent.SessionID,
@@ -92,42 +90,6 @@ func enforcedDecision(ctx context.Context, log *slog.Logger, tool string) (polic
 		return policy.Decision{}, false
 	}
 	return d, ok
-}
-
-// guard refuses a state-changing tool call whose starting record cannot be
-// written, and records how the call ended.
-func (a *auditor) guard() mcpserver.ToolHandlerMiddleware {
-	return func(next mcpserver.ToolHandlerFunc) mcpserver.ToolHandlerFunc {
-		return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			event, ok := tools.StateEvent(req.Params.Name)
-			if !ok {
-				return next(ctx, req)
-			}
-			r := baseRecord(ctx, event)
-			r.Tool = req.Params.Name
-			r.Args = audit.Redact(req.GetArguments())
-			if d, ok := enforcedDecision(ctx, a.log, r.Tool); ok {
-				r.Decision = d.String()
-			}
-			end, err := a.trail.Begin(r)
-			if err != nil {
-				a.log.Error("state-changing call refused: audit trail unavailable", "tool", r.Tool, "error", err)
-				return mcp.NewToolResultError("refused: the audit trail is unavailable, so nothing was changed; an operator must fix the gateway's audit directory"), nil
-			}
-			res, callErr := next(ctx, req)
-			outcome, result, failure := audit.OutcomeOK, resultMap(res), callErr
-			if callErr != nil || res == nil || res.IsError {
-				outcome = audit.OutcomeError
-				if failure == nil && res != nil {
-					failure = errors.New(resultText(res))
-				}
-			}
-			if err := end(outcome, result, failure); err != nil {
-				a.log.Error("state change not fully audited", "tool", r.Tool, "error", err)
-			}
-			return res, callErr
-		}
-	}
 }
 
 // refusal is a refused connection: who is nil when no certificate was
@@ -216,19 +178,6 @@ func (a *auditor) write(r audit.Record) {
 	}
 }
 
-func baseRecord(ctx context.Context, event string) audit.Record {
-	r := audit.Record{Event: event}
-	if agent, ok := identity.FromContext(ctx); ok {
-		agent.Stamp(&r)
-	}
-	if r.SessionID == "" {
-		if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
-			r.SessionID = s.SessionID()
-		}
-	}
-	return r
-}
-
 func resultText(res *mcp.CallToolResult) string {
 	for _, c := range res.Content {
 		if t, ok := c.(mcp.TextContent); ok {
@@ -236,13 +185,4 @@ func resultText(res *mcp.CallToolResult) string {
 		}
 	}
 	return "tool error"
-}
-
-// resultMap is a call result's structured content for the ending record of a
-// state change (Redact then removes PEM bodies from it).
-func resultMap(res *mcp.CallToolResult) map[string]any {
-	if res == nil {
-		return nil
-	}
-	return audit.ToMap(res.StructuredContent)
 }

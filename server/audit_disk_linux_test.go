@@ -60,8 +60,8 @@ func fill(t *testing.T, dir string) string {
 }
 
 // TestFullAuditDiskRecoversWithoutRestart fills the file system of the
-// audit trail: a revoke is refused (no audit, no action), and its partial
-// write is cut off the trail. Once space is freed, a revoke succeeds on the
+// audit trail: a state change is refused (no audit, no action), and its
+// partial write is cut off the trail. Once space is freed, a revoke succeeds on the
 // same gateway, without a restart, and the chain verifies. Before issue 10
 // item 12 the partial write set a sticky "broken" flag: every
 // state-changing call stayed refused until the gateway was restarted.
@@ -75,17 +75,24 @@ func TestFullAuditDiskRecoversWithoutRestart(t *testing.T) {
 	gw.AuditRecords() // flush what is pending
 	trail := filepath.Join(auditDir, audit.TrailFile)
 
+	issued, _ := gw.Store.List()
 	filler := fill(t, auditDir)
 	before, err := os.Stat(trail)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The started record (6 KiB once its 1,000 `<` are escaped) is larger
-	// than what is left of the trail's last page, so the write fails
-	// part-way whenever that page is not exactly full.
-	res := servertest.CallTool(t, op, "nefia.mtls.revoke", map[string]any{"serial": victim.Serial, "padding": strings.Repeat("<", 1000)})
+	// The started record (6 KiB once the 1,000 `<` of its out_dir are
+	// escaped) is larger than what is left of the trail's last page, so the
+	// write fails part-way whenever that page is not exactly full. (The
+	// operation validates its arguments before it records them, so the
+	// padding is a valid, long out_dir rather than an unknown argument.)
+	res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "unaudited",
+		"out_dir": strings.Repeat(strings.Repeat("<", 200)+"/", 5)})
 	if !res.IsError || !strings.Contains(res.Content[0].(mcp.TextContent).Text, "audit trail is unavailable") {
-		t.Fatalf("revoke on a full audit disk: %+v", res.Content)
+		t.Fatalf("issue_client on a full audit disk: %+v", res.Content)
+	}
+	if inv, _ := gw.Store.List(); len(inv) != len(issued) {
+		t.Fatalf("issued without an audit record: %v", inv)
 	}
 	after, err := os.Stat(trail)
 	if err != nil {

@@ -46,8 +46,8 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 	all := []mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithHooks(hooks),
-		// Outermost first: a denied call never reaches the audit guard, so
-		// it leaves a tool_call record (outcome denied) but no state event.
+		// Outermost first: a denied call never reaches the tool, so it
+		// leaves a tool_call record (outcome denied) but no state event.
 		authz.install(hooks, log, toolNames(func() *mcpserver.MCPServer { return srv })),
 	}
 	if obs == nil && trail != nil {
@@ -57,7 +57,9 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 		(&callHooks{obs: obs, log: log}).install(hooks)
 	}
 	if trail != nil {
-		all = append(all, mcpserver.WithToolHandlerMiddleware(newAuditor(trail, log).guard()))
+		// The state-changing tools record their own event on it (package
+		// ops), before they act: no audit, no action.
+		d.Audit = trail
 	}
 	all = append(all,
 		mcpserver.WithRecovery(),

@@ -1,7 +1,12 @@
 // Package tools declares nefia's MCP tools (nefia.mtls.*): their names,
 // descriptions, input and output schemas and annotations, and handlers that
-// translate between MCP arguments and the pki package. It also holds the
-// reports the CLI and the tools share, so both say the same thing.
+// translate between MCP arguments and the operation layer (package ops),
+// which the CLI calls too: a handler decodes and checks the arguments'
+// shapes, confines out_dir to the clients directory, calls the operation
+// with the caller's identity and renders its result or error, redacted.
+// The validation, the privilege rule, the audit record (no audit, no
+// action) and the change itself are the operation's. It also holds the
+// status report the CLI and the tools share, so both say the same thing.
 //
 // Register adds nefia.mtls.init, nefia.mtls.issue_client, nefia.mtls.status
 // and nefia.mtls.revoke to an mcp-go server; which callers may list and

@@ -10,13 +10,13 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/ops"
 	"github.com/nefia/nefia/pki"
 )
 
 // maxHosts bounds the hosts argument; a server certificate with more SANs
 // than this is a mistake, not a deployment.
-const maxHosts = 100
+const maxHosts = ops.MaxHosts
 
 // InitOutput is the structured result of nefia.mtls.init. It names the
 // previous CA's archive only as a flag: the absolute paths of the CA and the
@@ -54,30 +54,21 @@ func (ts *toolset) handleInit(ctx context.Context, req mcp.CallToolRequest) (*mc
 	if err := decodeArgs(req, map[string]arg{"hosts": stringListArg(&hosts), "force": boolArg(&force)}); err != nil {
 		return refuse("%v", err), nil
 	}
-	switch {
-	case len(hosts) == 0:
+	if len(hosts) == 0 {
 		return refuse(`argument "hosts" is required: at least one DNS name or IP address, e.g. ["localhost", "127.0.0.1"]`), nil
-	case len(hosts) > maxHosts:
-		return refuse(`argument "hosts" has %d entries; at most %d are accepted`, len(hosts), maxHosts), nil
 	}
-
-	res, err := ts.store.Init(pki.InitOptions{Hosts: hosts, Force: force})
+	ctx, actor := ts.actor(ctx, NameInit)
+	res, err := ts.ops.Init(ctx, actor, ops.InitRequest{Hosts: hosts, Force: force})
 	switch {
+	case errors.Is(err, ops.ErrOutcomeUnrecorded): // done; the operation logged the audit failure
 	case errors.Is(err, pki.ErrCAExists):
 		return refuse("%s. Nothing was changed. Call again with force=true only if you mean to replace it: "+
 			"the old CA's files are archived, but every certificate it issued stops working.", ts.redact(err)), nil
-	case errors.Is(err, pki.ErrInvalidHost):
-		return refuse(`argument "hosts": %s`, ts.redact(err)), nil
+	case errors.Is(err, ops.ErrNotEnabled):
+		return refuse("%s. Fix %s on the gateway host; do not call init again (the CA now exists).",
+			ts.redact(err), filepath.Base(ts.configPath)), nil
 	case err != nil:
-		return ts.fail(NameInit, "creating the CA", err), nil
-	}
-	ts.log.Info("mtls initialized", logKeyTool, NameInit, "archived", res.ArchivedTo != "")
-
-	cfgName := filepath.Base(ts.configPath)
-	if err := config.Set(ts.configPath, "mcp.mtls.enabled", true); err != nil {
-		ts.log.Error("enabling mtls in config failed", logKeyTool, NameInit, logKeyError, err)
-		return refuse("the CA and server certificate were created, but setting mcp.mtls.enabled: true in %s failed: %s. "+
-			"Fix the file on the gateway host; do not call init again (the CA now exists).", cfgName, ts.redact(err)), nil
+		return ts.opFailed(NameInit, "creating the CA", err), nil
 	}
 
 	out := InitOutput{CA: res.CA, Server: res.Server, Archived: res.ArchivedTo != "", ConfigFile: ts.configPath}

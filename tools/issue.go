@@ -9,14 +9,14 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/ops"
 	"github.com/nefia/nefia/pki"
 )
 
 // defaultDuration is the lifetime of a certificate when the caller names
 // none: short, because a model asked for it.
-const defaultDuration = "24h"
+const defaultDuration = ops.DefaultDuration
 
 // IssueOutput is the structured result of nefia.mtls.issue_client. It never
 // holds a private key: a generated key is written to Files.Key on the
@@ -68,8 +68,7 @@ func issueClientTool() mcp.Tool {
 }
 
 func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	caller, known := identity.FromContext(ctx)
-	if !known {
+	if _, known := identity.FromContext(ctx); !known {
 		return refuse("permission denied: %s needs an authenticated caller, and this request has none", NameIssueClient), nil
 	}
 	var name, duration, role, csr, outDir string
@@ -84,84 +83,39 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	if name == "" {
 		return refuse(`argument "name" is required: 1-64 characters matching [A-Za-z0-9][A-Za-z0-9._-]*`), nil
 	}
-	if err := pki.ValidateName(name); err != nil {
-		return refuse(`argument "name": %s`, ts.redact(err)), nil
-	}
-	if role == "" {
-		role = string(pki.RoleAgent)
-	}
-	r, err := pki.ParseRole(role)
-	if err != nil {
-		return refuse(`argument "role": %s`, ts.redact(err)), nil
-	}
-	// Role.Allows, not the policy: the policy says which tools a caller may
-	// call (the server checks it, and an operator may grant an agent this
-	// tool); this says which certificates it may hand out, whatever the
-	// policy says. A caller whose role is not a valid one allows nothing.
-	if !caller.Role.Allows(r) {
-		ts.log.Warn("issuance above caller's authority refused", logKeyTool, NameIssueClient,
-			logKeyCaller, caller.Name, logKeyRole, caller.Role, "requested_role", r)
-		if _, err := pki.ParseRole(string(caller.Role)); err != nil || caller.Role == "" {
-			return refuse("permission denied: your identity carries no valid role, so it cannot issue certificates"), nil
-		}
-		return refuse("permission denied: a caller with role %q cannot issue certificates with role %q "+
-			"(nobody can issue more authority than their own); ask an operator", caller.Role, r), nil
-	}
-	if duration == "" {
-		duration = defaultDuration
-	}
-	d, err := pki.ParseDuration(duration)
-	if err != nil {
-		return refuse(`argument "duration": %s`, ts.redact(err)), nil
-	}
-	// The bounds the CLI applies too (issue 10 item 8), from the
-	// configuration as it is now.
-	cfg, err := config.Load(ts.configPath)
-	if err != nil {
-		return ts.fail(NameIssueClient, "reading the configuration", err), nil
-	}
-	if err := pki.CheckClientDuration(d, cfg.MCP.MTLS.ClientMaxDuration); err != nil {
-		return refuse(`argument "duration": %s`, ts.redact(err)), nil
-	}
-	if len(csr) > pki.MaxCSRBytes {
-		return refuse(`argument "csr_pem" is %d bytes; at most %d are accepted`, len(csr), pki.MaxCSRBytes), nil
-	}
 	dir, res := ts.resolveOutDir(outDir)
 	if res != nil {
 		return res, nil
 	}
-	// Check before Issue: a refusal must issue (and record) nothing.
-	if res := ts.checkBundle(dir, name, outDir, force); res != nil {
-		return res, nil
+	in := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: dir, Force: force}
+	if csr != "" {
+		in.CSRPEM = []byte(csr)
 	}
-
-	iss, err := ts.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: []byte(csr)})
+	ctx, actor := ts.actor(ctx, NameIssueClient)
+	iss, err := ts.ops.Issue(ctx, actor, in)
+	var unwritten *ops.UnwrittenError
 	switch {
-	case errors.Is(err, pki.ErrInvalidDuration):
-		return refuse(`argument "duration": %s`, ts.redact(err)), nil
-	case errors.Is(err, pki.ErrInvalidCSR):
-		return refuse(`argument "csr_pem": %s`, ts.redact(err)), nil
+	case errors.Is(err, ops.ErrOutcomeUnrecorded): // done; the operation logged the audit failure
+	case errors.Is(err, pki.ErrFileExists):
+		where := "out_dir"
+		if outDir == "" {
+			where = "the clients directory"
+		}
+		return refuse("a bundle named %q already exists in %s; choose another name, or pass force=true to overwrite it", name, where), nil
+	case errors.Is(err, pki.ErrOutDirInStateDir):
+		return refuse(`argument "out_dir": bundles cannot be written into the gateway's state directory (only into its clients subdirectory); choose another out_dir`), nil
 	case errors.Is(err, pki.ErrNoCA):
 		return refuse("no CA has been initialized on this gateway; call %s first", NameInit), nil
-	case err != nil:
-		return ts.fail(NameIssueClient, "issuing the certificate", err), nil
-	}
-	ts.log.Info("client certificate issued", logKeyTool, NameIssueClient, logKeyName, iss.Name,
-		logKeySerial, iss.Serial, logKeyRole, iss.Role, logKeyCaller, caller.Name)
-
-	paths, err := pki.WriteBundle(dir, iss, force)
-	if err != nil {
-		// Nobody holds the key of a certificate whose files were not
-		// written: it must not stay active (issue 10 item 7).
-		ts.log.Error("writing client bundle failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, err)
-		if _, rerr := ts.store.Revoke(iss.Serial, "its files could not be written"); rerr != nil {
-			ts.log.Error("revoking an unwritten certificate failed", logKeyTool, NameIssueClient, logKeySerial, iss.Serial, logKeyError, rerr)
-			return refuse("certificate %s was issued and recorded, but writing its files failed: %s, and revoking it failed too. "+
-				"Revoke it with %s.", iss.Serial, ts.redact(err), NameRevoke), nil
-		}
+	case errors.As(err, &unwritten) && unwritten.RevokeErr != nil:
+		return refuse("certificate %s was issued and recorded, but writing its files failed: %s, and revoking it failed too. "+
+			"Revoke it with %s.", unwritten.Serial, ts.redact(unwritten.WriteErr), NameRevoke), nil
+	case errors.As(err, &unwritten):
 		return refuse("certificate %s was issued, but writing its files failed (%s), so it was revoked; try again.",
-			iss.Serial, ts.redact(err)), nil
+			unwritten.Serial, ts.redact(unwritten.WriteErr)), nil
+	case err != nil:
+		return ts.opFailed(NameIssueClient, "issuing the certificate", err), nil
 	}
+	paths := iss.Files
 
 	out := IssueOutput{
 		Name:           iss.Name,

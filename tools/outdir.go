@@ -9,8 +9,6 @@ import (
 	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
-
-	"github.com/nefia/nefia/pki"
 )
 
 // resolveOutDir confines a caller's out_dir to the clients directory. The
@@ -59,49 +57,14 @@ func (ts *toolset) resolveOutDir(outDir string) (string, *mcp.CallToolResult) {
 	}
 	// The state directory holds the CA key; a clients directory configured
 	// to be it, or to lie in it, must still never receive bundles (a client
-	// named mtls_ca with force would overwrite the CA). pki.CheckOutDir is
-	// the check the CLI runs too (issue 10 item 6); it also refuses a
-	// destination that cannot be written, before anything is issued.
+	// named mtls_ca with force would overwrite the CA). The operation runs
+	// pki.CheckOutDir on the result, as it does for the CLI (issue 10 item
+	// 6), and refuses a destination that cannot be written before anything
+	// is issued.
 	if fi, err := os.Stat(real); err == nil && !fi.IsDir() {
 		return "", refuse(`argument "out_dir" names an existing file, not a directory`)
 	}
-	if err := pki.CheckOutDir(ts.store.Dir(), real); errors.Is(err, pki.ErrOutDirInStateDir) {
-		return "", refuse(`argument "out_dir": bundles cannot be written into the gateway's state directory (only into its clients subdirectory); choose another out_dir`)
-	} else if err != nil {
-		return "", refuse(`argument "out_dir" cannot be used: %s`, ts.redact(err))
-	}
 	return real, nil
-}
-
-// checkBundle refuses, before anything is issued, every bundle WriteBundle
-// would fail to write: an existing certificate or key without force
-// (pki.CheckBundle), and a bundle file that is not a regular file (a link,
-// a directory), which the atomic writer refuses to replace even with force.
-func (ts *toolset) checkBundle(dir, name, outDir string, force bool) *mcp.CallToolResult {
-	where := "out_dir"
-	if outDir == "" {
-		where = "the clients directory"
-	}
-	err := pki.CheckBundle(dir, name, force)
-	if errors.Is(err, pki.ErrFileExists) {
-		return refuse("a bundle named %q already exists in %s; choose another name, or pass force=true to overwrite it", name, where)
-	}
-	if err != nil {
-		return ts.fail(NameIssueClient, "checking the bundle files", err)
-	}
-	p := pki.BundlePathsFor(dir, name)
-	for _, f := range []string{p.Cert, p.Key, p.CA} {
-		fi, err := os.Lstat(f)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-		case err != nil:
-			return ts.fail(NameIssueClient, "checking the bundle files", err)
-		case !fi.Mode().IsRegular():
-			return refuse("%s in %s is not a regular file (a link or a directory) and will not be replaced; remove it on the gateway host or choose another out_dir",
-				filepath.Base(f), where)
-		}
-	}
-	return nil
 }
 
 // within reports whether p is root or lies below it. Both must be clean

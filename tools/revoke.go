@@ -9,7 +9,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/ops"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -52,32 +52,12 @@ func (ts *toolset) handleRevoke(ctx context.Context, req mcp.CallToolRequest) (*
 	if strings.TrimSpace(serial) == "" {
 		return refuse(`argument "serial" is required: the hexadecimal serial returned by %s`, NameIssueClient), nil
 	}
-	// The rule pki.Store.Revoke applies and the CLI checks (issue 10 item 8).
-	reason = strings.TrimSpace(reason)
-	if err := pki.ValidateReason(reason); err != nil {
-		return refuse(`argument "reason": %s`, ts.redact(err)), nil
+	ctx, actor := ts.actor(ctx, NameRevoke)
+	res, err := ts.ops.Revoke(ctx, actor, ops.RevokeRequest{Serial: serial, Reason: reason})
+	if err != nil && !errors.Is(err, ops.ErrOutcomeUnrecorded) { // that one: done, and logged
+		return ts.opFailed(NameRevoke, "revoking the certificate", err), nil
 	}
-
-	res, err := ts.store.RevokeReport(serial, reason)
-	rev := res.Revocation
-	already := errors.Is(err, pki.ErrAlreadyRevoked)
-	switch {
-	case errors.Is(err, pki.ErrInvalidSerial):
-		return refuse(`argument "serial": %s`, ts.redact(err)), nil
-	case err != nil && !already:
-		return ts.fail(NameRevoke, "revoking the certificate", err), nil
-	}
-	// Close sessions on the repeat call too: a session that outlived an
-	// earlier revocation (made by the CLI while the gateway was busy, or a
-	// close that raced a reconnect) must still end.
-	closed := 0
-	if ts.sessions != nil {
-		closed = ts.sessions.CloseSerial(rev.Serial)
-	}
-	caller, _ := identity.FromContext(ctx)
-	ts.log.Info("certificate revoked", logKeyTool, NameRevoke, logKeySerial, rev.Serial, logKeyName, rev.Name,
-		"already_revoked", already, "sessions_closed", closed, logKeyCaller, caller.Name, "warnings", len(res.Warnings))
-
+	rev, already, closed := res.Revocation, res.AlreadyRevoked, res.SessionsClosed
 	out := RevokeOutput{
 		Serial:         rev.Serial,
 		Name:           rev.Name,

@@ -11,6 +11,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/ops"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -24,14 +25,11 @@ const (
 	NameRevoke      = "nefia.mtls.revoke"
 )
 
-// Structured-log keys, fixed so log queries keep working.
+// Structured-log keys, fixed so log queries keep working (package ops logs
+// the operations themselves with the same keys).
 const (
-	logKeyTool   = "tool"
-	logKeyError  = "error"
-	logKeySerial = "serial"
-	logKeyName   = "name"
-	logKeyRole   = "role"
-	logKeyCaller = "caller"
+	logKeyTool  = "tool"
+	logKeyError = "error"
 )
 
 // Deps are what the tools act on. The tools hold no state of their own: the
@@ -52,6 +50,10 @@ type Deps struct {
 	Sessions SessionManager
 	// Logger receives operational logs (never key material); nil discards.
 	Logger *slog.Logger
+	// Audit is the trail the state-changing tools record their event on
+	// before they act (package ops: no audit, no action). server.NewMCPServer
+	// sets it from its trail; nil turns auditing off (tests, benchmarks).
+	Audit *audit.Logger
 }
 
 // SessionManager is what a running gateway offers the tools. It is defined
@@ -72,8 +74,8 @@ var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke}
 func Names() []string { return slices.Clone(names) }
 
 // stateEvents names the audit event of each tool that changes state. The
-// server writes that event durably before such a tool runs (no audit, no
-// action), and the CLI writes the same events for the same operations.
+// operation the tool calls (package ops) writes that event durably before
+// it acts (no audit, no action), as it does for the CLI.
 var stateEvents = map[string]string{
 	NameInit:        audit.EventInit,
 	NameIssueClient: audit.EventIssueClient,
@@ -90,6 +92,7 @@ func StateEvent(tool string) (event string, ok bool) {
 // toolset is Deps after defaults, shared by the four handlers.
 type toolset struct {
 	store      *pki.Store
+	ops        *ops.Service
 	configPath string
 	clientsDir string // absolute and clean
 	sessions   SessionManager
@@ -149,8 +152,16 @@ func newToolset(d Deps) (*toolset, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	svc := &ops.Service{Store: d.Store, ConfigPath: d.ConfigPath, Logger: log}
+	if d.Audit != nil {
+		svc.Audit = ops.Shared(d.Audit)
+	}
+	if d.Sessions != nil {
+		svc.Sessions = d.Sessions
+	}
 	ts := &toolset{
 		store:      d.Store,
+		ops:        svc,
 		configPath: d.ConfigPath,
 		clientsDir: clients,
 		sessions:   d.Sessions,

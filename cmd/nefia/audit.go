@@ -14,7 +14,6 @@ import (
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
-	"github.com/nefia/nefia/identity"
 )
 
 // auditDir is where the trail lives inside the state directory.
@@ -29,40 +28,6 @@ func (s *session) openAudit() (*audit.Logger, error) {
 		cfg = loaded.Audit
 	}
 	return audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.MaxSizeMB) << 20, MaxFiles: cfg.MaxFiles, Logger: s.log})
-}
-
-// audited runs a state-changing CLI action under "no audit, no action": the
-// event is durably recorded (local operator identity, transport cli) before
-// the action runs, and how it ended after. The CLI and a running gateway
-// append to the same chain.
-func (s *session) audited(event string, args map[string]any, action func() (map[string]any, error)) error {
-	trail, err := s.openAudit()
-	if err != nil {
-		return fmt.Errorf("refused, nothing changed: %w", err)
-	}
-	defer trail.Close()
-	op := identity.LocalOperator(identity.TransportCLI)
-	end, err := trail.Begin(audit.Record{
-		Event:     event,
-		Agent:     op.AuditAgent(),
-		Transport: op.Transport,
-		Args:      audit.Redact(args),
-	})
-	if err != nil {
-		return fmt.Errorf("refused, nothing changed: %w", err)
-	}
-	result, actionErr := action()
-	outcome := audit.OutcomeOK
-	if actionErr != nil {
-		outcome = audit.OutcomeError
-	}
-	if err := end(outcome, result, actionErr); err != nil {
-		s.log.Error("audit record of a completed action failed", "event", event, "error", err)
-		if actionErr == nil {
-			return err
-		}
-	}
-	return actionErr
 }
 
 func newAuditCmd(e *env, g *globals) *cobra.Command {

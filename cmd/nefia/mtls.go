@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/ops"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/tools"
 )
@@ -44,30 +43,16 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var res *pki.InitResult
-			err = s.audited(audit.EventInit, map[string]any{"hosts": splitList(hosts), "force": force}, func() (map[string]any, error) {
-				var err error
-				res, err = s.store.Init(pki.InitOptions{Hosts: splitList(hosts), Force: force})
-				return audit.ToMap(res), err
-			})
-			if errors.Is(err, pki.ErrCAExists) {
-				return usage(fmt.Errorf("%w; pass --force to replace it (the old files are archived)", err))
-			}
-			if errors.Is(err, pki.ErrInvalidHost) {
-				return usage(fmt.Errorf("--hosts: %w", err))
-			}
+			res, err := s.service().Init(cmd.Context(), cliOperator(), ops.InitRequest{Hosts: splitList(hosts), Force: force})
 			if err != nil {
-				return err
-			}
-			if err := config.Set(s.configPath, "mcp.mtls.enabled", true); err != nil {
-				return fmt.Errorf("certificates written, but enabling mTLS in %s failed: %w", s.configPath, err)
+				return cliError(err)
 			}
 			s.log.Debug("mtls initialized", "state_dir", s.stateDir, "config", s.configPath)
 			out := struct {
 				*pki.InitResult
 				StateDir   string `json:"state_dir"`
 				ConfigFile string `json:"config_file"`
-			}{res, s.stateDir, s.configPath}
+			}{res.InitResult, s.stateDir, s.configPath}
 			if asJSON {
 				return writeJSON(e.stdout, out)
 			}
@@ -104,96 +89,31 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := pki.ValidateName(name); err != nil {
-				return usage(fmt.Errorf("--name: %w", err))
-			}
-			r, err := pki.ParseRole(role)
-			if err != nil {
-				return usage(fmt.Errorf("--role: %w", err))
-			}
-			d, err := pki.ParseDuration(duration)
-			if err != nil {
-				return usage(fmt.Errorf("--duration: %w", err))
-			}
-			cfg, err := config.Load(s.configPath)
-			if err != nil {
-				return err
-			}
-			if err := pki.CheckClientDuration(d, cfg.MCP.MTLS.ClientMaxDuration); err != nil {
-				return usage(fmt.Errorf("--duration: %w", err))
-			}
-			var csr []byte
+			req := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: outDir, Force: force, P12: p12}
 			if cmd.Flags().Changed("csr") {
 				if csrFile == "" {
 					return usage(errors.New("--csr: the file name is empty"))
 				}
-				if csr, err = readLimited(csrFile, pki.MaxCSRBytes); err != nil {
+				if req.CSRPEM, err = readLimited(csrFile, pki.MaxCSRBytes); err != nil {
 					return usage(fmt.Errorf("--csr: %w", err))
 				}
-				// An empty CSR used to mean "no CSR": a key was generated
-				// on this host instead (issue 10 item 8).
-				if len(bytes.TrimSpace(csr)) == 0 {
-					return usage(fmt.Errorf("--csr: %s is empty", csrFile))
+				if req.CSRPEM == nil {
+					req.CSRPEM = []byte{} // given but empty: refused, never "no CSR"
 				}
 			}
 			if !p12 && cmd.Flags().Changed("p12-password-file") {
 				return usage(errors.New("--p12-password-file is only used with --p12; add --p12 or drop it"))
 			}
-			// The destination is checked before anything is issued (issue
-			// 10 items 6 and 7): the same check the issue_client tool runs.
-			if err := pki.CheckOutDir(s.stateDir, outDir); err != nil {
-				return usage(fmt.Errorf("--out-dir: %w", err))
-			}
-			if err := pki.CheckBundle(outDir, name, force); err != nil {
-				return usage(fmt.Errorf("%w (pass --force to replace it)", err))
-			}
-			if err := pki.CheckBundleFiles(outDir, name, p12); err != nil {
-				return usage(fmt.Errorf("--out-dir: %w", err))
-			}
-			var p12Password string
-			if p12 {
-				if p12Password, err = readP12Password(csrFile, p12PasswordFile); err != nil {
+			if p12 && csrFile == "" {
+				if req.P12Password, err = readP12Password(p12PasswordFile); err != nil {
 					return usage(err)
 				}
-				if err := pki.CheckP12(outDir, name, force); err != nil {
-					return usage(fmt.Errorf("%w (pass --force to replace it)", err))
-				}
 			}
-			var iss *pki.Issued
-			var paths pki.BundlePaths
-			args := map[string]any{"name": name, "role": string(r), "duration": d.String(), "out_dir": outDir, "force": force}
-			if csr != nil {
-				args["csr_pem"] = string(csr) // recorded as its SHA-256
+			iss, err := s.service().Issue(cmd.Context(), cliOperator(), req)
+			if err != nil {
+				return cliError(err)
 			}
-			err = s.audited(audit.EventIssueClient, args, func() (map[string]any, error) {
-				var err error
-				if iss, err = s.store.Issue(pki.IssueRequest{Name: name, Role: r, Duration: d, CSRPEM: csr}); err != nil {
-					return nil, err
-				}
-				result := audit.ToMap(iss.IssuedCert)
-				writeBundle := e.writeBundle
-				if writeBundle == nil {
-					writeBundle = pki.WriteBundle
-				}
-				if paths, err = writeBundle(outDir, iss, force); err != nil {
-					return revokeUnwritten(s.store, iss, result, "its files", err)
-				}
-				if p12 {
-					if paths.P12, err = pki.WriteP12(outDir, iss, p12Password, force); err != nil {
-						return revokeUnwritten(s.store, iss, result, "its PKCS#12 bundle", err)
-					}
-				}
-				return result, nil
-			})
-			switch {
-			case errors.Is(err, pki.ErrInvalidDuration):
-				return usage(fmt.Errorf("--duration: %w", err))
-			case errors.Is(err, pki.ErrInvalidCSR):
-				return usage(fmt.Errorf("--csr: %w", err))
-			case err != nil:
-				return err
-			}
-			s.log.Debug("client certificate issued", "name", iss.Name, "serial", iss.Serial, "role", iss.Role)
+			paths := iss.Files
 			out := struct {
 				pki.IssuedCert
 				Files pki.BundlePaths `json:"files"`
@@ -227,19 +147,6 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
-}
-
-// revokeUnwritten revokes a certificate whose files could not be written
-// (issue 10 item 7): nobody holds its key, so it must not stay active. The
-// audit result says what happened; the error tells the operator.
-func revokeUnwritten(store *pki.Store, iss *pki.Issued, result map[string]any, what string, writeErr error) (map[string]any, error) {
-	if _, err := store.Revoke(iss.Serial, "its files could not be written"); err != nil {
-		result["revoke_error"] = err.Error()
-		return result, fmt.Errorf("certificate %s was issued, but writing %s failed (%w), and revoking it failed too (%v); revoke it with 'nefia mtls revoke --serial %s'",
-			iss.Serial, what, writeErr, err, iss.Serial)
-	}
-	result["revoked"] = true
-	return result, fmt.Errorf("certificate %s was issued, but writing %s failed, so it was revoked: %w", iss.Serial, what, writeErr)
 }
 
 func newStatusCmd(e *env, g *globals) *cobra.Command {
@@ -318,39 +225,16 @@ Any well-formed serial is revoked, even one the inventory does not know
 			if err != nil {
 				return err
 			}
-			// Checked before the audit record, as bad input changes nothing.
-			if err := pki.ValidateReason(strings.TrimSpace(reason)); err != nil {
-				return usage(fmt.Errorf("--reason: %w", err))
+			res, err := s.service().Revoke(cmd.Context(), cliOperator(), ops.RevokeRequest{Serial: serial, Reason: reason})
+			if err != nil {
+				return cliError(err)
 			}
-			var res pki.RevokeResult
-			var already bool
-			err = s.audited(audit.EventRevoke, map[string]any{"serial": serial, "reason": reason}, func() (map[string]any, error) {
-				var err error
-				res, err = s.store.RevokeReport(serial, reason)
-				if already = errors.Is(err, pki.ErrAlreadyRevoked); already {
-					err = nil // idempotent: the serial is revoked, as asked
-				}
-				m := audit.ToMap(res.Revocation)
-				if m != nil {
-					m["already_revoked"] = already
-					if len(res.Warnings) > 0 {
-						m["warnings"] = res.Warnings
-					}
-				}
-				return m, err
-			})
-			switch {
-			case errors.Is(err, pki.ErrInvalidSerial):
-				return usage(fmt.Errorf("--serial: %w", err))
-			case err != nil && !already:
-				return err
-			}
+			already := res.AlreadyRevoked
 			rev := res.Revocation
 			// Warnings go to stderr, where they cannot break --json output.
 			for _, w := range res.Warnings {
 				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
 			}
-			s.log.Debug("certificate revoked", "serial", rev.Serial, "name", rev.Name, "already_revoked", already)
 			if asJSON {
 				return writeJSON(e.stdout, struct {
 					pki.Revocation
@@ -423,11 +307,9 @@ func splitList(s string) []string {
 }
 
 // readP12Password reads the PKCS#12 password from its file: a secret never
-// comes as a flag value, where ps and shell history would show it.
-func readP12Password(csrFile, path string) (string, error) {
-	if csrFile != "" {
-		return "", fmt.Errorf("--p12: a PKCS#12 bundle holds the private key, which --csr keeps on the requester's side; drop one of them")
-	}
+// comes as a flag value, where ps and shell history would show it. Its
+// length is the operation's to check.
+func readP12Password(path string) (string, error) {
 	if path == "" {
 		return "", fmt.Errorf("--p12 needs --p12-password-file FILE (the password is never taken as a flag value)")
 	}
@@ -435,11 +317,7 @@ func readP12Password(csrFile, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("--p12-password-file: %w", err)
 	}
-	pw := strings.TrimRight(string(data), "\r\n")
-	if len(pw) < pki.MinP12PasswordLen {
-		return "", fmt.Errorf("--p12-password-file: the password must be at least %d characters", pki.MinP12PasswordLen)
-	}
-	return pw, nil
+	return strings.TrimRight(string(data), "\r\n"), nil
 }
 
 // readLimited reads a small input file, refusing anything larger than limit.
