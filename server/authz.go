@@ -50,8 +50,8 @@ func (a *Authorizer) SetPolicy(p *policy.Policy) {
 
 // install wires the authorizer into a server's options: the tools/list
 // filter as a hook, and the call check as a tool middleware, which the
-// caller must put outermost so a denied call reaches neither the audit guard
-// nor the tool. names lists the server's tools, for denials.
+// caller must put outermost so a denied call never reaches the tool (and so
+// never records a state event). names lists the server's tools, for denials.
 func (a *Authorizer) install(hooks *mcpserver.Hooks, log *slog.Logger, names func() []string) mcpserver.ServerOption {
 	hooks.AddAfterListTools(func(ctx context.Context, _ any, _ *mcp.ListToolsRequest, result *mcp.ListToolsResult) {
 		agent, _ := identity.FromContext(ctx)

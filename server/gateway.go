@@ -152,7 +152,7 @@ type Gateway struct {
 	audit *auditor // nil: no audit trail
 	// obs receives connection and call events: the log, the audit trail
 	// (when there is one) and GatewayOptions.Observer.
-	obs observe.Observer
+	obs   observe.Observer
 	authz *Authorizer
 	// verified remembers chains already verified against the current CA,
 	// so reconnections and resumptions skip the signature check.
