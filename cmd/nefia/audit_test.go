@@ -11,6 +11,7 @@ import (
 )
 
 func TestAuditVerifyAndTail(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init")
 	c.mustRun("mtls", "issue-client", "--name", "a", "--out-dir", c.outDir())
@@ -45,6 +46,7 @@ func TestAuditVerifyAndTail(t *testing.T) {
 }
 
 func TestStateChangeRefusedWithoutAudit(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init")
 	path := filepath.Join(c.stateDir, "audit", "audit.jsonl")
@@ -64,6 +66,7 @@ func TestStateChangeRefusedWithoutAudit(t *testing.T) {
 // must. A forged or foreign checkpoint fails its signature, and a
 // checkpoint kept elsewhere proves what a restored older one would hide.
 func TestAuditCheckpointAnchorsTheHead(t *testing.T) {
+	t.Parallel()
 	setup := func(t *testing.T) (*cli, string, [][]byte) {
 		c := newCLI(t)
 		c.mustRun("mtls", "init")
@@ -170,6 +173,7 @@ func TestAuditCheckpointAnchorsTheHead(t *testing.T) {
 // trail the CLI writes: a rotation leaves that many rotated files, and the
 // trail still verifies (issue 10 item 12).
 func TestAuditMaxFilesFromConfig(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init")
 	dir := filepath.Join(c.stateDir, "audit")

@@ -57,6 +57,7 @@ func connectGateway(t *testing.T, c *cli) string {
 }
 
 func TestConnectBridgesAStdioClient(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
 	c.mustRun("mtls", "issue-client", "--name", "ops", "--role", "operator", "--out-dir", c.outDir())
@@ -111,6 +112,7 @@ func runConnect(t *testing.T, c *cli, args ...string) (stdout, stderr string, co
 }
 
 func TestConnectFailuresExitWithOneLine(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
 	certs := c.outDir()
@@ -181,6 +183,7 @@ func TestConnectFailuresExitWithOneLine(t *testing.T) {
 }
 
 func TestConnectGatewayAddress(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		flag   string

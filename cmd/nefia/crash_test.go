@@ -52,6 +52,7 @@ import (
 // The random choices are seeded from the clock and the seed is logged;
 // NEFIA_CRASH_SEED=N repeats them (process timing still varies).
 func TestCrashConsistency(t *testing.T) {
+	t.Parallel()
 	const (
 		wantKills        = 60 // SIGKILLs that landed before the process exited
 		wantGatewayKills = 12 // of which, running gateways

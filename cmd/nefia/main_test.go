@@ -89,6 +89,7 @@ func (c *cli) mustRun(args ...string) string {
 func (c *cli) outDir() string { return filepath.Join(c.work, "certs") }
 
 func TestInitIssueStatusRevokeWalkthrough(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "localhost,10.99.0.1")
 	cfg, err := os.ReadFile(c.config)
@@ -155,6 +156,7 @@ func TestInitIssueStatusRevokeWalkthrough(t *testing.T) {
 }
 
 func TestBadInputIsExit2AndChangesNothing(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init")
 	serial := func() string {
@@ -419,6 +421,7 @@ func TestIssueClientMaxDurationCLI(t *testing.T) {
 }
 
 func TestCorruptStateAndConfig(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		file     func(c *cli) string
@@ -461,6 +464,7 @@ func TestCorruptStateAndConfig(t *testing.T) {
 }
 
 func TestStatusWithoutInit(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	out := c.mustRun("mtls", "status")
 	if !strings.Contains(out, "mTLS enabled: false") || !strings.Contains(out, "nefia mtls init") {
@@ -472,6 +476,7 @@ func TestStatusWithoutInit(t *testing.T) {
 }
 
 func TestIssueClientP12(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init")
 	pwFile := filepath.Join(c.work, "p12.pass")

@@ -15,6 +15,7 @@ import (
 // processes at once, each revoking a different serial: the file lock must
 // serialize their read-modify-writes so that none is lost.
 func TestConcurrentRevokesFromSeparateProcesses(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("spawns 100 processes")
 	}

@@ -26,6 +26,7 @@ import (
 // TestServeStdio drives the built binary with mcp-go's stdio client, as a
 // local MCP client that spawns nefia would.
 func TestServeStdio(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
 	mc, err := client.NewStdioMCPClient(nefiaBin, env, "mcp", "serve")
@@ -60,6 +61,7 @@ func TestServeStdio(t *testing.T) {
 // TestServeMTLSAndShutdown starts the built binary with mTLS on, calls a
 // tool over TLS, then stops it with SIGTERM.
 func TestServeMTLSAndShutdown(t *testing.T) {
+	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
 	c.mustRun("mtls", "issue-client", "--name", "ops", "--role", "operator", "--out-dir", c.outDir())

@@ -32,6 +32,7 @@ func TestTermSafe(t *testing.T) {
 // item 13). Every human output that prints such a string escapes it: audit
 // tail, mtls list and the revoke message (names from state files).
 func TestHumanOutputEscapesPeerStrings(t *testing.T) {
+	t.Parallel()
 	const evil = "x\x1b[2K\r2026-01-01T00:00:00.000Z  mtls.revoke  ok  forged\n\u202egnp.exe"
 	c := newCLI(t)
 	c.mustRun("mtls", "init")

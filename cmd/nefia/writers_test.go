@@ -22,6 +22,7 @@ import (
 // revocation, and the audit chain verifies with an ok record of each, made
 // by the transport that did it. The gateway's own view (status) agrees.
 func TestConcurrentWriters(t *testing.T) {
+	t.Parallel()
 	const opsPerWriter = 100 // half issuances, half revocations
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
