@@ -45,8 +45,8 @@ const (
 // parse classifies one line. Batches are invalid here: MCP removed them in
 // 2025-06-18 and the gateway refuses them.
 func parse(line []byte) message {
-	env, err := jsonrpc.Decode(line)
-	if err != nil {
+	var env jsonrpc.Envelope
+	if err := jsonrpc.Decode(line, &env); err != nil {
 		return message{}
 	}
 	method, err := env.MethodName()

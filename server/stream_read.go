@@ -69,8 +69,8 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, msg, nil))
 		return true
 	}
-	env, err := jsonrpc.Decode(line)
-	if err != nil || !jsonrpc.ValidID(env.ID) {
+	var env jsonrpc.Envelope
+	if err := jsonrpc.Decode(line, &env); err != nil || !jsonrpc.ValidID(env.ID) {
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, "Invalid Request: bad id", nil))
 		return true
 	}

@@ -23,15 +23,16 @@ type Envelope struct {
 	Error  Member          `json:"error"`
 }
 
-// Decode decodes the envelope of one message. It fails for what is not
-// JSON, and for JSON that is not an object (a batch, a bare string), but
-// accepts an id or method of any type: what to make of them is the
-// caller's (see ValidID, MethodName). As encoding/json does, it matches
-// member names case-insensitively and keeps the last of repeated members.
-func Decode(line []byte) (Envelope, error) {
-	var e Envelope
-	err := json.Unmarshal(line, &e)
-	return e, err
+// Decode decodes the envelope of one message into e, overwriting it. It
+// fails for what is not JSON, and for JSON that is not an object (a batch,
+// a bare string), but accepts an id or method of any type: what to make of
+// them is the caller's (see ValidID, MethodName). As encoding/json does, it
+// matches member names case-insensitively and keeps the last of repeated
+// members. e is the caller's, not returned, so that a message costs one
+// envelope on the heap, not two.
+func Decode(line []byte, e *Envelope) error {
+	*e = Envelope{}
+	return json.Unmarshal(line, e)
 }
 
 // HasID reports whether the message has an id that is not null: a request

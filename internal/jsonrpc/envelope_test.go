@@ -41,7 +41,8 @@ func TestDecode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			env, err := Decode([]byte(tc.line))
+			env := Envelope{ID: json.RawMessage("stale"), Error: Present}
+			err := Decode([]byte(tc.line), &env)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("Decode error = %v, want error %v", err, tc.wantErr)
 			}
@@ -68,7 +69,8 @@ func TestDecodeKeepsNoCopyOfParams(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range runs {
-		if _, err := Decode(line); err != nil {
+		var env Envelope
+		if err := Decode(line, &env); err != nil {
 			t.Fatal(err)
 		}
 	}
