@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -133,5 +134,39 @@ func TestErrorResponseBytes(t *testing.T) {
 	}
 	if got, want := errorResponse(nil, "m"), marshalled(nil, "m"); !bytes.Equal(got, want) {
 		t.Errorf("errorResponse(nil) = %s, want %s", got, want)
+	}
+}
+
+// TestParseKeepsNoCopyOfParams checks that classifying a line does not copy
+// its params: every line from the client and the gateway is parsed, and a
+// tool call's arguments may be nearly the whole message cap. Not parallel:
+// it reads the process's allocation count.
+func TestParseKeepsNoCopyOfParams(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+	}{
+		{"request", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"text":"` + strings.Repeat("a", 1<<20) + `"}}}`},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/progress","params":{"message":"` + strings.Repeat("a", 1<<20) + `"}}`},
+		{"error response", `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"` + strings.Repeat("a", 1<<20) + `"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := []byte(tt.line)
+			const runs = 8
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range runs {
+				if m := parse(line); m.kind == invalid {
+					t.Fatal("parsed as invalid")
+				}
+			}
+			runtime.ReadMemStats(&after)
+			got := (after.TotalAlloc - before.TotalAlloc) / runs
+			t.Logf("parse of a %d-byte line allocated %d bytes", len(line), got)
+			if got > 4<<10 {
+				t.Errorf("parse of a %d-byte line allocated %d bytes: its params were copied", len(line), got)
+			}
+		})
 	}
 }
