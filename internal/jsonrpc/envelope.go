@@ -18,9 +18,11 @@ type Envelope struct {
 	ID json.RawMessage `json:"id"`
 	// Method is the method member as sent, nil when absent; see MethodName.
 	Method json.RawMessage `json:"method"`
-	Params Member          `json:"params"`
-	Result Member          `json:"result"`
-	Error  Member          `json:"error"`
+	// Params, Result and Error say whether those members are there, and
+	// null, but keep none of their value.
+	Params Member `json:"params"`
+	Result Member `json:"result"`
+	Error  Member `json:"error"`
 }
 
 // Decode decodes the envelope of one message into e, overwriting it. It

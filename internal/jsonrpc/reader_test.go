@@ -145,7 +145,7 @@ func FuzzLineReader(f *testing.F) {
 		f.Add([]byte(seed), uint8(8))
 	}
 	f.Fuzz(func(t *testing.T, input []byte, limit uint8) {
-		max := int(limit%64) + 1
+		maxBytes := int(limit%64) + 1
 		var want []string
 		wantErr := io.EOF
 		pieces := bytes.Split(input, []byte("\n"))
@@ -157,7 +157,7 @@ func FuzzLineReader(f *testing.F) {
 				}
 				content = raw // no terminator: a trailing "\r" is content
 			}
-			if len(content) > max {
+			if len(content) > maxBytes {
 				wantErr = ErrLineTooLong
 				break
 			}
@@ -165,13 +165,13 @@ func FuzzLineReader(f *testing.F) {
 				want = append(want, string(line))
 			}
 		}
-		lr := NewLineReader(bufio.NewReaderSize(bytes.NewReader(input), 16), max)
+		lr := NewLineReader(bufio.NewReaderSize(bytes.NewReader(input), 16), maxBytes)
 		got, err := readAll(lr)
 		if !errors.Is(err, wantErr) || strings.Join(got, "\x00") != strings.Join(want, "\x00") || len(got) != len(want) {
-			t.Fatalf("max %d: got %q, %v; want %q, %v", max, got, err, want, wantErr)
+			t.Fatalf("max %d: got %q, %v; want %q, %v", maxBytes, got, err, want, wantErr)
 		}
-		if cap(lr.buf) > max+2 {
-			t.Errorf("buffer grew to %d bytes, over the %d-byte cap", cap(lr.buf), max+2)
+		if cap(lr.buf) > maxBytes+2 {
+			t.Errorf("buffer grew to %d bytes, over the %d-byte cap", cap(lr.buf), maxBytes+2)
 		}
 	})
 }
