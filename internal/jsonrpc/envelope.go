@@ -27,7 +27,8 @@ type Envelope struct {
 
 // Decode decodes the envelope of one message into e, overwriting it. It
 // fails for what is not JSON, and for JSON that is not an object (a batch,
-// a bare string), but accepts an id or method of any type: what to make of
+// a bare string) except null, which decodes as an empty envelope, as
+// encoding/json has it. It accepts an id or method of any type: what to make of
 // them is the caller's (see ValidID, MethodName). As encoding/json does, it
 // matches member names case-insensitively and keeps the last of repeated
 // members. e is the caller's, not returned, so that a message costs one

@@ -34,6 +34,7 @@ func TestDecode(t *testing.T) {
 		{name: "null error", line: `{"jsonrpc":"2.0","id":"a","error":null}`, id: `"a"`, hasID: true, error: Null},
 		{name: "repeated member: last wins", line: `{"id":1,"error":{},"error":null,"id":2}`, id: "2", hasID: true, error: Null},
 		{name: "object id decodes", line: `{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}`, id: `{"a":1}`, hasID: true, method: "ping", hasMethod: true},
+		{name: "null message is an empty envelope", line: `null`},
 		{name: "not JSON", line: `hello`, wantErr: true},
 		{name: "batch", line: `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, wantErr: true},
 		{name: "bare string", line: `"ping"`, wantErr: true},
