@@ -28,11 +28,11 @@ type Envelope struct {
 // Decode decodes the envelope of one message into e, overwriting it. It
 // fails for what is not JSON, and for JSON that is not an object (a batch,
 // a bare string) except null, which decodes as an empty envelope, as
-// encoding/json has it. It accepts an id or method of any type: what to make of
-// them is the caller's (see ValidID, MethodName). As encoding/json does, it
-// matches member names case-insensitively and keeps the last of repeated
-// members. e is the caller's, not returned, so that a message costs one
-// envelope on the heap, not two.
+// encoding/json has it. It accepts an id or method of any type: what to
+// make of them is the caller's (see ValidID, MethodName). As encoding/json
+// does, it matches member names case-insensitively and keeps the last of
+// repeated members. e is the caller's, not returned, so that a message
+// costs one envelope on the heap, not two.
 func Decode(line []byte, e *Envelope) error {
 	*e = Envelope{}
 	return json.Unmarshal(line, e)
