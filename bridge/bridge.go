@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/nefia/nefia/internal/defaults"
 )
 
 // Defaults for Options.
@@ -146,10 +148,10 @@ func newBridge(out io.Writer, opts Options) (*bridge, error) {
 	if opts.DialTimeout < 0 || opts.ReconnectWindow < 0 || opts.DrainTimeout < 0 || opts.MaxMessageBytes < 0 {
 		return nil, errors.New("bridge: timeouts and sizes must be positive")
 	}
-	setDefault(&opts.DialTimeout, DefaultDialTimeout)
-	setDefault(&opts.ReconnectWindow, DefaultReconnectWindow)
-	setDefault(&opts.DrainTimeout, DefaultDrainTimeout)
-	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	defaults.Set(&opts.DialTimeout, DefaultDialTimeout)
+	defaults.Set(&opts.ReconnectWindow, DefaultReconnectWindow)
+	defaults.Set(&opts.DrainTimeout, DefaultDrainTimeout)
+	defaults.Set(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -172,13 +174,6 @@ func newBridge(out io.Writer, opts Options) (*bridge, error) {
 		cfg.ServerName = host
 	}
 	return &bridge{opts: opts, tlsConfig: cfg, log: opts.Logger, out: out}, nil
-}
-
-func setDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }
 
 // inputLine is one line from the client, or why there are no more.

@@ -1,14 +1,14 @@
 package bridge
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"sync"
+
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 // Private request ids: the bridge's own requests, whose answers are never
@@ -42,67 +42,33 @@ const (
 	response                 // id, no method
 )
 
-// envelope is the shape shared by every JSON-RPC message.
-type envelope struct {
-	ID     json.RawMessage `json:"id"`
-	Method *string         `json:"method"`
-	Params json.RawMessage `json:"params"`
-	Error  json.RawMessage `json:"error"`
-}
-
 // parse classifies one line. Batches are invalid here: MCP removed them in
 // 2025-06-18 and the gateway refuses them.
 func parse(line []byte) message {
-	var env envelope
-	if err := json.Unmarshal(line, &env); err != nil {
+	var env jsonrpc.Envelope
+	if err := jsonrpc.Decode(line, &env); err != nil {
 		return message{}
 	}
-	id, hasID := idKey(env.ID)
+	method, err := env.MethodName()
+	if err != nil {
+		return message{} // a method that is not a string
+	}
+	id, hasID := env.IDKey()
 	switch {
-	case env.Method != nil && hasID:
-		return message{kind: request, id: id, rawID: env.ID, method: *env.Method}
-	case env.Method != nil:
-		m := message{kind: notification, method: *env.Method}
-		if m.method == "notifications/cancelled" {
-			var p struct {
-				RequestID json.RawMessage `json:"requestId"`
-			}
-			if json.Unmarshal(env.Params, &p) == nil {
-				m.cancelled, _ = idKey(p.RequestID)
-			}
+	case env.HasMethod() && hasID:
+		return message{kind: request, id: id, rawID: env.ID, method: method}
+	case env.HasMethod():
+		m := message{kind: notification, method: method}
+		if m.method == jsonrpc.MethodCancelled {
+			m.cancelled, _ = jsonrpc.CancelledID(line)
 		}
 		return m
 	case hasID:
-		return message{kind: response, id: id, failed: len(env.Error) > 0 && !bytes.Equal(env.Error, []byte("null"))}
+		return message{kind: response, id: id, failed: env.Error == jsonrpc.Present}
 	}
 	// A response with a null id (a parse error answered by the gateway) owes
 	// nothing to anyone but is still JSON-RPC for the client.
 	return message{kind: response}
-}
-
-// idKey returns a canonical form of a JSON-RPC id, so that the request's
-// id and the response's compare equal even if the number is spelled
-// differently (1 and 1.0). Strings and numbers never collide.
-func idKey(raw json.RawMessage) (string, bool) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return "", false
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) != nil {
-			return "", false
-		}
-		return "s:" + s, true
-	}
-	var n json.Number
-	if json.Unmarshal(raw, &n) != nil {
-		return "", false
-	}
-	if f, err := n.Float64(); err == nil {
-		return "n:" + strconv.FormatFloat(f, 'g', -1, 64), true
-	}
-	return "n:" + n.String(), true
 }
 
 // withID returns a request line with its id replaced, for replaying the
@@ -121,58 +87,34 @@ func withID(line []byte, id string) ([]byte, error) {
 }
 
 // errorResponse is the JSON-RPC error the bridge gives the client for a
-// request whose answer was lost with the connection.
+// request whose answer was lost with the connection. It is HTML-escaped, as
+// the json.Marshal the bridge used before the shared encoding was: the
+// same bytes as ever for an id with '<', '>' or '&'.
 func errorResponse(id json.RawMessage, msg string) []byte {
-	b, _ := json.Marshal(struct {
-		JSONRPC string          `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Error   struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}{JSONRPC: "2.0", ID: id, Error: struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{Code: -32603, Message: msg}})
-	return append(b, '\n')
+	var b bytes.Buffer
+	json.HTMLEscape(&b, jsonrpc.EncodeError(id, jsonrpc.CodeInternalError, msg, nil))
+	return b.Bytes()
 }
 
-// lineReader reads newline-terminated lines of at most max bytes.
+// lineReader reads the lines of one side (the client's standard input, the
+// gateway's connection), of at most max bytes each.
 type lineReader struct {
-	r   *bufio.Reader
+	r   *jsonrpc.LineReader
 	max int
 }
 
 func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &lineReader{r: jsonrpc.NewLineReader(r, max), max: max}
 }
 
-// next returns the next line without its terminator (CRLF or LF), skipping
-// blank lines. A last line without a terminator is returned before io.EOF.
+// next returns the next line that is not blank, trimmed, in a slice the
+// caller owns; a line over the cap is an error wrapping ErrMessageTooLarge.
 func (l *lineReader) next() ([]byte, error) {
-	for {
-		var line []byte
-		for {
-			chunk, err := l.r.ReadSlice('\n')
-			if len(line)+len(chunk) > l.max+2 { // +2: the terminator
-				return nil, fmt.Errorf("%w (%d bytes)", ErrMessageTooLarge, l.max)
-			}
-			line = append(line, chunk...)
-			if errors.Is(err, bufio.ErrBufferFull) {
-				continue
-			}
-			if err != nil && (len(bytes.TrimSpace(line)) == 0 || !errors.Is(err, io.EOF)) {
-				return nil, err
-			}
-			break
-		}
-		if len(bytes.TrimRight(line, "\r\n")) > l.max {
-			return nil, fmt.Errorf("%w (%d bytes)", ErrMessageTooLarge, l.max)
-		}
-		if line = bytes.TrimSpace(line); len(line) > 0 {
-			return line, nil
-		}
+	line, err := l.r.Next()
+	if errors.Is(err, jsonrpc.ErrLineTooLong) {
+		return nil, fmt.Errorf("%w (%d bytes)", ErrMessageTooLarge, l.max)
 	}
+	return line, err
 }
 
 // inflight is the set of requests written to the gateway and not yet

@@ -1,10 +1,15 @@
 package bridge
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
-	"io"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 func TestParse(t *testing.T) {
@@ -36,26 +41,6 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestIDKeysMatchAcrossSpellings(t *testing.T) {
-	tests := []struct {
-		a, b  string
-		equal bool
-	}{
-		{`1`, `1.0`, true},
-		{`1`, `1e0`, true},
-		{`1`, `"1"`, false},
-		{`"a"`, `"\u0061"`, true},
-		{`12345678901234567`, `12345678901234567`, true},
-	}
-	for _, tt := range tests {
-		ka, _ := idKey([]byte(tt.a))
-		kb, _ := idKey([]byte(tt.b))
-		if (ka == kb) != tt.equal {
-			t.Errorf("idKey(%s)=%q, idKey(%s)=%q: equal should be %v", tt.a, ka, tt.b, kb, tt.equal)
-		}
-	}
-}
-
 func TestWithID(t *testing.T) {
 	got, err := withID([]byte(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}`), reinitID)
 	if err != nil {
@@ -67,36 +52,29 @@ func TestWithID(t *testing.T) {
 	}
 }
 
-func TestLineReader(t *testing.T) {
+// TestLineReaderMessageTooLarge checks that the bridge reports a line over
+// the cap, from either side, as ErrMessageTooLarge naming the cap. The
+// reader's own cases are in internal/jsonrpc.
+func TestLineReaderMessageTooLarge(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
-		name    string
-		input   string
-		max     int
-		want    []string
-		wantErr error
+		name  string
+		input string
+		max   int
 	}{
-		{"lines", "a\nb\n", 10, []string{"a", "b"}, io.EOF},
-		{"CRLF and blank lines", "a\r\n\r\n  \nb\r\n", 10, []string{"a", "b"}, io.EOF},
-		{"last line without newline", "a\nb", 10, []string{"a", "b"}, io.EOF},
-		{"at the limit", strings.Repeat("x", 10) + "\n", 10, []string{strings.Repeat("x", 10)}, io.EOF},
-		{"over the limit", strings.Repeat("x", 11) + "\n", 10, nil, ErrMessageTooLarge},
-		{"over the limit beyond the buffer", strings.Repeat("x", 200<<10) + "\n", 100 << 10, nil, ErrMessageTooLarge},
-		{"long line within the limit", strings.Repeat("x", 200<<10) + "\n", 300 << 10, []string{strings.Repeat("x", 200<<10)}, io.EOF},
+		{"over the limit", strings.Repeat("x", 11) + "\n", 10},
+		{"over the limit beyond the buffer", strings.Repeat("x", 200<<10) + "\n", 100 << 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			r := newLineReader(strings.NewReader(tt.input), tt.max)
-			var got []string
-			var err error
-			for {
-				var line []byte
-				if line, err = r.next(); err != nil {
-					break
-				}
-				got = append(got, string(line))
+			line, err := r.next()
+			if !errors.Is(err, ErrMessageTooLarge) || line != nil {
+				t.Fatalf("next = %q, %v; want ErrMessageTooLarge", line, err)
 			}
-			if strings.Join(got, "|") != strings.Join(tt.want, "|") || !errors.Is(err, tt.wantErr) {
-				t.Errorf("lines %q, %v; want %q, %v", got, err, tt.want, tt.wantErr)
+			if want := fmt.Sprintf("(%d bytes)", tt.max); !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name the cap %s", err, want)
 			}
 		})
 	}
@@ -105,9 +83,90 @@ func TestLineReader(t *testing.T) {
 func TestErrorResponseKeepsTheID(t *testing.T) {
 	for _, id := range []string{`7`, `"x"`} {
 		m := parse([]byte(strings.TrimSpace(string(errorResponse([]byte(id), "lost")))))
-		want, _ := idKey([]byte(id))
+		want, _ := jsonrpc.IDKey([]byte(id))
 		if m.kind != response || m.id != want || !m.failed {
 			t.Errorf("errorResponse(%s) parses as %+v", id, m)
 		}
+	}
+}
+
+// TestErrorResponseBytes checks that errorResponse, now built on the shared
+// encoding, writes the bytes the bridge's own json.Marshal did, HTML
+// escaping included, for every kind of id.
+func TestErrorResponseBytes(t *testing.T) {
+	t.Parallel()
+	// marshalled is errorResponse as it was before internal/jsonrpc.
+	marshalled := func(id json.RawMessage, msg string) []byte {
+		type detail struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		b, _ := json.Marshal(struct {
+			JSONRPC string          `json:"jsonrpc"`
+			ID      json.RawMessage `json:"id"`
+			Error   detail          `json:"error"`
+		}{JSONRPC: "2.0", ID: id, Error: detail{Code: -32603, Message: msg}})
+		return append(b, '\n')
+	}
+	tests := []struct {
+		name string
+		id   string
+	}{
+		{"number", `7`},
+		{"float", `-1.5e3`},
+		{"string", `"x"`},
+		{"null", `null`},
+		{"unicode", `"é漢🙂"`},
+		{"escaped unicode", `"\u00e9"`},
+		{"html characters", `"<a>&</a>"`},
+		{"line separator", "\"a\u2028b\""},
+		{"private id", `"` + probeID + `"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			const msg = "nefia connect: lost <before> the answer & more"
+			got, want := errorResponse(json.RawMessage(tt.id), msg), marshalled(json.RawMessage(tt.id), msg)
+			if !bytes.Equal(got, want) {
+				t.Errorf("errorResponse(%s) =\n%s\nwant\n%s", tt.id, got, want)
+			}
+		})
+	}
+	if got, want := errorResponse(nil, "m"), marshalled(nil, "m"); !bytes.Equal(got, want) {
+		t.Errorf("errorResponse(nil) = %s, want %s", got, want)
+	}
+}
+
+// TestParseKeepsNoCopyOfParams checks that classifying a line does not copy
+// its params: every line from the client and the gateway is parsed, and a
+// tool call's arguments may be nearly the whole message cap. Not parallel:
+// it reads the process's allocation count.
+func TestParseKeepsNoCopyOfParams(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+	}{
+		{"request", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"text":"` + strings.Repeat("a", 1<<20) + `"}}}`},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/progress","params":{"message":"` + strings.Repeat("a", 1<<20) + `"}}`},
+		{"error response", `{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"` + strings.Repeat("a", 1<<20) + `"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := []byte(tt.line)
+			const runs = 8
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for range runs {
+				if m := parse(line); m.kind == invalid {
+					t.Fatal("parsed as invalid")
+				}
+			}
+			runtime.ReadMemStats(&after)
+			got := (after.TotalAlloc - before.TotalAlloc) / runs
+			t.Logf("parse of a %d-byte line allocated %d bytes", len(line), got)
+			if got > 4<<10 {
+				t.Errorf("parse of a %d-byte line allocated %d bytes: its params were copied", len(line), got)
+			}
+		})
 	}
 }

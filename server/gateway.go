@@ -18,6 +18,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/internal/defaults"
 	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
@@ -199,42 +200,22 @@ const NoOperatorReserve = -1
 // NewGateway checks the options, loads the CA and server certificate, and
 // builds the MCP server every connection's session is served by.
 func NewGateway(opts GatewayOptions) (*Gateway, error) {
-	if opts.MaxConnections == 0 {
-		opts.MaxConnections = DefaultMaxConnections
-	}
-	if opts.MaxHandshakes == 0 {
-		opts.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = DefaultWriteTimeout
-	}
-	if opts.HandshakeTimeout == 0 {
-		opts.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if opts.FirstByteTimeout == 0 {
-		opts.FirstByteTimeout = DefaultFirstByteTimeout
-	}
-	if opts.MaxConnectionsPerClient == 0 {
-		opts.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient
-	}
+	defaults.Set(&opts.MaxConnections, DefaultMaxConnections)
+	defaults.Set(&opts.MaxHandshakes, DefaultMaxHandshakes)
+	defaults.Set(&opts.WriteTimeout, DefaultWriteTimeout)
+	defaults.Set(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
+	defaults.Set(&opts.FirstByteTimeout, DefaultFirstByteTimeout)
+	defaults.Set(&opts.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
 	switch opts.OperatorReserve {
 	case 0:
 		opts.OperatorReserve = DefaultOperatorReserve
 	case NoOperatorReserve:
 		opts.OperatorReserve = 0
 	}
-	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = DefaultIdleTimeout
-	}
-	if opts.MaxMessageBytes == 0 {
-		opts.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if opts.RevocationPoll == 0 {
-		opts.RevocationPoll = DefaultRevocationPoll
-	}
-	if opts.ShutdownGrace == 0 {
-		opts.ShutdownGrace = DefaultShutdownGrace
-	}
+	defaults.Set(&opts.IdleTimeout, DefaultIdleTimeout)
+	defaults.Set(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	defaults.Set(&opts.RevocationPoll, DefaultRevocationPoll)
+	defaults.Set(&opts.ShutdownGrace, DefaultShutdownGrace)
 	if opts.Clock == nil {
 		opts.Clock = pki.SystemClock{}
 	}

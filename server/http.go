@@ -18,6 +18,7 @@ import (
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/internal/defaults"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
 )
@@ -201,17 +202,17 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 		opts.BodyTimeout < 0 || opts.IdleTimeout < 0 || opts.MaxStreams < 0 {
 		return nil, errors.New("server: http transport limits must be positive")
 	}
-	setDefault(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
-	setDefault(&opts.MaxInFlightBytes, opts.MaxMessageBytes)
+	defaults.Set(&opts.MaxMessageBytes, DefaultMaxMessageBytes)
+	defaults.Set(&opts.MaxInFlightBytes, opts.MaxMessageBytes)
 	if opts.MaxInFlightBytes < opts.MaxMessageBytes {
 		return nil, fmt.Errorf("server: http option MaxInFlightBytes is %d, must be at least MaxMessageBytes (%d)", opts.MaxInFlightBytes, opts.MaxMessageBytes)
 	}
-	setDefault(&opts.SessionIdleTTL, DefaultHTTPSessionIdleTTL)
-	setDefault(&opts.MaxSessionsPerCert, DefaultHTTPMaxSessionsPerCert)
-	setDefault(&opts.ReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
-	setDefault(&opts.BodyTimeout, DefaultHTTPBodyTimeout)
-	setDefault(&opts.IdleTimeout, DefaultHTTPIdleTimeout)
-	setDefault(&opts.MaxStreams, DefaultHTTPMaxStreams)
+	defaults.Set(&opts.SessionIdleTTL, DefaultHTTPSessionIdleTTL)
+	defaults.Set(&opts.MaxSessionsPerCert, DefaultHTTPMaxSessionsPerCert)
+	defaults.Set(&opts.ReadHeaderTimeout, DefaultHTTPReadHeaderTimeout)
+	defaults.Set(&opts.BodyTimeout, DefaultHTTPBodyTimeout)
+	defaults.Set(&opts.IdleTimeout, DefaultHTTPIdleTimeout)
+	defaults.Set(&opts.MaxStreams, DefaultHTTPMaxStreams)
 	if opts.Clock == nil {
 		opts.Clock = pki.SystemClock{}
 	}
@@ -237,13 +238,6 @@ func NewHTTPTransport(srv *mcpserver.MCPServer, opts HTTPOptions) (*HTTPTranspor
 		mcpserver.WithStreamableHTTPLogger(opts.Logger),
 	)
 	return h, nil
-}
-
-func setDefault[T comparable](p *T, def T) {
-	var zero T
-	if *p == zero {
-		*p = def
-	}
 }
 
 // ServeConn serves HTTP/1.1 or HTTP/2 (chosen by ALPN) on one connection

@@ -13,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/internal/defaults"
 )
 
 // Defaults for StreamOptions. They are limits on what one peer can make the
@@ -90,24 +92,12 @@ type StreamOptions struct {
 
 // withDefaults returns o with every zero field replaced by its default.
 func (o StreamOptions) withDefaults() StreamOptions {
-	if o.MaxMessageBytes == 0 {
-		o.MaxMessageBytes = streamDefaultMaxMessageBytes
-	}
-	if o.MaxInFlight == 0 {
-		o.MaxInFlight = streamDefaultMaxInFlight
-	}
-	if o.MaxInFlightBytes == 0 {
-		o.MaxInFlightBytes = o.MaxMessageBytes
-	}
-	if o.WriteTimeout == 0 {
-		o.WriteTimeout = streamDefaultWriteTimeout
-	}
-	if o.DrainTimeout == 0 {
-		o.DrainTimeout = streamDefaultDrainTimeout
-	}
-	if o.NotificationBuffer == 0 {
-		o.NotificationBuffer = streamDefaultNotificationBuffer
-	}
+	defaults.Set(&o.MaxMessageBytes, streamDefaultMaxMessageBytes)
+	defaults.Set(&o.MaxInFlight, streamDefaultMaxInFlight)
+	defaults.Set(&o.MaxInFlightBytes, o.MaxMessageBytes)
+	defaults.Set(&o.WriteTimeout, streamDefaultWriteTimeout)
+	defaults.Set(&o.DrainTimeout, streamDefaultDrainTimeout)
+	defaults.Set(&o.NotificationBuffer, streamDefaultNotificationBuffer)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

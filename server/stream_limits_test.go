@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bufio"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 // countingConn counts the bytes the server side has read.
@@ -76,7 +76,7 @@ func TestStreamOversizedMessage(t *testing.T) {
 	}
 	// The server stops at the cap: it reads at most the cap, a terminator and
 	// one bufio buffer.
-	if got, most := counted.read.Load(), int64(limit+2+streamReadBuffer); got > most {
+	if got, most := counted.read.Load(), int64(limit+2+jsonrpc.ReadBuffer); got > most {
 		t.Errorf("server read %d bytes of the oversized line, want at most %d", got, most)
 	}
 	var after runtime.MemStats
@@ -165,64 +165,5 @@ func TestStreamBackpressure(t *testing.T) {
 	close(ts.release)
 	if err := ps.wait(t); !errors.Is(err, ErrWriteTimeout) {
 		t.Errorf("Serve = %v, want ErrWriteTimeout", err)
-	}
-}
-
-func TestLineReader(t *testing.T) {
-	const limit = 8
-	tests := []struct {
-		name  string
-		input string
-		want  []string // lines returned before the final error
-		err   error
-	}{
-		{name: "lines", input: "{\"a\":1}\n{}\n", want: []string{`{"a":1}`, `{}`}, err: io.EOF},
-		{name: "crlf", input: "{}\r\n[]\r\n", want: []string{`{}`, `[]`}, err: io.EOF},
-		{name: "last line unterminated", input: "{}\n12", want: []string{`{}`, `12`}, err: io.EOF},
-		{name: "blank lines skipped", input: "\n \r\n\t\n{}\n", want: []string{`{}`}, err: io.EOF},
-		{name: "exactly the limit", input: "12345678\n", want: []string{"12345678"}, err: io.EOF},
-		{name: "limit with crlf", input: "12345678\r\n", want: []string{"12345678"}, err: io.EOF},
-		{name: "one over the limit", input: "{}\n123456789\n{}\n", want: []string{`{}`}, err: errLineTooLong},
-		{name: "unterminated over the limit", input: "123456789", err: errLineTooLong},
-		{name: "far over the limit", input: strings.Repeat("x", 1000), err: errLineTooLong},
-		{name: "empty", input: "", err: io.EOF},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			lr := newLineReader(strings.NewReader(tc.input), limit)
-			var got []string
-			var err error
-			for {
-				var line []byte
-				if line, err = lr.next(); err != nil {
-					break
-				}
-				got = append(got, string(line))
-			}
-			if !errors.Is(err, tc.err) {
-				t.Errorf("error = %v, want %v", err, tc.err)
-			}
-			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
-				t.Errorf("lines = %q, want %q", got, tc.want)
-			}
-			if cap(lr.buf) > limit+2 {
-				t.Errorf("buffer grew to %d bytes, over the %d-byte cap", cap(lr.buf), limit+2)
-			}
-		})
-	}
-}
-
-// TestLineReaderLongLines checks lines longer than the bufio buffer, which
-// are assembled piecewise.
-func TestLineReaderLongLines(t *testing.T) {
-	const limit = 3*streamReadBuffer + 10
-	long := strings.Repeat("y", limit)
-	lr := newLineReader(bufio.NewReaderSize(strings.NewReader(long+"\n"+long+"z\n"), 16), limit)
-	line, err := lr.next()
-	if err != nil || string(line) != long {
-		t.Fatalf("first line: %d bytes, %v; want %d bytes", len(line), err, limit)
-	}
-	if _, err := lr.next(); !errors.Is(err, errLineTooLong) {
-		t.Fatalf("second line: error %v, want errLineTooLong", err)
 	}
 }

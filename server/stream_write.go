@@ -1,13 +1,14 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 // writeLoop is the only goroutine that writes to the stream. It forwards
@@ -57,7 +58,7 @@ func (s *StreamSession) writeNotification(n mcp.JSONRPCNotification) bool {
 	if id := s.openListenID(); id != nil && isSubscriptionNotification(n.Method) {
 		n = tagSubscription(n, id)
 	}
-	line, err := encodeLine(n)
+	line, err := jsonrpc.EncodeLine(n)
 	if err != nil {
 		s.log.Error("encoding MCP notification", streamLogSession, s.id, streamLogMethod, n.Method, streamLogError, err)
 		return true
@@ -111,49 +112,4 @@ func tagSubscription(n mcp.JSONRPCNotification, id json.RawMessage) mcp.JSONRPCN
 	meta[mcp.MetaKeySubscriptionID] = id
 	n.Params.Meta = meta
 	return n
-}
-
-// encodeLine encodes v as one line of JSON, newline included. HTML escaping
-// is off: nothing here is embedded in HTML, and it made every '<', '>' and
-// '&' a peer got echoed back (an unknown method's name, say) six bytes long,
-// an answer six times the size of its request (issue 7, TestResourceBounds).
-// Newlines, and U+2028 and U+2029, are still escaped, so the framing holds.
-func encodeLine(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// rpcError is a JSON-RPC error response whose id is echoed byte for byte.
-type rpcError struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Error   rpcErrorDetail  `json:"error"`
-}
-
-type rpcErrorDetail struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-	Data    any    `json:"data,omitempty"`
-}
-
-// encodeError encodes a JSON-RPC error response; a nil id becomes null, as
-// JSON-RPC requires when the request's id could not be determined.
-func encodeError(id json.RawMessage, code int, message string, data any) []byte {
-	if len(id) == 0 {
-		id = json.RawMessage("null")
-	}
-	line, err := encodeLine(rpcError{
-		JSONRPC: mcp.JSONRPC_VERSION,
-		ID:      id,
-		Error:   rpcErrorDetail{Code: code, Message: message, Data: data},
-	})
-	if err != nil { // cannot happen: every field is plain data
-		panic(fmt.Sprintf("server: encoding JSON-RPC error: %v", err))
-	}
-	return line
 }
