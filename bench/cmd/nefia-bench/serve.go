@@ -119,9 +119,12 @@ func serveGateway(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		KeyFile:        store.Path(pki.ServerKeyFile),
 		Revocations:    pki.NewRevocationChecker(store.Path(pki.RevokedFile)),
 		MaxConnections: cfg.MCP.MTLS.MaxConnections,
-		Tools:          deps,
-		Audit:          trail,
-		Logger:         log,
+		// The load clients share one certificate (see newFixture).
+		MaxConnectionsPerClient: cfg.MCP.MTLS.MaxConnectionsPerClient,
+		OperatorReserve:         server.NoOperatorReserve,
+		Tools:                   deps,
+		Audit:                   trail,
+		Logger:                  log,
 	})
 	if err != nil {
 		return err

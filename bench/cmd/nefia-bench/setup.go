@@ -50,8 +50,18 @@ func newFixture(ctx context.Context, nefiaBin, dir string, victims int) (*fixtur
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("nefia mtls init: %v: %s", err, out)
 	}
-	if err := config.Set(f.configPath, "mcp.mtls.max_connections", maxConnections); err != nil {
-		return nil, err
+	// Every load client presents the one bench-agent certificate, so the
+	// per-certificate limit and the operator reserve (issue 10) would turn
+	// the handshake loops into a test of those limits: lift them to the
+	// session cap. The limits themselves are tested in server/.
+	for key, v := range map[string]int{
+		"mcp.mtls.max_connections":            maxConnections,
+		"mcp.mtls.max_connections_per_client": maxConnections,
+		"mcp.mtls.operator_reserve":           0,
+	} {
+		if err := config.Set(f.configPath, key, v); err != nil {
+			return nil, err
+		}
 	}
 	store := pki.NewStore(f.stateDir)
 	issue := func(name string, role pki.Role) (*pki.Issued, tls.Certificate, error) {
