@@ -142,6 +142,17 @@ func (m *Manager) Status() []Status {
 	return out
 }
 
+// Tools returns the names of the proxies registered for the upstream
+// called name, sorted; nil for an unknown name.
+func (m *Manager) Tools(name string) []string {
+	for _, u := range m.ups {
+		if u.cfg.Name == name {
+			return u.proxiedTools()
+		}
+	}
+	return nil
+}
+
 // logKeyUpstream is the structured-log key naming the upstream.
 const logKeyUpstream = "upstream"
 
