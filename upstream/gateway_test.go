@@ -35,7 +35,7 @@ type fixture struct {
 
 // startGateway runs a real mTLS gateway whose MCP server carries the
 // upstreams' proxies, with a policy that gives agent "bot" every up.*
-// tool and other agents only nefia.mtls.status.
+// tool, agent "wide" every tool, and other agents only nefia.mtls.status.
 func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	t.Helper()
 	store := pkitest.NewStore(t)
@@ -49,6 +49,7 @@ func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	t.Cleanup(func() { m.Close() })
 	pol, err := policy.New([]policy.Rule{
 		{Name: "bot", Allow: []string{"up.*"}},
+		{Name: "wide", Allow: []string{"*"}},
 		{Role: pki.RoleAgent, Allow: []string{"nefia.mtls.status"}},
 		{Role: pki.RoleOperator, Allow: []string{"*"}},
 	})
@@ -246,6 +247,36 @@ func TestUpstreamRestart(t *testing.T) {
 	st := f.m.Status()[0]
 	if st.State != upstream.StateUp || st.Restarts < 1 || !strings.Contains(st.LastError, "exited") {
 		t.Errorf("status after restart = %+v", st)
+	}
+
+	// What operators see of it.
+	op := f.g.Client(f.g.Cert("ops", pki.RoleOperator))
+	got := servertest.CallOK(t, op, upstream.StatusToolName, nil)
+	ups, _ := got["upstreams"].([]any)
+	if len(ups) != 1 {
+		t.Fatalf("%s = %v", upstream.StatusToolName, got)
+	}
+	u := ups[0].(map[string]any)
+	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(4) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
+		t.Errorf("%s = %v", upstream.StatusToolName, u)
+	}
+}
+
+// TestGatewayStatusOperatorsOnly: nefia.gateway.status is not listed to an
+// agent under the usual policy, and refused to an agent even when a policy
+// lets it list everything.
+func TestGatewayStatusOperatorsOnly(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	if _, ok := toolNames(t, f.g.Client(f.g.Cert("bot", pki.RoleAgent)))[upstream.StatusToolName]; ok {
+		t.Errorf("agent bot sees %s", upstream.StatusToolName)
+	}
+	wide := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	if _, ok := toolNames(t, wide)[upstream.StatusToolName]; !ok {
+		t.Fatalf("agent wide (policy *) does not list %s", upstream.StatusToolName)
+	}
+	if res := servertest.CallTool(t, wide, upstream.StatusToolName, nil); !res.IsError || !strings.Contains(text(res), "operators only") {
+		t.Errorf("agent wide's call = %+v %q, want refused", res, text(res))
 	}
 }
 

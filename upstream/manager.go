@@ -96,6 +96,9 @@ func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 	if srv == nil {
 		return errors.New("upstream: register: nil MCP server")
 	}
+	if len(m.ups) > 0 {
+		m.addStatusTool(srv)
+	}
 	for _, u := range m.ups {
 		u.srv = srv
 		m.wg.Go(func() { u.supervise(m.ctx) })
