@@ -240,6 +240,9 @@ func (u *upstream) serve(ctx context.Context, cn *conn) error {
 			return cn.err
 		case <-u.relist:
 			if err := u.listTools(ctx, cn); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err() // shutting down, not a failure
+				}
 				u.log.Warn("re-list tools after list_changed", "err", err)
 				cn.fail(err)
 			}
