@@ -257,7 +257,7 @@ func TestUpstreamRestart(t *testing.T) {
 		t.Fatalf("%s = %v", upstream.StatusToolName, got)
 	}
 	u := ups[0].(map[string]any)
-	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(4) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
+	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(5) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
 		t.Errorf("%s = %v", upstream.StatusToolName, u)
 	}
 }
@@ -306,5 +306,28 @@ func TestUpstreamListChanged(t *testing.T) {
 	}
 	if res := servertest.CallTool(t, bot, "up.extra", nil); res.IsError || text(res) != "extra" {
 		t.Errorf("up.extra = %+v", res)
+	}
+}
+
+// TestUpstreamMessageLimit: a stdio upstream answering with more than
+// MaxMessageBytes on one line gets a tool error, not the gateway's memory,
+// and is restarted.
+func TestUpstreamMessageLimit(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	res := servertest.CallTool(t, bot, "up.big", nil)
+	if !res.IsError || !strings.Contains(text(res), `upstream "up" is down`) {
+		t.Errorf("up.big = %.200q, want a down tool error", text(res))
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for servertest.CallTool(t, bot, "up.echo", map[string]any{"text": "x"}).IsError {
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream not back: %+v", f.m.Status())
+		}
+		time.Sleep(100 * time.Millisecond) // polling the restart (1s backoff)
+	}
+	if st := f.m.Status()[0]; !strings.Contains(st.LastError, "larger than") || st.Restarts < 1 {
+		t.Errorf("status = %+v, want the size limit as last error and a restart", st)
 	}
 }

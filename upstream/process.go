@@ -69,7 +69,7 @@ func (u *upstream) spawn(ctx context.Context) (*conn, error) {
 		cn.fail(err)
 		close(exited)
 	}()
-	tr := transport.NewIO(stdout, stdin, nil)
+	tr := transport.NewIO(&lineLimit{r: stdout, max: MaxMessageBytes, onLimit: cn.fail}, stdin, nil)
 	cn.c = newClient(tr)
 	cn.stop = func() {
 		_ = cn.c.Close() // closes stdin: the polite way to stop

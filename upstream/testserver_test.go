@@ -56,7 +56,7 @@ type sleepIn struct {
 
 // newTestServer is the Go upstream of these tests (official go-sdk): echo
 // returns what it received, sleep hangs, fail returns isError, grow adds a
-// tool (list_changed).
+// tool (list_changed), big answers too much.
 func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 	srv := sdk.NewServer(&sdk.Implementation{Name: "test-upstream", Version: "1"}, nil)
 	sdk.AddTool(srv, &sdk.Tool{Name: "echo", Description: "Echo the text and the _meta received.",
@@ -86,6 +86,10 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 	sdk.AddTool(srv, &sdk.Tool{Name: "fail", Description: "Always a tool error."},
 		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
 			return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: "upstream says no"}}}, nil, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "big", Description: "Answer with more than MaxMessageBytes."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: strings.Repeat("x", upstream.MaxMessageBytes+1)}}}, nil, nil
 		})
 	sdk.AddTool(srv, &sdk.Tool{Name: "grow", Description: "Add the tool extra."},
 		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
