@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -222,7 +221,11 @@ func TestUpstreamRestart(t *testing.T) {
 	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
 	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
 	pid := int(servertest.CallOK(t, bot, "up.echo", map[string]any{"text": "a"})["pid"].(float64))
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	res := servertest.CallTool(t, bot, "up.echo", map[string]any{"text": "b"})
