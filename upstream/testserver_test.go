@@ -20,6 +20,9 @@ import (
 const (
 	envRole   = "NEFIA_TEST_UPSTREAM"
 	envPubKey = "NEFIA_TEST_UPSTREAM_PUBKEY"
+	// envStubborn makes the stdio upstream keep running after its stdin
+	// closes.
+	envStubborn = "NEFIA_TEST_UPSTREAM_STUBBORN"
 )
 
 func TestMain(m *testing.M) {
@@ -28,6 +31,11 @@ func TestMain(m *testing.M) {
 		err := newTestServer(os.Getenv(envPubKey), nil).Run(context.Background(), &sdk.StdioTransport{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
+		}
+		if os.Getenv(envStubborn) != "" {
+			select {} // ignores the end of stdin: only a kill stops it
+		}
+		if err != nil {
 			os.Exit(1)
 		}
 		os.Exit(0)
