@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -91,6 +92,11 @@ func checkUpstreams(key string, ups []Upstream) []error {
 		case len(u.Command) > 0:
 			if u.Command[0] == "" {
 				errs = append(errs, invalid(at+".command", "the program (first element) must not be empty"))
+			}
+			for k := range u.Env {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					errs = append(errs, invalid(at+".env", "%q is not an environment variable name", k))
+				}
 			}
 			for _, k := range []struct{ key, v string }{{"headers_file", u.HeadersFile}, {"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}} {
 				if k.v != "" {

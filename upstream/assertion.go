@@ -79,6 +79,9 @@ type Signer struct {
 func LoadSigner(store *pki.Store) (*Signer, error) {
 	keyPath, pubPath := store.Path(KeyFile), store.Path(PubFile)
 	if s, err := readSigner(keyPath); !errors.Is(err, fs.ErrNotExist) {
+		if err == nil && !fileExists(pubPath) {
+			return s, s.publish(store, pubPath)
+		}
 		return s, err
 	}
 	unlock, err := store.Lock()
@@ -110,6 +113,29 @@ func LoadSigner(store *pki.Store) (*Signer, error) {
 		return nil, fmt.Errorf("upstream: write %s: %w", keyPath, err)
 	}
 	return newSigner(key)
+}
+
+// publish rewrites a deleted public key file from the private key, so
+// that the file upstreams are told to copy is always there.
+func (s *Signer) publish(store *pki.Store, pubPath string) error {
+	unlock, err := store.Lock()
+	if err != nil {
+		return fmt.Errorf("upstream: assertion key: %w", err)
+	}
+	defer unlock()
+	pub, err := s.PublicKeyPEM()
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(pubPath, pub, 0o644); err != nil {
+		return fmt.Errorf("upstream: write %s: %w", pubPath, err)
+	}
+	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func readSigner(path string) (*Signer, error) {

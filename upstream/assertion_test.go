@@ -51,6 +51,15 @@ func TestLoadSignerCreatesKeyOnce(t *testing.T) {
 	if string(pub) != pems[0] {
 		t.Error("published public key differs from the signer's")
 	}
+	if err := os.Remove(store.Path(upstream.PubFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := upstream.LoadSigner(store); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(store.Path(upstream.PubFile)); string(again) != pems[0] {
+		t.Error("a deleted public key file was not published again from the key")
+	}
 	if err := os.WriteFile(store.Path(upstream.KeyFile), []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}

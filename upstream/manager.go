@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
@@ -59,6 +60,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+	// registered makes a second Register an error instead of a second
+	// supervisor per upstream.
+	registered atomic.Bool
 }
 
 // New returns a Manager for opts; nothing starts before Register.
@@ -95,6 +99,9 @@ func New(opts Options) *Manager {
 func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 	if srv == nil {
 		return errors.New("upstream: register: nil MCP server")
+	}
+	if m.registered.Swap(true) {
+		return errors.New("upstream: register: already registered; a Manager serves one MCP server")
 	}
 	if len(m.ups) > 0 {
 		m.addStatusTool(srv)

@@ -211,6 +211,9 @@ func proxyTool(prefix string, raw json.RawMessage) (mcp.Tool, error) {
 		t.RawOutputSchema = schemas.Out
 	}
 	t.Name = prefix + "." + t.Name
+	// Task execution is not proxied: passing execution.taskSupport
+	// "required" through would make mcp-go refuse every plain call.
+	t.Execution = nil
 	// mcp-go panics on a tool whose x-mcp-header annotations are invalid;
 	// an upstream must not be able to crash the gateway.
 	if err := mcp.ValidateParamHeaderAnnotations(&t); err != nil {
