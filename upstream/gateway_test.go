@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -260,7 +261,7 @@ func TestUpstreamRestart(t *testing.T) {
 		t.Fatalf("%s = %v", upstream.StatusToolName, got)
 	}
 	u := ups[0].(map[string]any)
-	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(5) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
+	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(6) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
 		t.Errorf("%s = %v", upstream.StatusToolName, u)
 	}
 }
@@ -332,5 +333,41 @@ func TestUpstreamMessageLimit(t *testing.T) {
 	}
 	if st := f.m.Status()[0]; !strings.Contains(st.LastError, "larger than") || st.Restarts < 1 {
 		t.Errorf("status = %+v, want the size limit as last error and a restart", st)
+	}
+}
+
+// TestUpstreamProgress: the upstream's progress notifications reach the
+// caller under the caller's own token, while the upstream saw a token
+// nefia issued.
+func TestUpstreamProgress(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	var mu sync.Mutex
+	var got []map[string]any
+	bot.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == string(mcp.MethodNotificationProgress) {
+			mu.Lock()
+			got = append(got, n.Params.AdditionalFields)
+			mu.Unlock()
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "up.progress"
+	req.Params.Meta = &mcp.Meta{ProgressToken: "mine-1"}
+	res, err := bot.CallTool(ctx, req)
+	if err != nil || res.IsError {
+		t.Fatalf("up.progress = %+v, %v", res, err)
+	}
+	if seen := text(res); !strings.HasPrefix(seen, "nefia-progress-") {
+		t.Errorf("upstream saw progress token %q, want one nefia issued", seen)
+	}
+	// The stream writer sends queued notifications before the response.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 || got[0]["progressToken"] != "mine-1" || got[1]["progress"] != float64(2) || got[1]["message"] != "step 2" {
+		t.Errorf("progress seen by the caller = %v", got)
 	}
 }

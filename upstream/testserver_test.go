@@ -91,6 +91,16 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 			}
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "slept"}}}, nil, nil
 		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "progress", Description: "Report progress twice, then answer."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			tok := req.Params.Meta["progressToken"]
+			for i := 1; i <= 2; i++ {
+				if err := req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 2, Message: fmt.Sprintf("step %d", i)}); err != nil {
+					return nil, nil, err
+				}
+			}
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint(tok)}}}, nil, nil
+		})
 	sdk.AddTool(srv, &sdk.Tool{Name: "fail", Description: "Always a tool error."},
 		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
 			return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: "upstream says no"}}}, nil, nil

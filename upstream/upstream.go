@@ -57,6 +57,9 @@ type upstream struct {
 	startOnce sync.Once
 	listID    atomic.Int64
 
+	progressID atomic.Int64
+	progress   sync.Map // upstream progress token -> progressTarget
+
 	mu       sync.Mutex
 	cur      *conn
 	state    string
@@ -80,11 +83,14 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 	cn.c.OnNotification(func(n mcp.JSONRPCNotification) {
-		if n.Method == mcp.MethodNotificationToolsListChanged {
+		switch n.Method {
+		case mcp.MethodNotificationToolsListChanged:
 			select { // coalesce: one pending re-list is enough
 			case u.relist <- struct{}{}:
 			default:
 			}
+		case string(mcp.MethodNotificationProgress):
+			u.forwardProgress(n)
 		}
 	})
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
@@ -250,6 +256,14 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 			}
 		}
 		out.Params.Meta = &mcp.Meta{AdditionalFields: meta}
+		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
+			// A token of our own upstream, so that callers sharing the
+			// session cannot collide or see each other's progress.
+			tok := "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
+			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
+			defer u.progress.Delete(tok)
+			out.Params.Meta.ProgressToken = tok
+		}
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout())
 		defer cancel()
 		if ok {
@@ -270,6 +284,30 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		}
 		// A JSON-RPC error from the upstream: passed on as an error.
 		return nil, err
+	}
+}
+
+// progressTarget is where an upstream's progress for one forwarded call
+// goes: the caller's session (in ctx) under the caller's own token.
+type progressTarget struct {
+	ctx   context.Context
+	token mcp.ProgressToken
+}
+
+// forwardProgress routes an upstream's notifications/progress to the
+// caller of the call it belongs to; progress for a call that has ended, or
+// with a token nefia did not issue, is dropped.
+func (u *upstream) forwardProgress(n mcp.JSONRPCNotification) {
+	tok, _ := n.Params.AdditionalFields["progressToken"].(string)
+	v, ok := u.progress.Load(tok)
+	if !ok {
+		return
+	}
+	target := v.(progressTarget)
+	params := maps.Clone(n.Params.AdditionalFields)
+	params["progressToken"] = target.token
+	if err := u.srv.SendNotificationToClient(target.ctx, string(mcp.MethodNotificationProgress), params); err != nil {
+		u.log.Debug("forward progress", "err", err)
 	}
 }
 
