@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -369,5 +370,37 @@ func TestUpstreamProgress(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 2 || got[0]["progressToken"] != "mine-1" || got[1]["progress"] != float64(2) || got[1]["message"] != "step 2" {
 		t.Errorf("progress seen by the caller = %v", got)
+	}
+}
+
+// TestUpstreamCancellation: a caller cancelling its call
+// (notifications/cancelled to the gateway) cancels the forwarded call in
+// the upstream.
+func TestUpstreamCancellation(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	mark := filepath.Join(t.TempDir(), "cancelled")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "up.sleep"
+	req.Params.Arguments = map[string]any{"ms": 60000, "cancelled_file": mark}
+	if _, err := bot.CallTool(ctx, req); err == nil {
+		t.Fatal("call returned before it was cancelled")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(mark); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the upstream's handler was not cancelled within 10s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling a file another process writes
+	}
+	// The shared session is unharmed.
+	if got := servertest.CallOK(t, bot, "up.echo", map[string]any{"text": "next"}); got["text"] != "next" {
+		t.Errorf("echo after cancel = %v", got)
 	}
 }

@@ -60,6 +60,9 @@ type echoOut struct {
 
 type sleepIn struct {
 	MS int `json:"ms"`
+	// CancelledFile, if set, is created when the call is cancelled, so a
+	// test can see the cancellation arrive in this process.
+	CancelledFile string `json:"cancelled_file,omitempty"`
 }
 
 // newTestServer is the Go upstream of these tests (official go-sdk): echo
@@ -88,6 +91,9 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 			select {
 			case <-time.After(time.Duration(in.MS) * time.Millisecond):
 			case <-ctx.Done():
+				if in.CancelledFile != "" {
+					_ = os.WriteFile(in.CancelledFile, []byte(context.Cause(ctx).Error()), 0o600)
+				}
 			}
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "slept"}}}, nil, nil
 		})
