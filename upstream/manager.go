@@ -196,12 +196,14 @@ func (u *upstream) supervise(ctx context.Context) {
 		if err == nil {
 			err = u.serve(ctx, cn)
 		}
-		u.startOnce.Do(func() { close(u.started) })
 		if ctx.Err() != nil {
 			u.setState(StateStopped, nil)
+			u.startOnce.Do(func() { close(u.started) })
 			return
 		}
 		u.setState(StateDown, err)
+		// After the state: Register's caller sees why it is down.
+		u.startOnce.Do(func() { close(u.started) })
 		u.log.Warn("upstream down; restarting", "err", err, "backoff", backoff)
 		if time.Since(began) > MaxBackoff {
 			backoff = MinBackoff // it ran fine for a while: not a crash loop
