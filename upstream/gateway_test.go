@@ -404,3 +404,75 @@ func TestUpstreamCancellation(t *testing.T) {
 		t.Errorf("echo after cancel = %v", got)
 	}
 }
+
+// TestManagerUpdate: a configuration update adds and removes upstreams
+// live; an unchanged one keeps its process, a changed one is restarted,
+// and connected clients see the new tool list.
+func TestManagerUpdate(t *testing.T) {
+	t.Parallel()
+	var up config.Upstream
+	f := startGateway(t, func(pub string) config.Upstream { up = stdioUpstream("up", pub); return up })
+	bot := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	changed := make(chan struct{}, 100)
+	bot.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == mcp.MethodNotificationToolsListChanged {
+			changed <- struct{}{}
+		}
+	})
+	pidOf := func(tool string) int {
+		return int(servertest.CallOK(t, bot, tool, map[string]any{"text": "x"})["pid"].(float64))
+	}
+	upPID := pidOf("up.echo")
+
+	two := stdioUpstream("two", "")
+	if err := f.m.Update([]config.Upstream{up, two}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, ok := toolNames(t, bot)["two.echo"]; ok {
+			break
+		}
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("two.echo not listed after the update: %v", toolNames(t, bot))
+		}
+	}
+	if pid := pidOf("up.echo"); pid != upPID {
+		t.Errorf("unchanged upstream up was restarted (pid %d -> %d)", upPID, pid)
+	}
+	twoPID := pidOf("two.echo")
+
+	two.CallTimeout = 5 * time.Second
+	if err := f.m.Update([]config.Upstream{two}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := toolNames(t, bot)["up.echo"]; ok {
+		t.Error("up.echo still listed after up was removed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "up.echo"
+	if res, err := bot.CallTool(ctx, req); err == nil && !res.IsError {
+		t.Errorf("up.echo answered after up was removed: %+v", res)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		res := servertest.CallTool(t, bot, "two.echo", map[string]any{"text": "y"})
+		if !res.IsError {
+			if pid := int(servertest.Structured(t, res)["pid"].(float64)); pid == twoPID {
+				t.Errorf("changed upstream two kept its process %d", pid)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("two not back after its change: %q", text(res))
+		}
+		time.Sleep(50 * time.Millisecond) // polling the new process's start
+	}
+	if st := f.m.Status(); len(st) != 1 || st[0].Name != "two" {
+		t.Errorf("status after the updates = %+v", st)
+	}
+}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
@@ -55,14 +56,18 @@ type Options struct {
 type Manager struct {
 	opts   Options
 	log    *slog.Logger
-	ups    []*upstream
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-	// registered makes a second Register an error instead of a second
-	// supervisor per upstream.
-	registered atomic.Bool
+
+	mu sync.Mutex // guards what follows; held across Update
+	// ups are the running (or, before Register, configured) upstreams in
+	// configuration order.
+	ups []*upstream
+	// srv is the server given to Register; nil before.
+	srv         *mcpserver.MCPServer
+	statusAdded bool
 }
 
 // New returns a Manager for opts; nothing starts before Register.
@@ -79,16 +84,20 @@ func New(opts Options) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel}
 	for _, c := range opts.Upstreams {
-		m.ups = append(m.ups, &upstream{
-			cfg: c, signer: opts.Signer, version: opts.ClientVersion,
-			log:     opts.Logger.With(logKeyUpstream, c.Name),
-			state:   StateStarting,
-			relist:  make(chan struct{}, 1),
-			started: make(chan struct{}),
-			tools:   map[string]struct{}{},
-		})
+		m.ups = append(m.ups, m.newUpstream(c))
 	}
 	return m
+}
+
+func (m *Manager) newUpstream(c config.Upstream) *upstream {
+	return &upstream{
+		cfg: c, signer: m.opts.Signer, version: m.opts.ClientVersion,
+		log:     m.log.With(logKeyUpstream, c.Name),
+		state:   StateStarting,
+		relist:  make(chan struct{}, 1),
+		started: make(chan struct{}),
+		tools:   map[string]struct{}{},
+	}
 }
 
 // Register starts every upstream and adds their tools to srv as they are
@@ -100,25 +109,103 @@ func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 	if srv == nil {
 		return errors.New("upstream: register: nil MCP server")
 	}
-	if m.registered.Swap(true) {
+	m.mu.Lock()
+	if m.srv != nil {
+		m.mu.Unlock()
 		return errors.New("upstream: register: already registered; a Manager serves one MCP server")
 	}
-	if len(m.ups) > 0 {
-		m.addStatusTool(srv)
-	}
+	m.srv = srv
 	for _, u := range m.ups {
-		u.srv = srv
-		m.wg.Go(func() { u.supervise(m.ctx) })
+		m.start(u)
 	}
+	ups := slices.Clone(m.ups)
+	m.mu.Unlock()
 	wait := time.NewTimer(m.opts.StartWait)
 	defer wait.Stop()
-	for _, u := range m.ups {
+	for _, u := range ups {
 		select {
 		case <-u.started:
 		case <-wait.C:
 			return nil
 		}
 	}
+	return nil
+}
+
+// start runs u's supervisor; m.mu is held and m.srv set.
+func (m *Manager) start(u *upstream) {
+	if !m.statusAdded {
+		m.addStatusTool(m.srv)
+		m.statusAdded = true
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	u.srv, u.cancel, u.done = m.srv, cancel, make(chan struct{})
+	m.wg.Go(func() {
+		defer close(u.done)
+		u.supervise(ctx)
+	})
+}
+
+// stop ends u's supervisor (and process); m.mu is held. Unless its
+// replacement takes them over, its proxies are removed from the server.
+func (m *Manager) stop(u *upstream, replacement *upstream) {
+	u.cancel()
+	<-u.done
+	names := u.proxiedTools()
+	if replacement != nil {
+		// Its first listing replaces them; until then they answer that
+		// the upstream is down rather than vanishing and coming back.
+		for _, n := range names {
+			replacement.tools[n] = struct{}{}
+		}
+		return
+	}
+	if len(names) > 0 {
+		m.srv.DeleteTools(names...)
+	}
+}
+
+// Update makes the running upstreams those of ups, for a configuration
+// reload: an entry whose configuration is unchanged keeps running
+// untouched (its session, its process); a new one is started; a removed
+// or changed one is stopped and its tools deleted (a changed one then
+// starts again with its new configuration). Connected clients are sent
+// tools/list_changed. It does not wait for new upstreams to come up.
+func (m *Manager) Update(ups []config.Upstream) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx.Err() != nil {
+		return errors.New("upstream: update: manager closed")
+	}
+	old := make(map[string]*upstream, len(m.ups))
+	for _, u := range m.ups {
+		old[u.cfg.Name] = u
+	}
+	next := make([]*upstream, 0, len(ups))
+	var fresh []*upstream
+	for _, c := range ups {
+		if u, ok := old[c.Name]; ok && reflect.DeepEqual(u.cfg, c) {
+			next = append(next, u)
+			delete(old, c.Name)
+			continue
+		}
+		u := m.newUpstream(c)
+		next, fresh = append(next, u), append(fresh, u)
+	}
+	if m.srv != nil {
+		byName := make(map[string]*upstream, len(fresh))
+		for _, u := range fresh {
+			byName[u.cfg.Name] = u
+		}
+		for name, u := range old { // removed or changed
+			u.log.Info("upstream removed or changed by a configuration update; stopping it")
+			m.stop(u, byName[name])
+		}
+		for _, u := range fresh {
+			m.start(u)
+		}
+	}
+	m.ups = next
 	return nil
 }
 
@@ -145,8 +232,11 @@ type Status struct {
 
 // Status reports every upstream's state, in configuration order.
 func (m *Manager) Status() []Status {
-	out := make([]Status, 0, len(m.ups))
-	for _, u := range m.ups {
+	m.mu.Lock()
+	ups := slices.Clone(m.ups)
+	m.mu.Unlock()
+	out := make([]Status, 0, len(ups))
+	for _, u := range ups {
 		out = append(out, u.status())
 	}
 	return out
@@ -155,6 +245,8 @@ func (m *Manager) Status() []Status {
 // Tools returns the names of the proxies registered for the upstream
 // called name, sorted; nil for an unknown name.
 func (m *Manager) Tools(name string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, u := range m.ups {
 		if u.cfg.Name == name {
 			return u.proxiedTools()

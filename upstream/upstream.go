@@ -53,7 +53,9 @@ type upstream struct {
 	log       *slog.Logger
 	srv       *mcpserver.MCPServer
 	relist    chan struct{}
-	started   chan struct{} // closed once first up, or after a first failure
+	cancel    context.CancelFunc // stops the supervisor (Manager.stop)
+	done      chan struct{}      // closed when the supervisor has returned
+	started   chan struct{}      // closed once first up, or after a first failure
 	startOnce sync.Once
 	listID    atomic.Int64
 
