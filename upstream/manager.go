@@ -296,10 +296,10 @@ func (u *upstream) supervise(ctx context.Context) {
 		u.setState(StateDown, err)
 		// After the state: Register's caller sees why it is down.
 		u.startOnce.Do(func() { close(u.started) })
-		u.log.Warn("upstream down; restarting", "err", err, "backoff", backoff)
 		if time.Since(began) > MaxBackoff {
 			backoff = MinBackoff // it ran fine for a while: not a crash loop
 		}
+		u.log.Warn("upstream down; restarting", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
