@@ -281,7 +281,7 @@ func (c *conn) fail(err error) {
 // supervise keeps the upstream running until ctx ends: connect, serve,
 // and after a failure wait the backoff and try again.
 func (u *upstream) supervise(ctx context.Context) {
-	backoff := MinBackoff
+	var backoff time.Duration
 	for {
 		began := time.Now()
 		cn, err := u.connect(ctx)
@@ -296,9 +296,7 @@ func (u *upstream) supervise(ctx context.Context) {
 		u.setState(StateDown, err)
 		// After the state: Register's caller sees why it is down.
 		u.startOnce.Do(func() { close(u.started) })
-		if time.Since(began) > MaxBackoff {
-			backoff = MinBackoff // it ran fine for a while: not a crash loop
-		}
+		backoff = nextBackoff(backoff, time.Since(began))
 		u.log.Warn("upstream down; restarting", "err", err, "backoff", backoff)
 		t := time.NewTimer(backoff)
 		select {
@@ -308,11 +306,20 @@ func (u *upstream) supervise(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		backoff = min(backoff*2, MaxBackoff)
 		u.mu.Lock()
 		u.restarts++
 		u.mu.Unlock()
 	}
+}
+
+// nextBackoff is the wait before the next restart: MinBackoff after the
+// first failure, or after a run longer than MaxBackoff (not a crash loop),
+// else double the previous wait, at most MaxBackoff.
+func nextBackoff(prev, ran time.Duration) time.Duration {
+	if prev == 0 || ran > MaxBackoff {
+		return MinBackoff
+	}
+	return min(prev*2, MaxBackoff)
 }
 
 // serve lists the tools of a fresh session, marks the upstream up and
