@@ -51,6 +51,9 @@ type MCP struct {
 	// empty means the built-in default (operators everything, agents
 	// nefia.mtls.status); a non-empty list replaces it entirely.
 	Policy []PolicyRule `yaml:"policy"`
+	// Upstreams are the MCP servers the gateway fronts (package upstream):
+	// their tools are served as <name>.<tool> under the same policy.
+	Upstreams []Upstream `yaml:"upstreams"`
 }
 
 // PolicyRule is one entry of mcp.policy: the callers it matches may use the
@@ -181,6 +184,7 @@ func (c Config) Validate() error {
 		checkRange("audit.max_files", c.Audit.MaxFiles, 0, 1<<20),
 	)
 	errs = append(errs, checkPolicy("mcp.policy", c.MCP.Policy)...)
+	errs = append(errs, checkUpstreams("mcp.upstreams", c.MCP.Upstreams)...)
 	return errors.Join(errs...)
 }
 

@@ -102,6 +102,12 @@ func (s *Store) lock() (func(), error) {
 	return atomicfile.Lock(s.Path(lockFile))
 }
 
+// Lock takes the state directory's exclusive lock, so that other packages
+// keeping files in the state directory (the upstream assertion key) create
+// them once even when the CLI and a gateway race; call the returned
+// function to release it.
+func (s *Store) Lock() (unlock func(), err error) { return s.lock() }
+
 // readJSON decodes a state file into v. A missing file reports fs.ErrNotExist;
 // anything unparsable is ErrCorruptState naming the file.
 func readJSON(path string, v any) error {

@@ -44,7 +44,9 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 	var srv *mcpserver.MCPServer // set below, before any request can arrive
 	hooks := &mcpserver.Hooks{}
 	all := []mcpserver.ServerOption{
-		mcpserver.WithToolCapabilities(false),
+		// listChanged: upstream MCP servers add and remove tools while
+		// clients are connected (package upstream, issue 12).
+		mcpserver.WithToolCapabilities(true),
 		mcpserver.WithHooks(hooks),
 		// Outermost first: a denied call never reaches the tool, so it
 		// leaves a tool_call record (outcome denied) but no state event.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	mcpserver "github.com/mark3labs/mcp-go/server"
 	"github.com/spf13/cobra"
 
 	"github.com/nefia/nefia/audit"
@@ -74,10 +75,15 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				return err
 			}
 			s.log.Info("authorization policy", "source", pol.Source(), "rules", len(pol.Rules()))
-			if !cfg.MCP.MTLS.Enabled {
-				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout)
+			ups, err := newUpstreams(s, cfg)
+			if err != nil {
+				return err
 			}
-			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg)
+			defer ups.Close() // stops stdio upstreams when serving ends
+			if !cfg.MCP.MTLS.Enabled {
+				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register)
+			}
+			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
@@ -86,9 +92,12 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
-func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer) error {
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer, register func(*mcpserver.MCPServer) error) error {
 	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail, nil)
 	if err != nil {
+		return err
+	}
+	if err := register(srv); err != nil { // upstream MCP servers' tools
 		return err
 	}
 	s.log.Info("serving MCP on stdio (mTLS is off; run 'nefia mtls init' to enable it)", "state_dir", s.stateDir)
@@ -121,7 +130,7 @@ func operatorReserve(n int) int {
 	return n
 }
 
-func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, cfg config.Config) error {
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, cfg config.Config, register func(*mcpserver.MCPServer) error) error {
 	m := cfg.MCP.MTLS
 	orDefault := func(path, name string) string {
 		if path == "" {
@@ -154,6 +163,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		Audit:                   trail,
 		Policy:                  pol,
 		Logger:                  s.log,
+		Register:                register,
 	})
 	if errors.Is(err, os.ErrNotExist) {
 		return usage(fmt.Errorf("%w; run 'nefia mtls init' first (state dir %s)", err, filepath.Clean(s.stateDir)))

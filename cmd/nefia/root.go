@@ -72,7 +72,7 @@ issued by its own CA, and exposes that certificate management as MCP tools.
 	pf.StringVar(&g.configPath, "config", "", "config file (env NEFIA_CONFIG; default $XDG_CONFIG_HOME/nefia/nefia.yaml)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newMTLSCmd(e, g), newMCPCmd(e, g), newAuditCmd(e, g), newPolicyCmd(e, g))
+	root.AddCommand(newMTLSCmd(e, g), newMCPCmd(e, g), newAuditCmd(e, g), newPolicyCmd(e, g), newUpstreamCmd(e, g))
 	root.Version = versionString()
 	root.SetVersionTemplate("nefia {{.Version}}\n")
 	typedUsageErrors(root)

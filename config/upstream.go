@@ -1,0 +1,156 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Upstream is one entry of mcp.upstreams: an MCP server started as a
+// command (stdio) or reached at a Streamable HTTP URL, whose tools the
+// gateway serves as <Name>.<tool>.
+type Upstream struct {
+	// Name prefixes the upstream's tools; it is the audience of the
+	// identity assertions sent to it.
+	Name string `yaml:"name"`
+	// Command is the program and its arguments, run without a shell.
+	Command []string `yaml:"command"`
+	// Env is added to the environment the command inherits.
+	Env map[string]string `yaml:"env"`
+	// URL is a Streamable HTTP endpoint: https, or http on a loopback
+	// address only, so that identities and headers never cross a network
+	// in clear text.
+	URL string `yaml:"url"`
+	// HeadersFile holds "Name: value" lines sent with every HTTP request
+	// (tokens): secrets live in a file, never in nefia.yaml.
+	HeadersFile string `yaml:"headers_file"`
+	// CAFile, CertFile and KeyFile configure TLS to an https upstream: the
+	// CA that signs its certificate (empty: the system roots) and a client
+	// certificate for mutual TLS (both or neither).
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CallTimeout bounds each forwarded call; 0 means
+	// DefaultUpstreamCallTimeout.
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	// Session is shared (one upstream session for every caller, the
+	// default) or per_client (not supported yet, refused at load).
+	Session string `yaml:"session"`
+}
+
+// Upstream defaults and names.
+const (
+	// DefaultUpstreamCallTimeout is the call_timeout of an entry without one.
+	DefaultUpstreamCallTimeout = 60 * time.Second
+	// SessionShared shares one upstream session between all callers.
+	SessionShared = "shared"
+	// SessionPerClient would start one upstream session per client
+	// session; it is reserved and refused until it is built.
+	SessionPerClient = "per_client"
+	// ReservedUpstreamName is the prefix of nefia's own tools.
+	ReservedUpstreamName = "nefia"
+)
+
+// Timeout returns the call timeout to use: CallTimeout, or the default.
+func (u Upstream) Timeout() time.Duration {
+	if u.CallTimeout == 0 {
+		return DefaultUpstreamCallTimeout
+	}
+	return u.CallTimeout
+}
+
+// upstreamName is what can prefix a tool name: lowercase, short, without
+// the dot that separates it from the tool.
+var upstreamName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+
+// checkUpstreams reports every problem of every entry, naming it by index
+// (mcp.upstreams[1].url) so that the user finds the entry to fix.
+func checkUpstreams(key string, ups []Upstream) []error {
+	var errs []error
+	seen := map[string]int{}
+	for i, u := range ups {
+		at := fmt.Sprintf("%s[%d]", key, i)
+		switch {
+		case !upstreamName.MatchString(u.Name):
+			errs = append(errs, invalid(at+".name", "must match [a-z][a-z0-9_-]{0,31}, got %q", u.Name))
+		case u.Name == ReservedUpstreamName:
+			errs = append(errs, invalid(at+".name", "%q is reserved for nefia's own tools", u.Name))
+		default:
+			if j, dup := seen[u.Name]; dup {
+				errs = append(errs, invalid(at+".name", "%q is already the name of %s[%d]", u.Name, key, j))
+			}
+			seen[u.Name] = i
+		}
+		switch {
+		case len(u.Command) > 0 && u.URL != "":
+			errs = append(errs, invalid(at, "has both command and url; give exactly one"))
+		case len(u.Command) == 0 && u.URL == "":
+			errs = append(errs, invalid(at, "needs command (a stdio server) or url (Streamable HTTP)"))
+		case len(u.Command) > 0:
+			if u.Command[0] == "" {
+				errs = append(errs, invalid(at+".command", "the program (first element) must not be empty"))
+			}
+			for k := range u.Env {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					errs = append(errs, invalid(at+".env", "%q is not an environment variable name", k))
+				}
+			}
+			for _, k := range []struct{ key, v string }{{"headers_file", u.HeadersFile}, {"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}} {
+				if k.v != "" {
+					errs = append(errs, invalid(at+"."+k.key, "applies to url upstreams only"))
+				}
+			}
+		default:
+			if err := checkUpstreamURL(at+".url", u.URL); err != nil {
+				errs = append(errs, err)
+			}
+			if len(u.Env) > 0 {
+				errs = append(errs, invalid(at+".env", "applies to command upstreams only"))
+			}
+		}
+		if (u.CertFile == "") != (u.KeyFile == "") {
+			errs = append(errs, invalid(at+".key_file", "cert_file and key_file go together; give both or neither"))
+		}
+		for _, p := range []struct{ key, v string }{{"headers_file", u.HeadersFile}, {"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}} {
+			if err := checkPath(at+"."+p.key, p.v); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if u.CallTimeout != 0 {
+			if err := checkDuration(at+".call_timeout", u.CallTimeout, 100*time.Millisecond, time.Hour); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		switch u.Session {
+		case "", SessionShared:
+		case SessionPerClient:
+			errs = append(errs, invalid(at+".session", "per_client is not supported yet; use shared (one upstream session for all callers)"))
+		default:
+			errs = append(errs, invalid(at+".session", "must be shared or per_client, got %q", u.Session))
+		}
+	}
+	return errs
+}
+
+// checkUpstreamURL wants https, or http to a loopback address: the agent's
+// identity and the headers file's secrets are sent with every request.
+func checkUpstreamURL(key, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return invalid(key, "must be an absolute URL such as https://tools.internal:8443/mcp, got %q", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			return nil
+		}
+		return invalid(key, "http is allowed on loopback only (127.0.0.1, ::1, localhost); use https for %q", u.Host)
+	}
+	return invalid(key, "scheme must be https (or http on loopback), got %q", u.Scheme)
+}

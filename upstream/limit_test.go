@@ -1,0 +1,39 @@
+package upstream
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestLineLimit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{name: "lines at the limit", in: "12345\n12345\n", ok: true},
+		{name: "unterminated at the limit", in: "12345\n12345", ok: true},
+		{name: "line over the limit", in: "12345\n123456\n", ok: false},
+		{name: "unterminated over the limit", in: "123456", ok: false},
+		{name: "empty lines", in: "\n\n\n", ok: true},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				var r io.Reader = strings.NewReader(tt.in)
+				if oneByte {
+					r = iotest.OneByteReader(r)
+				}
+				var reported error
+				_, err := io.ReadAll(&lineLimit{r: r, max: 5, onLimit: func(e error) { reported = e }})
+				if (err == nil) != tt.ok || (reported == nil) != tt.ok {
+					t.Errorf("ReadAll error %v, reported %v; want ok %v", err, reported, tt.ok)
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package upstream_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/nefia/nefia/upstream"
+)
+
+// The test binary doubles as a stdio upstream: with envRole=stdio it serves
+// the go-sdk test server on stdin/stdout instead of running tests.
+const (
+	envRole   = "NEFIA_TEST_UPSTREAM"
+	envPubKey = "NEFIA_TEST_UPSTREAM_PUBKEY"
+	// envStubborn makes the stdio upstream keep running after its stdin
+	// closes.
+	envStubborn = "NEFIA_TEST_UPSTREAM_STUBBORN"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRole) == "stdio" {
+		fmt.Fprintln(os.Stderr, "test upstream starting") // must reach nefia's log, not its stdout
+		err := newTestServer(os.Getenv(envPubKey), nil).Run(context.Background(), &sdk.StdioTransport{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		if os.Getenv(envStubborn) != "" {
+			select {} // ignores the end of stdin: only a kill stops it
+		}
+		if err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type echoIn struct {
+	Text string `json:"text"`
+}
+
+type echoOut struct {
+	Text string         `json:"text"`
+	Meta map[string]any `json:"meta"`
+	// Verified holds the claims of io.nefia/assertion as this upstream
+	// verified them with nefia's published key, or the verification error.
+	Verified  any               `json:"verified"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	PID       int               `json:"pid"`
+	Transport string            `json:"transport"`
+}
+
+type sleepIn struct {
+	MS int `json:"ms"`
+	// CancelledFile, if set, is created when the call is cancelled, so a
+	// test can see the cancellation arrive in this process.
+	CancelledFile string `json:"cancelled_file,omitempty"`
+}
+
+// newTestServer is the Go upstream of these tests (official go-sdk): echo
+// returns what it received, sleep hangs, fail returns isError, grow adds a
+// tool (list_changed), big answers too much.
+func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
+	srv := sdk.NewServer(&sdk.Implementation{Name: "test-upstream", Version: "1"}, nil)
+	sdk.AddTool(srv, &sdk.Tool{Name: "echo", Description: "Echo the text and the _meta received.",
+		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, Title: "Echo"}},
+		func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, echoOut, error) {
+			out := echoOut{Text: in.Text, Meta: req.Params.Meta, PID: os.Getpid(), Transport: "stdio"}
+			if req.Extra != nil && req.Extra.Header != nil {
+				out.Transport = "http"
+				out.Headers = map[string]string{}
+				for k := range req.Extra.Header {
+					if strings.HasPrefix(k, "Nefia-") {
+						out.Headers[k] = req.Extra.Header.Get(k)
+					}
+				}
+			}
+			out.Verified = verify(pubKeyFile, req.Params.Meta)
+			return nil, out, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "sleep", Description: "Sleep ms milliseconds."},
+		func(ctx context.Context, req *sdk.CallToolRequest, in sleepIn) (*sdk.CallToolResult, any, error) {
+			select {
+			case <-time.After(time.Duration(in.MS) * time.Millisecond):
+			case <-ctx.Done():
+				if in.CancelledFile != "" {
+					_ = os.WriteFile(in.CancelledFile, []byte(context.Cause(ctx).Error()), 0o600)
+				}
+			}
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "slept"}}}, nil, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "progress", Description: "Report progress twice, then answer."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			tok := req.Params.Meta["progressToken"]
+			for i := 1; i <= 2; i++ {
+				if err := req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: tok, Progress: float64(i), Total: 2, Message: fmt.Sprintf("step %d", i)}); err != nil {
+					return nil, nil, err
+				}
+			}
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint(tok)}}}, nil, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "fail", Description: "Always a tool error."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: "upstream says no"}}}, nil, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "big", Description: "Answer with more than MaxMessageBytes."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: strings.Repeat("x", upstream.MaxMessageBytes+1)}}}, nil, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "grow", Description: "Add the tool extra."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			sdk.AddTool(srv, &sdk.Tool{Name: "extra", Description: "Added later."},
+				func(context.Context, *sdk.CallToolRequest, struct{}) (*sdk.CallToolResult, any, error) {
+					return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "extra"}}}, nil, nil
+				})
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "grown"}}}, nil, nil
+		})
+	return srv
+}
+
+// verify checks the assertion as a real upstream would: with the public
+// key file nefia publishes, for its own name ("up").
+func verify(pubKeyFile string, meta map[string]any) any {
+	if pubKeyFile == "" {
+		return "no key configured"
+	}
+	pemData, err := os.ReadFile(pubKeyFile)
+	if err != nil {
+		return err.Error()
+	}
+	pub, err := upstream.ParsePublicKeyPEM(pemData)
+	if err != nil {
+		return err.Error()
+	}
+	token, _ := meta[upstream.MetaAssertion].(string)
+	claims, err := upstream.Verify(token, pub, "up", time.Now())
+	if err != nil {
+		return err.Error()
+	}
+	return claims
+}
+
+// startHTTPUpstream serves the test server over Streamable HTTP on
+// loopback.
+func startHTTPUpstream(t *testing.T, pubKeyFile string) string {
+	t.Helper()
+	srv := newTestServer(pubKeyFile, nil)
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, nil)
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts.URL + "/mcp"
+}
