@@ -265,7 +265,7 @@ func describeCRL(crl *x509.RevocationList, regenerated bool) CRLInfo {
 // revokeCRL republishes the CRL after RevokeReport recorded a revocation
 // (and reserved rf.CRLNumber with it). The revocation stands whatever
 // happens here: a failure is logged and returned as a warning naming no
-// absolute path, and the next RefreshCRL repairs it, since the store's
+// absolute path (none without a CA, as nothing can trust a CRL then), and the next RefreshCRL repairs it, since the store's
 // reserved number is then ahead of the file's.
 func (s *Store) revokeCRL(rf revokedFile) string {
 	ca, key, err := s.LoadCA()
@@ -276,7 +276,8 @@ func (s *Store) revokeCRL(rf revokedFile) string {
 		return ""
 	}
 	if errors.Is(err, ErrNoCA) {
-		return fmt.Sprintf("there is no CA, so %s was not written; other TLS terminators do not see this revocation", CRLFile)
+		// No CA, no terminator that trusts it: nothing to publish.
+		return ""
 	}
 	s.logger().Warn("CRL not regenerated after a revocation", "file", s.Path(CRLFile), "crl_number", rf.CRLNumber, "err", err)
 	return fmt.Sprintf("the revocation is recorded, but %s could not be regenerated, so other TLS terminators do not see it yet; run 'nefia mtls crl' to retry (a running gateway retries hourly)", CRLFile)
