@@ -145,8 +145,11 @@ http {
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- n.cmd.Wait() }()
+	// exited is closed when nginx has exited (waitErr says how): the
+	// start loop and Cleanup may both wait for it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = n.cmd.Wait(); close(exited) }()
 	// SIGTERM is nginx's fast shutdown: the master stops its worker
 	// before it exits, so no worker outlives the test.
 	t.Cleanup(func() {
@@ -166,9 +169,9 @@ http {
 			return n
 		}
 		select {
-		case err := <-exited:
+		case <-exited:
 			log, _ := os.ReadFile(n.errorLog)
-			t.Fatalf("nginx exited: %v\n%s\n%s", err, out.String(), log)
+			t.Fatalf("nginx exited: %v\n%s\n%s", waitErr, out.String(), log)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
