@@ -72,7 +72,7 @@ func DescribeCert(c *x509.Certificate) CertInfo {
 }
 
 // stateFiles are the files one CA generation owns; Force archives them all.
-var stateFiles = []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, IssuedFile, RevokedFile}
+var stateFiles = []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, IssuedFile, RevokedFile, CRLFile}
 
 // Init creates the root CA, the server certificate, an empty inventory and an
 // empty revocation store. Over an existing CA it refuses with ErrCAExists
@@ -130,7 +130,14 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 	if err := s.writeInventory(inventoryFile{Version: 1, Revocations: &zero}); err != nil {
 		return nil, err
 	}
-	if err := writeRecords(s.Path(RevokedFile), "", "revoked", []Revocation(nil)); err != nil {
+	// The new CA publishes an empty CRL at once (issue 13 item 6), so a
+	// terminator configured with it never lacks one; number 1 is
+	// reserved in the store first, as every CRL number is.
+	rf := revokedFile{Version: 1, CRLNumber: 1}
+	if err := s.writeRevoked(rf); err != nil {
+		return nil, err
+	}
+	if _, _, err := s.writeCRL(caCert, caKey, rf); err != nil {
 		return nil, err
 	}
 	return &InitResult{CA: DescribeCert(caCert), Server: DescribeCert(srvCert), ArchivedTo: archived}, nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -23,8 +24,21 @@ type Revocation struct {
 }
 
 type revokedFile struct {
-	Version int          `json:"version"`
-	Revoked []Revocation `json:"revoked"`
+	Version int `json:"version"`
+	// CRLNumber is the number of the last CRL signed, or about to be:
+	// it is written here before the CRL that carries it (see
+	// nextCRLNumber). 0: no CRL yet.
+	CRLNumber int64        `json:"crl_number,omitempty"`
+	Revoked   []Revocation `json:"revoked"`
+}
+
+// writeRevoked replaces the revocation store, keeping its CRL number.
+func (s *Store) writeRevoked(rf revokedFile) error {
+	head := ""
+	if rf.CRLNumber != 0 {
+		head = `"crl_number":` + strconv.FormatInt(rf.CRLNumber, 10) + `,`
+	}
+	return writeRecords(s.Path(RevokedFile), head, "revoked", rf.Revoked)
 }
 
 // readRevoked loads the revocation store for a read-modify-write or a
@@ -49,6 +63,9 @@ func (s *Store) readRevoked() (revokedFile, error) {
 func validateRevoked(path string, rf revokedFile) error {
 	if rf.Version != 1 {
 		return fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
+	}
+	if rf.CRLNumber < 0 {
+		return fmt.Errorf("%w: %s: negative crl_number %d", ErrCorruptState, path, rf.CRLNumber)
 	}
 	for i, r := range rf.Revoked {
 		if canon, err := ParseSerial(r.Serial); err != nil || canon != r.Serial {
@@ -139,8 +156,20 @@ func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 	}
 	res.Revocation = Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: name}
 	rf.Revoked = append(rf.Revoked, res.Revocation)
-	if err := writeRecords(s.Path(RevokedFile), "", "revoked", rf.Revoked); err != nil {
+	// The CRL number is reserved by the same write that records the
+	// revocation; the CRL follows (issue 13 item 6).
+	crlNumber, crlErr := s.nextCRLNumber(rf)
+	if crlErr == nil {
+		rf.CRLNumber = crlNumber
+	}
+	if err := s.writeRevoked(rf); err != nil {
 		return RevokeResult{}, err
+	}
+	if crlErr != nil {
+		s.logger().Warn("CRL not regenerated after a revocation", "err", crlErr)
+		warn("the revocation is recorded, but the CRL number is out of range, so %s was not regenerated; other TLS terminators do not see it", CRLFile)
+	} else if w := s.revokeCRL(rf); w != "" {
+		warn("%s", w)
 	}
 	return res, nil
 }

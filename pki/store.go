@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -51,6 +52,7 @@ func (SystemClock) Now() time.Time { return time.Now() }
 type Store struct {
 	dir   string
 	clock Clock
+	log   *slog.Logger
 
 	// inv caches the parsed inventory by file version: a running gateway
 	// issues many certificates, and re-parsing the whole inventory for each
@@ -65,6 +67,11 @@ type Option func(*Store)
 
 // WithClock makes the Store read time from c instead of the system clock.
 func WithClock(c Clock) Option { return func(s *Store) { s.clock = c } }
+
+// WithLogger gives the Store a logger for what it cannot return: a failure
+// that did not stop the operation (a CRL not regenerated after a
+// revocation). Without it, slog.Default is used.
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // NewStore returns the Store rooted at dir. Nothing is created until the first
 // write.

@@ -173,6 +173,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
 	if mx != nil {
 		go serveMetrics(ctx, cancel, s, cfg.MCP.Metrics.ListenAddr, mx)
 	}

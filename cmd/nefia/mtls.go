@@ -24,7 +24,7 @@ func newMTLSCmd(e *env, g *globals) *cobra.Command {
 		Args:  groupArgs,
 		RunE:  groupRun,
 	}
-	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g))
+	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g), newCRLCmd(e, g))
 	return cmd
 }
 

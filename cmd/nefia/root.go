@@ -101,7 +101,7 @@ func (g *globals) open(e *env) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the config file: %w (set --config or NEFIA_CONFIG)", err)
 	}
-	return &session{env: e, stateDir: dir, configPath: cfg, store: pki.NewStore(dir, pki.WithClock(e.clock)), log: log}, nil
+	return &session{env: e, stateDir: dir, configPath: cfg, store: pki.NewStore(dir, pki.WithClock(e.clock), pki.WithLogger(log)), log: log}, nil
 }
 
 // newLogger builds the operational logger: tint's readable lines on stderr,
