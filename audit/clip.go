@@ -59,6 +59,7 @@ func clipRecord(r *Record) {
 	r.Outcome = Clip(r.Outcome, maxShortBytes)
 	r.Reason = Clip(r.Reason, maxTextBytes)
 	r.Error = Clip(r.Error, maxTextBytes)
+	r.Decision = Clip(r.Decision, maxTextBytes)
 	if r.Agent != nil {
 		a := *r.Agent // callers may share the Agent; never edit theirs
 		a.Name = Clip(a.Name, maxNameBytes)
@@ -107,6 +108,17 @@ func clipValue(v any) any {
 	return v
 }
 
+// Digest stands for an object that is not to be recorded whole: its size
+// and SHA-256, enough to match it against a copy kept elsewhere.
+func Digest(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	data, _ := json.Marshal(m)
+	sum := sha256.Sum256(data)
+	return map[string]any{"_omitted": "not recorded whole", "_bytes": len(data), "_sha256": hex.EncodeToString(sum[:])}
+}
+
 // digest stands in for an object too large to record.
 func digest(data []byte) map[string]any {
 	sum := sha256.Sum256(data)
@@ -132,7 +144,7 @@ func sealBounded(key []byte, r *Record) ([]byte, error) {
 	if line, err = seal(key, r); err != nil || len(line) <= MaxRecordBytes {
 		return line, err
 	}
-	for _, p := range []*string{&r.Event, &r.Tool, &r.SessionID, &r.RemoteAddr, &r.Transport, &r.Outcome, &r.Reason, &r.Error} {
+	for _, p := range []*string{&r.Event, &r.Tool, &r.SessionID, &r.RemoteAddr, &r.Transport, &r.Outcome, &r.Reason, &r.Error, &r.Decision} {
 		*p = Clip(*p, lastResortBytes)
 	}
 	if r.Agent != nil {

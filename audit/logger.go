@@ -73,6 +73,10 @@ type Logger struct {
 	// back), the chain continues from the last whole record.
 	cut    int64
 	closed bool
+	// adopting is set while Open records that it anchored a trail without
+	// a checkpoint; at any other time a missing checkpoint is refused
+	// (checkpointLost).
+	adopting bool
 	// durFI and durSize say how much of which file is known to be on
 	// stable storage; unanchored, that records were written since the last
 	// checkpoint (non-durable batches are anchored by the next sync).
@@ -157,7 +161,14 @@ func Open(dir string, opts Options) (*Logger, error) {
 		// say so on the trail; writing this record anchors it.
 		r := Record{Event: EventCheckpointCreated, Outcome: OutcomeOK,
 			Reason: fmt.Sprintf("the trail had no checkpoint; anchored its %d records as found", created.Count)}
-		if err := l.Append(r, true); err != nil {
+		l.mu.Lock()
+		l.adopting = true // this record's anchor creates the checkpoint
+		l.mu.Unlock()
+		err := l.Append(r, true)
+		l.mu.Lock()
+		l.adopting = false
+		l.mu.Unlock()
+		if err != nil {
 			l.Close()
 			return nil, err
 		}
@@ -278,8 +289,12 @@ func (l *Logger) flushLocked(durable bool) (uint64, error) {
 		var ck *Checkpoint
 		if durable {
 			var err error
-			if ck, _, err = l.anchor(); err != nil {
+			var state int
+			if ck, state, err = l.anchor(); err != nil {
 				return err
+			}
+			if state == anchorCreated && !l.adopting {
+				return l.checkpointLost()
 			}
 		}
 		buf := make([]byte, 0, 512*len(batch))
@@ -330,6 +345,18 @@ func (l *Logger) flushLocked(durable bool) (uint64, error) {
 	return seq, err
 }
 
+// checkpointLost refuses to go on when the checkpoint vanished while this
+// Logger had the trail open: rebuilding it silently would anchor whatever
+// the trail holds now, so records cut from its end together with the
+// checkpoint would go unnoticed (found by the review of issue 10). Nothing
+// nefia does removes it; state changes stay refused until an operator has
+// run 'nefia audit verify' and restarted, when Open anchors the trail as
+// found and records that it did (audit.checkpoint_created).
+func (l *Logger) checkpointLost() error {
+	return fmt.Errorf("%w: %s vanished while the trail was open; records may have been removed: check with 'nefia audit verify', then restart",
+		ErrUnavailable, filepath.Join(l.dir, CheckpointFile))
+}
+
 // syncHead makes the trail file durable up to its current size, unless it
 // is already. Runs under both locks.
 func (l *Logger) syncHead() error {
@@ -360,6 +387,9 @@ func (l *Logger) anchorNow() error {
 			return err
 		}
 		ck, state, err := l.anchor()
+		if err == nil && state == anchorCreated && !l.adopting {
+			err = l.checkpointLost()
+		}
 		if err == nil && state != anchorFresh {
 			err = l.writeCheckpoint(ck)
 		}

@@ -24,6 +24,11 @@ const (
 	// result.suppressed is their number, result.by_reason the count of each
 	// reason.
 	EventConnectionRejectedSuppressed = "connection_rejected_suppressed"
+	// EventToolCallSuppressed summarizes, per certificate, denied and
+	// failed tool calls a rate limit kept from being recorded one by one:
+	// result.suppressed is their number, result.by_outcome the count of
+	// each outcome.
+	EventToolCallSuppressed = "tool_call_suppressed"
 	// EventRecovered records that Open cut a torn last line (a crash in the
 	// middle of a write) off the trail before continuing it.
 	EventRecovered = "audit.recovered"

@@ -36,6 +36,11 @@ type InitResult struct {
 // an *InputError; a configuration that could not be updated after the CA
 // was created is ErrNotEnabled (the result is returned with it).
 func (s *Service) Init(ctx context.Context, actor identity.Agent, req InitRequest) (InitResult, error) {
+	// Creating or replacing the CA decides who gets in at all: operators
+	// only, whatever a policy lets a caller call.
+	if actor.Role != pki.RoleOperator {
+		return InitResult{}, fmt.Errorf("%w: only an operator may initialize or replace the CA (role %q); ask an operator", ErrPermission, actor.Role)
+	}
 	switch {
 	case len(req.Hosts) == 0:
 		return InitResult{}, inputErrf(FieldHosts, "%w: at least one DNS name or IP address is needed, e.g. localhost,127.0.0.1", pki.ErrInvalidHost)

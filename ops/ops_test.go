@@ -172,3 +172,66 @@ func TestUnrecordedOutcomeStillFinishes(t *testing.T) {
 		t.Errorf("result %+v, closed %v; want the revocation and its session closed", res, sessions.closed)
 	}
 }
+
+// TestRevokeNeverAboveTheActor (review of issue 10/11): a policy may let an
+// agent call nefia.mtls.revoke, but the operation still refuses to revoke a
+// certificate of a higher role, or one the inventory cannot vouch for.
+func TestRevokeNeverAboveTheActor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		actor  identity.Agent
+		target string // "operator", "agent" or "unknown"
+		ok     bool
+	}{
+		{"operator revokes operator", operator, "operator", true},
+		{"operator revokes unknown serial", operator, "unknown", true},
+		{"agent revokes agent", agent, "agent", true},
+		{"agent revokes operator", agent, "operator", false},
+		{"agent revokes unknown serial", agent, "unknown", false},
+		{"no role revokes agent", identity.Agent{Name: "x"}, "agent", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			svc, trail := newService(t, false)
+			serial := "7f3a"
+			if tt.target != "unknown" {
+				serial = pkitest.Issue(t, svc.Store, "victim", pki.Role(tt.target), time.Hour).Serial
+			}
+			_, err := svc.Revoke(t.Context(), tt.actor, ops.RevokeRequest{Serial: serial})
+			revs, _ := svc.Store.Revocations()
+			if tt.ok {
+				if err != nil || len(revs) != 1 {
+					t.Fatalf("err = %v, revocations %v; want one", err, revs)
+				}
+				return
+			}
+			if !errors.Is(err, ops.ErrPermission) {
+				t.Fatalf("err = %v, want ErrPermission", err)
+			}
+			if len(revs) != 0 {
+				t.Errorf("revoked above the actor: %v", revs)
+			}
+			if recs := records(t, trail); len(recs) != 0 {
+				t.Errorf("a refused request left %d records", len(recs))
+			}
+		})
+	}
+}
+
+// TestInitOperatorsOnly: replacing the CA locks everyone out, so no policy
+// can let an agent do it.
+func TestInitOperatorsOnly(t *testing.T) {
+	t.Parallel()
+	for _, actor := range []identity.Agent{agent, {Name: "x"}, {Name: "x", Role: "admin"}} {
+		svc, _ := newService(t, true)
+		_, err := svc.Init(t.Context(), actor, ops.InitRequest{Hosts: []string{"localhost"}, Force: true})
+		if !errors.Is(err, ops.ErrPermission) {
+			t.Errorf("init by %+v: %v, want ErrPermission", actor, err)
+		}
+		if _, err := os.Stat(svc.Store.Path(pki.CACertFile)); err == nil {
+			t.Errorf("init by %+v created a CA", actor)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/nefia/nefia/audit"
@@ -47,6 +48,9 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	if err := pki.ValidateReason(reason); err != nil {
 		return RevokeResult{}, inputErr(FieldReason, err)
 	}
+	if err := s.mayRevoke(actor, req.Serial); err != nil {
+		return RevokeResult{}, err
+	}
 	var out RevokeResult
 	args := map[string]any{"serial": req.Serial, "reason": reason}
 	err := s.audited(ctx, actor, audit.EventRevoke, args, func() (map[string]any, error) {
@@ -76,4 +80,35 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	s.logFor(ctx, actor).Info("certificate revoked", logKeySerial, out.Serial, logKeyName, out.Name, "already_revoked", out.AlreadyRevoked,
 		"sessions_closed", out.SessionsClosed, "warnings", len(out.Warnings))
 	return out, err
+}
+
+// mayRevoke is the privilege rule for revocation, which the policy cannot
+// lift: an actor revokes only certificates of a role its own allows (an
+// agent that a policy lets call nefia.mtls.revoke may revoke agents, never
+// an operator). A serial the inventory does not know, or an inventory that
+// cannot be read, could be anyone's: operators only.
+func (s *Service) mayRevoke(actor identity.Agent, serial string) error {
+	if actor.Role == pki.RoleOperator {
+		return nil
+	}
+	if _, err := pki.ParseRole(string(actor.Role)); err != nil || actor.Role == "" {
+		return fmt.Errorf("%w: your identity carries no valid role, so it cannot revoke certificates", ErrPermission)
+	}
+	canon, err := pki.ParseSerial(serial)
+	if err != nil {
+		return inputErr(FieldSerial, err)
+	}
+	list, err := s.Store.List()
+	if err != nil {
+		return fmt.Errorf("%w: the inventory cannot be read, so only an operator may revoke", ErrPermission)
+	}
+	for _, c := range list {
+		if c.Serial == canon {
+			if !actor.Role.Allows(c.Role) {
+				return fmt.Errorf("%w: a caller with role %q cannot revoke a certificate with role %q; ask an operator", ErrPermission, actor.Role, c.Role)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: serial %s is not in the inventory, so only an operator may revoke it", ErrPermission, canon)
 }

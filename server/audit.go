@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -31,10 +32,14 @@ type auditor struct {
 	refusals  *refusalLimiter
 	summaryMu sync.Mutex
 	summary   *time.Timer
+	// calls rate-limits the records of denied and failed tool calls per
+	// certificate; callSummary (under summaryMu) writes their summary.
+	calls       *callLimiter
+	callSummary *time.Timer
 }
 
 func newAuditor(trail *audit.Logger, log *slog.Logger) *auditor {
-	return &auditor{trail: trail, log: log, refusals: newRefusalLimiter(time.Now)}
+	return &auditor{trail: trail, log: log, refusals: newRefusalLimiter(time.Now), calls: newCallLimiter(time.Now)}
 }
 
 // close writes the summary of refusals suppressed so far; the gateway calls
@@ -45,15 +50,37 @@ func (a *auditor) close() {
 		a.summary.Stop()
 		a.summary = nil
 	}
+	if a.callSummary != nil {
+		a.callSummary.Stop()
+		a.callSummary = nil
+	}
 	a.summaryMu.Unlock()
 	a.summarize(a.refusals.flush())
+	a.summarizeCalls(a.calls.flush())
 }
 
 // Call implements observe.Observer: one tool_call record per call,
 // batched (a state change's durable records are the event pair its
 // operation writes, package ops, fsynced before the result goes out).
+//
+// Denied and failed calls are rate-limited per certificate (see
+// callLimiter), and a denied call's arguments are recorded as a digest: the
+// caller chose them, the call did nothing, and 15 KB of them per call let a
+// peer fill the disk.
 func (a *auditor) Call(e observe.CallEvent) {
-	r := audit.Record{Event: audit.EventToolCall, Tool: e.Tool, Args: audit.Redact(e.Args),
+	args := e.Args
+	if e.Outcome != audit.OutcomeOK {
+		ok, ended := a.calls.allow(e.Agent.Serial, e.Agent.Name, e.Outcome)
+		a.summarizeCalls(ended)
+		if !ok {
+			a.armCallSummary()
+			return
+		}
+		if e.Outcome == audit.OutcomeDenied {
+			args = audit.Digest(args)
+		}
+	}
+	r := audit.Record{Event: audit.EventToolCall, Tool: e.Tool, Args: audit.Redact(args),
 		Outcome: e.Outcome, Error: e.Error, Decision: e.Decision, SessionID: e.Agent.SessionID,
 		DurationMS: float64(e.Duration.Microseconds()) / 1000}
 	if e.Known {
@@ -61,6 +88,36 @@ func (a *auditor) Call(e observe.CallEvent) {
 	}
 	if err := a.trail.Append(r, false); err != nil {
 		a.log.Error("tool call not audited", "tool", audit.Clip(r.Tool, maxUnverifiedName), "error", err)
+	}
+}
+
+// armCallSummary makes sure the window's suppressed calls are summarized
+// when it ends, even if no other failed call comes to end it.
+func (a *auditor) armCallSummary() {
+	a.summaryMu.Lock()
+	defer a.summaryMu.Unlock()
+	if a.callSummary == nil {
+		a.callSummary = time.AfterFunc(callWindow, func() {
+			a.summaryMu.Lock()
+			a.callSummary = nil
+			a.summaryMu.Unlock()
+			a.summarizeCalls(a.calls.flush())
+		})
+	}
+}
+
+// summarizeCalls writes one tool_call_suppressed record per certificate.
+func (a *auditor) summarizeCalls(counts []callSuppressed) {
+	for _, c := range counts {
+		byOutcome := make(map[string]any, len(c.byOutcome))
+		for k, v := range c.byOutcome {
+			byOutcome[k] = v
+		}
+		r := audit.Record{Event: audit.EventToolCallSuppressed, Outcome: audit.OutcomeDenied,
+			Agent:  &audit.Agent{Name: c.name, Serial: c.serial},
+			Reason: fmt.Sprintf("%d denied or failed tool calls not recorded one by one (rate limit)", c.total),
+			Result: map[string]any{"suppressed": c.total, "by_outcome": byOutcome}}
+		a.write(r)
 	}
 }
 

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -205,4 +206,84 @@ func auditedRefusals(t *testing.T, gw *servertest.Gateway) (byReason map[string]
 		}
 	}
 	return byReason, one
+}
+
+// TestDeniedCallFloodIsRateLimited (review of issue 10): an agent sending
+// denied calls with 15 KB of arguments as fast as one connection goes grew
+// the trail by 25 MB/s, until the disk was full and the operator's
+// revocation of that agent was refused. Denied calls are now recorded at
+// most callBurst at once and callRate a second per certificate, with their
+// arguments as a digest, and the rest summed in one summary.
+func TestDeniedCallFloodIsRateLimited(t *testing.T) {
+	gw := servertest.Start(t)
+	cert := gw.Cert("bot", pki.RoleAgent)
+	conn, err := gw.Dial(gw.ClientConfig(&cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var args []string
+	for i := range 15 {
+		args = append(args, fmt.Sprintf(`"k%02d":"%s"`, i, strings.Repeat("A", 1000)))
+	}
+	argJSON := "{" + strings.Join(args, ",") + "}"
+	const calls = 1000
+	trail := filepath.Join(gw.AuditDir, audit.TrailFile)
+	before, err := os.Stat(trail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go func() {
+		w := bufio.NewWriter(conn)
+		fmt.Fprintln(w, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`)
+		fmt.Fprintln(w, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+		for i := 1; i <= calls; i++ {
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"nefia.mtls.revoke","arguments":%s}}`+"\n", i, argJSON)
+		}
+		w.Flush()
+	}()
+	// Every call answered: the last id's answer is the last line.
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	answered := 0
+	for answered < calls+1 && sc.Scan() {
+		answered++
+	}
+	if answered != calls+1 {
+		t.Fatalf("%d answers, want %d: %v", answered, calls+1, sc.Err())
+	}
+	elapsed := time.Since(start)
+	conn.Close()
+	if err := gw.Stop(); err != nil { // the summary is written
+		t.Fatal(err)
+	}
+	after, err := os.Stat(trail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var denied, suppressed, summaries int
+	for _, r := range gw.AuditRecords() {
+		switch {
+		case r.Event == audit.EventToolCall && r.Outcome == audit.OutcomeDenied:
+			denied++
+			if _, ok := r.Args["_sha256"]; !ok || r.Args["k00"] != nil {
+				t.Errorf("a denied call's arguments recorded whole: %v", r.Args)
+			}
+		case r.Event == audit.EventToolCallSuppressed:
+			summaries++
+			n, _ := r.Result["suppressed"].(float64)
+			suppressed += int(n)
+		}
+	}
+	limit := 20 + int(math.Ceil(2*elapsed.Seconds()))
+	grew := after.Size() - before.Size()
+	t.Logf("%d denied calls with 15 KB of arguments in %v: %d records, %d summarized in %d summaries; trail grew %d bytes", calls, elapsed.Round(time.Millisecond), denied, suppressed, summaries, grew)
+	if denied > limit || denied+suppressed != calls || summaries != 1 {
+		t.Errorf("%d denied records + %d suppressed in %d summaries for %d calls; want at most %d records, all accounted for in 1 summary", denied, suppressed, summaries, calls, limit)
+	}
+	if grew > 256<<10 {
+		t.Errorf("the trail grew %d bytes for %d denied calls; want under 256 KiB", grew, calls)
+	}
+	gw.VerifyAudit()
 }

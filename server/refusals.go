@@ -123,7 +123,12 @@ func (l *refusalLimiter) allow(remote, reason, serial string, verified bool) (ok
 	}
 	kind := reason + "\x00" + serial
 	first := !st.seen[kind] && len(st.seen) < refusalDistinct
-	if (first || st.bucket.take(now, refusalAddrBurst, refusalAddrRate)) && global.take(now, refusalGlobalBurst, refusalGlobalRate) {
+	// A verified certificate's first refusal of a kind skips the shared
+	// bucket: other certificates' refused requests must not crowd a revoked
+	// one's attempt out (review of issue 10). There are at most
+	// refusalDistinct such per serial a window, and only our CA issues
+	// serials that verify.
+	if (first || st.bucket.take(now, refusalAddrBurst, refusalAddrRate)) && ((first && verified) || global.take(now, refusalGlobalBurst, refusalGlobalRate)) {
 		st.seen[kind] = true
 		return true, ended
 	}

@@ -45,6 +45,14 @@ func TestRefusalLimiter(t *testing.T) {
 			{remote: "10.0.0.2:1", reason: ReasonRevoked, serial: "ab", verified: true, n: 100},
 			{remote: "10.0.0.1:1", reason: ReasonRevoked, serial: "cd", verified: true, n: 1},
 		}, refusalAddrBurst + 1 + refusalAddrBurst + 1 + 1},
+		{"other certificates cannot crowd out a revoked one's first refusal", []step{
+			{remote: "10.0.0.1:1", reason: ReasonOrigin, serial: "a1", verified: true, n: 100},
+			{remote: "10.0.0.1:1", reason: ReasonOrigin, serial: "a2", verified: true, n: 100},
+			{remote: "10.0.0.1:1", reason: ReasonOrigin, serial: "a3", verified: true, n: 100},
+			{remote: "10.0.0.1:1", reason: ReasonOrigin, serial: "a4", verified: true, n: 100},
+			{remote: "10.0.0.1:1", reason: ReasonOrigin, serial: "a5", verified: true, n: 100},
+			{remote: "10.0.0.9:1", reason: ReasonRevoked, serial: "ee", verified: true, n: 1},
+		}, refusalGlobalBurst + 5 + 1}, // the shared burst, each serial's first, and the revoked one
 		{"many addresses: the global cap", []step{
 			{remote: "*", reason: ReasonOther, n: 3000},
 		}, refusalGlobalBurst},
