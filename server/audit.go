@@ -107,14 +107,14 @@ func (a *auditor) armCallSummary() {
 }
 
 // summarizeCalls writes one tool_call_suppressed record per certificate.
-func (a *auditor) summarizeCalls(counts []callSuppressed) {
+func (a *auditor) summarizeCalls(counts []suppressedCount) {
 	for _, c := range counts {
-		byOutcome := make(map[string]any, len(c.byOutcome))
-		for k, v := range c.byOutcome {
+		byOutcome := make(map[string]any, len(c.byReason))
+		for k, v := range c.byReason {
 			byOutcome[k] = v
 		}
 		r := audit.Record{Event: audit.EventToolCallSuppressed, Outcome: audit.OutcomeDenied,
-			Agent:  &audit.Agent{Name: c.name, Serial: c.serial},
+			Agent:  &audit.Agent{Name: c.addr, Serial: c.serial},
 			Reason: fmt.Sprintf("%d denied or failed tool calls not recorded one by one (rate limit)", c.total),
 			Result: map[string]any{"suppressed": c.total, "by_outcome": byOutcome}}
 		a.write(r)

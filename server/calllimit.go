@@ -1,8 +1,6 @@
 package server
 
 import (
-	"cmp"
-	"slices"
 	"sync"
 	"time"
 )
@@ -39,13 +37,6 @@ type callState struct {
 	suppressed   map[string]int // outcome -> count not recorded
 }
 
-// callSuppressed is one certificate's share of a window's summary.
-type callSuppressed struct {
-	serial, name string
-	total        int
-	byOutcome    map[string]int
-}
-
 func newCallLimiter(now func() time.Time) *callLimiter {
 	return &callLimiter{now: now, start: now(), serials: map[string]*callState{}}
 }
@@ -53,7 +44,7 @@ func newCallLimiter(now func() time.Time) *callLimiter {
 // allow reports whether a failed call of the certificate serial (name for
 // the summary) gets its own record; ended is the previous window's summary
 // when one just ended.
-func (l *callLimiter) allow(serial, name, outcome string) (ok bool, ended []callSuppressed) {
+func (l *callLimiter) allow(serial, name, outcome string) (ok bool, ended []suppressedCount) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -80,37 +71,27 @@ func (l *callLimiter) allow(serial, name, outcome string) (ok bool, ended []call
 }
 
 // flush ends the window now and returns what it suppressed.
-func (l *callLimiter) flush() []callSuppressed {
+func (l *callLimiter) flush() []suppressedCount {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.resetLocked(l.now())
 }
 
-func (l *callLimiter) resetLocked(now time.Time) []callSuppressed {
-	var out []callSuppressed
+// resetLocked starts a new window and returns the old one's counts, as
+// suppressedCount with addr holding the certificate's name and byReason
+// the count of each outcome.
+func (l *callLimiter) resetLocked(now time.Time) []suppressedCount {
+	var out []suppressedCount
 	for _, st := range l.serials {
 		if len(st.suppressed) == 0 {
 			continue
 		}
-		c := callSuppressed{serial: st.serial, name: st.name, byOutcome: st.suppressed}
+		c := suppressedCount{addr: st.name, serial: st.serial, byReason: st.suppressed}
 		for _, n := range st.suppressed {
 			c.total += n
 		}
 		out = append(out, c)
 	}
 	l.start, l.serials = now, map[string]*callState{}
-	slices.SortFunc(out, func(a, b callSuppressed) int {
-		return cmp.Or(cmp.Compare(b.total, a.total), cmp.Compare(a.serial, b.serial), cmp.Compare(a.name, b.name))
-	})
-	if len(out) <= callMaxSummaries {
-		return out
-	}
-	rest := callSuppressed{name: callOthers, byOutcome: map[string]int{}}
-	for _, c := range out[callMaxSummaries:] {
-		rest.total += c.total
-		for o, n := range c.byOutcome {
-			rest.byOutcome[o] += n
-		}
-	}
-	return append(out[:callMaxSummaries], rest)
+	return foldSummaries(out, callMaxSummaries, callOthers)
 }

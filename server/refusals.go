@@ -159,20 +159,27 @@ func (l *refusalLimiter) resetLocked(now time.Time) []suppressedCount {
 		out = append(out, c)
 	}
 	l.start, l.addrs = now, map[string]*addrState{}
+	return foldSummaries(out, refusalMaxSummaries, refusalOthers)
+}
+
+// foldSummaries orders a window's suppressed counts, most first, and sums
+// those past max into one more entry named others, so a window writes at
+// most max+1 summary records however many peers it saw.
+func foldSummaries(out []suppressedCount, max int, others string) []suppressedCount {
 	slices.SortFunc(out, func(a, b suppressedCount) int {
 		return cmp.Or(cmp.Compare(b.total, a.total), cmp.Compare(a.addr, b.addr), cmp.Compare(a.serial, b.serial))
 	})
-	if len(out) <= refusalMaxSummaries {
+	if len(out) <= max {
 		return out
 	}
-	rest := suppressedCount{addr: refusalOthers, byReason: map[string]int{}}
-	for _, c := range out[refusalMaxSummaries:] {
+	rest := suppressedCount{addr: others, byReason: map[string]int{}}
+	for _, c := range out[max:] {
 		rest.total += c.total
 		for r, n := range c.byReason {
 			rest.byReason[r] += n
 		}
 	}
-	return append(out[:refusalMaxSummaries], rest)
+	return append(out[:max], rest)
 }
 
 func (c suppressedCount) reason() string {
