@@ -79,7 +79,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 			if err != nil {
 				return err
 			}
-			defer ups.Close() // stops stdio upstreams when serving ends
+			defer ups.Close()              // stops stdio upstreams when serving ends
 			rl := newReloader(s, cfg, ups) // issue 12 item 7: SIGHUP and edits of nefia.yaml
 			if !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
