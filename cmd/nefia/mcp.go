@@ -79,8 +79,9 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 			if err != nil {
 				return err
 			}
-			defer ups.Close()              // stops stdio upstreams when serving ends
-			rl := newReloader(s, cfg, ups) // issue 12 item 7: SIGHUP and edits of nefia.yaml
+			defer ups.Close() // stops stdio upstreams when serving ends
+			// Issue 12 item 7: SIGHUP and edits of nefia.yaml.
+			rl := newReloader(s, cfg, ups)
 			if !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
 			}
