@@ -4,7 +4,7 @@
 // certificate by mcp.policy, and audited with the upstream named.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -33,6 +33,17 @@ async function httpClient(state, addr, name) {
     fetch: (input, init) => undiciFetch(input, { ...init, dispatcher: agent }),
   }));
   return { client, close: async () => { await client.close(); await agent.close(); } };
+}
+
+// waitForLog resolves when a gateway log line after index from has msg
+// (the gateway polls nefia.yaml every second).
+async function waitForLog(gw, from, msg) {
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    if (gw.logs.slice(from).some((l) => l.includes(`"msg":"${msg}"`))) return;
+    if (Date.now() > deadline) throw new Error(`gateway did not log ${msg}:\n${gw.logs.slice(from).join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 describe('server-filesystem behind the gateway', { timeout: 120_000 }, () => {
@@ -129,6 +140,22 @@ mcp:
     }
   });
 
+  it('refuses a live session\'s next call once an edit of nefia.yaml takes the tool away', async () => {
+    const { client, close } = await httpClient(state, gw.addr, 'reader');
+    try {
+      const before = await client.callTool({ name: 'fs.list_directory', arguments: { path: shared } });
+      assert.equal(before.isError ?? false, false, JSON.stringify(before));
+      const seen = gw.logs.length;
+      writeFileSync(state.env.NEFIA_CONFIG, readFileSync(state.env.NEFIA_CONFIG, 'utf8').replace('"fs.read_*", "fs.list_*"', '"fs.read_*"'));
+      await waitForLog(gw, seen, 'configuration reloaded');
+      const after = await client.callTool({ name: 'fs.list_directory', arguments: { path: shared } });
+      assert.equal(after.isError, true, JSON.stringify(after));
+      assert.match(text(after), /permission denied/);
+    } finally {
+      await close();
+    }
+  });
+
   it('audits the forwarded calls with the upstream named', async () => {
     await gw.stop(); // flushes the batched audit records
     const recs = state.nefia('audit', 'tail', '-n', '200', '--json').trim().split('\n').map((l) => JSON.parse(l));
@@ -139,6 +166,7 @@ mcp:
       ['fs.write_file', 'reader', 'denied'],
       ['fs.read_text_file', 'other', 'denied'],
       ['fs.write_file', 'ops', 'ok'],
+      ['fs.list_directory', 'reader', 'denied'],
     ]) {
       const r = find(tool, who, outcome);
       assert.ok(r, `no ${outcome} record of ${tool} by ${who} in ${JSON.stringify(calls, null, 1)}`);
