@@ -22,6 +22,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/server/servertest"
+	"github.com/nefia/nefia/upstream"
 )
 
 // gatewayLog follows the JSON log lines of a `nefia mcp serve` process.
@@ -178,6 +179,11 @@ func TestReloadPolicyAndUpstreamsOverGateway(t *testing.T) {
 	if got := servertest.CallOK(t, mc, "inner.nefia.mtls.status", nil); got["enabled"] != false {
 		t.Errorf("inner.nefia.mtls.status = %v", got)
 	}
+	// Started without upstreams, the gateway had no assertion key; the
+	// reload that added the first one created it, so calls are signed.
+	if _, err := os.Stat(filepath.Join(c.stateDir, upstream.PubFile)); err != nil {
+		t.Errorf("no assertion key after a reload added the first upstream: %v", err)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +209,73 @@ func hasTool(tools []mcp.Tool, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestReloadPolicyStdio: in stdio mode (no mTLS; the caller is the local
+// operator) an edit of mcp.policy applies to the running session too, and
+// SIGHUP reloads: one config works both ways (issue 12 items 7 and 8).
+func TestReloadPolicyStdio(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	allow := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.status]\n"
+	deny := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.init]\n"
+	c.writeConfig(allow)
+	cmd := exec.Command(nefiaBin, "mcp", "serve", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := followLog(t, stderr)
+	mc := client.NewClient(transport.NewIO(stdout, stdin, io.NopCloser(strings.NewReader(""))))
+	defer mc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := mc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	call := func() *mcp.CallToolResult {
+		t.Helper()
+		res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := call(); res.IsError {
+		t.Fatalf("status refused before the edit: %q", textOf(res))
+	}
+	c.writeConfig(deny)
+	logs.wait("configuration reloaded")
+	if res := call(); !res.IsError || !strings.Contains(textOf(res), "permission denied") {
+		t.Fatalf("status after the edit: isError=%v %q, want a denial", res.IsError, textOf(res))
+	}
+	// SIGHUP with the file unchanged reloads it again (and changes nothing).
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.wait("SIGHUP: reloading the configuration")
+	logs.wait("configuration reloaded")
+	if res := call(); !res.IsError {
+		t.Error("status allowed after a SIGHUP reload of the denying file")
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("serve exited with %v", err)
+	}
 }
