@@ -81,7 +81,7 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 			}
 			defer ups.Close() // stops stdio upstreams when serving ends
 			// Issue 12 item 7: SIGHUP and edits of nefia.yaml.
-			rl := newReloader(s, cfg, ups)
+			rl := newReloader(s, loaded.Config, ups)
 			if !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
 			}

@@ -40,13 +40,32 @@ type reloader struct {
 	// on first use, so a gateway started without upstreams loads it when
 	// a reload adds the first one.
 	signed bool
-	// running is the configuration in force.
+	// running is the configuration in force, as the file says (without
+	// command-line overrides such as --listen).
 	running config.Config
+	// last and lastErr are the file's version when it was last read (or
+	// could not be stat'ed): an edit made while the upstreams start, before
+	// watching begins, is still seen as a change.
+	last    atomicfile.Version
+	lastErr error
 }
 
-// newReloader returns the reloader of a serve that started with cfg.
+// newReloader returns the reloader of a serve that started with cfg, the
+// file's configuration, read just before.
 func newReloader(s *session, cfg config.Config, ups *upstream.Manager) *reloader {
-	return &reloader{path: s.configPath, s: s, log: s.log, ups: ups, running: cfg, signed: len(cfg.MCP.Upstreams) > 0}
+	r := &reloader{path: s.configPath, s: s, log: s.log, ups: ups, running: cfg, signed: len(cfg.MCP.Upstreams) > 0}
+	r.last, r.lastErr = r.version()
+	return r
+}
+
+// version is the file's atomicfile.Version; a missing file is a version
+// too (the zero one): like at start, it means the defaults.
+func (r *reloader) version() (atomicfile.Version, error) {
+	v, err := atomicfile.VersionOf(r.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return atomicfile.Version{}, nil
+	}
+	return v, err
 }
 
 // start watches the file (every configPollInterval) and SIGHUP until ctx
@@ -70,17 +89,10 @@ func (r *reloader) start(ctx context.Context, setPolicy func(*policy.Policy)) (s
 
 // watch calls reload on every signal from hup and whenever the file's
 // version (atomicfile.VersionOf: device, inode, size, times) differs from
-// the last one seen; one goroutine, so reloads never overlap. A missing
-// file is a version too: like at start, it means the defaults.
+// the last one seen; one goroutine, so reloads never overlap.
 func (r *reloader) watch(ctx context.Context, every time.Duration, hup <-chan os.Signal, reload func()) {
-	version := func() (atomicfile.Version, error) {
-		v, err := atomicfile.VersionOf(r.path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return atomicfile.Version{}, nil
-		}
-		return v, err
-	}
-	last, lastErr := version()
+	version := r.version
+	last, lastErr := r.last, r.lastErr
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {

@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// TestReloadWatch: the watch loop reloads on SIGHUP even when the file is
-// unchanged, and on an edit of the file without a signal; an unchanged
-// file is not reloaded (issue 12 item 7).
+// TestReloadWatch: the watch loop reloads on an edit made after the
+// configuration was read but before watching began (upstreams starting),
+// on SIGHUP even when the file is unchanged, and on an edit of the file
+// without a signal; an unchanged file is not reloaded (issue 12 item 7).
 func TestReloadWatch(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "nefia.yaml")
@@ -19,6 +20,11 @@ func TestReloadWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &reloader{path: path, log: slog.New(slog.DiscardHandler)}
+	r.last, r.lastErr = r.version()
+	// Edited while the upstreams start, before the loop runs.
+	if err := os.WriteFile(path, []byte("version: 1\nmcp:\n  upstreams: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hup := make(chan os.Signal)
@@ -36,6 +42,7 @@ func TestReloadWatch(t *testing.T) {
 			t.Fatalf("no reload after %s", what)
 		}
 	}
+	expect("an edit made before watching began")
 	hup <- os.Interrupt // any signal value: the loop does not look at it
 	expect("SIGHUP with the file unchanged")
 	select {

@@ -29,6 +29,8 @@ import (
 type gatewayLog struct {
 	t    *testing.T
 	recs chan map[string]any
+	// skipped are the messages wait passed over.
+	skipped []string
 }
 
 func followLog(t *testing.T, r io.Reader) *gatewayLog {
@@ -59,6 +61,8 @@ func (l *gatewayLog) wait(msg string) map[string]any {
 			if rec["msg"] == msg {
 				return rec
 			}
+			s, _ := rec["msg"].(string)
+			l.skipped = append(l.skipped, s)
 		case <-deadline:
 			l.t.Fatalf("gateway did not log %q", msg)
 		}
@@ -183,6 +187,11 @@ func TestReloadPolicyAndUpstreamsOverGateway(t *testing.T) {
 	// reload that added the first one created it, so calls are signed.
 	if _, err := os.Stat(filepath.Join(c.stateDir, upstream.PubFile)); err != nil {
 		t.Errorf("no assertion key after a reload added the first upstream: %v", err)
+	}
+	for _, m := range logs.skipped {
+		if strings.Contains(m, "take effect on restart") {
+			t.Errorf("reload warned %q though only mcp.policy and mcp.upstreams changed (--listen is not a change)", m)
+		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
