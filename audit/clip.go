@@ -53,6 +53,7 @@ func Clip(s string, max int) string {
 func clipRecord(r *Record) {
 	r.Event = Clip(r.Event, maxShortBytes)
 	r.Tool = Clip(r.Tool, maxNameBytes)
+	r.Upstream = Clip(r.Upstream, maxNameBytes)
 	r.SessionID = Clip(r.SessionID, maxNameBytes)
 	r.RemoteAddr = Clip(r.RemoteAddr, maxNameBytes)
 	r.Transport = Clip(r.Transport, maxShortBytes)

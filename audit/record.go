@@ -77,6 +77,7 @@ type Record struct {
 	Error      string         `json:"error,omitempty"`
 	DurationMS float64        `json:"duration_ms,omitempty"`
 	Decision   string         `json:"decision,omitempty"` // authorization enforced on a tool call (policy.Decision.String)
+	Upstream   string         `json:"upstream,omitempty"` // the mcp.upstreams entry a proxied tool call went to (issue 12 item 6)
 	PrevHash   string         `json:"prev_hash"`
 	Hash       string         `json:"hash,omitempty"`
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the third-party client suite (TypeScript SDK, MCP Inspector CLI, curl,
-# and server-everything as an upstream behind the gateway)
+# and server-everything (stdio and Streamable HTTP) and server-filesystem as
+# upstreams behind the gateway)
 # against the nefia binary: $NEFIA_BIN, else one built from this checkout.
 # Installs the pinned clients with 'npm ci' from package-lock.json. Missing
 # tools fail the run; nothing is skipped.

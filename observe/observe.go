@@ -57,6 +57,13 @@ type ConnEvent struct {
 	Duration time.Duration
 }
 
+// MetaUpstream is the key, in the _meta of a tool the gateway lists, whose
+// value names the upstream MCP server (mcp.upstreams) the tool is proxied
+// to. Package upstream sets it on every proxy (over anything the upstream
+// sent under it); the call hooks read it to fill CallEvent.Upstream, so the
+// audit trail says where a call went without the server knowing upstreams.
+const MetaUpstream = "io.nefia/upstream"
+
 // CallEvent is one finished tool call.
 type CallEvent struct {
 	// Agent is the caller, with the session the call came on; Known is
@@ -74,6 +81,9 @@ type CallEvent struct {
 	// Decision is the authorization decision that was enforced, as text;
 	// empty when the call never reached authorization (unknown tool).
 	Decision string
+	// Upstream is the name of the upstream MCP server (mcp.upstreams) the
+	// tool is proxied to; empty for nefia's own tools.
+	Upstream string
 	Duration time.Duration
 }
 

@@ -23,6 +23,9 @@ import (
 type callHooks struct {
 	obs observe.Observer
 	log *slog.Logger
+	// srv returns the server the hooks are installed on, to find which
+	// upstream a proxied tool belongs to (observe.MetaUpstream).
+	srv func() *mcpserver.MCPServer
 	// starts maps a call's request (mcp-go passes the same
 	// *CallToolRequest to BeforeCallTool and to AfterCallTool or OnError) to
 	// when it began. Session ids would not do: stateless 2026-07-28 HTTP
@@ -70,8 +73,28 @@ func (c *callHooks) report(ctx context.Context, req *mcp.CallToolRequest, outcom
 			e.Outcome = audit.OutcomeDenied
 		}
 	}
+	e.Upstream = c.upstreamOf(e.Tool)
 	if start, ok := c.starts.LoadAndDelete(req); ok {
 		e.Duration = time.Since(start.(time.Time))
 	}
 	c.obs.Call(e)
+}
+
+// upstreamOf returns the upstream a tool is proxied to, from the
+// observe.MetaUpstream key of its _meta; "" for nefia's own tools and for
+// names the server does not have.
+func (c *callHooks) upstreamOf(tool string) string {
+	if c.srv == nil {
+		return ""
+	}
+	srv := c.srv()
+	if srv == nil {
+		return ""
+	}
+	st := srv.GetTool(tool)
+	if st == nil || st.Tool.Meta == nil {
+		return ""
+	}
+	name, _ := st.Tool.Meta.AdditionalFields[observe.MetaUpstream].(string)
+	return name
 }

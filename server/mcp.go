@@ -56,7 +56,7 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 		obs = newAuditor(trail, log)
 	}
 	if obs != nil {
-		(&callHooks{obs: obs, log: log}).install(hooks)
+		(&callHooks{obs: obs, log: log, srv: func() *mcpserver.MCPServer { return srv }}).install(hooks)
 	}
 	if trail != nil {
 		// The state-changing tools record their own event on it (package

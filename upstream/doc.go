@@ -10,7 +10,12 @@
 // description, input and output schemas, annotations and _meta passed
 // through as sent. Because the proxies are ordinary tools of that server,
 // the gateway's policy filters tools/list and refuses calls for them
-// exactly as for nefia's own tools, and every call is audited.
+// exactly as for nefia's own tools, and every call is audited. Each proxy's
+// _meta also carries io.nefia/upstream (observe.MetaUpstream) = the
+// upstream's name, set by nefia over anything the upstream sent under that
+// key: the gateway's call hooks read it to put the upstream's name in the
+// tool_call audit record (field upstream), allowed, failed and denied
+// calls alike.
 //
 // A call to a proxy is forwarded to the upstream under the original name
 // on one shared session per upstream, with a fresh params._meta carrying

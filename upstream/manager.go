@@ -209,6 +209,15 @@ func (m *Manager) Update(ups []config.Upstream) error {
 	return nil
 }
 
+// SetSigner sets the signer of the upstreams started from now on (by
+// Update): a gateway started without upstreams has no assertion key yet,
+// and a reload that adds the first upstream creates it.
+func (m *Manager) SetSigner(s *Signer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.opts.Signer = s
+}
+
 // Close stops every upstream (stdio processes included) and waits for the
 // supervisors; it is safe to call more than once.
 func (m *Manager) Close() error {

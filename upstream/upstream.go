@@ -21,6 +21,7 @@ import (
 
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/observe"
 )
 
 // Keys of params._meta on forwarded requests.
@@ -219,6 +220,16 @@ func proxyTool(prefix string, raw json.RawMessage) (mcp.Tool, error) {
 		t.RawOutputSchema = schemas.Out
 	}
 	t.Name = prefix + "." + t.Name
+	// Which upstream this is, for the audit trail (observe.MetaUpstream),
+	// over whatever the upstream sent under that key; the rest of its
+	// _meta is passed as sent.
+	if t.Meta == nil {
+		t.Meta = &mcp.Meta{}
+	}
+	if t.Meta.AdditionalFields == nil {
+		t.Meta.AdditionalFields = map[string]any{}
+	}
+	t.Meta.AdditionalFields[observe.MetaUpstream] = prefix
 	// Task execution is not proxied: passing execution.taskSupport
 	// "required" through would make mcp-go refuse every plain call.
 	t.Execution = nil

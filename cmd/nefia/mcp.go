@@ -80,10 +80,12 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				return err
 			}
 			defer ups.Close() // stops stdio upstreams when serving ends
+			// Issue 12 item 7: SIGHUP and edits of nefia.yaml.
+			rl := newReloader(s, loaded.Config, ups)
 			if !cfg.MCP.MTLS.Enabled {
-				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register)
+				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
 			}
-			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register)
+			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register, rl)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
@@ -92,14 +94,16 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 
 // serveStdio serves one MCP session over stdin/stdout for the local
 // operator; it ends when stdin closes or on SIGINT/SIGTERM.
-func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer, register func(*mcpserver.MCPServer) error) error {
-	srv, err := server.NewMCPServerWithPolicy(deps, server.NewAuthorizer(pol), s.log, trail, nil)
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer, register func(*mcpserver.MCPServer) error, rl *reloader) error {
+	authz := server.NewAuthorizer(pol)
+	srv, err := server.NewMCPServerWithPolicy(deps, authz, s.log, trail, nil)
 	if err != nil {
 		return err
 	}
 	if err := register(srv); err != nil { // upstream MCP servers' tools
 		return err
 	}
+	defer rl.start(ctx, authz.SetPolicy)()
 	s.log.Info("serving MCP on stdio (mTLS is off; run 'nefia mtls init' to enable it)", "state_dir", s.stateDir)
 	agent := identity.LocalOperator(identity.TransportStdio)
 	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
@@ -130,7 +134,7 @@ func operatorReserve(n int) int {
 	return n
 }
 
-func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, cfg config.Config, register func(*mcpserver.MCPServer) error) error {
+func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, cfg config.Config, register func(*mcpserver.MCPServer) error, rl *reloader) error {
 	m := cfg.MCP.MTLS
 	orDefault := func(path, name string) string {
 		if path == "" {
@@ -174,6 +178,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
+	defer rl.start(ctx, gw.SetPolicy)()
 	if mx != nil {
 		go serveMetrics(ctx, cancel, s, cfg.MCP.Metrics.ListenAddr, mx)
 	}

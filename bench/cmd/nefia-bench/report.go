@@ -254,6 +254,8 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	reportUpstream(p, r)
+
 	if cs := r.cellsOf(phaseIssue); len(cs) > 0 {
 		p("")
 		p("## nefia.mtls.issue_client over MCP, 8 concurrent operators (nefia binary, durable writes)")

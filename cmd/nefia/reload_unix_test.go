@@ -1,0 +1,290 @@
+//go:build unix
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/server/servertest"
+	"github.com/nefia/nefia/upstream"
+)
+
+// gatewayLog follows the JSON log lines of a `nefia mcp serve` process.
+type gatewayLog struct {
+	t    *testing.T
+	recs chan map[string]any
+	// skipped are the messages wait passed over.
+	skipped []string
+}
+
+func followLog(t *testing.T, r io.Reader) *gatewayLog {
+	l := &gatewayLog{t: t, recs: make(chan map[string]any, 1024)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				l.recs <- rec
+			}
+		}
+		close(l.recs)
+	}()
+	return l
+}
+
+// wait returns the next record whose msg is msg, skipping others.
+func (l *gatewayLog) wait(msg string) map[string]any {
+	l.t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case rec, ok := <-l.recs:
+			if !ok {
+				l.t.Fatalf("gateway exited before logging %q", msg)
+			}
+			if rec["msg"] == msg {
+				return rec
+			}
+			s, _ := rec["msg"].(string)
+			l.skipped = append(l.skipped, s)
+		case <-deadline:
+			l.t.Fatalf("gateway did not log %q", msg)
+		}
+	}
+}
+
+// TestReloadPolicyAndUpstreamsOverGateway drives the built binary over
+// mTLS (issue 12 item 7): an edit of nefia.yaml that takes a tool away
+// from the agent's role makes the agent's next call on its live session a
+// denial; a broken file keeps the running policy and logs one line naming
+// the file; SIGHUP reloads with the file unchanged; an edit that adds an
+// upstream serves its tools to the live session (list_changed).
+func TestReloadPolicyAndUpstreamsOverGateway(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
+	c.mustRun("mtls", "issue-client", "--name", "bot", "--role", "agent", "--out-dir", c.outDir())
+	head := "version: 1\nmcp:\n  mtls:\n    enabled: true\n"
+	allow := head + "  policy:\n    - match: {role: agent}\n      allow: [nefia.mtls.status, \"inner.*\"]\n"
+	deny := head + "  policy:\n    - match: {role: agent}\n      allow: [\"inner.*\"]\n"
+	c.writeConfig(allow)
+
+	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := followLog(t, stderr)
+	listen := logs.wait("gateway listening")["addr"].(string)
+
+	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), "bot.crt"), filepath.Join(c.outDir(), "bot.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	conn, err := tls.Dial("tcp", listen, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
+	defer mc.Close()
+	changed := make(chan struct{}, 16)
+	mc.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == "notifications/tools/list_changed" {
+			changed <- struct{}{}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := mc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	status := func() *mcp.CallToolResult {
+		t.Helper()
+		res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := status(); res.IsError {
+		t.Fatalf("status before the edit refused: %v", res.Content)
+	}
+
+	c.writeConfig(deny)
+	logs.wait("configuration reloaded")
+	res := status()
+	if !res.IsError || !strings.Contains(textOf(res), "permission denied") {
+		t.Fatalf("status after the policy took it away: isError=%v %q, want a denial", res.IsError, textOf(res))
+	}
+
+	c.writeConfig("version: 1\nmcp: [broken\n")
+	rec := logs.wait("configuration not reloaded; keeping the running one")
+	if rec["file"] != c.config || rec["err"] == "" {
+		t.Errorf("log line = %v, want the file %s and the error", rec, c.config)
+	}
+	if res := status(); !res.IsError {
+		t.Error("a broken file dropped the running policy (status allowed again)")
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.wait("SIGHUP: reloading the configuration")
+	logs.wait("configuration not reloaded; keeping the running one") // the file is still broken
+
+	// Back to allow, now with an upstream: its tools reach the live session.
+	c.writeConfig(strings.Replace(innerConfig(c), "mcp:\n", "mcp:\n  mtls:\n    enabled: true\n", 1) +
+		"  policy:\n    - match: {role: agent}\n      allow: [nefia.mtls.status, \"inner.*\"]\n")
+	logs.wait("configuration reloaded")
+	if res := status(); res.IsError {
+		t.Fatalf("status after the policy gave it back refused: %q", textOf(res))
+	}
+	for {
+		list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hasTool(list.Tools, "inner.nefia.mtls.status") {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatal("the upstream added by the reload never appeared in tools/list")
+		}
+	}
+	if got := servertest.CallOK(t, mc, "inner.nefia.mtls.status", nil); got["enabled"] != false {
+		t.Errorf("inner.nefia.mtls.status = %v", got)
+	}
+	// Started without upstreams, the gateway had no assertion key; the
+	// reload that added the first one created it, so calls are signed.
+	if _, err := os.Stat(filepath.Join(c.stateDir, upstream.PubFile)); err != nil {
+		t.Errorf("no assertion key after a reload added the first upstream: %v", err)
+	}
+	for _, m := range logs.skipped {
+		if strings.Contains(m, "take effect on restart") {
+			t.Errorf("reload warned %q though only mcp.policy and mcp.upstreams changed (--listen is not a change)", m)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("gateway exited with %v", err)
+	}
+}
+
+func textOf(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func hasTool(tools []mcp.Tool, name string) bool {
+	for _, tl := range tools {
+		if tl.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestReloadPolicyStdio: in stdio mode (no mTLS; the caller is the local
+// operator) an edit of mcp.policy applies to the running session too, and
+// SIGHUP reloads: one config works both ways (issue 12 items 7 and 8).
+func TestReloadPolicyStdio(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	allow := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.status]\n"
+	deny := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.init]\n"
+	c.writeConfig(allow)
+	cmd := exec.Command(nefiaBin, "mcp", "serve", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := followLog(t, stderr)
+	mc := client.NewClient(transport.NewIO(stdout, stdin, io.NopCloser(strings.NewReader(""))))
+	defer mc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := mc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	call := func() *mcp.CallToolResult {
+		t.Helper()
+		res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := call(); res.IsError {
+		t.Fatalf("status refused before the edit: %q", textOf(res))
+	}
+	c.writeConfig(deny)
+	logs.wait("configuration reloaded")
+	if res := call(); !res.IsError || !strings.Contains(textOf(res), "permission denied") {
+		t.Fatalf("status after the edit: isError=%v %q, want a denial", res.IsError, textOf(res))
+	}
+	// SIGHUP with the file unchanged reloads it again (and changes nothing).
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.wait("SIGHUP: reloading the configuration")
+	logs.wait("configuration reloaded")
+	if res := call(); !res.IsError {
+		t.Error("status allowed after a SIGHUP reload of the denying file")
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("serve exited with %v", err)
+	}
+}
