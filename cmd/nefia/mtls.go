@@ -25,6 +25,7 @@ func newMTLSCmd(e *env, g *globals) *cobra.Command {
 		RunE:  groupRun,
 	}
 	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g), newCRLCmd(e, g))
+	cmd.AddCommand(newRenewCmd(e, g)) // issue 13: certificate renewal
 	return cmd
 }
 
