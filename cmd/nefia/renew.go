@@ -272,3 +272,15 @@ func (c eofOnClose) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// warnPrevious says on stderr (where it cannot break --json) that a name's
+// earlier certificates are still active after it was issued again: each
+// still admits whoever holds its key (issue 13 item 5).
+func warnPrevious(w io.Writer, name string, serials []string) {
+	if len(serials) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "nefia: warning: %d earlier certificate(s) named %q stay active until they expire: %s; "+
+		"pass --revoke-previous, or revoke them with 'nefia mtls revoke --serial SERIAL'\n",
+		len(serials), termSafe(name), termSafe(strings.Join(serials, ", ")))
+}

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/server/servertest"
 )
 
 // renewFixture is a CLI state with an agent certificate "bot" in
 // c.outDir() and a real gateway over that state.
-func renewFixture(t *testing.T, lifetime string) (*cli, *servertest.Gateway, string) {
+func renewFixture(t *testing.T, lifetime string, opts ...servertest.Option) (*cli, *servertest.Gateway, string) {
 	t.Helper()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
@@ -26,7 +27,7 @@ func renewFixture(t *testing.T, lifetime string) (*cli, *servertest.Gateway, str
 	if err := json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "bot", "--duration", lifetime, "--out-dir", c.outDir(), "--json")), &v); err != nil {
 		t.Fatal(err)
 	}
-	gw := servertest.StartWithStore(t, pki.NewStore(c.stateDir))
+	gw := servertest.StartWithStore(t, pki.NewStore(c.stateDir), opts...)
 	return c, gw, v.Serial
 }
 
@@ -111,10 +112,12 @@ func TestRenewCLI(t *testing.T) {
 }
 
 // TestRenewCLIRevokePrevious: --revoke-previous revokes the serial the
-// command connected with, reason "renewed".
+// command connected with, reason "renewed". The gateway's revocation poll
+// is slowed so it cannot cut the renewing connection before its answer
+// (see TestRenewToolRevokePrevious).
 func TestRenewCLIRevokePrevious(t *testing.T) {
 	t.Parallel()
-	c, gw, oldSerial := renewFixture(t, "1h")
+	c, gw, oldSerial := renewFixture(t, "1h", func(o *server.GatewayOptions) { o.RevocationPoll = time.Hour })
 	c.mustRun("mtls", "renew", "--cert-dir", c.outDir(), "--name", "bot", "--addr", gw.Addr, "--revoke-previous")
 	revs, err := gw.Store.Revocations()
 	if err != nil || len(revs) != 1 || revs[0].Serial != oldSerial || revs[0].Reason != "renewed" {
