@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +209,52 @@ func TestIssueClientReissueReportsAndRevokesPrevious(t *testing.T) {
 	req.Params.Name = tools.NameStatus
 	if _, err := victim.CallTool(t.Context(), req); err == nil {
 		t.Error("the revoked certificate's live session still answers")
+	}
+}
+
+// TestRenewServerUnderLiveSession: an operator replaces the server
+// certificate over a live mTLS session; the session keeps working, a new
+// handshake sees the new certificate (same CA, new serial, new SANs), and
+// agents are refused the tool by the default policy (issue 13 item 3).
+func TestRenewServerUnderLiveSession(t *testing.T) {
+	t.Parallel()
+	gw := servertest.Start(t)
+	op := gw.Client(gw.Cert("ops", pki.RoleOperator))
+	before := gw.Store.Status().Server
+	out := servertest.CallOK(t, op, tools.NameRenewServer, map[string]any{"hosts": []string{"127.0.0.1", "gw.example.test"}})
+	srv, _ := out["server"].(map[string]any)
+	serial, _ := srv["serial"].(string)
+	if serial == "" || serial == before.Serial || out["previous_serial"] != before.Serial {
+		t.Fatalf("renew_server = %v, previous %s", out, before.Serial)
+	}
+	// The live session continues.
+	servertest.CallOK(t, op, tools.NameStatus, nil)
+	// A new handshake presents the new certificate once the reloader has
+	// seen the files.
+	deadline := time.Now().Add(10 * time.Second)
+	var got string
+	for time.Now().Before(deadline) {
+		conn, err := gw.Dial(gw.ClientConfig(new(gw.Cert("probe", pki.RoleAgent))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf := conn.ConnectionState().PeerCertificates[0]
+		got = pki.FormatSerial(leaf.SerialNumber)
+		conn.Close()
+		if got == serial {
+			if !slices.Contains(leaf.DNSNames, "gw.example.test") {
+				t.Errorf("new certificate's DNS names %v", leaf.DNSNames)
+			}
+			break
+		}
+		runtime.Gosched()
+	}
+	if got != serial {
+		t.Fatalf("new handshakes present serial %s, want %s", got, serial)
+	}
+	servertest.CallOK(t, op, tools.NameStatus, nil)
+	agent := gw.Client(gw.Cert("bot", pki.RoleAgent))
+	if res := servertest.CallTool(t, agent, tools.NameRenewServer, nil); !res.IsError {
+		t.Error("an agent renewed the server certificate")
 	}
 }

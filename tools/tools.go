@@ -70,7 +70,7 @@ type SessionManager interface {
 }
 
 // names lists the tools in the order Register adds them.
-var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke, NameRenew}
+var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke, NameRenew, NameRenewServer}
 
 // Names returns the names of the tools Register adds, in a fresh slice.
 func Names() []string { return slices.Clone(names) }
@@ -83,6 +83,7 @@ var stateEvents = map[string]string{
 	NameIssueClient: audit.EventIssueClient,
 	NameRevoke:      audit.EventRevoke,
 	NameRenew:       audit.EventRenew,
+	NameRenewServer: audit.EventRenewServer,
 }
 
 // StateEvent returns the audit event of a state-changing tool; ok is false
@@ -121,6 +122,7 @@ func Register(srv *server.MCPServer, d Deps) error {
 		{Tool: statusTool(), Handler: ts.handleStatus},
 		{Tool: revokeTool(), Handler: ts.handleRevoke},
 		{Tool: renewTool(), Handler: ts.handleRenew},
+		{Tool: renewServerTool(), Handler: ts.handleRenewServer},
 	}
 	for _, st := range all {
 		// mcp.WithOutputSchema reports a reflection failure only on stderr

@@ -16,7 +16,7 @@ import (
 )
 
 func TestNames(t *testing.T) {
-	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke", "nefia.mtls.renew"}
+	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke", "nefia.mtls.renew", "nefia.mtls.renew_server"}
 	got := tools.Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -90,6 +90,7 @@ func TestAnnotations(t *testing.T) {
 		tools.NameStatus:      {readOnly: true, destructive: false, idempotent: true},
 		tools.NameRevoke:      {readOnly: false, destructive: true, idempotent: true},
 		tools.NameRenew:       {readOnly: false, destructive: false, idempotent: false},
+		tools.NameRenewServer: {readOnly: false, destructive: true, idempotent: false},
 	}
 	if len(list.Tools) != len(want) {
 		t.Fatalf("tools/list has %d tools, want %d", len(list.Tools), len(want))

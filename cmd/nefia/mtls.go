@@ -25,7 +25,7 @@ func newMTLSCmd(e *env, g *globals) *cobra.Command {
 		RunE:  groupRun,
 	}
 	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g), newCRLCmd(e, g))
-	cmd.AddCommand(newRenewCmd(e, g)) // issue 13: certificate renewal
+	cmd.AddCommand(newRenewCmd(e, g), newRenewServerCmd(e, g)) // issue 13: certificate renewal
 	return cmd
 }
 
