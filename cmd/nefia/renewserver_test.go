@@ -5,8 +5,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/pki/pkitest"
 )
 
 // TestInitCoversListenAddr: init --hosts without the listen address's host
@@ -89,5 +92,23 @@ func TestRenewServerCLI(t *testing.T) {
 				t.Error("a refused renew-server changed the state")
 			}
 		})
+	}
+}
+
+// TestStatusListsExpiringClientsCLI: status names a client certificate
+// with less than mcp.mtls.expiry_warning (72h) left and past two thirds of
+// its life, and not a fresh one (issue 13 item 4).
+func TestStatusListsExpiringClientsCLI(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
+	// Issued 47 hours ago for 48 hours: one hour left.
+	past := pki.NewStore(c.stateDir, pki.WithClock(pkitest.NewClock(time.Now().Add(-47*time.Hour))))
+	soon := pkitest.Issue(t, past, "soon", pki.RoleAgent, 48*time.Hour).Serial
+	var v struct{ Serial string }
+	_ = json.Unmarshal([]byte(c.mustRun("mtls", "issue-client", "--name", "fresh", "--out-dir", c.outDir(), "--json")), &v)
+	out := c.mustRun("mtls", "status")
+	if !strings.Contains(out, soon) || strings.Contains(out, v.Serial) {
+		t.Errorf("status:\n%s\nwant %s (1h left) listed and the fresh %s not", out, soon, v.Serial)
 	}
 }
