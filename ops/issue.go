@@ -79,6 +79,12 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 		args["p12"] = true
 	}
 	if req.RevokePrevious {
+		// Revoking is an operator's act (the revoke tool is not an
+		// agent's by default): a policy that lets agents issue must not
+		// let them revoke whoever holds a name, operators included.
+		if !actor.Role.Allows(pki.RoleOperator) {
+			return IssueResult{}, fmt.Errorf("%w: revoke_previous revokes certificates, which only operators may do", ErrPermission)
+		}
 		args["revoke_previous"] = true
 	}
 	previous, err := s.activeOf(req.Name)

@@ -213,3 +213,20 @@ func TestRenewRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestIssueRevokePreviousIsForOperators: an agent that a policy lets issue
+// certificates still cannot revoke a name's earlier certificates (an
+// operator's, say) through revoke_previous.
+func TestIssueRevokePreviousIsForOperators(t *testing.T) {
+	t.Parallel()
+	svc, _ := newService(t, false)
+	victim := pkitest.Issue(t, svc.Store, "ops", pki.RoleOperator, time.Hour)
+	bot := actorOf(t, pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, time.Hour))
+	_, err := svc.Issue(t.Context(), bot, ops.IssueRequest{Name: "ops", OutDir: svc.Store.Path(pki.ClientsDir), RevokePrevious: true})
+	if !errors.Is(err, ops.ErrPermission) {
+		t.Fatalf("err = %v, want ErrPermission", err)
+	}
+	if c, _, _ := svc.Store.Lookup(victim.Serial); c.State != pki.StateActive {
+		t.Errorf("the operator's certificate is %s", c.State)
+	}
+}

@@ -63,7 +63,7 @@ func issueClientTool() mcp.Tool {
 			mcp.Description("Overwrite an existing NAME.crt / NAME.key in out_dir."),
 			mcp.DefaultBool(false)),
 		mcp.WithBoolean("revoke_previous",
-			mcp.Description("Revoke every earlier active certificate with this name once the new one is written (reason \"renewed\"). Without it they stay active and previous_active lists them."),
+			mcp.Description("Revoke every earlier active certificate with this name once the new one is written (reason \"renewed\"). Without it they stay active and previous_active lists them. Operators only."),
 			mcp.DefaultBool(false)),
 		mcp.WithSchemaAdditionalProperties(false),
 		mcp.WithOutputSchema[IssueOutput](),
