@@ -10,6 +10,13 @@ import (
 	"time"
 )
 
+// Events of certificate renewal (issue 13): a caller renewing its own
+// client certificate, and a new server certificate under the existing CA.
+const (
+	EventRenew       = "mtls.renew"
+	EventRenewServer = "mtls.renew_server"
+)
+
 // Event names.
 const (
 	EventToolCall           = "tool_call"

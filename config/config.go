@@ -108,6 +108,9 @@ type MTLS struct {
 	// ClientMaxDuration caps the lifetime of an issued client certificate,
 	// for the CLI and the issue_client tool alike.
 	ClientMaxDuration time.Duration `yaml:"client_max_duration"`
+	// ExpiryWarning is how close to expiry an active client certificate
+	// must be for status to list it as a problem (issue 13 item 4).
+	ExpiryWarning time.Duration `yaml:"expiry_warning"`
 }
 
 // Defaults for keys whose value is used outside this package too.
@@ -119,6 +122,9 @@ const (
 	// MinClientDuration is the shortest client certificate lifetime: a
 	// shorter one would be expired, or nearly so, on arrival.
 	MinClientDuration = time.Minute
+	// DefaultExpiryWarning is mcp.mtls.expiry_warning's default: three
+	// days' notice of a client certificate's expiry.
+	DefaultExpiryWarning = 72 * time.Hour
 )
 
 // Default returns the configuration used when the file or a key is absent.
@@ -134,6 +140,7 @@ func Default() Config {
 			OperatorReserve:         DefaultOperatorReserve,
 			IdleTimeout:             DefaultIdleTimeout,
 			ClientMaxDuration:       DefaultClientMaxDuration,
+			ExpiryWarning:           DefaultExpiryWarning,
 		}},
 		Audit: Audit{MaxSizeMB: 100},
 	}
@@ -174,6 +181,7 @@ func (c Config) Validate() error {
 		checkRange("mcp.mtls.operator_reserve", m.OperatorReserve, 0, 10000),
 		checkDuration("mcp.mtls.idle_timeout", m.IdleTimeout, time.Second, 7*24*time.Hour),
 		checkDuration("mcp.mtls.client_max_duration", m.ClientMaxDuration, MinClientDuration, 10*365*24*time.Hour),
+		checkDuration("mcp.mtls.expiry_warning", m.ExpiryWarning, time.Minute, 365*24*time.Hour),
 		checkOrigins("mcp.mtls.allowed_origins", m.AllowedOrigins),
 		checkPath("mcp.mtls.ca_cert_file", m.CACertFile),
 		checkPath("mcp.mtls.cert_file", m.CertFile),

@@ -69,7 +69,7 @@ func TestLoad(t *testing.T) {
 				KeyFile:                 "/etc/nefia/server.key",
 				MaxConnections:          200,
 				MaxConnectionsPerClient: DefaultMaxConnectionsPerClient, OperatorReserve: DefaultOperatorReserve,
-				IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration,
+				IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration, ExpiryWarning: DefaultExpiryWarning,
 			}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 		{name: "empty", content: "", want: Default()},

@@ -36,6 +36,10 @@ type Agent struct {
 	RemoteAddr  string    `json:"remote_addr,omitempty"`
 	Transport   string    `json:"transport"`
 	SessionID   string    `json:"session_id,omitempty"`
+	// NotBefore is the verified certificate's start, kept so a renewal
+	// knows the lifetime it was issued with when the inventory does not.
+	// Not serialized: the status tool's caller schema stays as it was.
+	NotBefore time.Time `json:"-"`
 }
 
 // ErrNoRole is returned for a certificate whose Subject OU is not a nefia
@@ -60,6 +64,7 @@ func FromCertificate(cert *x509.Certificate) (Agent, error) {
 		Role:        role,
 		Fingerprint: pki.Fingerprint(cert),
 		NotAfter:    cert.NotAfter.UTC(),
+		NotBefore:   cert.NotBefore.UTC(),
 	}, nil
 }
 

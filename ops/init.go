@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
@@ -49,8 +51,15 @@ func (s *Service) Init(ctx context.Context, actor identity.Agent, req InitReques
 	}
 	out := InitResult{ConfigFile: s.ConfigPath}
 	args := map[string]any{"hosts": req.Hosts, "force": req.Force}
+	// Clients dial the configured listen address, so the server
+	// certificate always covers its host (issue 13 item 3). A
+	// configuration that does not load is left for the action to report.
+	hosts := req.Hosts
+	if cfg, err := config.Load(s.ConfigPath); err == nil && slices.ContainsFunc(hosts, func(h string) bool { return strings.TrimSpace(h) != "" }) {
+		hosts = pki.WithListenHost(hosts, cfg.MCP.MTLS.ListenAddr)
+	}
 	err := s.audited(ctx, actor, audit.EventInit, args, func() (map[string]any, error) {
-		res, err := s.Store.Init(pki.InitOptions{Hosts: req.Hosts, Force: req.Force})
+		res, err := s.Store.Init(pki.InitOptions{Hosts: hosts, Force: req.Force})
 		if err != nil {
 			return nil, err
 		}

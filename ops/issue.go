@@ -42,6 +42,11 @@ type IssueRequest struct {
 	// P12Password encrypts NAME.p12 (at least pki.MinP12PasswordLen
 	// characters). It is a secret: it is neither logged nor recorded.
 	P12Password string
+	// RevokePrevious revokes every certificate of the same name that was
+	// active before this one, once it is issued and written (through
+	// Revoke, reason RenewReason, each audited). Without it they stay
+	// active, and IssueResult.PreviousActive lists them (issue 13 item 5).
+	RevokePrevious bool
 }
 
 // IssueResult is what Issue did. Issued holds the generated key (nil with a
@@ -49,6 +54,11 @@ type IssueRequest struct {
 type IssueResult struct {
 	*pki.Issued
 	Files pki.BundlePaths
+	// PreviousActive are the serials of the name's earlier certificates
+	// that are still active: the edges warn about them.
+	PreviousActive []string
+	// PreviousRevoked are the serials RevokePrevious revoked.
+	PreviousRevoked []string
 }
 
 // Issue validates the request (actor's authority included), then, audited,
@@ -67,6 +77,19 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 	}
 	if req.P12 {
 		args["p12"] = true
+	}
+	if req.RevokePrevious {
+		// Revoking is an operator's act (the revoke tool is not an
+		// agent's by default): a policy that lets agents issue must not
+		// let them revoke whoever holds a name, operators included.
+		if !actor.Role.Allows(pki.RoleOperator) {
+			return IssueResult{}, fmt.Errorf("%w: revoke_previous revokes certificates, which only operators may do", ErrPermission)
+		}
+		args["revoke_previous"] = true
+	}
+	previous, err := s.activeOf(req.Name)
+	if err != nil {
+		return IssueResult{}, err
 	}
 	err = s.audited(ctx, actor, audit.EventIssueClient, args, func() (map[string]any, error) {
 		iss, err := s.Store.Issue(pki.IssueRequest{Name: req.Name, Role: r, Duration: d, CSRPEM: req.CSRPEM})
@@ -99,7 +122,34 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 		return IssueResult{}, err
 	}
 	s.logFor(ctx, actor).Info("client certificate issued", logKeyName, out.Name, logKeySerial, out.Serial, logKeyRole, out.Role)
+	out.PreviousActive = previous
+	if req.RevokePrevious && len(previous) > 0 {
+		out.PreviousActive = nil
+		for i, serial := range previous {
+			if _, rerr := s.Revoke(ctx, actor, RevokeRequest{Serial: serial, Reason: RenewReason}); rerr != nil && !errors.Is(rerr, ErrOutcomeUnrecorded) {
+				out.PreviousActive = previous[i:]
+				return out, fmt.Errorf("certificate %s was issued, but revoking the previous certificate %s failed: %w", out.Serial, serial, rerr)
+			}
+			out.PreviousRevoked = append(out.PreviousRevoked, serial)
+		}
+	}
 	return out, err
+}
+
+// activeOf returns the serials of name's certificates that are active (or
+// not yet valid), oldest first.
+func (s *Service) activeOf(name string) ([]string, error) {
+	list, err := s.Store.List()
+	if err != nil {
+		return nil, fmt.Errorf("read the inventory: %w", err)
+	}
+	var out []string
+	for _, c := range list {
+		if c.Name == name && (c.State == pki.StateActive || c.State == pki.StateNotYet) {
+			out = append(out, c.Serial)
+		}
+	}
+	return out, nil
 }
 
 // checkIssue is everything Issue refuses before it records or changes

@@ -40,6 +40,13 @@ type RevokeResult struct {
 // revocation (made by the CLI while the gateway was busy, or a close that
 // raced a reconnect) must still end.
 func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRequest) (RevokeResult, error) {
+	return s.revoke(ctx, actor, req, true)
+}
+
+// revoke is Revoke; closeSessions false leaves the serial's live sessions
+// to the gateway's revocation poll, for a renewal whose own connection
+// must carry the answer back first.
+func (s *Service) revoke(ctx context.Context, actor identity.Agent, req RevokeRequest, closeSessions bool) (RevokeResult, error) {
 	if strings.TrimSpace(req.Serial) == "" {
 		return RevokeResult{}, inputErrf(FieldSerial, "%w: the serial is empty", pki.ErrInvalidSerial)
 	}
@@ -74,7 +81,7 @@ func (s *Service) Revoke(ctx context.Context, actor identity.Agent, req RevokeRe
 	if err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
 		return RevokeResult{}, err
 	}
-	if s.Sessions != nil {
+	if s.Sessions != nil && closeSessions {
 		out.SessionsClosed = s.Sessions.CloseSerial(out.Serial)
 	}
 	s.logFor(ctx, actor).Info("certificate revoked", logKeySerial, out.Serial, logKeyName, out.Name, "already_revoked", out.AlreadyRevoked,

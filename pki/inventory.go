@@ -22,6 +22,16 @@ type IssuedCert struct {
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
 	Fingerprint string    `json:"fingerprint"`
+	// Renews is the serial this certificate renewed (nefia.mtls.renew),
+	// empty for a first issuance. Omitted when empty, so inventories
+	// written before renewal existed read and write unchanged.
+	Renews string `json:"renews,omitempty"`
+}
+
+// Lifetime is the validity the certificate was issued with, without the
+// clock-skew backdating of NotBefore: what a renewal asks for again.
+func (c IssuedCert) Lifetime() time.Duration {
+	return c.NotAfter.Sub(c.NotBefore) - clockSkew
 }
 
 type inventoryFile struct {

@@ -29,6 +29,9 @@ type IssueRequest struct {
 	// certified; the private key never leaves the requester. Nothing else of
 	// the CSR is used: not its subject, not its requested extensions.
 	CSRPEM []byte
+	// Renews, when set, is the serial this certificate renews; the
+	// inventory records it.
+	Renews string
 }
 
 // Issued is a freshly issued client certificate.
@@ -108,6 +111,7 @@ func (s *Store) Issue(req IssueRequest) (*Issued, error) {
 			NotBefore:   cert.NotBefore.UTC(),
 			NotAfter:    cert.NotAfter.UTC(),
 			Fingerprint: Fingerprint(cert),
+			Renews:      req.Renews,
 		},
 		CertPEM: encodeCert(cert.Raw),
 		CAPEM:   encodeCert(caCert.Raw),
@@ -173,3 +177,55 @@ func parseCSR(data []byte) (crypto.PublicKey, error) {
 	}
 	return csr.PublicKey, nil
 }
+
+// CheckRenewalCSR accepts only what a renewal takes: a PEM CSR with a
+// valid signature over an ECDSA P-256 key, nefia's own key type, so a
+// renewed certificate is never weaker nor different in kind from the one
+// nefia issued.
+func CheckRenewalCSR(data []byte) error {
+	pub, err := parseCSR(data)
+	if err != nil {
+		return err
+	}
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return fmt.Errorf("%w: a renewal takes an ECDSA P-256 key, not %s", ErrInvalidCSR, keyKind(pub))
+	}
+	if k.Curve != elliptic.P256() {
+		return fmt.Errorf("%w: a renewal takes an ECDSA P-256 key, not curve %s", ErrInvalidCSR, k.Curve.Params().Name)
+	}
+	return nil
+}
+
+func keyKind(pub crypto.PublicKey) string {
+	switch pub.(type) {
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *rsa.PublicKey:
+		return "RSA"
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+// Lookup returns the inventory entry of a serial (any accepted spelling)
+// with its current state; ok is false when the inventory does not know it.
+func (s *Store) Lookup(serial string) (c ListedCert, ok bool, err error) {
+	canon, err := ParseSerial(serial)
+	if err != nil {
+		return ListedCert{}, false, err
+	}
+	list, err := s.List()
+	if err != nil {
+		return ListedCert{}, false, err
+	}
+	for _, c := range list {
+		if c.Serial == canon {
+			return c, true, nil
+		}
+	}
+	return ListedCert{}, false, nil
+}
+
+// Now is the Store's clock: operations judge expiry by the same time the
+// Store issues and lists with.
+func (s *Store) Now() time.Time { return s.now() }

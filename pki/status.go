@@ -11,9 +11,13 @@ import (
 	"time"
 )
 
-// ExpiryWarning is how close to its NotAfter a CA or server certificate must
-// be for Status to report it as a problem.
+// ExpiryWarning is how close to its NotAfter the server certificate must be
+// for Status to report it as a problem.
 const ExpiryWarning = 30 * 24 * time.Hour
+
+// CAExpiryWarning is the same for the CA: a year, because replacing the CA
+// means re-issuing every client certificate (issue 13 item 4).
+const CAExpiryWarning = 365 * 24 * time.Hour
 
 // Status is the health of the state directory: its certificates, client
 // counts and every problem found. Problems name files by base name only, so
@@ -50,12 +54,12 @@ func (s *Store) Status() Status {
 		problem("state directory has mode %04o; it should be 0700", fi.Mode().Perm())
 	}
 
-	ca := s.statusPair("CA", CACertFile, CAKeyFile, now, problem)
+	ca := s.statusPair("CA", CACertFile, CAKeyFile, now, CAExpiryWarning, problem)
 	if ca != nil {
 		info := DescribeCert(ca)
 		st.CA = &info
 	}
-	srv := s.statusPair("server", ServerCertFile, ServerKeyFile, now, problem)
+	srv := s.statusPair("server", ServerCertFile, ServerKeyFile, now, ExpiryWarning, problem)
 	if srv != nil {
 		info := DescribeCert(srv)
 		st.Server = &info
@@ -94,7 +98,7 @@ func (s *Store) Status() Status {
 
 // statusPair reads a certificate and its key, reporting what is wrong with
 // them; it returns the certificate when it could be parsed.
-func (s *Store) statusPair(what, certName, keyName string, now time.Time, problem func(string, ...any)) *x509.Certificate {
+func (s *Store) statusPair(what, certName, keyName string, now time.Time, warn time.Duration, problem func(string, ...any)) *x509.Certificate {
 	cert, err := readCert(s.Path(certName))
 	if errors.Is(err, fs.ErrNotExist) {
 		problem("%s certificate %s is missing (run 'nefia mtls init')", what, certName)
@@ -104,11 +108,15 @@ func (s *Store) statusPair(what, certName, keyName string, now time.Time, proble
 		problem("%s certificate: %v", what, baseErr(err))
 		return nil
 	}
+	hint := ""
+	if what == "server" {
+		hint = "; renew it with 'nefia mtls renew-server'"
+	}
 	switch left := cert.NotAfter.Sub(now); {
 	case left <= 0:
-		problem("%s certificate expired on %s", what, cert.NotAfter.UTC().Format(time.RFC3339))
-	case left < ExpiryWarning:
-		problem("%s certificate expires in %d days (%s)", what, int(left.Hours()/24), cert.NotAfter.UTC().Format(time.RFC3339))
+		problem("%s certificate expired on %s%s", what, cert.NotAfter.UTC().Format(time.RFC3339), hint)
+	case left < warn:
+		problem("%s certificate expires in %d days (%s)%s", what, int(left.Hours()/24), cert.NotAfter.UTC().Format(time.RFC3339), hint)
 	}
 	fi, err := os.Stat(s.Path(keyName))
 	if err != nil {

@@ -6,8 +6,10 @@ import "github.com/nefia/nefia/pki"
 // certificates: read-only ones, named one by one. It is an explicit list,
 // not a glob over nefia.mtls.* nor a reading of readOnlyHint annotations, so
 // that a new (or mislabelled) state-changing tool is denied to agents
-// instead of silently granted. Issue 12 (renewal) adds nefia.mtls.renew.
-var DefaultAgentTools = []string{"nefia.mtls.status"}
+// instead of silently granted. nefia.mtls.renew is granted because it only
+// ever renews the caller's own certificate, with no more authority (issue
+// 13).
+var DefaultAgentTools = []string{"nefia.mtls.status", "nefia.mtls.renew"}
 
 // Default is the built-in policy, nefia's behaviour before mcp.policy
 // existed: operators may call every tool, agents DefaultAgentTools. It

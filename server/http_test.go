@@ -330,11 +330,11 @@ func TestHTTPClientListsAndCallsTools(t *testing.T) {
 		version string // "" negotiates 2026-07-28
 		tools   int
 	}{
-		{pki.RoleOperator, h1Sniffed, mcp.ProtocolVersion20251125, 4},
-		{pki.RoleOperator, h1ALPN, mcp.ProtocolVersion20251125, 4},
-		{pki.RoleOperator, h2ALPN, mcp.ProtocolVersion20251125, 4},
-		{pki.RoleAgent, h1Sniffed, "", 1},
-		{pki.RoleAgent, h2ALPN, "", 1},
+		{pki.RoleOperator, h1Sniffed, mcp.ProtocolVersion20251125, 6},
+		{pki.RoleOperator, h1ALPN, mcp.ProtocolVersion20251125, 6},
+		{pki.RoleOperator, h2ALPN, mcp.ProtocolVersion20251125, 6},
+		{pki.RoleAgent, h1Sniffed, "", 2},
+		{pki.RoleAgent, h2ALPN, "", 2},
 	}
 	for _, tt := range tests {
 		version := tt.version

@@ -87,7 +87,7 @@ func TestConfigPolicyOverSession(t *testing.T) {
 	}{
 		{"agent", bot, []string{"nefia.mtls.issue_client", "nefia.mtls.status"}},
 		{"ci agent", ci, []string{"nefia.mtls.issue_client", "nefia.mtls.revoke", "nefia.mtls.status"}},
-		{"operator", ops, []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.revoke", "nefia.mtls.status"}},
+		{"operator", ops, []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.renew", "nefia.mtls.renew_server", "nefia.mtls.revoke", "nefia.mtls.status"}},
 	} {
 		got := toolNames(t, tt.c)
 		slices.Sort(got)
@@ -174,7 +174,7 @@ func TestSetPolicySwapsLive(t *testing.T) {
 	noLeaks(t)
 	gw := servertest.Start(t)
 	bot := gw.Client(gw.Cert("bot", pki.RoleAgent))
-	if got := toolNames(t, bot); !slices.Equal(got, []string{"nefia.mtls.status"}) {
+	if got := toolNames(t, bot); !slices.Equal(got, []string{"nefia.mtls.renew", "nefia.mtls.status"}) {
 		t.Fatalf("default agent tools = %v", got)
 	}
 	if gw.Policy().Source() != policy.SourceDefault {

@@ -28,5 +28,5 @@ func ExampleRegister() {
 		// ClientsDir "" = <state>/clients; Sessions nil = stdio mode.
 	})
 	fmt.Println(err, len(srv.ListTools()))
-	// Output: <nil> 4
+	// Output: <nil> 6
 }

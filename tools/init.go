@@ -36,7 +36,7 @@ func initTool() mcp.Tool {
 			"Refuses if a CA already exists: replacing it (force=true) makes every certificate the old CA issued stop working, "+
 			"including the one you may be connected with. The old files are archived, not deleted."),
 		mcp.WithArray("hosts", mcp.Required(),
-			mcp.Description("DNS names and IP addresses clients use to reach the gateway; they become the server certificate's SANs, e.g. [\"localhost\", \"127.0.0.1\"]"),
+			mcp.Description("DNS names and IP addresses clients use to reach the gateway; they become the server certificate's SANs, e.g. [\"localhost\", \"127.0.0.1\"]; the host of the configured listen address is always added"),
 			mcp.WithStringItems(mcp.MinLength(1), mcp.MaxLength(253)),
 			mcp.MinItems(1), mcp.MaxItems(maxHosts)),
 		mcp.WithBoolean("force",

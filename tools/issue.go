@@ -31,6 +31,9 @@ type IssueOutput struct {
 	CertificatePEM string          `json:"certificate_pem" jsonschema:"the client certificate, PEM"`
 	CAPEM          string          `json:"ca_pem" jsonschema:"the CA certificate, PEM, which clients verify the gateway with"`
 	Files          pki.BundlePaths `json:"files" jsonschema:"where the bundle was written on the gateway host; key is absent when a CSR was signed"`
+	// Issue 13 item 5: re-issuing a name says what stays active.
+	PreviousActive  []string `json:"previous_active,omitempty" jsonschema:"serials of earlier certificates with this name that are still active; revoke them with nefia.mtls.revoke or pass revoke_previous"`
+	PreviousRevoked []string `json:"previous_revoked,omitempty" jsonschema:"serials of earlier certificates with this name that revoke_previous revoked"`
 }
 
 func issueClientTool() mcp.Tool {
@@ -59,6 +62,9 @@ func issueClientTool() mcp.Tool {
 		mcp.WithBoolean("force",
 			mcp.Description("Overwrite an existing NAME.crt / NAME.key in out_dir."),
 			mcp.DefaultBool(false)),
+		mcp.WithBoolean("revoke_previous",
+			mcp.Description("Revoke every earlier active certificate with this name once the new one is written (reason \"renewed\"). Without it they stay active and previous_active lists them. Operators only."),
+			mcp.DefaultBool(false)),
 		mcp.WithSchemaAdditionalProperties(false),
 		mcp.WithOutputSchema[IssueOutput](),
 		// Destructive: force overwrites a bundle, and ca.crt in out_dir is
@@ -72,10 +78,11 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 		return refuse("permission denied: %s needs an authenticated caller, and this request has none", NameIssueClient), nil
 	}
 	var name, duration, role, csr, outDir string
-	var force bool
+	var force, revokePrev bool
 	err := decodeArgs(req, map[string]arg{
 		"name": stringArg(&name), "duration": stringArg(&duration), "role": stringArg(&role),
 		"csr_pem": stringArg(&csr), "out_dir": stringArg(&outDir), "force": boolArg(&force),
+		"revoke_previous": boolArg(&revokePrev),
 	})
 	if err != nil {
 		return refuse("%v", err), nil
@@ -87,7 +94,7 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	if res != nil {
 		return res, nil
 	}
-	in := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: dir, Force: force}
+	in := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: dir, Force: force, RevokePrevious: revokePrev}
 	if csr != "" {
 		in.CSRPEM = []byte(csr)
 	}
@@ -112,6 +119,9 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 	case errors.As(err, &unwritten):
 		return refuse("certificate %s was issued, but writing its files failed (%s), so it was revoked; try again.",
 			unwritten.Serial, ts.redact(unwritten.WriteErr)), nil
+	case err != nil && iss.Issued != nil:
+		return refuse("certificate %s was issued and written, but revoking an earlier certificate of %q failed: %s; still active: %s",
+			iss.Serial, name, ts.redact(errors.Unwrap(err)), strings.Join(iss.PreviousActive, ", ")), nil
 	case err != nil:
 		return ts.opFailed(NameIssueClient, "issuing the certificate", err), nil
 	}
@@ -127,6 +137,9 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 		CertificatePEM: string(iss.CertPEM),
 		CAPEM:          string(iss.CAPEM),
 		Files:          paths,
+
+		PreviousActive:  iss.PreviousActive,
+		PreviousRevoked: iss.PreviousRevoked,
 	}
 	return success(out, issueText(out)), nil
 }
@@ -142,6 +155,13 @@ func issueText(out IssueOutput) string {
 		b.WriteString("  key:  none (signed from your CSR; the key stays with you)\n")
 	}
 	fmt.Fprintf(&b, "  ca:   %s\n", out.Files.CA)
+	if len(out.PreviousActive) > 0 {
+		fmt.Fprintf(&b, "Warning: earlier certificate(s) named %q stay active until they expire: %s (revoke them with %s, or pass revoke_previous=true).\n",
+			out.Name, strings.Join(out.PreviousActive, ", "), NameRevoke)
+	}
+	for _, serial := range out.PreviousRevoked {
+		fmt.Fprintf(&b, "Revoked the earlier certificate %s.\n", serial)
+	}
 	fmt.Fprintf(&b, "\nCertificate:\n%s\nCA certificate:\n%s", out.CertificatePEM, out.CAPEM)
 	return b.String()
 }

@@ -26,6 +26,8 @@ var arguments = map[string]string{
 	ops.FieldOutDir:   "out_dir",
 	ops.FieldSerial:   "serial",
 	ops.FieldReason:   "reason",
+
+	ops.FieldRevokePrevious: "revoke_previous",
 }
 
 // actor returns the caller an operation acts for, as the gateway

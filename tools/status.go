@@ -54,6 +54,7 @@ func BuildStatus(store *pki.Store, cfg config.Loaded, cfgErr error) StatusReport
 	if cfgErr != nil {
 		r.Problems = append(r.Problems, cfgErr.Error())
 	}
+	r.Problems = append(r.Problems, lifecycleProblems(store, cfg, st)...)
 	if p := audit.DiskProblem(filepath.Join(store.Dir(), "audit")); p != "" {
 		r.Problems = append(r.Problems, p)
 	}

@@ -23,6 +23,8 @@ const (
 	NameIssueClient = "nefia.mtls.issue_client"
 	NameStatus      = "nefia.mtls.status"
 	NameRevoke      = "nefia.mtls.revoke"
+	// NameRenew renews the caller's own client certificate (issue 13).
+	NameRenew = "nefia.mtls.renew"
 )
 
 // Structured-log keys, fixed so log queries keep working (package ops logs
@@ -68,7 +70,7 @@ type SessionManager interface {
 }
 
 // names lists the tools in the order Register adds them.
-var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke}
+var names = []string{NameInit, NameIssueClient, NameStatus, NameRevoke, NameRenew, NameRenewServer}
 
 // Names returns the names of the tools Register adds, in a fresh slice.
 func Names() []string { return slices.Clone(names) }
@@ -80,6 +82,8 @@ var stateEvents = map[string]string{
 	NameInit:        audit.EventInit,
 	NameIssueClient: audit.EventIssueClient,
 	NameRevoke:      audit.EventRevoke,
+	NameRenew:       audit.EventRenew,
+	NameRenewServer: audit.EventRenewServer,
 }
 
 // StateEvent returns the audit event of a state-changing tool; ok is false
@@ -117,6 +121,8 @@ func Register(srv *server.MCPServer, d Deps) error {
 		{Tool: issueClientTool(), Handler: ts.handleIssueClient},
 		{Tool: statusTool(), Handler: ts.handleStatus},
 		{Tool: revokeTool(), Handler: ts.handleRevoke},
+		{Tool: renewTool(), Handler: ts.handleRenew},
+		{Tool: renewServerTool(), Handler: ts.handleRenewServer},
 	}
 	for _, st := range all {
 		// mcp.WithOutputSchema reports a reflection failure only on stderr

@@ -16,7 +16,7 @@ import (
 )
 
 func TestNames(t *testing.T) {
-	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke"}
+	want := []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.status", "nefia.mtls.revoke", "nefia.mtls.renew", "nefia.mtls.renew_server"}
 	got := tools.Names()
 	if !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)
@@ -89,6 +89,8 @@ func TestAnnotations(t *testing.T) {
 		tools.NameIssueClient: {readOnly: false, destructive: true, idempotent: false},
 		tools.NameStatus:      {readOnly: true, destructive: false, idempotent: true},
 		tools.NameRevoke:      {readOnly: false, destructive: true, idempotent: true},
+		tools.NameRenew:       {readOnly: false, destructive: false, idempotent: false},
+		tools.NameRenewServer: {readOnly: false, destructive: true, idempotent: false},
 	}
 	if len(list.Tools) != len(want) {
 		t.Fatalf("tools/list has %d tools, want %d", len(list.Tools), len(want))
@@ -133,15 +135,24 @@ func deref(b *bool) any {
 
 // TestDefaultAgentToolsAreReadOnly: the built-in policy grants agents only
 // tools that exist and say they change nothing, so a renamed or new
-// state-changing tool cannot slip into the agents' default.
+// state-changing tool cannot slip into the agents' default. The one
+// exception is named here: nefia.mtls.renew changes state but acts only on
+// the caller's own certificate, with no more authority (issue 13).
 func TestDefaultAgentToolsAreReadOnly(t *testing.T) {
 	store := pkitest.NewStore(t)
 	srv := server.NewMCPServer("t", "0")
 	if err := tools.Register(srv, tools.Deps{Store: store, ConfigPath: filepath.Join(t.TempDir(), "nefia.yaml")}); err != nil {
 		t.Fatal(err)
 	}
+	selfScoped := map[string]bool{tools.NameRenew: true}
 	for _, name := range policy.DefaultAgentTools {
 		st := srv.GetTool(name)
+		if selfScoped[name] {
+			if st == nil || st.Tool.Annotations.DestructiveHint == nil || *st.Tool.Annotations.DestructiveHint {
+				t.Errorf("default agent tool %s is missing or destructive", name)
+			}
+			continue
+		}
 		if st == nil {
 			t.Errorf("default agent tool %s is not registered", name)
 			continue

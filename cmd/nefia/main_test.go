@@ -132,7 +132,7 @@ func TestInitIssueStatusRevokeWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !st.Enabled || st.ListenAddr != "127.0.0.1:19821" || st.StateDir != c.stateDir || st.ConfigFile != c.config ||
-		st.CA == nil || st.Server == nil || strings.Join(st.Server.SANs, ",") != "localhost,10.99.0.1" ||
+		st.CA == nil || st.Server == nil || strings.Join(st.Server.SANs, ",") != "localhost,10.99.0.1,127.0.0.1" ||
 		st.Clients != (pki.ClientCounts{Issued: 2, Active: 2}) || len(st.Problems) != 0 {
 		t.Errorf("status = %+v", st)
 	}

@@ -25,6 +25,7 @@ func newMTLSCmd(e *env, g *globals) *cobra.Command {
 		RunE:  groupRun,
 	}
 	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g), newCRLCmd(e, g))
+	cmd.AddCommand(newRenewCmd(e, g), newRenewServerCmd(e, g)) // issue 13: certificate renewal
 	return cmd
 }
 
@@ -76,7 +77,7 @@ func newInitCmd(e *env, g *globals) *cobra.Command {
 
 func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	var name, duration, outDir, role, csrFile, p12PasswordFile string
-	var force, asJSON, p12 bool
+	var force, asJSON, p12, revokePrevious bool
 	cmd := &cobra.Command{
 		Use:   "issue-client",
 		Short: "Issue a client certificate for an agent or operator",
@@ -89,7 +90,7 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: outDir, Force: force, P12: p12}
+			req := ops.IssueRequest{Name: name, Role: role, Duration: duration, OutDir: outDir, Force: force, P12: p12, RevokePrevious: revokePrevious}
 			if cmd.Flags().Changed("csr") {
 				if csrFile == "" {
 					return usage(errors.New("--csr: the file name is empty"))
@@ -113,11 +114,14 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if err != nil {
 				return cliError(err)
 			}
+			warnPrevious(e.stderr, name, iss.PreviousActive)
 			paths := iss.Files
 			out := struct {
 				pki.IssuedCert
-				Files pki.BundlePaths `json:"files"`
-			}{iss.IssuedCert, paths}
+				Files           pki.BundlePaths `json:"files"`
+				PreviousActive  []string        `json:"previous_active,omitempty"`
+				PreviousRevoked []string        `json:"previous_revoked,omitempty"`
+			}{iss.IssuedCert, paths, iss.PreviousActive, iss.PreviousRevoked}
 			if asJSON {
 				return writeJSON(e.stdout, out)
 			}
@@ -132,6 +136,9 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 			if paths.P12 != "" {
 				fmt.Fprintf(w, "p12:    %s\n", termSafe(paths.P12))
 			}
+			for _, serial := range iss.PreviousRevoked {
+				fmt.Fprintf(w, "revoked previous certificate %s\n", termSafe(serial))
+			}
 			return nil
 		},
 	}
@@ -144,6 +151,7 @@ func newIssueClientCmd(e *env, g *globals) *cobra.Command {
 	f.BoolVar(&force, "force", false, "overwrite an existing NAME.crt / NAME.key")
 	f.BoolVar(&p12, "p12", false, "also write NAME.p12 (key, certificate and CA; PKCS#12, AES-256) for clients that want one file")
 	f.StringVar(&p12PasswordFile, "p12-password-file", "", "file holding the NAME.p12 password (with --p12; a password is never a flag value)")
+	f.BoolVar(&revokePrevious, "revoke-previous", false, "revoke the name's earlier active certificates once the new one is written")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd

@@ -48,6 +48,8 @@ var flags = map[string]string{
 	ops.FieldP12Password: "--p12-password-file",
 	ops.FieldSerial:      "--serial",
 	ops.FieldReason:      "--reason",
+
+	ops.FieldRevokePrevious: "--revoke-previous",
 }
 
 // cliError renders an operation's error: bad input as a one-line usage

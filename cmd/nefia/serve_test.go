@@ -40,7 +40,7 @@ func TestServeStdio(t *testing.T) {
 		t.Fatal(err)
 	}
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil || len(list.Tools) != 4 {
+	if err != nil || len(list.Tools) != 6 {
 		t.Fatalf("tools/list over stdio: %d tools, %v", len(list.Tools), err)
 	}
 	servertest.CallOK(t, mc, "nefia.mtls.init", map[string]any{"hosts": []string{"localhost", "127.0.0.1"}})

@@ -5,6 +5,8 @@
 package pkitest
 
 import (
+	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -240,4 +242,29 @@ func EncodePair(t testing.TB, kp tls.Certificate) (certPEM, keyPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kp.Certificate[0]}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// CSRWithKey returns a PEM certificate request signed by key (any key type
+// x509 supports), for tests of which keys a request may carry.
+func CSRWithKey(t testing.TB, key crypto.Signer, subject pkix.Name) []byte {
+	t.Helper()
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+// BadSignatureCSR returns a P-256 request whose subject was altered after
+// signing: it parses, but its signature does not verify.
+func BadSignatureCSR(t testing.TB) []byte {
+	t.Helper()
+	csr, _ := CSR(t, pkix.Name{CommonName: "signed-name"})
+	b, _ := pem.Decode(csr)
+	i := bytes.Index(b.Bytes, []byte("signed-name"))
+	if i < 0 {
+		t.Fatal("pkitest: subject not found in the CSR")
+	}
+	b.Bytes[i] = 'S'
+	return pem.EncodeToMemory(b)
 }

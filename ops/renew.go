@@ -1,0 +1,157 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/pki"
+)
+
+// FieldRevokePrevious is the input field of RenewRequest.RevokePrevious
+// and IssueRequest.RevokePrevious.
+const FieldRevokePrevious = "revoke_previous"
+
+// RenewReason is the revocation reason recorded when a renewal (or a
+// re-issue) revokes the certificate it replaces.
+const RenewReason = "renewed"
+
+// ErrNoCertificate refuses a renewal by a caller that authenticated
+// without a certificate (the local operator at the CLI or over stdio):
+// there is nothing of its own to renew.
+var ErrNoCertificate = errors.New("renewal renews the caller's own client certificate, and this caller has none " +
+	"(the local operator at the CLI or over stdio); issue one with nefia mtls issue-client, " +
+	"or run nefia mtls renew --cert-dir DIR --name NAME against the gateway")
+
+// RenewRequest asks for a new certificate for the caller's own one. It
+// names no certificate: the one renewed is the one the caller
+// authenticated with, so nobody can renew someone else's.
+type RenewRequest struct {
+	// CSRPEM is a PEM certificate request over a new ECDSA P-256 key,
+	// which never leaves the caller.
+	CSRPEM []byte
+	// RevokePrevious revokes the caller's current certificate once the new
+	// one is issued (reason RenewReason). Otherwise it stays valid until
+	// its own expiry, so in-flight sessions are not cut.
+	RevokePrevious bool
+}
+
+// RenewResult is what Renew did.
+type RenewResult struct {
+	*pki.Issued
+	// PreviousRevoked: the renewed certificate was revoked as asked.
+	PreviousRevoked bool
+}
+
+// Renew issues the caller a new certificate with the same name and role as
+// the one it authenticated with, a new serial, and that certificate's
+// original lifetime capped by mcp.mtls.client_max_duration. A revoked or
+// expired certificate cannot renew, and a renewal never adds authority:
+// name and role come from the verified certificate, never from the CSR.
+func (s *Service) Renew(ctx context.Context, actor identity.Agent, req RenewRequest) (RenewResult, error) {
+	prev, d, err := s.checkRenew(ctx, actor, req)
+	if err != nil {
+		return RenewResult{}, err
+	}
+	var out RenewResult
+	args := map[string]any{"serial": prev, "duration": d.String(), "revoke_previous": req.RevokePrevious,
+		"csr_pem": string(req.CSRPEM)} // recorded as its SHA-256
+	err = s.audited(ctx, actor, audit.EventRenew, args, func() (map[string]any, error) {
+		iss, err := s.Store.Issue(pki.IssueRequest{Name: actor.Name, Role: actor.Role, Duration: d, CSRPEM: req.CSRPEM, Renews: prev})
+		if err != nil {
+			return nil, err
+		}
+		out.Issued = iss
+		return audit.ToMap(iss.IssuedCert), nil
+	})
+	if errors.Is(err, pki.ErrInvalidCSR) {
+		return RenewResult{}, inputErr(FieldCSR, err)
+	}
+	if err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
+		return RenewResult{}, err
+	}
+	log := s.logFor(ctx, actor)
+	log.Info("client certificate renewed", logKeyName, out.Name, logKeySerial, out.Serial, "renews", prev, logKeyRole, out.Role)
+	if req.RevokePrevious {
+		// Through the one revocation path (audited as mtls.revoke). The
+		// caller's live sessions on the old certificate, this one included,
+		// are closed by the gateway's revocation poll, after this answer.
+		if _, rerr := s.revoke(ctx, actor, RevokeRequest{Serial: prev, Reason: RenewReason}, false); rerr != nil && !errors.Is(rerr, ErrOutcomeUnrecorded) {
+			log.Error("revoking the renewed certificate failed", logKeySerial, prev, logKeyError, rerr)
+			return out, fmt.Errorf("certificate %s was issued, but revoking the previous one (%s) failed: %w", out.Serial, prev, rerr)
+		}
+		out.PreviousRevoked = true
+	}
+	return out, err
+}
+
+// checkRenew is everything Renew refuses before it records anything: it
+// returns the serial renewed and the new lifetime.
+func (s *Service) checkRenew(ctx context.Context, actor identity.Agent, req RenewRequest) (string, time.Duration, error) {
+	if actor.Serial == "" {
+		return "", 0, ErrNoCertificate
+	}
+	role, err := pki.ParseRole(string(actor.Role))
+	if err != nil || actor.Role == "" || actor.Name == "" {
+		return "", 0, fmt.Errorf("%w: your identity carries no valid name and role, so it cannot be renewed", ErrPermission)
+	}
+	serial, err := pki.ParseSerial(actor.Serial)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: your certificate's serial: %w", ErrPermission, err)
+	}
+	if len(req.CSRPEM) > pki.MaxCSRBytes {
+		return "", 0, inputErrf(FieldCSR, "%w: %d bytes; at most %d are accepted", pki.ErrInvalidCSR, len(req.CSRPEM), pki.MaxCSRBytes)
+	}
+	if err := pki.CheckRenewalCSR(req.CSRPEM); err != nil {
+		return "", 0, inputErr(FieldCSR, err)
+	}
+	now := s.Store.Now()
+	if !actor.NotAfter.IsZero() && !now.Before(actor.NotAfter) {
+		return "", 0, fmt.Errorf("%w: certificate %s expired at %s; an expired certificate cannot renew, ask an operator for a new one",
+			ErrPermission, serial, actor.NotAfter.Format(time.RFC3339))
+	}
+	revs, err := s.Store.Revocations()
+	if err != nil {
+		return "", 0, fmt.Errorf("read the revocation store: %w", err)
+	}
+	for _, r := range revs {
+		if r.Serial == serial {
+			s.logFor(ctx, actor).Warn("renewal of a revoked certificate refused", logKeySerial, serial)
+			return "", 0, fmt.Errorf("%w: certificate %s is revoked; a revoked certificate cannot renew, ask an operator for a new one", ErrPermission, serial)
+		}
+	}
+	// The lifetime it was issued with: from the inventory, else from the
+	// verified certificate itself.
+	entry, known, err := s.Store.Lookup(serial)
+	if err != nil {
+		return "", 0, fmt.Errorf("read the inventory: %w", err)
+	}
+	var d time.Duration
+	switch {
+	case known:
+		if entry.Name != actor.Name || entry.Role != role {
+			return "", 0, fmt.Errorf("%w: certificate %s is %s/%s in the inventory but %s/%s on the connection; ask an operator",
+				ErrPermission, serial, entry.Name, entry.Role, actor.Name, actor.Role)
+		}
+		d = entry.Lifetime()
+	case !actor.NotBefore.IsZero() && !actor.NotAfter.IsZero():
+		d = actor.NotAfter.Sub(actor.NotBefore) - time.Minute // the issuer's clock-skew backdating
+	default:
+		d, _ = pki.ParseDuration(DefaultDuration)
+	}
+	cfg, err := config.Load(s.ConfigPath)
+	if err != nil {
+		return "", 0, fmt.Errorf("read the configuration: %w", err)
+	}
+	if limit := cfg.MCP.MTLS.ClientMaxDuration; limit > 0 && d > limit {
+		d = limit
+	}
+	if d < config.MinClientDuration {
+		d = config.MinClientDuration
+	}
+	return serial, d, nil
+}
