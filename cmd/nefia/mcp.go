@@ -34,7 +34,10 @@ func newMCPCmd(e *env, g *globals) *cobra.Command {
 }
 
 func newServeCmd(e *env, g *globals) *cobra.Command {
-	var listen string
+	var (
+		listen     string
+		forceStdio bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the nefia MCP tools (stdio, or mutual TLS once enabled)",
@@ -44,11 +47,18 @@ With mcp.mtls.enabled false (the default) MCP runs over stdin/stdout for a
 local client that spawns nefia; stdout carries JSON-RPC only, logs go to
 stderr. After 'nefia mtls init' it listens on mcp.mtls.listen_addr
 (127.0.0.1:19821) for TLS 1.3 connections that present a client certificate
-issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
+issued by nefia's CA, and serves newline-delimited JSON-RPC on each.
+
+--stdio serves stdin/stdout even when mTLS is enabled: the local operator's
+own MCP client on the gateway host, which may run beside the gateway.`,
 		Example: `  nefia mcp serve
-  nefia mcp serve --listen 127.0.0.1:0`,
+  nefia mcp serve --listen 127.0.0.1:0
+  nefia mcp serve --stdio`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if forceStdio && listen != "" {
+				return usage(errors.New("--stdio and --listen: give one (--listen is the mTLS listener's address)"))
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
@@ -80,13 +90,14 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 				return err
 			}
 			defer ups.Close() // stops stdio upstreams when serving ends
-			if !cfg.MCP.MTLS.Enabled {
+			if forceStdio || !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register)
 			}
 			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
+	cmd.Flags().BoolVar(&forceStdio, "stdio", false, "serve stdin/stdout for the local operator even when mTLS is enabled")
 	return cmd
 }
 
@@ -100,7 +111,7 @@ func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Po
 	if err := register(srv); err != nil { // upstream MCP servers' tools
 		return err
 	}
-	s.log.Info("serving MCP on stdio (mTLS is off; run 'nefia mtls init' to enable it)", "state_dir", s.stateDir)
+	s.log.Info("serving MCP on stdio for the local operator (run 'nefia mtls init' to enable mTLS; --stdio serves stdio even then)", "state_dir", s.stateDir)
 	agent := identity.LocalOperator(identity.TransportStdio)
 	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
 		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
