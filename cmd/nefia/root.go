@@ -76,6 +76,7 @@ issued by its own CA, and exposes that certificate management as MCP tools.
 	root.Version = versionString()
 	root.SetVersionTemplate("nefia {{.Version}}\n")
 	typedUsageErrors(root)
+	registerCompletions(root, e, g)
 	return root
 }
 
