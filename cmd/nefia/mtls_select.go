@@ -125,6 +125,9 @@ func certFileSerial(store *pki.Store, file string) (string, []string, error) {
 			return "", nil, usage(fmt.Errorf("--cert %q: %w", file, err))
 		}
 	}
+	if leaf.IsCA {
+		return "", nil, usage(fmt.Errorf("--cert %q: holds a CA certificate (%s), not a client certificate", file, leaf.Subject.CommonName))
+	}
 	var warnings []string
 	caPEM, err := store.CACertPEM()
 	if err != nil {

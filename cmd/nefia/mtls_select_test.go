@@ -149,6 +149,7 @@ func TestRevokeSelectorFlagsExit2(t *testing.T) {
 		{name: "all three", args: []string{"--serial", serial, "--name", "keep", "--cert", notPEM}, want: []string{"exactly one"}},
 		{name: "cert missing", args: []string{"--cert", filepath.Join(c.work, "nope.crt")}, want: []string{"--cert"}},
 		{name: "cert not PEM", args: []string{"--cert", notPEM}, want: []string{"--cert", "no PEM"}},
+		{name: "cert is the CA", args: []string{"--cert", filepath.Join(c.outDir(), "ca.crt")}, want: []string{"--cert", "CA certificate"}},
 		{name: "unknown name", args: []string{"--name", "nobody", "--yes"}, want: []string{"--name"}},
 		{name: "empty name", args: []string{"--name", "", "--yes"}, want: []string{"--name"}},
 	}
