@@ -175,6 +175,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		Policy:                  pol,
 		Logger:                  s.log,
 		Register:                register,
+		ControlSocket:           filepath.Join(s.stateDir, server.ControlSocketFile),
 	})
 	if errors.Is(err, os.ErrNotExist) {
 		return usage(fmt.Errorf("%w; run 'nefia mtls init' first (state dir %s)", err, filepath.Clean(s.stateDir)))
