@@ -9,6 +9,9 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/identity"
 )
 
 // ControlSocketFile is the name of the gateway's control socket in the
@@ -102,6 +105,7 @@ func (g *Gateway) answerControl(c net.Conn) {
 			resp.Connections = append(resp.Connections, g.Connections()...)
 		case ControlDisconnect:
 			closed, err := g.Disconnect(req.ID, req.Serial)
+			g.auditDisconnect(req, closed, err)
 			switch {
 			case errors.Is(err, ErrNoSuchConnection):
 				resp.NotFound = true
@@ -115,3 +119,34 @@ func (g *Gateway) answerControl(c net.Conn) {
 	}
 	_ = json.NewEncoder(c).Encode(resp)
 }
+
+// auditDisconnect records who ended which connections: the local operator
+// (only the gateway's owner can reach the control socket), durably, after
+// the fact (the close of each is recorded too, as connection_close).
+func (g *Gateway) auditDisconnect(req ControlRequest, closed []ConnInfo, err error) {
+	if g.audit == nil {
+		return
+	}
+	r := audit.Record{Event: audit.EventDisconnect, Outcome: audit.OutcomeOK, Args: map[string]any{}}
+	identity.LocalOperator(controlTransport).Stamp(&r)
+	if req.ID != "" {
+		r.Args["id"] = req.ID
+	}
+	if req.Serial != "" {
+		r.Args["serial"] = req.Serial
+	}
+	ids := make([]any, 0, len(closed))
+	for _, c := range closed {
+		ids = append(ids, c.ID+" "+c.Name+" "+c.Serial)
+	}
+	r.Result = map[string]any{"closed": ids}
+	if err != nil {
+		r.Outcome, r.Error = audit.OutcomeError, err.Error()
+	}
+	if aerr := g.audit.trail.Append(r, true); aerr != nil {
+		g.log.Error("disconnect not audited", "error", aerr)
+	}
+}
+
+// controlTransport is how a control socket request is recorded.
+const controlTransport = "control-socket"

@@ -98,17 +98,23 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 		t.Errorf("the disconnected certificate cannot connect again: %v", err)
 	}
 
-	var audited bool
+	var audited, byOperator bool
 	deadline := time.Now().Add(10 * time.Second)
-	for !audited && time.Now().Before(deadline) {
+	for !(audited && byOperator) && time.Now().Before(deadline) {
 		for _, r := range g.AuditRecords() {
 			if r.Event == audit.EventConnectionClose && r.Reason == server.ReasonCloseDisconnected && r.Agent != nil && r.Agent.Name == "bot" {
 				audited = true
+			}
+			if r.Event == audit.EventDisconnect && r.Args["id"] == raw.ID {
+				byOperator = r.Agent != nil && r.Agent.Role == "operator" && r.Outcome == audit.OutcomeOK
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !audited {
 		t.Error("no connection_close record with reason \"disconnected by an operator\"")
+	}
+	if !byOperator {
+		t.Error("no gateway.disconnect record by the local operator")
 	}
 }

@@ -207,6 +207,16 @@ func about(r audit.Record) string {
 		if why := str(r.Args, "reason"); why != "" {
 			parts = append(parts, "reason "+why)
 		}
+	case audit.EventDisconnect:
+		if id := str(r.Args, "id"); id != "" {
+			parts = append(parts, "connection "+id)
+		}
+		if s := str(r.Args, "serial"); s != "" {
+			parts = append(parts, "serial "+s)
+		}
+		if closed, ok := r.Result["closed"].([]any); ok {
+			parts = append(parts, fmt.Sprintf("%d closed", len(closed)))
+		}
 	case audit.EventIssueClient:
 		if n := first(str(r.Result, "name"), str(r.Args, "name")); n != "" {
 			parts = append(parts, "name "+n)

@@ -45,6 +45,7 @@ func TestAuditQueryCLI(t *testing.T) {
 		{Event: audit.EventConnectionRejected, Agent: &audit.Agent{Name: "evil\x1b[2J", Unverified: true}, Outcome: audit.OutcomeDenied, Reason: "certificate revoked"},
 		{Event: audit.EventRevoke, Agent: ops, Outcome: audit.OutcomeOK, Args: map[string]any{"serial": "BB:02", "reason": "lost"}, Result: map[string]any{"serial": "bb02", "name": "claude-bot"}},
 		{Event: audit.EventToolCall, Tool: "nefia.mtls.status", Agent: ops, Outcome: audit.OutcomeOK},
+		{Event: audit.EventDisconnect, Agent: &audit.Agent{Name: "root", Role: "operator"}, Outcome: audit.OutcomeOK, Args: map[string]any{"serial": "bb02"}, Result: map[string]any{"closed": []any{"c-1 claude-bot bb02"}}},
 	}
 	var times []time.Time
 	for i := range recs {
@@ -60,15 +61,16 @@ func TestAuditQueryCLI(t *testing.T) {
 		args []string
 		want []int // indexes into recs
 	}{
-		{name: "all", want: []int{0, 1, 2, 3, 4, 5}},
+		{name: "all", want: []int{0, 1, 2, 3, 4, 5, 6}},
 		{name: "agent", args: []string{"--agent", "claude-bot"}, want: []int{1, 2}},
 		{name: "agent glob", args: []string{"--agent", "claude-*"}, want: []int{1, 2}},
-		{name: "serial: actor or subject, any form", args: []string{"--serial", "BB:02"}, want: []int{0, 1, 2, 4}},
+		{name: "serial: actor or subject, any form", args: []string{"--serial", "BB:02"}, want: []int{0, 1, 2, 4, 6}},
 		{name: "event", args: []string{"--event", "mtls.revoke"}, want: []int{4}},
 		{name: "event glob list", args: []string{"--event", "mtls.*,connection_rejected"}, want: []int{0, 3, 4}},
+		{name: "disconnects", args: []string{"--event", "gateway.disconnect"}, want: []int{6}},
 		{name: "tool", args: []string{"--tool", "nefia.mtls.status"}, want: []int{1, 5}},
 		{name: "outcome", args: []string{"--outcome", "denied"}, want: []int{2, 3}},
-		{name: "since duration", args: []string{"--since", "150m"}, want: []int{4, 5}},
+		{name: "since duration", args: []string{"--since", "150m"}, want: []int{5, 6}},
 		{name: "until RFC 3339", args: []string{"--until", times[2].Format(time.RFC3339)}, want: []int{0, 1}},
 		{name: "combined", args: []string{"--agent", "ops", "--event", "tool_call", "--since", "1d"}, want: []int{5}},
 		{name: "limit", args: []string{"--limit", "2"}, want: []int{0, 1}},
@@ -106,6 +108,7 @@ func TestAuditQueryCLI(t *testing.T) {
 			"name claude-bot, role agent, serial bb02",  // the issue
 			"serial bb02, name claude-bot, reason lost", // the revoke
 			"reason: certificate revoked",               // the refusal
+			"serial bb02, 1 closed",                     // the disconnect
 			`evil\x1b[2J`,                               // escaped, not a terminal command
 		} {
 			if !strings.Contains(out, want) {
