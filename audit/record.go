@@ -26,6 +26,9 @@ const (
 	EventConnectionOpen     = "connection_open"
 	EventConnectionClose    = "connection_close"
 	EventConnectionRejected = "connection_rejected"
+	// EventDisconnect: the local operator ended live connections through
+	// the gateway's control socket (args: id or serial; result: closed).
+	EventDisconnect = "gateway.disconnect"
 	// EventConnectionRejectedSuppressed summarizes, per remote address,
 	// refused connections a rate limit kept from being recorded one by one:
 	// result.suppressed is their number, result.by_reason the count of each

@@ -77,6 +77,7 @@ type trackedConn struct {
 	slot   bool                // holds a session slot
 	closer func(cause error)   // ends the connection in its current state
 	cause  error               // why the gateway closed it; nil until then
+	act    *connActivity       // set on admission; never changed after
 }
 
 // Causes the gateway closes a connection with; their text is the close
@@ -208,6 +209,7 @@ func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.Connection
 	tc.mu.Lock()
 	tc.slot, tc.agent, tc.cs = true, agent, cs
 	tc.state = stateAwaitingFirstByte
+	tc.act = newActivity()
 	tc.mu.Unlock()
 	return nil
 }

@@ -86,6 +86,10 @@ type GatewayOptions struct {
 	// same policy, identity and observer: the gateway builds the server
 	// because authorization and call events must wrap every tool.
 	Register func(*mcpserver.MCPServer) error
+	// ControlSocket, if set, is where Serve offers the local control socket
+	// (see ControlSocketFile): the live connections, and disconnecting them.
+	// A socket that cannot be made is logged, not fatal.
+	ControlSocket string
 
 	// MaxConnections caps established sessions: connections whose
 	// handshake succeeded (mcp.mtls.max_connections). One more is refused at
@@ -255,7 +259,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	deps := opts.Tools
 	deps.Sessions = g
-	obs := observe.Multi{logObserver{opts.Logger}}
+	obs := observe.Multi{logObserver{opts.Logger}, activityObserver{g}}
 	if opts.Audit != nil {
 		g.audit = newAuditor(opts.Audit, opts.Logger)
 		obs = append(obs, g.audit)
@@ -449,6 +453,17 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		defer pollerDone.Done()
 		g.pollRevocations(ctx)
 	}()
+	if path := g.opts.ControlSocket; path != "" {
+		if cln, err := listenControl(ctx, path); err != nil {
+			g.log.Warn("no control socket: 'nefia mtls sessions' cannot reach this gateway", "error", err)
+		} else {
+			pollerDone.Add(1)
+			go func() {
+				defer pollerDone.Done()
+				g.serveControl(ctx, cln, path)
+			}()
+		}
+	}
 	g.log.Info("gateway listening", "addr", addr.String(), "max_connections", g.opts.MaxConnections, "max_handshakes", g.opts.MaxHandshakes)
 	g.readyOne.Do(func() { close(g.ready) })
 

@@ -112,6 +112,8 @@ func closeReason(err error) string {
 		return "peer closed"
 	case errors.Is(err, errRevoked):
 		return "certificate revoked"
+	case errors.Is(err, errDisconnected):
+		return ReasonCloseDisconnected
 	case errors.Is(err, errCAReplaced):
 		return "CA replaced"
 	case errors.Is(err, errShutdown):

@@ -37,7 +37,7 @@ func newAuditCmd(e *env, g *globals) *cobra.Command {
 		Args:  groupArgs,
 		RunE:  groupRun,
 	}
-	cmd.AddCommand(newAuditVerifyCmd(e, g), newAuditTailCmd(e, g), newAuditCheckpointCmd(e, g))
+	cmd.AddCommand(newAuditVerifyCmd(e, g), newAuditTailCmd(e, g), newAuditQueryCmd(e, g), newAuditCheckpointCmd(e, g))
 	return cmd
 }
 
@@ -140,24 +140,32 @@ later proves that no record up to it was removed or rewritten.`,
 func newAuditTailCmd(e *env, g *globals) *cobra.Command {
 	var n int
 	var follow, asJSON bool
+	var ff recordFilterFlags
 	cmd := &cobra.Command{
 		Use:     "tail",
 		Short:   "Show recent audit records",
-		Example: "  nefia audit tail -n 50\n  nefia audit tail --follow --json | jq 'select(.outcome==\"denied\")'",
+		Example: "  nefia audit tail -n 50\n  nefia audit tail --follow --json | jq 'select(.outcome==\"denied\")'\n  nefia audit tail --follow --outcome denied,error",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n < 0 {
 				return usage(fmt.Errorf("-n %d: want a count of 0 or more", n))
 			}
+			filter, err := ff.build(e.clock.Now())
+			if err != nil {
+				return err
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
 			}
-			recs, err := audit.Tail(s.auditDir(), n)
+			recs, err := tailMatching(s.auditDir(), n, filter)
 			if err != nil {
 				return err
 			}
 			show := func(r audit.Record) {
+				if !filter.match(r) {
+					return
+				}
 				if asJSON {
 					_ = json.NewEncoder(e.stdout).Encode(r)
 					return
@@ -177,7 +185,29 @@ func newAuditTailCmd(e *env, g *globals) *cobra.Command {
 	f.IntVarP(&n, "lines", "n", 20, "how many records")
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new records until interrupted")
 	f.BoolVar(&asJSON, "json", false, "one JSON record per line")
+	ff.register(f)
 	return cmd
+}
+
+// tailMatching returns the last n records that pass filter, oldest first.
+func tailMatching(dir string, n int, filter recordFilter) ([]audit.Record, error) {
+	if !filter.set {
+		return audit.Tail(dir, n)
+	}
+	var last []audit.Record
+	if n == 0 {
+		return nil, nil
+	}
+	err := audit.Scan(dir, func(r audit.Record) error {
+		if filter.match(r) {
+			if len(last) == n {
+				last = append(last[:0:0], last[1:]...)
+			}
+			last = append(last, r)
+		}
+		return nil
+	})
+	return last, err
 }
 
 // printRecord is the human view: time, event, who, what, outcome. Every
@@ -199,8 +229,11 @@ func printRecord(w io.Writer, r audit.Record) {
 		}
 	}
 	what := termSafe(r.Tool)
+	if a := about(r); a != "" {
+		what = strings.TrimSpace(what + " " + a)
+	}
 	if r.Reason != "" {
-		what = strings.TrimSpace(what + " " + termSafe(r.Reason))
+		what = strings.TrimSpace(what + " reason: " + termSafe(r.Reason))
 	}
 	line := fmt.Sprintf("%s  %-19s %-8s %s", r.Time.Format("2006-01-02T15:04:05.000Z07:00"), termSafe(r.Event), termSafe(r.Outcome), who)
 	if what != "" {

@@ -34,7 +34,10 @@ func newMCPCmd(e *env, g *globals) *cobra.Command {
 }
 
 func newServeCmd(e *env, g *globals) *cobra.Command {
-	var listen string
+	var (
+		listen     string
+		forceStdio bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the nefia MCP tools (stdio, or mutual TLS once enabled)",
@@ -44,11 +47,18 @@ With mcp.mtls.enabled false (the default) MCP runs over stdin/stdout for a
 local client that spawns nefia; stdout carries JSON-RPC only, logs go to
 stderr. After 'nefia mtls init' it listens on mcp.mtls.listen_addr
 (127.0.0.1:19821) for TLS 1.3 connections that present a client certificate
-issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
+issued by nefia's CA, and serves newline-delimited JSON-RPC on each.
+
+--stdio serves stdin/stdout even when mTLS is enabled: the local operator's
+own MCP client on the gateway host, which may run beside the gateway.`,
 		Example: `  nefia mcp serve
-  nefia mcp serve --listen 127.0.0.1:0`,
+  nefia mcp serve --listen 127.0.0.1:0
+  nefia mcp serve --stdio`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if forceStdio && listen != "" {
+				return usage(errors.New("--stdio and --listen: give one (--listen is the mTLS listener's address)"))
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
@@ -82,13 +92,14 @@ issued by nefia's CA, and serves newline-delimited JSON-RPC on each.`,
 			defer ups.Close() // stops stdio upstreams when serving ends
 			// Issue 12 item 7: SIGHUP and edits of nefia.yaml.
 			rl := newReloader(s, loaded.Config, ups)
-			if !cfg.MCP.MTLS.Enabled {
+			if forceStdio || !cfg.MCP.MTLS.Enabled {
 				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
 			}
 			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register, rl)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "override mcp.mtls.listen_addr (host:port)")
+	cmd.Flags().BoolVar(&forceStdio, "stdio", false, "serve stdin/stdout for the local operator even when mTLS is enabled")
 	return cmd
 }
 
@@ -104,7 +115,7 @@ func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Po
 		return err
 	}
 	defer rl.start(ctx, authz.SetPolicy)()
-	s.log.Info("serving MCP on stdio (mTLS is off; run 'nefia mtls init' to enable it)", "state_dir", s.stateDir)
+	s.log.Info("serving MCP on stdio for the local operator (run 'nefia mtls init' to enable mTLS; --stdio serves stdio even then)", "state_dir", s.stateDir)
 	agent := identity.LocalOperator(identity.TransportStdio)
 	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
 		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
@@ -168,6 +179,7 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		Policy:                  pol,
 		Logger:                  s.log,
 		Register:                register,
+		ControlSocket:           filepath.Join(s.stateDir, server.ControlSocketFile),
 	})
 	if errors.Is(err, os.ErrNotExist) {
 		return usage(fmt.Errorf("%w; run 'nefia mtls init' first (state dir %s)", err, filepath.Clean(s.stateDir)))

@@ -216,80 +216,176 @@ func printStatus(w io.Writer, r tools.StatusReport) {
 }
 
 func newRevokeCmd(e *env, g *globals) *cobra.Command {
-	var serial, reason string
-	var asJSON bool
+	var serial, name, certFile, reason string
+	var asJSON, yes bool
 	cmd := &cobra.Command{
 		Use:   "revoke",
-		Short: "Revoke a client certificate by serial",
-		Long: `Revoke a client certificate by serial. New handshakes with it fail at once,
-and a running gateway closes its live sessions. Revoking twice is harmless.
-Any well-formed serial is revoked, even one the inventory does not know
-(a warning on stderr says so).`,
+		Short: "Revoke client certificates by serial, name or certificate file",
+		Long: `Revoke client certificates. New handshakes with them fail at once, and a
+running gateway closes their live sessions. Revoking twice is harmless.
+
+Give exactly one of:
+  --serial S   that serial. Any well-formed serial is revoked, even one the
+               inventory does not know (a warning on stderr says so).
+  --name NAME  every active (or not yet valid) certificate of that name, listed
+               on stderr first; asks before revoking unless --yes, and needs
+               --yes when stdin is not a terminal.
+  --cert FILE  the certificate in a PEM file (warns if this CA did not issue it).`,
 		Example: `  nefia mtls revoke --serial 3f9a0c... --reason "laptop lost"
+  nefia mtls revoke --name claude-agent --yes
+  nefia mtls revoke --cert nefia-client-certs/desktop.crt
   nefia mtls list   # to find serials`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var given []string
+			for _, f := range []string{"serial", "name", "cert"} {
+				if cmd.Flags().Changed(f) {
+					given = append(given, "--"+f)
+				}
+			}
+			if len(given) != 1 {
+				return usage(fmt.Errorf("give exactly one of --serial, --name or --cert (got %s)", orNone(given)))
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
 			}
-			res, err := s.service().Revoke(cmd.Context(), cliOperator(), ops.RevokeRequest{Serial: serial, Reason: reason})
-			if err != nil {
-				return cliError(err)
+			serials := []string{serial}
+			var warnings []string
+			switch {
+			case cmd.Flags().Changed("cert"):
+				sn, w, err := certFileSerial(s.store, certFile)
+				if err != nil {
+					return err
+				}
+				serials, warnings = []string{sn}, w
+			case cmd.Flags().Changed("name"):
+				list, err := s.store.List()
+				if err != nil {
+					return err
+				}
+				targets := activeNamed(list, name)
+				if len(targets) == 0 {
+					return usage(fmt.Errorf("--name %q: no active certificate has that name (see 'nefia mtls list --name')", name))
+				}
+				fmt.Fprintf(e.stderr, "%d certificate(s) named %s:\n", len(targets), termSafe(name))
+				serials = serials[:0]
+				for _, c := range targets {
+					fmt.Fprintf(e.stderr, "  %s  %-9s %-13s expires %s\n", termSafe(c.Serial), termSafe(string(c.Role)), c.State, c.NotAfter.Format(time.RFC3339))
+					serials = append(serials, c.Serial)
+				}
+				if !yes {
+					ok, err := confirm(e, fmt.Sprintf("Revoke these %d?", len(targets)))
+					if err != nil {
+						return err
+					}
+					if !ok {
+						fmt.Fprintln(e.stderr, "nothing revoked")
+						return nil
+					}
+				}
 			}
-			already := res.AlreadyRevoked
-			rev := res.Revocation
 			// Warnings go to stderr, where they cannot break --json output.
-			for _, w := range res.Warnings {
-				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
+			for _, w := range warnings {
+				fmt.Fprintf(e.stderr, "nefia: warning: %s\n", termSafe(w))
 			}
-			if asJSON {
-				return writeJSON(e.stdout, struct {
-					pki.Revocation
-					AlreadyRevoked bool     `json:"already_revoked"`
-					Warnings       []string `json:"warnings,omitempty"`
-				}{rev, already, res.Warnings})
+			type result struct {
+				pki.Revocation
+				AlreadyRevoked bool     `json:"already_revoked"`
+				Warnings       []string `json:"warnings,omitempty"`
 			}
-			name := rev.Name
-			if name == "" {
-				name = "name unknown"
+			var results []result
+			for _, sn := range serials {
+				res, err := s.service().Revoke(cmd.Context(), cliOperator(), ops.RevokeRequest{Serial: sn, Reason: reason})
+				if err != nil {
+					if len(results) > 0 {
+						fmt.Fprintf(e.stderr, "nefia: %d of %d revoked before this error\n", len(results), len(serials))
+					}
+					return cliError(err)
+				}
+				for _, w := range res.Warnings {
+					fmt.Fprintf(e.stderr, "nefia: warning: %s\n", w)
+				}
+				r := result{res.Revocation, res.AlreadyRevoked, append(append([]string(nil), warnings...), res.Warnings...)}
+				results = append(results, r)
+				if asJSON {
+					continue
+				}
+				rev, name := r.Revocation, r.Name
+				if name == "" {
+					name = "name unknown"
+				}
+				if r.AlreadyRevoked {
+					fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
+					continue
+				}
+				fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
 			}
-			if already {
-				fmt.Fprintf(e.stdout, "Already revoked: %s (%s) since %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
+			if !asJSON {
 				return nil
 			}
-			fmt.Fprintf(e.stdout, "Revoked %s (%s) at %s\n", termSafe(rev.Serial), termSafe(name), rev.RevokedAt.Format(time.RFC3339))
-			return nil
+			if cmd.Flags().Changed("name") { // one or more: always a list
+				return writeJSON(e.stdout, results)
+			}
+			return writeJSON(e.stdout, results[0])
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&serial, "serial", "", "serial to revoke (hex, any case, colons allowed)")
+	f.StringVar(&name, "name", "", "revoke every active certificate of this name")
+	f.StringVar(&certFile, "cert", "", "revoke the certificate in this PEM file")
 	f.StringVar(&reason, "reason", "", "why (recorded in the revocation store)")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	_ = cmd.MarkFlagRequired("serial")
+	f.BoolVar(&yes, "yes", false, "with --name: revoke without asking")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON (a list with --name)")
 	return cmd
+}
+
+// orNone joins flag names for an error message.
+func orNone(given []string) string {
+	if len(given) == 0 {
+		return "none"
+	}
+	return strings.Join(given, " and ")
 }
 
 func newListCmd(e *env, g *globals) *cobra.Command {
 	var asJSON bool
+	var state, expiring, name string
 	cmd := &cobra.Command{
-		Use:     "list",
-		Short:   "List issued client certificates and their state",
-		Example: "  nefia mtls list\n  nefia mtls list --json | jq -r '.[] | select(.state==\"active\") | .serial'",
-		Args:    cobra.NoArgs,
+		Use:   "list",
+		Short: "List issued client certificates and their state",
+		Example: `  nefia mtls list
+  nefia mtls list --state active --expiring 72h
+  nefia mtls list --name 'claude-*' --state revoked,expired
+  nefia mtls list --json | jq -r '.[] | select(.state=="active") | .serial'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			filter, err := newListFilter(state, expiring, name, e.clock.Now())
+			if err != nil {
+				return err
+			}
 			s, err := g.open(e)
 			if err != nil {
 				return err
 			}
-			list, err := s.store.List()
+			all, err := s.store.List()
 			if err != nil {
 				return err
+			}
+			list := make([]pki.ListedCert, 0, len(all))
+			for _, c := range all {
+				if filter.keep(c) {
+					list = append(list, c)
+				}
 			}
 			if asJSON {
 				return writeJSON(e.stdout, list)
 			}
 			if len(list) == 0 {
+				if len(all) > 0 {
+					fmt.Fprintln(e.stdout, "no client certificate matches")
+					return nil
+				}
 				fmt.Fprintln(e.stdout, "no client certificates issued yet")
 				return nil
 			}
@@ -300,7 +396,11 @@ func newListCmd(e *env, g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print the list as JSON")
+	f.StringVar(&state, "state", "", "only these states: active, expired, revoked, not_yet_valid (comma-separated)")
+	f.StringVar(&expiring, "expiring", "", "only active certificates expiring within this, e.g. 72h or 30d")
+	f.StringVar(&name, "name", "", "only names matching this glob, e.g. 'claude-*'")
 	return cmd
 }
 

@@ -75,7 +75,9 @@ issued by its own CA, and exposes that certificate management as MCP tools.
 	root.AddCommand(newMTLSCmd(e, g), newMCPCmd(e, g), newAuditCmd(e, g), newPolicyCmd(e, g), newUpstreamCmd(e, g))
 	root.Version = versionString()
 	root.SetVersionTemplate("nefia {{.Version}}\n")
+	addSessionCmds(root, e, g)
 	typedUsageErrors(root)
+	registerCompletions(root, e, g)
 	return root
 }
 

@@ -24,7 +24,8 @@ func TestCobraErrorsAreTyped(t *testing.T) {
 		{name: "flag without value", args: []string{"mtls", "list", "--state-dir"}, want: "flag needs an argument"},
 		{name: "bad flag value", args: []string{"audit", "tail", "-n", "x"}, want: `invalid argument "x"`},
 		{name: "extra argument", args: []string{"mtls", "list", "extra"}, want: `unknown command "extra" for "nefia mtls list"`},
-		{name: "required flag", args: []string{"mtls", "revoke"}, want: "--serial is required"},
+		{name: "required flag", args: []string{"mtls", "issue-client"}, want: "--name is required"},
+		{name: "one of several flags", args: []string{"mtls", "revoke"}, want: "give exactly one of --serial, --name or --cert"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/observe"
+)
+
+// ConnInfo is one live, admitted connection, as 'nefia mtls sessions'
+// shows it: who holds it, how it speaks, and what it has done.
+type ConnInfo struct {
+	// ID names the connection for Disconnect; the gateway makes it up on
+	// admission (it is not an MCP session id, which a raw stream does not
+	// expose and an HTTP connection may hold several of).
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Serial     string    `json:"serial"`
+	Role       string    `json:"role"`
+	Transport  string    `json:"transport"` // mtls-stream, or mtls-http once it spoke HTTP; "" before its first byte
+	RemoteAddr string    `json:"remote_addr"`
+	Since      time.Time `json:"since"`
+	// LastActivity is its last tool call, or its admission before any.
+	LastActivity time.Time `json:"last_activity"`
+	Calls        int64     `json:"calls"`
+}
+
+// connActivity is what the gateway counts of an admitted connection.
+type connActivity struct {
+	id    string
+	since time.Time
+	calls atomic.Int64
+	last  atomic.Int64 // unix nanoseconds of the last call; 0: none yet
+}
+
+// errDisconnected is why Disconnect closed a connection.
+var errDisconnected = fmt.Errorf("%w: disconnected by an operator", ErrSessionClosed)
+
+// ReasonCloseDisconnected is the close reason of a connection an operator
+// ended with Disconnect (its certificate stays valid).
+const ReasonCloseDisconnected = "disconnected by an operator"
+
+func newActivity() *connActivity { return &connActivity{id: newConnID(), since: time.Now()} }
+
+// newConnID is a short random id: enough to tell a gateway's live
+// connections apart, and nothing to guess anything by.
+func newConnID() string { return "c-" + strings.ToLower(rand.Text()[:12]) }
+
+// Connections returns the admitted connections, oldest first.
+func (g *Gateway) Connections() []ConnInfo {
+	var out []ConnInfo
+	for _, tc := range g.admitted(nil) {
+		state, agent, _, ok := tc.snapshot()
+		if !ok || tc.act == nil {
+			continue
+		}
+		info := ConnInfo{
+			ID: tc.act.id, Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role),
+			RemoteAddr: tc.remote, Since: tc.act.since, LastActivity: tc.act.since, Calls: tc.act.calls.Load(),
+		}
+		switch state {
+		case stateRaw:
+			info.Transport = identity.TransportStream
+		case stateHTTP:
+			info.Transport = identity.TransportHTTP
+		}
+		if last := tc.act.last.Load(); last != 0 {
+			info.LastActivity = time.Unix(0, last)
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b ConnInfo) int { return a.Since.Compare(b.Since) })
+	return out
+}
+
+// ErrNoSuchConnection: Disconnect found no live connection by that id or
+// serial.
+var ErrNoSuchConnection = errors.New("server: no live connection matches")
+
+// Disconnect ends the live connections with this connection id, or of this
+// certificate serial (canonical form), without revoking anything: the
+// client may connect again. Exactly one of id and serial is given. Each
+// close is audited as connection_close with ReasonCloseDisconnected. It
+// returns the connections it closed, or ErrNoSuchConnection.
+func (g *Gateway) Disconnect(id, serial string) ([]ConnInfo, error) {
+	if (id == "") == (serial == "") {
+		return nil, errors.New("server: disconnect needs a connection id or a serial, not both")
+	}
+	byID := map[string]ConnInfo{}
+	for _, info := range g.Connections() {
+		byID[info.ID] = info
+	}
+	var closed []ConnInfo
+	for _, tc := range g.admitted(nil) {
+		info, ok := byID[tc.act.id]
+		if !ok || (id != "" && info.ID != id) || (serial != "" && info.Serial != serial) {
+			continue
+		}
+		g.closeConn(tc, errDisconnected)
+		closed = append(closed, info)
+	}
+	if len(closed) == 0 {
+		return nil, ErrNoSuchConnection
+	}
+	return closed, nil
+}
+
+// activityObserver counts each tool call against the connection it came
+// on, found by its remote address (unique among live connections).
+type activityObserver struct{ g *Gateway }
+
+func (activityObserver) Connection(observe.ConnEvent) {}
+
+func (o activityObserver) Call(e observe.CallEvent) {
+	if !e.Known || e.Agent.RemoteAddr == "" {
+		return
+	}
+	now := time.Now().UnixNano()
+	o.g.mu.Lock()
+	defer o.g.mu.Unlock()
+	for tc := range o.g.conns {
+		if tc.remote == e.Agent.RemoteAddr && tc.act != nil {
+			tc.act.calls.Add(1)
+			tc.act.last.Store(now)
+			return
+		}
+	}
+}
