@@ -53,7 +53,7 @@ describe('TypeScript SDK over Streamable HTTP', { timeout: 120_000 }, () => {
     const { client, close } = await connect(url, { cert: state.pem('ops.crt'), key: state.pem('ops.key'), ca: state.pem('ca.crt') });
     try {
       const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.revoke', 'nefia.mtls.status']);
+      assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.renew', 'nefia.mtls.renew_server', 'nefia.mtls.revoke', 'nefia.mtls.status']);
       const st = structured(await client.callTool({ name: 'nefia.mtls.status', arguments: {} }));
       assert.equal(st.enabled, true);
       assert.equal(st.caller.name, 'ops');
@@ -68,7 +68,7 @@ describe('TypeScript SDK over Streamable HTTP', { timeout: 120_000 }, () => {
     const { client, close } = await connect(url, { cert: state.pem('watcher.crt'), key: state.pem('watcher.key'), ca: state.pem('ca.crt') });
     try {
       const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name), ['nefia.mtls.status']);
+      assert.deepEqual(tools.map((t) => t.name), ['nefia.mtls.renew', 'nefia.mtls.status']);
       const denied = await client.callTool({ name: 'nefia.mtls.revoke', arguments: { serial: '01' } });
       assert.equal(denied.isError, true);
       assert.match(denied.content[0].text, /permission denied/);
