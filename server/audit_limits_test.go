@@ -215,6 +215,7 @@ func auditedRefusals(t *testing.T, gw *servertest.Gateway) (byReason map[string]
 // most callBurst at once and callRate a second per certificate, with their
 // arguments as a digest, and the rest summed in one summary.
 func TestDeniedCallFloodIsRateLimited(t *testing.T) {
+	t.Parallel()
 	gw := servertest.Start(t)
 	cert := gw.Cert("bot", pki.RoleAgent)
 	conn, err := gw.Dial(gw.ClientConfig(&cert))
