@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -16,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/config"
@@ -37,38 +33,9 @@ func TestMetricsScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addrs := map[string]chan string{"gateway listening": make(chan string, 1), "metrics listening": make(chan string, 1)}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil {
-				if ch, ok := addrs[rec["msg"].(string)]; ok {
-					ch <- rec["addr"].(string)
-				}
-			}
-		}
-	}()
-	wait := func(msg string) string {
-		select {
-		case a := <-addrs[msg]:
-			return a
-		case <-time.After(20 * time.Second):
-			t.Fatalf("no %q line from the gateway", msg)
-			return ""
-		}
-	}
-	listen, metricsAddr := wait("gateway listening"), wait("metrics listening")
+	_, logs := serveBin(t, c, "--listen", "127.0.0.1:0")
+	listen := logs.wait("gateway listening")["addr"].(string)
+	metricsAddr := logs.wait("metrics listening")["addr"].(string)
 
 	// A refused connection: no client certificate.
 	caPEM, err := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
@@ -83,23 +50,9 @@ func TestMetricsScrape(t *testing.T) {
 	}
 
 	// An agent: one allowed call, one denied.
-	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), "bot.crt"), filepath.Join(c.outDir(), "bot.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := tls.Dial("tcp", listen, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
+	mc := rawClient(t, c, listen, "bot")
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if err := mc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
 	servertest.CallOK(t, mc, "nefia.mtls.status", nil)
 	if res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.revoke", Arguments: map[string]any{"serial": "01"}}}); err != nil || !res.IsError {
 		t.Fatalf("agent's revoke: %v, %+v; want a denial", err, res)

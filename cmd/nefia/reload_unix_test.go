@@ -3,11 +3,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -25,50 +21,6 @@ import (
 	"github.com/nefia/nefia/upstream"
 )
 
-// gatewayLog follows the JSON log lines of a `nefia mcp serve` process.
-type gatewayLog struct {
-	t    *testing.T
-	recs chan map[string]any
-	// skipped are the messages wait passed over.
-	skipped []string
-}
-
-func followLog(t *testing.T, r io.Reader) *gatewayLog {
-	l := &gatewayLog{t: t, recs: make(chan map[string]any, 1024)}
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil {
-				l.recs <- rec
-			}
-		}
-		close(l.recs)
-	}()
-	return l
-}
-
-// wait returns the next record whose msg is msg, skipping others.
-func (l *gatewayLog) wait(msg string) map[string]any {
-	l.t.Helper()
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case rec, ok := <-l.recs:
-			if !ok {
-				l.t.Fatalf("gateway exited before logging %q", msg)
-			}
-			if rec["msg"] == msg {
-				return rec
-			}
-			s, _ := rec["msg"].(string)
-			l.skipped = append(l.skipped, s)
-		case <-deadline:
-			l.t.Fatalf("gateway did not log %q", msg)
-		}
-	}
-}
-
 // TestReloadPolicyAndUpstreamsOverGateway drives the built binary over
 // mTLS (issue 12 item 7): an edit of nefia.yaml that takes a tool away
 // from the agent's role makes the agent's next call on its live session a
@@ -85,32 +37,10 @@ func TestReloadPolicyAndUpstreamsOverGateway(t *testing.T) {
 	deny := head + "  policy:\n    - match: {role: agent}\n      allow: [\"inner.*\"]\n"
 	c.writeConfig(allow)
 
-	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := followLog(t, stderr)
+	cmd, logs := serveBin(t, c, "--listen", "127.0.0.1:0")
 	listen := logs.wait("gateway listening")["addr"].(string)
 
-	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), "bot.crt"), filepath.Join(c.outDir(), "bot.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, _ := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", listen, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
-	defer mc.Close()
+	mc := rawClient(t, c, listen, "bot")
 	changed := make(chan struct{}, 16)
 	mc.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method == "notifications/tools/list_changed" {
@@ -119,12 +49,6 @@ func TestReloadPolicyAndUpstreamsOverGateway(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := mc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
 	status := func() *mcp.CallToolResult {
 		t.Helper()
 		res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})

@@ -1,98 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/server/servertest"
 )
-
-// startGatewayBin runs the built binary as an mTLS gateway on a free port
-// and returns its address; it is stopped with SIGTERM when the test ends.
-func startGatewayBin(t *testing.T, c *cli) string {
-	t.Helper()
-	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			t.Error("gateway did not stop within 20s of SIGTERM")
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "gateway listening" {
-				addr <- rec["addr"].(string)
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return a
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway did not report its address")
-	}
-	return ""
-}
-
-// rawClient is an initialized MCP client over a raw mTLS stream with the
-// named bundle from the test's out dir.
-func rawClient(t *testing.T, c *cli, addr, name string) *client.Client {
-	t.Helper()
-	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), name+".crt"), filepath.Join(c.outDir(), name+".key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, _ := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
-	t.Cleanup(func() { mc.Close(); conn.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := mc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
-	return mc
-}
 
 // TestSessionsAndDisconnectCLI (issue 14 item 1): 'nefia mtls sessions'
 // lists a running gateway's live connections through the control socket,

@@ -3,23 +3,10 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"errors"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/client/transport"
 
 	"github.com/nefia/nefia/server/servertest"
 )
@@ -33,64 +20,20 @@ func TestServeMTLSWithUpstream(t *testing.T) {
 	c.mustRun("mtls", "issue-client", "--name", "ops", "--role", "operator", "--out-dir", c.outDir())
 	c.writeConfig(strings.Replace(innerConfig(c), "mcp:\n", "mcp:\n  mtls:\n    enabled: true\n", 1))
 
-	cmd := exec.Command(nefiaBin, "mcp", "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	addr, pid := make(chan string, 1), make(chan int, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) != nil {
-				continue
-			}
-			switch rec["msg"] {
-			case "gateway listening":
-				addr <- rec["addr"].(string)
-			case "upstream process started":
-				pid <- int(rec["pid"].(float64))
-			}
-		}
-	}()
+	cmd, logs := serveBin(t, c, "--listen", "127.0.0.1:0")
+	// The two lines come in either order.
 	var listen string
 	var innerPID int
 	for listen == "" || innerPID == 0 {
-		select {
-		case listen = <-addr:
-		case innerPID = <-pid:
-		case <-time.After(20 * time.Second):
-			t.Fatal("gateway did not report its address and upstream")
+		rec := logs.next()
+		switch rec["msg"] {
+		case "gateway listening":
+			listen = rec["addr"].(string)
+		case "upstream process started":
+			innerPID = int(rec["pid"].(float64))
 		}
 	}
-
-	kp, err := tls.LoadX509KeyPair(filepath.Join(c.outDir(), "ops.crt"), filepath.Join(c.outDir(), "ops.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, _ := os.ReadFile(filepath.Join(c.outDir(), "ca.crt"))
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", listen, &tls.Config{Certificates: []tls.Certificate{kp}, RootCAs: roots, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc := client.NewClient(transport.NewIO(conn, conn, io.NopCloser(strings.NewReader(""))))
-	defer mc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := mc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
+	mc := rawClient(t, c, listen, "ops")
 	got := servertest.CallOK(t, mc, "inner.nefia.mtls.status", nil)
 	if got["enabled"] != false {
 		t.Errorf("inner.nefia.mtls.status = %v, want the inner (stdio) nefia's status", got)
