@@ -25,6 +25,11 @@ import (
 	"github.com/nefia/nefia/tools"
 )
 
+// revokeGrace bounds how long a revoked raw session may take to answer
+// the requests it was already running (StreamSession.Finish); it reads
+// nothing more from the moment of the revocation.
+const revokeGrace = time.Second
+
 // Gateway defaults.
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -655,7 +660,16 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 		return
 	}
 	agent.SessionID = sess.SessionID()
-	if !tc.enter(stateRaw, sess.kill) {
+	// A revoked session answers what it is already running (at most
+	// revokeGrace) but reads nothing more; every other cause ends it now.
+	closer := func(cause error) {
+		if errors.Is(cause, errRevoked) {
+			sess.Finish(cause, revokeGrace)
+			return
+		}
+		sess.kill(cause)
+	}
+	if !tc.enter(stateRaw, closer) {
 		return // closed (revoked) since the check above
 	}
 

@@ -151,6 +151,9 @@ type StreamSession struct {
 
 	served atomic.Bool
 	done   chan struct{} // closed when Serve returns
+	// finishing is set by Finish: reading has stopped, and the read loop's
+	// error is the end of input, not a failure.
+	finishing atomic.Bool
 
 	mu     sync.Mutex
 	cause  error                   // why the session ended; first one wins
@@ -302,6 +305,31 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 func (s *StreamSession) Close() error {
 	s.kill(ErrSessionClosed)
 	return nil
+}
+
+// Finish ends the session once its in-flight requests are answered: it
+// stops reading at once, so nothing the peer sends from now on is served,
+// lets the requests already running finish and their answers be written for
+// at most grace, then closes the stream. Revocation uses it, so that a
+// renewal which revokes the caller's previous certificate still delivers the
+// new one (issue 13: the revocation poll used to cut that very connection
+// before its answer, locking the agent out). A session with nothing in
+// flight, or a stream that cannot stop reading without closing, ends at
+// once, as with Close.
+func (s *StreamSession) Finish(cause error, grace time.Duration) {
+	s.end(cause)
+	d, ok := s.rw.(interface{ SetReadDeadline(time.Time) error })
+	if !ok || len(s.slots) == 0 {
+		s.kill(cause)
+		return
+	}
+	s.finishing.Store(true)
+	// A deadline in the past is the one portable way to interrupt a Read.
+	if d.SetReadDeadline(time.Unix(1, 0)) != nil {
+		s.kill(cause)
+		return
+	}
+	time.AfterFunc(grace, func() { s.kill(cause) })
 }
 
 // touch records activity: a message read, or a request answered.

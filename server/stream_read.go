@@ -37,6 +37,11 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 		case errors.Is(err, io.EOF):
 			s.end(nil)
 			return s.endCause() == nil // EOF can also follow a Close
+		case s.finishing.Load():
+			// Finish stopped the reading: like a peer that closed its
+			// side, Serve lets the requests in flight finish (Finish
+			// bounds how long).
+			return true
 		default:
 			s.end(fmt.Errorf("server: read stream: %w", err)) // no-op if Close or ctx caused it
 			return false

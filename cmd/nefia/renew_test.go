@@ -112,12 +112,12 @@ func TestRenewCLI(t *testing.T) {
 }
 
 // TestRenewCLIRevokePrevious: --revoke-previous revokes the serial the
-// command connected with, reason "renewed". The gateway's revocation poll
-// is slowed so it cannot cut the renewing connection before its answer
-// (see TestRenewToolRevokePrevious).
+// command connected with, reason "renewed". The revocation poll runs every
+// 2 ms, so it sees the revocation while the call is running: the answer
+// must still arrive (see TestRenewToolRevokePrevious).
 func TestRenewCLIRevokePrevious(t *testing.T) {
 	t.Parallel()
-	c, gw, oldSerial := renewFixture(t, "1h", func(o *server.GatewayOptions) { o.RevocationPoll = time.Hour })
+	c, gw, oldSerial := renewFixture(t, "1h", func(o *server.GatewayOptions) { o.RevocationPoll = 2 * time.Millisecond })
 	c.mustRun("mtls", "renew", "--cert-dir", c.outDir(), "--name", "bot", "--addr", gw.Addr, "--revoke-previous")
 	revs, err := gw.Store.Revocations()
 	if err != nil || len(revs) != 1 || revs[0].Serial != oldSerial || revs[0].Reason != "renewed" {
