@@ -153,7 +153,7 @@ func TestBridgeCarriesAnMCPSessionAndReconnectsWhenIdle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	list, err := c.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil || len(list.Tools) != 6 {
+	if err != nil || len(list.Tools) != 8 { // nefia.mtls.* and nefia.gateway.*
 		t.Fatalf("tools/list: %v %+v", err, list)
 	}
 	before := status(t, c)

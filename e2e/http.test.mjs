@@ -53,7 +53,7 @@ describe('TypeScript SDK over Streamable HTTP', { timeout: 120_000 }, () => {
     const { client, close } = await connect(url, { cert: state.pem('ops.crt'), key: state.pem('ops.key'), ca: state.pem('ca.crt') });
     try {
       const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.renew', 'nefia.mtls.renew_server', 'nefia.mtls.revoke', 'nefia.mtls.status']);
+      assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.gateway.disconnect', 'nefia.gateway.sessions', 'nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.renew', 'nefia.mtls.renew_server', 'nefia.mtls.revoke', 'nefia.mtls.status']);
       const st = structured(await client.callTool({ name: 'nefia.mtls.status', arguments: {} }));
       assert.equal(st.enabled, true);
       assert.equal(st.caller.name, 'ops');

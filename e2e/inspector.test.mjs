@@ -40,6 +40,6 @@ describe('MCP Inspector CLI through nefia mcp connect', { timeout: 120_000 }, ()
     assert.equal(r.error, undefined);
     assert.equal(r.status, 0, r.stderr);
     const { tools } = JSON.parse(r.stdout);
-    assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.renew', 'nefia.mtls.renew_server', 'nefia.mtls.revoke', 'nefia.mtls.status']);
+    assert.deepEqual(tools.map((t) => t.name).sort(), ['nefia.gateway.disconnect', 'nefia.gateway.sessions', 'nefia.mtls.init', 'nefia.mtls.issue_client', 'nefia.mtls.renew', 'nefia.mtls.renew_server', 'nefia.mtls.revoke', 'nefia.mtls.status']);
   });
 });

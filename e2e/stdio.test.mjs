@@ -24,7 +24,7 @@ describe('TypeScript SDK stdio client through nefia mcp connect', { timeout: 120
     state.cleanup();
   });
 
-  it('lists the six tools and calls four of them as an operator', async () => {
+  it('lists the eight tools and calls four of them as an operator', async () => {
     const transport = new StdioClientTransport({ command: nefiaBin(), args: connectArgs(state, gw.addr, 'ops'), stderr: 'pipe' });
     let stderr = '';
     transport.stderr?.on('data', (d) => { stderr += d; });
@@ -32,7 +32,7 @@ describe('TypeScript SDK stdio client through nefia mcp connect', { timeout: 120
     await client.connect(transport);
     try {
       const { tools } = await client.listTools();
-      assert.equal(tools.length, 6);
+      assert.equal(tools.length, 8);
 
       const st = structured(await client.callTool({ name: 'nefia.mtls.status', arguments: {} }));
       assert.equal(st.caller.name, 'ops');

@@ -124,11 +124,17 @@ func (g *Gateway) answerControl(c net.Conn) {
 // (only the gateway's owner can reach the control socket), durably, after
 // the fact (the close of each is recorded too, as connection_close).
 func (g *Gateway) auditDisconnect(req ControlRequest, closed []ConnInfo, err error) {
+	g.auditDisconnectBy(identity.LocalOperator(controlTransport), req, closed, err)
+}
+
+// auditDisconnectBy records a disconnect made by actor (the local operator
+// at the control socket, or an operator's nefia.gateway.disconnect call).
+func (g *Gateway) auditDisconnectBy(actor identity.Agent, req ControlRequest, closed []ConnInfo, err error) {
 	if g.audit == nil {
 		return
 	}
 	r := audit.Record{Event: audit.EventDisconnect, Outcome: audit.OutcomeOK, Args: map[string]any{}}
-	identity.LocalOperator(controlTransport).Stamp(&r)
+	actor.Stamp(&r)
 	if req.ID != "" {
 		r.Args["id"] = req.ID
 	}

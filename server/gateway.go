@@ -277,6 +277,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	if g.mcp, err = NewMCPServerWithPolicy(deps, g.authz, opts.Logger, opts.Audit, g.obs); err != nil {
 		return nil, err
 	}
+	g.addGatewayTools(g.mcp)
 	if opts.Register != nil {
 		if err := opts.Register(g.mcp); err != nil {
 			return nil, fmt.Errorf("server: register tools: %w", err)

@@ -56,7 +56,7 @@ func TestMCPGoClientOverMTLS(t *testing.T) {
 	gw := servertest.Start(t)
 	op := gw.Client(gw.Cert("ops", pki.RoleOperator))
 
-	if got := strings.Join(toolNames(t, op), ","); got != "nefia.mtls.init,nefia.mtls.issue_client,nefia.mtls.renew,nefia.mtls.renew_server,nefia.mtls.revoke,nefia.mtls.status" {
+	if got := strings.Join(toolNames(t, op), ","); got != "nefia.gateway.disconnect,nefia.gateway.sessions,nefia.mtls.init,nefia.mtls.issue_client,nefia.mtls.renew,nefia.mtls.renew_server,nefia.mtls.revoke,nefia.mtls.status" {
 		t.Errorf("operator sees tools %s", got)
 	}
 	status := servertest.CallTool(t, op, "nefia.mtls.status", nil)
@@ -101,8 +101,8 @@ func TestGoSDKClientOverMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Tools) != 6 {
-		t.Errorf("go-sdk sees %d tools, want 6", len(list.Tools))
+	if len(list.Tools) != 8 {
+		t.Errorf("go-sdk sees %d tools, want 8", len(list.Tools))
 	}
 	call := func(name string, args map[string]any) *sdk.CallToolResult {
 		t.Helper()

@@ -87,7 +87,7 @@ func TestConfigPolicyOverSession(t *testing.T) {
 	}{
 		{"agent", bot, []string{"nefia.mtls.issue_client", "nefia.mtls.status"}},
 		{"ci agent", ci, []string{"nefia.mtls.issue_client", "nefia.mtls.revoke", "nefia.mtls.status"}},
-		{"operator", ops, []string{"nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.renew", "nefia.mtls.renew_server", "nefia.mtls.revoke", "nefia.mtls.status"}},
+		{"operator", ops, []string{"nefia.gateway.disconnect", "nefia.gateway.sessions", "nefia.mtls.init", "nefia.mtls.issue_client", "nefia.mtls.renew", "nefia.mtls.renew_server", "nefia.mtls.revoke", "nefia.mtls.status"}},
 	} {
 		got := toolNames(t, tt.c)
 		slices.Sort(got)

@@ -76,7 +76,7 @@ func TestConnectBridgesAStdioClient(t *testing.T) {
 		t.Fatalf("initialize through nefia mcp connect: %v", err)
 	}
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil || len(list.Tools) != 6 {
+	if err != nil || len(list.Tools) != 8 { // nefia.mtls.* and nefia.gateway.*
 		t.Fatalf("tools/list: %v, %+v", err, list)
 	}
 	st := servertest.CallOK(t, mc, "nefia.mtls.status", nil)
