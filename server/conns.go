@@ -135,6 +135,14 @@ func (tc *trackedConn) snapshot() (connState, identity.Agent, *tls.ConnectionSta
 	return tc.state, tc.agent, &cs, true
 }
 
+// setSession records the MCP session a raw connection serves, for the
+// session table (nefia.gateway.sessions).
+func (tc *trackedConn) setSession(id string) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.agent.SessionID = id
+}
+
 // track adds a just-accepted connection to the table, ended by closing it.
 func (g *Gateway) track(raw net.Conn) *trackedConn {
 	tc := &trackedConn{raw: raw, remote: raw.RemoteAddr().String(), state: stateHandshaking}

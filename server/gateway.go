@@ -661,6 +661,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 		return
 	}
 	agent.SessionID = sess.SessionID()
+	tc.setSession(agent.SessionID)
 	// A revoked session answers what it is already running (at most
 	// revokeGrace) but reads nothing more; every other cause ends it now.
 	closer := func(cause error) {

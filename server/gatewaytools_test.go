@@ -41,6 +41,9 @@ func TestGatewaySessionTools(t *testing.T) {
 	for _, c := range conns {
 		m := c.(map[string]any)
 		ids[m["name"].(string)] = m["id"].(string)
+		if sid, _ := m["session_id"].(string); sid == "" {
+			t.Errorf("raw connection %v lists no MCP session id", m)
+		}
 	}
 	if len(conns) != 3 || ids["bot"] == "" || ids["other"] == "" || ids["ops"] == "" {
 		t.Fatalf("sessions = %v, want bot, other and ops", conns)

@@ -17,15 +17,18 @@ import (
 // shows it: who holds it, how it speaks, and what it has done.
 type ConnInfo struct {
 	// ID names the connection for Disconnect; the gateway makes it up on
-	// admission (it is not an MCP session id, which a raw stream does not
-	// expose and an HTTP connection may hold several of).
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Serial     string    `json:"serial"`
-	Role       string    `json:"role"`
-	Transport  string    `json:"transport"` // mtls-stream, or mtls-http once it spoke HTTP; "" before its first byte
-	RemoteAddr string    `json:"remote_addr"`
-	Since      time.Time `json:"since"`
+	// admission, since a connection is what holds a slot and an HTTP
+	// connection may carry several MCP sessions (SessionID below).
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Serial     string `json:"serial"`
+	Role       string `json:"role"`
+	Transport  string `json:"transport"` // mtls-stream, or mtls-http once it spoke HTTP; "" before its first byte
+	RemoteAddr string `json:"remote_addr"`
+	// SessionID is the MCP session a raw connection serves; HTTP
+	// connections carry one per request (Mcp-Session-Id), so it is empty.
+	SessionID string    `json:"session_id,omitempty"`
+	Since     time.Time `json:"since"`
 	// LastActivity is its last tool call, or its admission before any.
 	LastActivity time.Time `json:"last_activity"`
 	Calls        int64     `json:"calls"`
@@ -62,7 +65,7 @@ func (g *Gateway) Connections() []ConnInfo {
 		}
 		info := ConnInfo{
 			ID: tc.act.id, Name: agent.Name, Serial: agent.Serial, Role: string(agent.Role),
-			RemoteAddr: tc.remote, Since: tc.act.since, LastActivity: tc.act.since, Calls: tc.act.calls.Load(),
+			RemoteAddr: tc.remote, SessionID: agent.SessionID, Since: tc.act.since, LastActivity: tc.act.since, Calls: tc.act.calls.Load(),
 		}
 		switch state {
 		case stateRaw:
