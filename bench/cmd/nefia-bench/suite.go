@@ -472,8 +472,11 @@ func (s *suite) revokeOne(ctx context.Context, t *target, op *load.Session, v vi
 		if err != nil {
 			return revSample{}, err
 		}
-		if n, _ := sc["sessions_closed"].(float64); n != 1 {
-			return revSample{}, fmt.Errorf("revoke closed %v sessions, want 1", sc["sessions_closed"])
+		// 0 is right too: the gateway's revocation poll may see the store
+		// change and close the session while the call is still recording
+		// its outcome. Either way the session must end (checked below).
+		if n, _ := sc["sessions_closed"].(float64); n > 1 {
+			return revSample{}, fmt.Errorf("revoke closed %v sessions, want at most 1", sc["sessions_closed"])
 		}
 	}
 	returned := time.Now()
