@@ -50,6 +50,26 @@ func serveBin(t *testing.T, c *cli, args ...string) (*exec.Cmd, *gatewayLog) {
 	return cmd, followLog(t, stderr)
 }
 
+// serveStdioBin spawns the built binary as `nefia mcp serve ARGS...` in
+// stdio mode against c's state dir and config, as a local MCP client would,
+// and returns the initialized client and a context bounding the test's
+// calls; both end with the test.
+func serveStdioBin(t *testing.T, c *cli, args ...string) (*client.Client, context.Context) {
+	t.Helper()
+	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	mc, err := client.NewStdioMCPClient(nefiaBin, env, append([]string{"mcp", "serve"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mc.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
+		t.Fatalf("initialize over stdio: %v", err)
+	}
+	return mc, ctx
+}
+
 // startGatewayBin runs the built binary as an mTLS gateway on a free port
 // and returns its address.
 func startGatewayBin(t *testing.T, c *cli) string {

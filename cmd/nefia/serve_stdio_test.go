@@ -1,13 +1,8 @@
 package main
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/mark3labs/mcp-go/client"
 
 	"github.com/nefia/nefia/server/servertest"
 )
@@ -20,17 +15,7 @@ func TestServeStdioFlagWithMTLSEnabled(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
 	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
-	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	mc, err := client.NewStdioMCPClient(nefiaBin, env, "mcp", "serve", "--stdio")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatalf("initialize over stdio with mTLS enabled: %v", err)
-	}
+	mc, _ := serveStdioBin(t, c, "--stdio")
 	st := servertest.CallOK(t, mc, "nefia.mtls.status", nil)
 	if caller, _ := st["caller"].(map[string]any); caller["transport"] != "stdio" || caller["role"] != "operator" {
 		t.Errorf("stdio caller = %v, want the local operator", st["caller"])

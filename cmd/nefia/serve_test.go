@@ -28,17 +28,7 @@ import (
 func TestServeStdio(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
-	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	mc, err := client.NewStdioMCPClient(nefiaBin, env, "mcp", "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
+	mc, ctx := serveStdioBin(t, c)
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
 	if err != nil || len(list.Tools) != 6 {
 		t.Fatalf("tools/list over stdio: %d tools, %v", len(list.Tools), err)

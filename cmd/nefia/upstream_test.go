@@ -1,16 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/server/servertest"
@@ -38,17 +35,7 @@ func TestServeStdioWithUpstream(t *testing.T) {
 	t.Parallel()
 	c := newCLI(t)
 	c.writeConfig(innerConfig(c))
-	env := append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	mc, err := client.NewStdioMCPClient(nefiaBin, env, "mcp", "serve")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
+	mc, ctx := serveStdioBin(t, c)
 	list, err := mc.ListTools(ctx, mcp.ListToolsRequest{})
 	if err != nil {
 		t.Fatal(err)
