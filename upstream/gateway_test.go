@@ -51,6 +51,8 @@ func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	pol, err := policy.New([]policy.Rule{
 		{Name: "bot", Allow: []string{"up.*"}},
 		{Name: "wide", Allow: []string{"*"}},
+		// reader: the static resource and the prompt, no tool, no template.
+		{Name: "reader", Allow: []string{"up.resource:test://up/static", "up.prompt:greet"}},
 		{Role: pki.RoleAgent, Allow: []string{"nefia.mtls.status"}},
 		{Role: pki.RoleOperator, Allow: []string{"*"}},
 	})

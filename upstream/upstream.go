@@ -70,6 +70,9 @@ type upstream struct {
 	restarts int
 	lastErr  string
 	tools    map[string]struct{} // prefixed names registered on srv
+	it       items               // resources, templates, prompts (items.go)
+
+	idx *index // the Manager's resource index
 }
 
 // connect starts a session: a process for command upstreams, an HTTP
@@ -87,7 +90,8 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 	}
 	cn.c.OnNotification(func(n mcp.JSONRPCNotification) {
 		switch n.Method {
-		case mcp.MethodNotificationToolsListChanged:
+		case mcp.MethodNotificationToolsListChanged, mcp.MethodNotificationResourcesListChanged,
+			mcp.MethodNotificationPromptsListChanged:
 			select { // coalesce: one pending re-list is enough
 			case u.relist <- struct{}{}:
 			default:
@@ -244,11 +248,9 @@ func proxyTool(prefix string, raw json.RawMessage) (mcp.Tool, error) {
 // handler forwards a call of the proxy to the upstream tool original.
 func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		u.mu.Lock()
-		cn := u.cur
-		u.mu.Unlock()
-		if cn == nil {
-			return mcp.NewToolResultError(u.downError().Error()), nil
+		cn, err := u.connFor(ctx)
+		if err != nil {
+			return mcp.NewToolResultError(err.Error()), nil
 		}
 		out := mcp.CallToolRequest{}
 		out.Params.Name = original
