@@ -39,14 +39,19 @@ type fixture struct {
 // tool, agent "wide" every tool, and other agents only nefia.mtls.status.
 func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	t.Helper()
+	return startGatewayUps(t, func(pub string) []config.Upstream { return []config.Upstream{mk(pub)} })
+}
+
+// startGatewayUps is startGateway with several upstreams.
+func startGatewayUps(t *testing.T, mk func(pub string) []config.Upstream) *fixture {
+	t.Helper()
 	store := pkitest.NewStore(t)
 	signer, err := upstream.LoadSigner(store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := store.Path(upstream.PubFile)
-	u := mk(pub)
-	m := upstream.New(upstream.Options{Upstreams: []config.Upstream{u}, Signer: signer, ClientVersion: "test"})
+	m := upstream.New(upstream.Options{Upstreams: mk(pub), Signer: signer, ClientVersion: "test"})
 	t.Cleanup(func() { m.Close() })
 	pol, err := policy.New([]policy.Rule{
 		{Name: "bot", Allow: []string{"up.*"}},

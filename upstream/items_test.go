@@ -233,3 +233,46 @@ func TestUpstreamPromptsListChanged(t *testing.T) {
 		t.Errorf("up.later = %+v, %v", pr, err)
 	}
 }
+
+// TestUpstreamResourceCollision: two upstreams offering the same URI and
+// template do not both get them: the URI is listed once and read through
+// the upstream that holds it, which the audit record names; prompts never
+// collide (up.greet, up2.greet). The gateway declares the resources and
+// prompts capabilities, with list_changed.
+func TestUpstreamResourceCollision(t *testing.T) {
+	t.Parallel()
+	f := startGatewayUps(t, func(pub string) []config.Upstream {
+		return []config.Upstream{stdioUpstream("up", pub), stdioUpstream("up2", pub)}
+	})
+	wide := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	caps := wide.GetServerCapabilities()
+	if caps.Resources == nil || !caps.Resources.ListChanged || caps.Prompts == nil || !caps.Prompts.ListChanged {
+		t.Errorf("capabilities = %+v, want resources and prompts with listChanged", caps)
+	}
+	l := listItems(t, wide)
+	if !slices.Equal(l.resources, []string{"test://up/static"}) || !slices.Equal(l.templates, []string{"test://up/item/{id}"}) {
+		t.Errorf("lists %+v, want the URI and the template once", l)
+	}
+	if !slices.Equal(l.prompts, []string{"up.greet", "up2.greet"}) {
+		t.Errorf("prompts %v, want up.greet and up2.greet", l.prompts)
+	}
+	for _, uri := range []string{"test://up/static", "test://up/item/7"} {
+		if _, err := readResource(wide, uri); err != nil {
+			t.Fatalf("read %s: %v", uri, err)
+		}
+	}
+	owners := map[string]string{}
+	for _, r := range f.g.AuditRecords() {
+		if r.Event == "resource_read" && r.Outcome == "ok" {
+			owners[r.Tool] = r.Upstream
+		}
+	}
+	if len(owners) != 2 {
+		t.Fatalf("resource_read records: %v", owners)
+	}
+	for subject, up := range owners {
+		if !strings.HasPrefix(subject, up+".resource:") {
+			t.Errorf("record %s names upstream %s", subject, up)
+		}
+	}
+}
