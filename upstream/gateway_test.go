@@ -67,6 +67,7 @@ func startGatewayUps(t *testing.T, mk func(pub string) []config.Upstream) *fixtu
 	g := servertest.StartWithStore(t, store, func(o *server.GatewayOptions) {
 		o.Register = m.Register
 		o.Policy = pol
+		o.RevocationPoll = 50 * time.Millisecond
 	})
 	return &fixture{g: g, m: m, pub: pub}
 }

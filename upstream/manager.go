@@ -154,10 +154,11 @@ func (m *Manager) start(u *upstream) {
 		m.statusAdded = true
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	u.srv, u.cancel, u.done = m.srv, cancel, make(chan struct{})
+	u.srv, u.cancel, u.done, u.runCtx = m.srv, cancel, make(chan struct{}), ctx
 	m.wg.Go(func() {
 		defer close(u.done)
 		u.supervise(ctx)
+		u.closeClients()
 	})
 }
 
@@ -247,11 +248,13 @@ func (m *Manager) Close() error {
 
 // Status is what operators see of one upstream.
 type Status struct {
-	Name      string    `json:"name"`
-	Transport string    `json:"transport"` // stdio or http
-	State     string    `json:"state"`
-	Tools     int       `json:"tools"`
-	Restarts  int       `json:"restarts"`
+	Name      string `json:"name"`
+	Transport string `json:"transport"` // stdio or http
+	State     string `json:"state"`
+	Tools     int    `json:"tools"`
+	Restarts  int    `json:"restarts"`
+	// Sessions counts the open per-client sessions (session: per_client).
+	Sessions  int       `json:"sessions,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since,omitzero"`
 }
@@ -407,7 +410,7 @@ func (u *upstream) status() Status {
 		tr = "http"
 	}
 	return Status{Name: u.cfg.Name, Transport: tr, State: u.state, Tools: len(u.tools),
-		Restarts: u.restarts, LastError: u.lastErr, Since: u.since}
+		Restarts: u.restarts, LastError: u.lastErr, Since: u.since, Sessions: u.clientSessionCount()}
 }
 
 func (u *upstream) toolCount() int {

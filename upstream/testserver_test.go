@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,7 +126,24 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "grown"}}}, nil, nil
 		})
 	addTestItems(srv, pubKeyFile)
+	addCounter(srv)
 	return srv
+}
+
+// addCounter gives the test server count, whose answer is how often it
+// was called on this upstream session: state per session, as a stateful
+// server keeps it.
+func addCounter(srv *sdk.Server) {
+	var mu sync.Mutex
+	counts := map[*sdk.ServerSession]int{}
+	sdk.AddTool(srv, &sdk.Tool{Name: "count", Description: "Count the calls of this session."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			mu.Lock()
+			counts[req.Session]++
+			n := counts[req.Session]
+			mu.Unlock()
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint(n)}}}, nil, nil
+		})
 }
 
 // addTestItems gives the test server a resource, a resource template and a

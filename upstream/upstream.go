@@ -73,6 +73,11 @@ type upstream struct {
 	it       items               // resources, templates, prompts (items.go)
 
 	idx *index // the Manager's resource index
+
+	// runCtx is the supervisor's context: per_client sessions run under
+	// it (conn.go).
+	runCtx context.Context
+	cs     clientSessions
 }
 
 // connect starts a session: a process for command upstreams, an HTTP
