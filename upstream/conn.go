@@ -170,4 +170,3 @@ func clientSessionID(ctx context.Context) string {
 	a, _ := identity.FromContext(ctx)
 	return a.SessionID
 }
-
