@@ -57,7 +57,8 @@ func (u *upstream) dialHTTP() (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}
+	hc := &http.Client{Transport: &limitTransport{max: MaxMessageBytes,
+		base: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}}}
 	tr, err := transport.NewStreamableHTTP(u.cfg.URL,
 		transport.WithHTTPBasicClient(hc),
 		transport.WithHTTPHeaders(static),

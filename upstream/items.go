@@ -381,6 +381,7 @@ func (u *upstream) forwarded(ctx context.Context, meta **mcp.Meta) (context.Cont
 	if ok {
 		cctx = withHeaders(cctx, agent, token)
 	}
+	cctx, _ = withLimitFlag(cctx)
 	return cctx, cancel, nil
 }
 
@@ -394,6 +395,8 @@ func (u *upstream) forwardError(ctx, cctx context.Context, cn *conn, what string
 	case errors.Is(cctx.Err(), context.DeadlineExceeded):
 		u.log.Warn("upstream request timed out", "request", what, "timeout", u.cfg.Timeout())
 		return fmt.Errorf("upstream %q timed out: %s did not answer within %s (call_timeout)", u.cfg.Name, what, u.cfg.Timeout())
+	case tooLarge(limitFlag(cctx), err):
+		return u.tooLargeError()
 	case isTransportError(err):
 		u.broken(cn, err)
 		return fmt.Errorf("upstream %q is down: %w", u.cfg.Name, err)

@@ -289,6 +289,7 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		if ok {
 			cctx = withHeaders(cctx, agent, token)
 		}
+		cctx, hit := withLimitFlag(cctx)
 		res, err := cn.c.CallTool(cctx, out)
 		switch {
 		case err == nil:
@@ -298,6 +299,8 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		case errors.Is(cctx.Err(), context.DeadlineExceeded):
 			u.log.Warn("upstream call timed out", "tool", original, "timeout", u.cfg.Timeout())
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %q timed out: %s did not answer within %s (call_timeout)", u.cfg.Name, original, u.cfg.Timeout())), nil
+		case tooLarge(hit, err): // HTTP upstreams (limit_http.go)
+			return mcp.NewToolResultError(u.tooLargeError().Error()), nil
 		case isTransportError(err):
 			u.broken(cn, err)
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %q is down: %v", u.cfg.Name, err)), nil
