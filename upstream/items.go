@@ -160,24 +160,71 @@ func (u *upstream) listItems(ctx context.Context, cn *conn) {
 		u.setResources(nil)
 		u.setTemplates(nil)
 	} else {
-		if r, err := cn.c.ListResources(ctx, mcp.ListResourcesRequest{}); err != nil {
+		if rs, err := pages(func(c mcp.Cursor) ([]mcp.Resource, mcp.Cursor, error) {
+			req := mcp.ListResourcesRequest{}
+			req.Params.Cursor = c
+			r, err := cn.c.ListResourcesByPage(ctx, req)
+			if err != nil {
+				return nil, "", err
+			}
+			return r.Resources, r.NextCursor, nil
+		}); err != nil {
 			u.log.Warn("list resources", "err", err)
 		} else {
-			u.setResources(r.Resources)
+			u.setResources(rs)
 		}
-		if r, err := cn.c.ListResourceTemplates(ctx, mcp.ListResourceTemplatesRequest{}); err != nil {
+		if ts, err := pages(func(c mcp.Cursor) ([]mcp.ResourceTemplate, mcp.Cursor, error) {
+			req := mcp.ListResourceTemplatesRequest{}
+			req.Params.Cursor = c
+			r, err := cn.c.ListResourceTemplatesByPage(ctx, req)
+			if err != nil {
+				return nil, "", err
+			}
+			return r.ResourceTemplates, r.NextCursor, nil
+		}); err != nil {
 			u.log.Warn("list resource templates", "err", err)
 		} else {
-			u.setTemplates(r.ResourceTemplates)
+			u.setTemplates(ts)
 		}
 	}
 	if caps.Prompts == nil {
 		u.setPrompts(nil)
-	} else if r, err := cn.c.ListPrompts(ctx, mcp.ListPromptsRequest{}); err != nil {
+	} else if ps, err := pages(func(c mcp.Cursor) ([]mcp.Prompt, mcp.Cursor, error) {
+		req := mcp.ListPromptsRequest{}
+		req.Params.Cursor = c
+		r, err := cn.c.ListPromptsByPage(ctx, req)
+		if err != nil {
+			return nil, "", err
+		}
+		return r.Prompts, r.NextCursor, nil
+	}); err != nil {
 		u.log.Warn("list prompts", "err", err)
 	} else {
-		u.setPrompts(r.Prompts)
+		u.setPrompts(ps)
 	}
+}
+
+// pages follows a list's cursors, at most maxListPages pages and maxTools
+// items, as for tools: an upstream cannot make the gateway hold an
+// unbounded list.
+func pages[T any](fetch func(mcp.Cursor) ([]T, mcp.Cursor, error)) ([]T, error) {
+	var all []T
+	var cursor mcp.Cursor
+	for range maxListPages {
+		items, next, err := fetch(cursor)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, items...)
+		if len(all) > maxTools {
+			return nil, fmt.Errorf("more than %d items", maxTools)
+		}
+		if next == "" {
+			return all, nil
+		}
+		cursor = next
+	}
+	return nil, fmt.Errorf("more than %d pages", maxListPages)
 }
 
 // setResources registers rs (the upstream's whole list) for u, deleting
