@@ -460,7 +460,10 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 			return
 		}
 		agent.SessionID = sid
-		sessionDone = h.sessionDone(sid)
+		if sessionDone = h.sessionDone(sid); sessionDone == nil { // ended just now
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
 	}
 
 	if r.Method == http.MethodPost {

@@ -248,15 +248,15 @@ func (m *Manager) Close() error {
 
 // Status is what operators see of one upstream.
 type Status struct {
-	Name      string `json:"name"`
-	Transport string `json:"transport"` // stdio or http
-	State     string `json:"state"`
-	Tools     int    `json:"tools"`
-	Restarts  int    `json:"restarts"`
-	// Sessions counts the open per-client sessions (session: per_client).
-	Sessions  int       `json:"sessions,omitempty"`
+	Name      string    `json:"name"`
+	Transport string    `json:"transport"` // stdio or http
+	State     string    `json:"state"`
+	Tools     int       `json:"tools"`
+	Restarts  int       `json:"restarts"`
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since,omitzero"`
+	// Sessions counts the open per-client sessions (session: per_client).
+	Sessions int `json:"sessions,omitempty"`
 }
 
 // Status reports every upstream's state, in configuration order.

@@ -117,10 +117,6 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: strings.Repeat("x", upstream.MaxMessageBytes+1)}}}, nil, nil
 		})
-	sdk.AddTool(srv, &sdk.Tool{Name: "huge", Description: "Answer with 8 times MaxMessageBytes."},
-		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
-			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: strings.Repeat("x", 8*upstream.MaxMessageBytes)}}}, nil, nil
-		})
 	sdk.AddTool(srv, &sdk.Tool{Name: "grow", Description: "Add the tool extra."},
 		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
 			sdk.AddTool(srv, &sdk.Tool{Name: "extra", Description: "Added later."},
