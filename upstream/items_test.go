@@ -276,3 +276,39 @@ func TestUpstreamResourceCollision(t *testing.T) {
 		}
 	}
 }
+
+// TestManagerUpdateItems: a configuration update that removes upstream up
+// and adds two moves the resources, the template and the prompts with it:
+// two's are listed and read through two, up's prompts are gone.
+func TestManagerUpdateItems(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	wide := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	if got := listItems(t, wide).prompts; !slices.Equal(got, []string{"up.greet"}) {
+		t.Fatalf("prompts before the update = %v", got)
+	}
+	if err := f.m.Update([]config.Upstream{stdioUpstream("two", "")}); err != nil {
+		t.Fatal(err)
+	}
+	want := itemLists{[]string{"test://up/static"}, []string{"test://up/item/{id}"}, []string{"two.greet"}}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := listItems(t, wide)
+		if slices.Equal(got.resources, want.resources) && slices.Equal(got.templates, want.templates) && slices.Equal(got.prompts, want.prompts) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the update: %+v, want %+v", got, want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the new upstream's first listing
+	}
+	if _, err := readResource(wide, "test://up/item/5"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range f.g.AuditRecords() {
+		if r.Event == "resource_read" && r.Tool == "two.resource:test://up/item/5" && r.Upstream == "two" && r.Outcome == "ok" {
+			return
+		}
+	}
+	t.Error("no resource_read record of test://up/item/5 through two")
+}

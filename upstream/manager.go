@@ -209,6 +209,8 @@ func (m *Manager) Update(ups []config.Upstream) error {
 		u := m.newUpstream(c)
 		next, fresh = append(next, u), append(fresh, u)
 	}
+	// Before the new ones start, so that their templates are published.
+	m.idx.setUpstreams(next)
 	if m.srv != nil {
 		byName := make(map[string]*upstream, len(fresh))
 		for _, u := range fresh {
@@ -223,7 +225,9 @@ func (m *Manager) Update(ups []config.Upstream) error {
 		}
 	}
 	m.ups = next
-	m.idx.setUpstreams(next)
+	if m.srv != nil {
+		m.idx.publishTemplates() // the removed ones' are gone
+	}
 	return nil
 }
 
