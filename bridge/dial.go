@@ -137,18 +137,7 @@ func (b *bridge) diagnose(alert string) string {
 
 // leaf is the client certificate the bridge presents, if it can tell.
 func (b *bridge) leaf() *x509.Certificate {
-	if len(b.tlsConfig.Certificates) == 0 || len(b.tlsConfig.Certificates[0].Certificate) == 0 {
-		return nil
-	}
-	kp := b.tlsConfig.Certificates[0]
-	if kp.Leaf != nil {
-		return kp.Leaf
-	}
-	leaf, err := x509.ParseCertificate(kp.Certificate[0])
-	if err != nil {
-		return nil
-	}
-	return leaf
+	return b.current().Leaf
 }
 
 func dialCause(e *net.OpError) string {
