@@ -103,7 +103,7 @@ describe('nefia mcp connect renews a one-minute certificate under a calling clie
 
     const logs = stderr.split('\n').filter(Boolean).map((l) => { try { return JSON.parse(l); } catch { return { msg: l }; } });
     const renewed = logs.filter((l) => l.msg === 'client certificate renewed');
-    const took = renewed.map((l) => l.took).join(', ');
+    const took = renewed.map((l) => `${Math.round(Number(l.took) / 1e6)} ms`).join(', '); // slog's JSON duration: nanoseconds
     console.log(`${calls} calls, 0 failed, ${serials.length - 1} renewals seen by the client; bridge-side renewal took: ${took}`);
     const bad = logs.filter((l) => l.level === 'ERROR' || l.level === 'WARN');
     assert.deepEqual(bad, [], stderr);

@@ -2,11 +2,13 @@ package renewal
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
@@ -75,4 +77,28 @@ func (f Files) FinishPending() error {
 		return fmt.Errorf("remove the stale %s: %w", staged, err)
 	}
 	return nil
+}
+
+// Newer returns the pair in the files when it is a later certificate of
+// the same name than cur, valid now and chaining to roots: another process
+// using the same directory (a second bridge) renewed it. Adopting it rather
+// than renewing again matters, because a second renewal of cur would revoke
+// that process's certificate (a renewal chain keeps one successor).
+func (f Files) Newer(cur tls.Certificate, roots *x509.CertPool, now time.Time) (tls.Certificate, bool) {
+	if cur.Leaf == nil {
+		return tls.Certificate{}, false
+	}
+	kp, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil || kp.Leaf == nil {
+		return tls.Certificate{}, false
+	}
+	l := kp.Leaf
+	if l.SerialNumber.Cmp(cur.Leaf.SerialNumber) == 0 || l.Subject.CommonName != cur.Leaf.Subject.CommonName ||
+		!l.NotAfter.After(cur.Leaf.NotAfter) {
+		return tls.Certificate{}, false
+	}
+	if _, err := l.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return tls.Certificate{}, false
+	}
+	return kp, true
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -147,13 +148,20 @@ or unreadable certificate files.`,
 // the same steps as 'nefia mtls renew', writing the new pair over files.
 // A certificate the gateway issued but that could not be written is still
 // used by this process (its sessions carry on), and the failure is logged:
-// the files keep the previous pair, which the next start presents.
+// the files keep the previous pair, which the next start presents. A newer
+// pair already in the files (a second bridge on the same directory renewed
+// first) is adopted instead of renewing again.
 func renewFunc(addr string, cfg *tls.Config, files certFiles, log *slog.Logger) bridge.RenewFunc {
+	rf := renewal.Files{Cert: files.cert, Key: files.key}
 	return func(ctx context.Context, cur tls.Certificate) (tls.Certificate, error) {
+		if kp, ok := rf.Newer(cur, cfg.RootCAs, time.Now()); ok {
+			log.Info("adopted the certificate another process renewed in the same files", "cert", files.cert)
+			return kp, nil
+		}
 		rc := cfg.Clone()
 		rc.Certificates, rc.GetClientCertificate = []tls.Certificate{cur}, nil
 		res, err := renewal.Renew(ctx, renewal.Request{Addr: addr, TLS: rc, Name: cur.Leaf.Subject.CommonName,
-			Files: renewal.Files{Cert: files.cert, Key: files.key}})
+			Files: rf})
 		if errors.Is(err, renewal.ErrWrite) {
 			log.Error("the renewed certificate is in use but could not be written; the files keep the previous one", "cert", files.cert, "error", err)
 			return res.KeyPair, nil
