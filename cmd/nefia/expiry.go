@@ -17,7 +17,7 @@ const expiryCheckInterval = 24 * time.Hour
 // expiryWatch is what the gateway warns about: the CA within
 // pki.CAExpiryWarning, the server certificate within pki.ExpiryWarning,
 // and each active client certificate within mcp.mtls.expiry_warning that
-// no active renewal has replaced yet.
+// is due for renewal and was not renewed (expiringClients).
 type expiryWatch struct {
 	store            *pki.Store
 	caFile, certFile string
@@ -90,8 +90,10 @@ func (w expiryWatch) warn() {
 }
 
 // expiringClients are the active certificates of list that expire within
-// window of now and that no active certificate renews: one that was
-// renewed has been taken care of.
+// window of now, are past two thirds of their lifetime (when a bridge
+// renews; before that a short-lived certificate is not late), and that no
+// active certificate renews: one that was renewed has been taken care of.
+// It is the rule 'nefia mtls status' lists them by.
 func expiringClients(list []pki.ListedCert, now time.Time, window time.Duration) []pki.ListedCert {
 	renewed := map[string]bool{}
 	for _, c := range list {
@@ -101,7 +103,8 @@ func expiringClients(list []pki.ListedCert, now time.Time, window time.Duration)
 	}
 	var out []pki.ListedCert
 	for _, c := range list {
-		if c.State == pki.StateActive && !renewed[c.Serial] && c.NotAfter.Sub(now) < window {
+		left := c.NotAfter.Sub(now)
+		if c.State == pki.StateActive && !renewed[c.Serial] && left < window && left <= c.Lifetime()/3 {
 			out = append(out, c)
 		}
 	}
