@@ -299,7 +299,8 @@ func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine, fir
 				// The client (re)initialized after h replayed its
 				// initialize: h's session would not know it. Make another.
 				h.c.tls.Close()
-				b.wg.Go(func() { b.handOver(ctx) })
+				until := c.notAfter
+				b.wg.Go(func() { b.handOver(ctx, until) })
 				continue
 			}
 			b.retire(c, fwd)

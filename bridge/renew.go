@@ -121,7 +121,7 @@ func (b *bridge) renewLoop(ctx context.Context) {
 			return
 		}
 		b.setCurrent(kp)
-		b.handOver(ctx)
+		b.handOver(ctx, leaf.NotAfter)
 	}
 }
 
@@ -171,29 +171,43 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 // handOver connects with the renewed certificate, replays the client's
 // initialize there, and passes the connection to serve, which sends the
 // client's next lines on it while the old connection answers what it has
-// in flight. Without a live connection there is nothing to do: the next
-// reconnect presents the new certificate.
-func (b *bridge) handOver(ctx context.Context) {
-	if !b.live.Load() {
-		return
-	}
-	seq := b.initSeq.Load()
-	c, err := b.dial(ctx, b.emit)
-	if err == nil {
-		if err = b.reinit(c); err != nil {
-			c.tls.Close()
+// in flight. A refused or failed attempt (the gateway may still count the
+// renewal's own connection against mcp.mtls.max_connections_per_client) is
+// retried with backoff while the live connection, valid until until, carries
+// on. Without a live connection there is nothing to do: the next reconnect
+// presents the new certificate.
+func (b *bridge) handOver(ctx context.Context, until time.Time) {
+	wait := retryFirst
+	for attempt := 1; b.live.Load(); attempt++ {
+		seq := b.initSeq.Load()
+		c, err := b.dial(ctx, b.emit)
+		if err == nil {
+			if err = b.reinit(c); err != nil {
+				c.tls.Close()
+			}
 		}
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			b.log.Warn("could not connect with the renewed certificate; the current connection carries on until it ends", "error", err)
+		if err == nil {
+			select {
+			case b.switchTo <- handover{c, seq}:
+			case <-ctx.Done():
+				c.tls.Close()
+			}
+			return
 		}
-		return
-	}
-	select {
-	case b.switchTo <- handover{c, seq}:
-	case <-ctx.Done():
-		c.tls.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		left := until.Sub(b.clock.Now())
+		if left <= 0 {
+			b.log.Warn("could not connect with the renewed certificate before the previous one expired; the next reconnect uses the new one", "error", err)
+			return
+		}
+		d := min(wait, left)
+		b.log.Warn("could not connect with the renewed certificate; the current connection carries on, retrying", "attempt", attempt, "retry_in", d, "error", err)
+		if !b.sleep(ctx, d) {
+			return
+		}
+		wait = min(2*wait, retryMax)
 	}
 }
 

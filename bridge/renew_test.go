@@ -88,6 +88,46 @@ func (c *fakeClock) fire(t *testing.T) time.Duration {
 	}
 }
 
+// fireSoon fires the earliest timer if it is due within limit (a retry,
+// not the next renewal), reporting whether it did.
+func (c *fakeClock) fireSoon(limit time.Duration) bool {
+	c.mu.Lock()
+	slices.SortFunc(c.waiters, func(a, b waiter) int { return a.at.Compare(b.at) })
+	if len(c.waiters) == 0 || c.waiters[0].at.Sub(c.now) > limit {
+		c.mu.Unlock()
+		return false
+	}
+	w := c.waiters[0]
+	c.waiters = c.waiters[1:]
+	c.now = maxTime(c.now, w.at)
+	c.mu.Unlock()
+	w.ch <- w.at
+	return true
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// awaitFiring waits for a log message, firing retry timers meanwhile.
+func awaitFiring(t *testing.T, c *fakeClock, ch chan struct{}, what string) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case <-ch:
+			return
+		case <-deadline:
+			t.Fatalf("no %q within 20s", what)
+		case <-time.After(20 * time.Millisecond):
+			c.fireSoon(10 * time.Minute)
+		}
+	}
+}
+
 // await waits for a log message the bridge sends to events.
 func await(t *testing.T, ch chan struct{}, what string) {
 	t.Helper()
@@ -163,7 +203,7 @@ func TestBridgeRenewsUnderLoad(t *testing.T) {
 		if i == 0 && (moved < 37*time.Minute || moved > 44*time.Minute) {
 			t.Errorf("first renewal %v after start, want two thirds of the hour ± 5%%", moved)
 		}
-		await(t, switched, "switch")
+		awaitFiring(t, clock, switched, "switch")
 		leaf := readLeaf(t, files.Cert)
 		want = append(want, pki.FormatSerial(leaf.SerialNumber))
 		// A call made now must run on the new certificate.
@@ -360,4 +400,50 @@ func readLeaf(t *testing.T, path string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return kp.Leaf
+}
+
+// TestBridgeRenewalRetriesTheSwitch: when the gateway refuses the
+// connection made with the renewed certificate (say, the renewal's own
+// connection still fills the client's quota), the bridge carries on with
+// the old connection and tries again after a backoff.
+func TestBridgeRenewalRetriesTheSwitch(t *testing.T) {
+	noLeaks(t)
+	store := pkitest.NewStore(t)
+	first := pkitest.Issue(t, store, "bot", pki.RoleAgent, time.Hour)
+	next := pkitest.KeyPair(t, pkitest.Issue(t, store, "bot", pki.RoleAgent, time.Hour))
+	serve := func(c *tls.Conn, lines *bufio.Reader) {
+		answerProbe(c, lines)
+		for {
+			line, err := lines.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.Contains(line, `"id":`) {
+				_, _ = io.WriteString(c, `{"jsonrpc":"2.0","id":1,"result":{}}`+"\n")
+			}
+		}
+	}
+	refuse := func(c *tls.Conn, _ *bufio.Reader) { _ = c.Handshake() } // admitted by TLS, closed before the probe's answer
+	addr := fakeGateway(t, store, serve, refuse, serve)
+	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) { return next, nil }
+	clock := newFakeClock()
+	r := start(t, addr, store, pkitest.KeyPair(t, first), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
+	switched := r.events.on("switched to a connection made with the renewed certificate")
+	retried := r.events.on("could not connect with the renewed certificate; the current connection carries on, retrying")
+	out := bufio.NewReader(r.out)
+
+	clock.fire(t) // the renewal; the first switch is refused
+	await(t, retried, "switch retry warning")
+	if moved := clock.fire(t); moved != time.Second {
+		t.Errorf("switch retried after %v, want 1s", moved)
+	}
+	await(t, switched, "switch")
+	go io.WriteString(r.in, `{"jsonrpc":"2.0","id":1,"method":"ping"}`+"\n")
+	if m := readLine(t, out); m["id"] != float64(1) || m["error"] != nil {
+		t.Fatalf("answer %v, want id 1 from the new connection", m)
+	}
+	r.in.Close()
+	if err := r.wait(t); err != nil {
+		t.Errorf("Run = %v", err)
+	}
 }
