@@ -7,8 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nefia/nefia/renewal"
 	"github.com/spf13/cobra"
+
+	"github.com/nefia/nefia/renewal"
 )
 
 // pendingSuffix names the staged certificate of a renewal whose key is
