@@ -334,12 +334,21 @@ func (b *bridge) expired(ctx context.Context) error {
 		return err
 	default:
 	}
-	if b.opts.Renew == nil || b.clock.Now().Before(b.current().Leaf.NotAfter) {
+	leaf := b.current().Leaf
+	if b.opts.Renew == nil || b.clock.Now().Before(leaf.NotAfter) {
 		return nil
 	}
+	// renewLoop reports it at its next wake (within wakeEvery, or when a
+	// renewal attempt returns); wait for its error, which counts the
+	// attempts, but not forever.
+	t := time.NewTimer(wakeEvery + time.Second)
+	defer t.Stop()
 	select {
 	case err := <-b.fatal:
 		return err
+	case <-t.C:
+		return fmt.Errorf("%w: %q (serial %x) expired at %s before a renewal succeeded; ask an operator for a new certificate",
+			ErrExpired, leaf.Subject.CommonName, leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
 	case <-ctx.Done():
 		return ctx.Err()
 	}

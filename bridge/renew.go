@@ -90,6 +90,25 @@ func (b *bridge) setCurrent(kp tls.Certificate) {
 	b.cert = kp
 }
 
+// wakeEvery bounds one wait of the schedule: timers run on the monotonic
+// clock, which stands still while a laptop sleeps, so a single wait for a
+// renewal hours ahead would end hours late, after the expiry. Waking each
+// minute to read the wall clock renews on time after a suspend.
+const wakeEvery = time.Minute
+
+// sleepUntil waits until at on the bridge's clock (at least one wait, so
+// that an injected clock decides every step); false when ctx ended first.
+func (b *bridge) sleepUntil(ctx context.Context, at time.Time) bool {
+	for {
+		if !b.sleep(ctx, min(at.Sub(b.clock.Now()), wakeEvery)) {
+			return false
+		}
+		if !b.clock.Now().Before(at) {
+			return true
+		}
+	}
+}
+
 // sleep waits d (at least 0) on the bridge's clock, so that an injected
 // clock decides every step of the schedule; false when ctx ended first.
 func (b *bridge) sleep(ctx context.Context, d time.Duration) bool {
@@ -110,7 +129,7 @@ func (b *bridge) renewLoop(ctx context.Context) {
 		at := renewAt(leaf, rand.Float64())
 		b.log.Info("client certificate renewal scheduled", "serial", fmt.Sprintf("%x", leaf.SerialNumber),
 			"at", at.UTC().Format(time.RFC3339), "expires", leaf.NotAfter.UTC().Format(time.RFC3339))
-		if !b.sleep(ctx, at.Sub(b.clock.Now())) {
+		if !b.sleepUntil(ctx, at) {
 			return
 		}
 		kp, err := b.renew(ctx, leaf)
@@ -153,7 +172,7 @@ func (b *bridge) renew(ctx context.Context, leaf *x509.Certificate) (tls.Certifi
 			d := min(wait, left)
 			b.log.Warn("client certificate renewal failed; retrying", "attempt", attempt, "retry_in", d,
 				"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "error", err)
-			if !b.sleep(ctx, d) {
+			if !b.sleepUntil(ctx, b.clock.Now().Add(d)) {
 				return tls.Certificate{}, ctx.Err()
 			}
 			wait = min(2*wait, limit)

@@ -112,8 +112,9 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// awaitFiring waits for a log message, firing retry timers meanwhile.
-func awaitFiring(t *testing.T, c *fakeClock, ch chan struct{}, what string) {
+// awaitFiring waits for ch, firing the bridge's timers meanwhile (the
+// schedule wakes every minute), as a clock running fast would.
+func awaitFiring(t *testing.T, c *fakeClock, ch <-chan struct{}, what string) {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for {
@@ -122,8 +123,14 @@ func awaitFiring(t *testing.T, c *fakeClock, ch chan struct{}, what string) {
 			return
 		case <-deadline:
 			t.Fatalf("no %q within 20s", what)
-		case <-time.After(20 * time.Millisecond):
-			c.fireSoon(10 * time.Minute)
+		default:
+		}
+		if !c.fireSoon(24 * time.Hour) {
+			select {
+			case <-ch:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
 		}
 	}
 }
@@ -152,14 +159,18 @@ func TestBridgeRenewsUnderLoad(t *testing.T) {
 	files := renewal.Files{Cert: filepath.Join(dir, "bot.crt"), Key: filepath.Join(dir, "bot.key")}
 	roots := pkitest.CAPool(t, gw.Store)
 	var latencies []time.Duration
+	var calledAt []time.Time // on the bridge's clock
+	var clock *fakeClock
 	renew := func(ctx context.Context, cur tls.Certificate) (tls.Certificate, error) {
+		calledAt = append(calledAt, clock.Now())
 		began := time.Now()
 		res, err := renewal.Renew(ctx, renewal.Request{Addr: gw.Addr, Name: "bot", Files: files,
 			TLS: &tls.Config{Certificates: []tls.Certificate{cur}, RootCAs: roots, MinVersion: tls.VersionTLS13}})
 		latencies = append(latencies, time.Since(began))
 		return res.KeyPair, err
 	}
-	clock := newFakeClock()
+	clock = newFakeClock()
+	began := clock.Now()
 	r := start(t, gw.Addr, gw.Store, pkitest.KeyPair(t, iss), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
 	switched := r.events.on("switched to a connection made with the renewed certificate")
 	c := mcpClient(t, r)
@@ -199,11 +210,10 @@ func TestBridgeRenewsUnderLoad(t *testing.T) {
 	const renewals = 4
 	want := []string{iss.Serial}
 	for i := range renewals {
-		moved := clock.fire(t) // the scheduled renewal
-		if i == 0 && (moved < 37*time.Minute || moved > 44*time.Minute) {
-			t.Errorf("first renewal %v after start, want two thirds of the hour ± 5%%", moved)
-		}
 		awaitFiring(t, clock, switched, "switch")
+		if first := calledAt[0].Sub(began); i == 0 && (first < 37*time.Minute || first > 44*time.Minute) {
+			t.Errorf("first renewal %v after start, want two thirds of the hour ± 5%%", first)
+		}
 		leaf := readLeaf(t, files.Cert)
 		want = append(want, pki.FormatSerial(leaf.SerialNumber))
 		// A call made now must run on the new certificate.
@@ -266,58 +276,64 @@ func TestBridgeRenewalRetriesThenExpires(t *testing.T) {
 	gw := servertest.Start(t)
 	iss := gw.Issue("bot", pki.RoleAgent, time.Hour)
 	var attempts atomic.Int64
+	var tried []time.Time // on the bridge's clock
+	var clock *fakeClock
 	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) {
+		tried = append(tried, clock.Now())
 		attempts.Add(1)
 		return tls.Certificate{}, errors.New("gateway unreachable\n(second line)")
 	}
-	clock := newFakeClock()
+	clock = newFakeClock()
 	r := start(t, gw.Addr, gw.Store, pkitest.KeyPair(t, iss), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
 	retried := r.events.on("client certificate renewal failed; retrying")
 	c := mcpClient(t, r)
 	status(t, c)
 
-	var waits []time.Duration
 	warnings := 0
-	countWarnings := func() { // one at most per round: the channel's buffer never fills
-		for {
-			select {
-			case <-retried:
-				warnings++
-			default:
-				return
+	ended := make(chan struct{})
+	var err error
+	go func() {
+		err = <-r.done
+		close(ended)
+	}()
+	deadline := time.After(20 * time.Second)
+	for running := true; running; {
+		select {
+		case <-ended:
+			running = false
+		case <-retried: // one per attempt; drained as they come, the buffer never fills
+			warnings++
+		case <-deadline:
+			t.Fatal("Run did not end within 20s")
+		default:
+			if !clock.fireSoon(24 * time.Hour) {
+				time.Sleep(time.Millisecond)
 			}
 		}
 	}
-	for len(r.done) == 0 {
-		if len(waits) > 100 {
-			t.Fatal("still retrying after 100 attempts")
-		}
-		waits = append(waits, clock.fire(t))
-		waitFor(t, func() bool { return attempts.Load() == int64(len(waits)) || len(r.done) > 0 })
-		waitFor(t, func() bool { return len(retried) > 0 || len(r.done) > 0 })
-		countWarnings()
+	for len(retried) > 0 {
+		<-retried
+		warnings++
 	}
-	err := <-r.done
 	if !errors.Is(err, bridge.ErrExpired) || !strings.Contains(err.Error(), `"bot"`) || strings.Contains(err.Error(), "\n") {
 		t.Errorf("Run = %v, want one line wrapping ErrExpired naming the certificate", err)
 	}
-	// The first wait is the schedule, each later one follows a failed
-	// attempt, and the last ends at the expiry.
 	n := attempts.Load()
-	if n != int64(len(waits)-1) || n < 10 {
-		t.Errorf("%d attempts for %d waits, want one after each wait but the last, and at least 10", n, len(waits))
+	if n < 10 || warnings != int(n) {
+		t.Errorf("%d attempts, %d retry warnings: want one warning per attempt, and at least 10 attempts", n, warnings)
 	}
-	countWarnings()
-	if warnings != int(n) {
-		t.Errorf("%d retry warnings for %d failed attempts", warnings, n)
+	var gaps []time.Duration
+	for i := 1; i < len(tried); i++ {
+		gaps = append(gaps, tried[i].Sub(tried[i-1]))
 	}
-	for i, w := range waits[1:] {
-		if w > 3*time.Minute {
-			t.Errorf("wait %d = %v, above the cap (a twentieth of the lifetime)", i+1, w)
+	if gaps[0] != time.Second || gaps[1] != 2*time.Second {
+		t.Errorf("backoff %v, want it to start at 1s, 2s", gaps[:2])
+	}
+	for i, g := range gaps {
+		if g > 3*time.Minute || (i > 0 && g < gaps[i-1]) {
+			t.Errorf("backoff %v: want it doubling up to the cap (a twentieth of the lifetime, 3m)", gaps)
+			break
 		}
-	}
-	if waits[1] != time.Second || waits[2] != 2*time.Second {
-		t.Errorf("backoff %v, want it to start at 1s, 2s", waits[1:3])
 	}
 	if total := clock.Now().Sub(iss.NotAfter); total < 0 || total > time.Second {
 		t.Errorf("Run ended %v after the expiry, want at it", total)
@@ -361,7 +377,11 @@ func TestBridgeRenewalLetsInFlightRequestsFinish(t *testing.T) {
 			}
 			_, _ = lines.ReadString('\n')
 		})
-	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) { return next, nil }
+	called := make(chan struct{}, 1)
+	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) {
+		called <- struct{}{}
+		return next, nil
+	}
 	clock := newFakeClock()
 	r := start(t, addr, store, pkitest.KeyPair(t, first), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
 	switched := r.events.on("switched to a connection made with the renewed certificate")
@@ -369,7 +389,7 @@ func TestBridgeRenewalLetsInFlightRequestsFinish(t *testing.T) {
 
 	go io.WriteString(r.in, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow"}}`+"\n")
 	<-slowArrived
-	clock.fire(t)
+	awaitFiring(t, clock, called, "renewal")
 	await(t, switched, "switch")
 	if got, want := <-secondCert, pki.FormatSerial(next.Leaf.SerialNumber); got != want {
 		t.Errorf("the new connection presented %s, want the renewed %s", got, want)
@@ -439,14 +459,18 @@ func TestBridgeRenewalRetriesTheSwitch(t *testing.T) {
 	}
 	refuse := func(c *tls.Conn, _ *bufio.Reader) { _ = c.Handshake() } // admitted by TLS, closed before the probe's answer
 	addr := fakeGateway(t, store, serve, refuse, serve)
-	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) { return next, nil }
+	called := make(chan struct{}, 1)
+	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) {
+		called <- struct{}{}
+		return next, nil
+	}
 	clock := newFakeClock()
 	r := start(t, addr, store, pkitest.KeyPair(t, first), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
 	switched := r.events.on("switched to a connection made with the renewed certificate")
 	retried := r.events.on("could not connect with the renewed certificate; the current connection carries on, retrying")
 	out := bufio.NewReader(r.out)
 
-	clock.fire(t) // the renewal; the first switch is refused
+	awaitFiring(t, clock, called, "renewal") // the first switch is refused
 	await(t, retried, "switch retry warning")
 	if moved := clock.fire(t); moved != time.Second {
 		t.Errorf("switch retried after %v, want 1s", moved)
@@ -455,6 +479,53 @@ func TestBridgeRenewalRetriesTheSwitch(t *testing.T) {
 	go io.WriteString(r.in, `{"jsonrpc":"2.0","id":1,"method":"ping"}`+"\n")
 	if m := readLine(t, out); m["id"] != float64(1) || m["error"] != nil {
 		t.Fatalf("answer %v, want id 1 from the new connection", m)
+	}
+	r.in.Close()
+	if err := r.wait(t); err != nil {
+		t.Errorf("Run = %v", err)
+	}
+}
+
+// suspend models a laptop asleep for d: the wall clock moves on, the
+// timers (monotonic) do not, so each fires d later than it would have.
+func (c *fakeClock) suspend(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for i := range c.waiters {
+		c.waiters[i].at = c.waiters[i].at.Add(d)
+	}
+}
+
+// TestBridgeRenewsOnTimeAfterASuspend: a machine that slept through the
+// renewal time renews within a minute of waking, not a sleep's length
+// later (which could be after the expiry).
+func TestBridgeRenewsOnTimeAfterASuspend(t *testing.T) {
+	noLeaks(t)
+	store := pkitest.NewStore(t)
+	first := pkitest.Issue(t, store, "bot", pki.RoleAgent, time.Hour)
+	next := pkitest.KeyPair(t, pkitest.Issue(t, store, "bot", pki.RoleAgent, time.Hour))
+	addr := fakeGateway(t, store, func(c *tls.Conn, lines *bufio.Reader) {
+		answerProbe(c, lines)
+		_, _ = lines.ReadString('\n')
+	})
+	var calledAt atomic.Value
+	called := make(chan struct{}, 1)
+	var clock *fakeClock
+	renew := func(context.Context, tls.Certificate) (tls.Certificate, error) {
+		calledAt.Store(clock.Now())
+		called <- struct{}{}
+		return next, nil
+	}
+	clock = newFakeClock()
+	began := clock.Now()
+	r := start(t, addr, store, pkitest.KeyPair(t, first), func(o *bridge.Options) { o.Renew, o.Clock = renew, clock })
+
+	clock.fire(t) // a minute of the schedule passes awake
+	clock.suspend(50 * time.Minute)
+	awaitFiring(t, clock, called, "renewal")
+	if at := calledAt.Load().(time.Time).Sub(began); at > 52*time.Minute {
+		t.Errorf("renewed %v after start, having woken at 51m: want within a minute of waking", at)
 	}
 	r.in.Close()
 	if err := r.wait(t); err != nil {
