@@ -193,7 +193,8 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
 	expiryTick := time.NewTicker(expiryCheckInterval)
 	defer expiryTick.Stop()
-	defer expiryWatch{store: s.store, caFile: caFile, certFile: certFile, clientWindow: m.ExpiryWarning, log: s.log}.start(ctx, expiryTick.C)() // issue 13 item 4
+	watch := expiryWatch{store: s.store, caFile: caFile, certFile: certFile, clientWindow: m.ExpiryWarning, log: s.log}
+	defer watch.start(ctx, expiryTick.C)() // issue 13 item 4: at start and daily
 	defer rl.start(ctx, gw.SetPolicy)()
 	if mx != nil {
 		go serveMetrics(ctx, cancel, s, cfg.MCP.Metrics.ListenAddr, mx)
