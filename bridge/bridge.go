@@ -3,12 +3,14 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nefia/nefia/internal/defaults"
@@ -49,6 +51,17 @@ type Options struct {
 
 	// Logger receives diagnostics (never message contents). Nil discards.
 	Logger *slog.Logger
+
+	// Renew, when set, renews the client certificate at two thirds of its
+	// lifetime (jittered by ±5% of it), retrying with backoff until it
+	// expires; the renewed certificate is presented on a new connection
+	// that takes over the client's next messages while the old one answers
+	// what is in flight on it. If the certificate expires unrenewed, Run
+	// ends with ErrExpired. It needs TLS.Certificates (not
+	// GetClientCertificate). Nil: the certificate is used until it expires.
+	Renew RenewFunc
+	// Clock times the renewals; nil is the system clock.
+	Clock Clock
 }
 
 // bridge is one Run.
@@ -63,6 +76,20 @@ type bridge struct {
 	mu              sync.Mutex
 	initLine        []byte // the client's initialize, replayed after a reconnect
 	initializedLine []byte // and its notifications/initialized
+	initSeq         atomic.Uint64
+
+	emitMu sync.Mutex // forwarders of an old and a new connection emit concurrently
+
+	// Renewal (Options.Renew).
+	clock     Clock
+	certMu    sync.Mutex
+	cert      tls.Certificate // presented on the next connection; Leaf set
+	live      atomic.Bool     // serve holds a connection
+	switchTo  chan handover   // a connection made with a renewed certificate
+	fatal     chan error      // the certificate expired unrenewed
+	retiredMu sync.Mutex
+	retired   map[*conn]struct{} // old connections answering what they had in flight
+	wg        sync.WaitGroup     // renewLoop, retire and handOver goroutines
 }
 
 // Run bridges in (the client's requests) and out (where its answers go) to
@@ -93,6 +120,16 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		return err
 	}
 	b.log.Debug("connected to the gateway", "addr", b.opts.Addr)
+	ctx, stop := context.WithCancel(ctx)
+	// In reverse: stop the renewal, close what still answers old requests,
+	// wait for all of it, close a connection handed over too late.
+	defer b.dropHandover()
+	defer b.wg.Wait()
+	defer b.closeRetired()
+	defer stop()
+	if b.opts.Renew != nil {
+		b.wg.Go(func() { b.renewLoop(ctx) })
+	}
 
 	quit := make(chan struct{})
 	defer close(quit)
@@ -101,11 +138,15 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 
 	var first []byte // a client line that waited for a reconnect
 	for {
-		done, err := b.serve(ctx, c, input, first)
+		last, done, err := b.serve(ctx, c, input, first)
 		if done {
 			return err
 		}
-		if n := b.inflight.len(); n > 0 {
+		if err := b.expired(ctx); err != nil {
+			b.failInFlight()
+			return err
+		}
+		if n := b.inflight.owned(last); n > 0 {
 			b.failInFlight()
 			return fmt.Errorf("%w: %s closed the connection with %d request(s) unanswered", ErrConnectionLost, b.opts.Addr, n)
 		}
@@ -116,9 +157,12 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		var in inputLine
 		select {
 		case in = <-input:
+		case err := <-b.fatal:
+			return err
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		b.dropHandover()
 		if in.err != nil {
 			return b.inputEnded(in.err, nil)
 		}
@@ -155,14 +199,28 @@ func newBridge(out io.Writer, opts Options) (*bridge, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+	}
+	b := &bridge{opts: opts, log: opts.Logger, out: out, clock: opts.Clock,
+		switchTo: make(chan handover, 1), fatal: make(chan error, 1), retired: map[*conn]struct{}{}}
 	cfg := opts.TLS.Clone()
 	if cfg.GetClientCertificate == nil {
-		// Present the certificate whatever CAs the gateway names in its
-		// request (crypto/tls would otherwise send none when they do not
-		// match), so that the gateway judges this certificate and the
-		// refusal says why.
-		kp := cfg.Certificates[0]
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &kp, nil }
+		b.cert = cfg.Certificates[0]
+		if b.cert.Leaf == nil && len(b.cert.Certificate) > 0 {
+			b.cert.Leaf, _ = x509.ParseCertificate(b.cert.Certificate[0])
+		}
+		// Present the current certificate whatever CAs the gateway names
+		// in its request (crypto/tls would otherwise send none when they
+		// do not match), so that the gateway judges this certificate and
+		// the refusal says why.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			kp := b.current()
+			return &kp, nil
+		}
+	}
+	if opts.Renew != nil && b.cert.Leaf == nil {
+		return nil, errors.New("bridge: renewal needs the client certificate in TLS.Certificates")
 	}
 	cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS13, tls.VersionTLS13
 	cfg.NextProtos = nil
@@ -173,7 +231,8 @@ func newBridge(out io.Writer, opts Options) (*bridge, error) {
 		}
 		cfg.ServerName = host
 	}
-	return &bridge{opts: opts, tlsConfig: cfg, log: opts.Logger, out: out}, nil
+	b.tlsConfig = cfg
+	return b, nil
 }
 
 // inputLine is one line from the client, or why there are no more.
@@ -200,9 +259,10 @@ func readInput(r *lineReader, input chan<- inputLine, quit <-chan struct{}) {
 // line that waited for this connection), if any, before the rest. done is
 // false when the connection ended and Run should decide whether to
 // reconnect; when done is true, err is what Run returns.
-func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine, first []byte) (done bool, err error) {
-	fwd := make(chan error, 1)
-	go func() { fwd <- b.forward(c) }()
+func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine, first []byte) (last *conn, done bool, err error) {
+	b.live.Store(true)
+	defer b.live.Store(false)
+	fwd := b.startForward(c)
 	end := func() error {
 		c.tls.Close()
 		return <-fwd
@@ -210,34 +270,99 @@ func (b *bridge) serve(ctx context.Context, c *conn, input <-chan inputLine, fir
 	if first != nil {
 		if err := b.send(c, first); err != nil {
 			if ferr := end(); fatal(ferr) {
-				return true, ferr
+				return c, true, ferr
 			}
-			return false, nil
+			return c, false, nil
 		}
 	}
 	for {
 		select {
 		case in := <-input:
 			if in.err != nil {
-				return true, b.finish(ctx, c, fwd, in.err)
+				return c, true, b.finish(ctx, c, fwd, in.err)
 			}
 			if err := b.send(c, in.line); err != nil {
 				if ferr := end(); fatal(ferr) {
-					return true, ferr
+					return c, true, ferr
 				}
-				return false, nil
+				return c, false, nil
 			}
 		case err := <-fwd:
 			c.tls.Close()
 			if fatal(err) {
-				return true, err
+				return c, true, err
 			}
 			b.log.Debug("gateway connection ended", "error", err)
-			return false, nil
+			return c, false, nil
+		case h := <-b.switchTo:
+			if h.seq != b.initSeq.Load() {
+				// The client (re)initialized after h replayed its
+				// initialize: h's session would not know it. Make another.
+				h.c.tls.Close()
+				until := c.notAfter
+				b.wg.Go(func() { b.handOver(ctx, until) })
+				continue
+			}
+			b.retire(c, fwd)
+			c, fwd = h.c, b.startForward(h.c)
+			b.log.Info(msgSwitched, "addr", b.opts.Addr)
+		case err := <-b.fatal:
+			end()
+			b.failInFlight()
+			return c, true, err
 		case <-ctx.Done():
 			end()
-			return true, ctx.Err()
+			return c, true, ctx.Err()
 		}
+	}
+}
+
+// startForward runs forward(c) and returns where its result arrives.
+func (b *bridge) startForward(c *conn) chan error {
+	fwd := make(chan error, 1)
+	go func() { fwd <- b.forward(c) }()
+	return fwd
+}
+
+// expired is ErrExpired when the connection ended because the certificate
+// expired before a renewal succeeded (the gateway ends sessions at their
+// certificate's expiry, as renewLoop gives up): the reason to report,
+// rather than a lost connection or a refused reconnect.
+func (b *bridge) expired(ctx context.Context) error {
+	select {
+	case err := <-b.fatal:
+		return err
+	default:
+	}
+	leaf := b.current().Leaf
+	if b.opts.Renew == nil || b.clock.Now().Before(leaf.NotAfter) {
+		return nil
+	}
+	// renewLoop reports it at its next wake (within wakeEvery, or when a
+	// renewal attempt returns); wait for its error, which counts the
+	// attempts, but not forever.
+	t := time.NewTimer(wakeEvery + time.Second)
+	defer t.Stop()
+	select {
+	case err := <-b.fatal:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: %q (serial %x) expired at %s before a renewal succeeded; ask an operator for a new certificate",
+			ErrExpired, leaf.Subject.CommonName, leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// dropHandover closes a connection made with a renewed certificate that
+// serve did not take over (its connection ended first): the next
+// reconnect dials afresh, with the renewed certificate, rather than
+// sending on a connection that sat unused.
+func (b *bridge) dropHandover() {
+	select {
+	case h := <-b.switchTo:
+		h.c.tls.Close()
+	default:
 	}
 }
 
@@ -286,16 +411,18 @@ func (b *bridge) send(c *conn, line []byte) error {
 	m := parse(line)
 	switch {
 	case m.kind == request:
-		b.inflight.add(m.id, m.rawID)
+		b.inflight.add(m.id, m.rawID, c)
 		if m.method == "initialize" {
 			b.mu.Lock()
 			b.initLine = append([]byte(nil), line...)
 			b.mu.Unlock()
+			b.initSeq.Add(1)
 		}
 	case m.kind == notification && m.method == "notifications/initialized":
 		b.mu.Lock()
 		b.initializedLine = append([]byte(nil), line...)
 		b.mu.Unlock()
+		b.initSeq.Add(1)
 	case m.kind == notification && m.cancelled != "":
 		// A cancelled request gets no answer (MCP cancellation), so it
 		// must not count as in flight.
@@ -339,6 +466,8 @@ func (b *bridge) deliver(line []byte, m message, emit func([]byte) error) error 
 
 // emit writes one line to the client.
 func (b *bridge) emit(line []byte) error {
+	b.emitMu.Lock()
+	defer b.emitMu.Unlock()
 	if _, err := b.out.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("%w: %v", ErrOutput, err)
 	}

@@ -17,6 +17,9 @@ import (
 type conn struct {
 	tls   *tls.Conn
 	lines *lineReader
+	// notAfter is when the certificate it was made with expires (and the
+	// gateway ends it); zero when the bridge cannot tell.
+	notAfter time.Time
 }
 
 // dial connects, completes the handshake and sends the probe; it returns
@@ -32,6 +35,9 @@ func (b *bridge) dial(ctx context.Context, forward func([]byte) error) (*conn, e
 	}
 	tc := nc.(*tls.Conn)
 	c := &conn{tls: tc, lines: newLineReader(tc, b.opts.MaxMessageBytes)}
+	if leaf := b.leaf(); leaf != nil {
+		c.notAfter = leaf.NotAfter
+	}
 	if err := b.probe(ctx, c, forward); err != nil {
 		tc.Close()
 		return nil, b.classify(ctx, err)
@@ -137,18 +143,7 @@ func (b *bridge) diagnose(alert string) string {
 
 // leaf is the client certificate the bridge presents, if it can tell.
 func (b *bridge) leaf() *x509.Certificate {
-	if len(b.tlsConfig.Certificates) == 0 || len(b.tlsConfig.Certificates[0].Certificate) == 0 {
-		return nil
-	}
-	kp := b.tlsConfig.Certificates[0]
-	if kp.Leaf != nil {
-		return kp.Leaf
-	}
-	leaf, err := x509.ParseCertificate(kp.Certificate[0])
-	if err != nil {
-		return nil
-	}
-	return leaf
+	return b.current().Leaf
 }
 
 func dialCause(e *net.OpError) string {

@@ -23,4 +23,11 @@
 //     session knows the client); with a request in flight it cannot know
 //     whether the gateway acted on it, so it answers that request with a
 //     JSON-RPC error and ends with ErrConnectionLost.
+//
+// With Options.Renew it also renews its certificate at two thirds of its
+// lifetime and moves the client to a connection made with the new one
+// between two messages: requests in flight on the old connection are
+// answered there, the next message goes on the new one, whose session got
+// the client's initialize replayed as after a reconnect. A certificate
+// that expires before any renewal succeeded ends Run with ErrExpired.
 package bridge

@@ -16,6 +16,9 @@ var (
 	// ErrConnectionLost means the connection ended while a request was in
 	// flight, or could not be made again after it ended.
 	ErrConnectionLost = errors.New("bridge: connection to the gateway lost")
+	// ErrExpired means the client certificate expired before the bridge
+	// could renew it (Options.Renew kept failing).
+	ErrExpired = errors.New("bridge: the client certificate expired before it could be renewed")
 	// ErrMessageTooLarge means one JSON-RPC message, from either side, was
 	// longer than Options.MaxMessageBytes.
 	ErrMessageTooLarge = errors.New("bridge: message exceeds size limit")

@@ -118,19 +118,26 @@ func (l *lineReader) next() ([]byte, error) {
 }
 
 // inflight is the set of requests written to the gateway and not yet
-// answered, with their raw ids so the bridge can answer them itself.
+// answered, with their raw ids so the bridge can answer them itself, and
+// the connection each was written on (after a renewal, the previous
+// connection still owes the answers to what was sent on it).
 type inflight struct {
 	mu  sync.Mutex
-	ids map[string]json.RawMessage
+	ids map[string]pending
 }
 
-func (f *inflight) add(key string, raw json.RawMessage) {
+type pending struct {
+	raw   json.RawMessage
+	owner *conn
+}
+
+func (f *inflight) add(key string, raw json.RawMessage, owner *conn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.ids == nil {
-		f.ids = map[string]json.RawMessage{}
+		f.ids = map[string]pending{}
 	}
-	f.ids[key] = raw
+	f.ids[key] = pending{raw, owner}
 }
 
 func (f *inflight) done(key string) {
@@ -139,20 +146,35 @@ func (f *inflight) done(key string) {
 	delete(f.ids, key)
 }
 
-func (f *inflight) len() int {
+// owned counts the requests in flight on c.
+func (f *inflight) owned(c *conn) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.ids)
+	n := 0
+	for _, p := range f.ids {
+		if p.owner == c {
+			n++
+		}
+	}
+	return n
 }
 
 // drain empties the set and returns the raw ids it held.
 func (f *inflight) drain() []json.RawMessage {
+	return f.drainOwner(nil)
+}
+
+// drainOwner removes the requests in flight on c (every request when c is
+// nil) and returns their raw ids.
+func (f *inflight) drainOwner(c *conn) []json.RawMessage {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]json.RawMessage, 0, len(f.ids))
-	for _, raw := range f.ids {
-		out = append(out, raw)
+	var out []json.RawMessage
+	for key, p := range f.ids {
+		if c == nil || p.owner == c {
+			out = append(out, p.raw)
+			delete(f.ids, key)
+		}
 	}
-	f.ids = nil
 	return out
 }

@@ -86,7 +86,77 @@ func (s *Service) Renew(ctx context.Context, actor identity.Agent, req RenewRequ
 		}
 		out.PreviousRevoked = true
 	}
+	s.supersede(ctx, actor, prev, out.Serial)
 	return out, err
+}
+
+// SupersededReason is the revocation reason of a certificate a renewal
+// took out of its chain (see supersede).
+const SupersededReason = "superseded"
+
+// supersede keeps a renewal chain (the certificates linked by Renews) at
+// no more than two valid certificates: prev, which just renewed, and next,
+// its new successor. Every other active certificate of the chain is
+// revoked: a successor prev obtained before (its answer may have been lost,
+// and the retry made next), with anything renewed from it, and prev's own
+// predecessors. Without this an agent could renew again and again and hold
+// any number of valid certificates, each with its own connection quota
+// (issue 13). Revoking rather than refusing a second renewal keeps the
+// bridge's retry safe: a successor whose answer was lost is one nobody
+// holds, and the retry revokes it. Failures are logged, not returned: the
+// caller holds next either way.
+func (s *Service) supersede(ctx context.Context, actor identity.Agent, prev, next string) {
+	log := s.logFor(ctx, actor)
+	list, err := s.Store.List()
+	if err != nil {
+		log.Error("reading the inventory to revoke superseded renewals failed", logKeySerial, prev, logKeyError, err)
+		return
+	}
+	for _, serial := range chainOf(list, prev) {
+		if serial == prev || serial == next {
+			continue
+		}
+		if _, err := s.revoke(ctx, actor, RevokeRequest{Serial: serial, Reason: SupersededReason}, true); err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
+			log.Error("revoking a superseded renewal failed", logKeySerial, serial, logKeyError, err)
+			continue
+		}
+		log.Warn("renewal superseded an active certificate of the same chain; revoked it", logKeySerial, serial, "renewed", prev, "new", next)
+	}
+}
+
+// chainOf returns the active certificates of the renewal chain serial is
+// in: its ancestors through Renews and every descendant of the oldest.
+func chainOf(list []pki.ListedCert, serial string) []string {
+	parent := make(map[string]string, len(list))
+	children := map[string][]string{}
+	active := map[string]bool{}
+	for _, c := range list {
+		if c.Renews != "" {
+			parent[c.Serial] = c.Renews
+			children[c.Renews] = append(children[c.Renews], c.Serial)
+		}
+		active[c.Serial] = c.State == pki.StateActive || c.State == pki.StateNotYet
+	}
+	root := serial
+	for seen := 0; parent[root] != "" && seen < len(list); seen++ {
+		root = parent[root]
+	}
+	var out []string
+	queue, visited := []string{root}, map[string]bool{root: true}
+	for len(queue) > 0 {
+		c := queue[0]
+		queue = queue[1:]
+		if active[c] {
+			out = append(out, c)
+		}
+		for _, k := range children[c] {
+			if !visited[k] {
+				visited[k] = true
+				queue = append(queue, k)
+			}
+		}
+	}
+	return out
 }
 
 // checkRenew is everything Renew refuses before it records anything: it

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -228,5 +229,84 @@ func TestIssueRevokePreviousIsForOperators(t *testing.T) {
 	}
 	if c, _, _ := svc.Store.Lookup(victim.Serial); c.State != pki.StateActive {
 		t.Errorf("the operator's certificate is %s", c.State)
+	}
+}
+
+// TestRenewTwiceKeepsOneSuccessor (issue 13): a certificate that renews
+// again, as the bridge does when a renewal's answer was lost, gets a new
+// successor and the previous one is revoked (reason superseded), so a
+// chain never holds more than the renewing certificate and its newest
+// successor; renewing from the successor revokes what is left before it.
+func TestRenewTwiceKeepsOneSuccessor(t *testing.T) {
+	t.Parallel()
+	svc, trail := newService(t, false)
+	old := pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, time.Hour)
+	renew := func(from *pki.Issued) *pki.Issued {
+		t.Helper()
+		csr, _ := pkitest.CSR(t, pkix.Name{})
+		res, err := svc.Renew(t.Context(), actorOf(t, from), ops.RenewRequest{CSRPEM: csr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Issued
+	}
+	active := func() []string {
+		t.Helper()
+		list, err := svc.Store.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, c := range list {
+			if c.State == pki.StateActive {
+				out = append(out, c.Serial)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	sorted := func(s ...string) []string { slices.Sort(s); return s }
+
+	lost := renew(old)
+	kept := renew(old) // the retry after a lost answer
+	if got, want := active(), sorted(old.Serial, kept.Serial); !slices.Equal(got, want) {
+		t.Errorf("after renewing twice: active %v, want the renewing certificate and its newest successor %v", got, want)
+	}
+	again := renew(old)
+	if got, want := active(), sorted(old.Serial, again.Serial); !slices.Equal(got, want) {
+		t.Errorf("after renewing three times: active %v, want %v", got, want)
+	}
+	next := renew(again) // the chain moves on: old is neither renewing nor newest
+	if got, want := active(), sorted(again.Serial, next.Serial); !slices.Equal(got, want) {
+		t.Errorf("after renewing the successor: active %v, want %v", got, want)
+	}
+	revs, err := svc.Store.Revocations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]string{}
+	for _, r := range revs {
+		reasons[r.Serial] = r.Reason
+	}
+	for _, s := range []string{lost.Serial, kept.Serial, old.Serial} {
+		if reasons[s] != ops.SupersededReason {
+			t.Errorf("%s revoked with reason %q, want %q", s, reasons[s], ops.SupersededReason)
+		}
+	}
+	audited := 0
+	for _, r := range records(t, trail) {
+		if r.Event == audit.EventRevoke && r.Outcome == audit.OutcomeOK && r.Args["reason"] == ops.SupersededReason {
+			audited++
+		}
+	}
+	if audited != 3 {
+		t.Errorf("%d superseded revocations in the audit trail, want 3", audited)
+	}
+	// Another certificate of the same name, issued by an operator, is not
+	// part of the chain and is left alone.
+	other := pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, time.Hour)
+	renew(next)
+	if !slices.Contains(active(), other.Serial) {
+		t.Errorf("a renewal revoked %s, which is not of its chain", other.Serial)
 	}
 }

@@ -24,6 +24,10 @@ const (
 	// clockSkew backdates NotBefore so a peer whose clock runs a little
 	// behind still accepts a certificate issued a moment ago.
 	clockSkew = time.Minute
+	// Backdate is clockSkew for other packages: how far a certificate's
+	// NotBefore precedes its issuance, so that the bridge can tell the
+	// lifetime a certificate was issued with from its validity window.
+	Backdate = clockSkew
 )
 
 // InitOptions are the inputs of Init.

@@ -7,16 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nefia/nefia/bridge"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/renewal"
 )
 
 // exitConnect is the exit status of 'nefia mcp connect' when the gateway
@@ -45,6 +48,7 @@ type connectFlags struct {
 
 func newConnectCmd(e *env, g *globals) *cobra.Command {
 	var f connectFlags
+	var noRenew bool
 	cmd := &cobra.Command{
 		Use:   "connect",
 		Short: "Bridge a stdio MCP client to the gateway over mutual TLS",
@@ -63,9 +67,20 @@ If the connection drops while no request is in flight the command
 reconnects by itself; with a request in flight it answers that request with
 a JSON-RPC error and exits.
 
+The command renews its certificate by itself at two thirds of its lifetime
+(± 5%), through the gateway's nefia.mtls.renew over its own mTLS: a new key
+is made here, the key and certificate files are replaced atomically (0600;
+keep the directory 0700), and the client's next message goes on a new
+connection with the new certificate while the old one answers what it has
+in flight. A failed renewal is retried with backoff and logged at warn each
+time; if the certificate expires first the command exits with one line
+saying so. --no-renew turns this off (the certificate is then used until it
+expires).
+
 Exit status: 0 when the client closed stdin (or on SIGINT/SIGTERM), 1 when
-the gateway could not be reached, refused the certificate, or was lost with
-a request in flight, 2 for bad flags or unreadable certificate files.`,
+the gateway could not be reached, refused the certificate, was lost with
+a request in flight, or the certificate expired unrenewed, 2 for bad flags
+or unreadable certificate files.`,
 		Example: `  nefia mcp connect --name claude-agent          # ./nefia-client-certs/claude-agent.{crt,key}, ca.crt
   nefia mcp connect --name ops --cert-dir ~/certs --addr gateway.lan:19821
   nefia mcp connect --cert agent.crt --key agent.key --ca ca.crt --addr 10.99.0.1:19821
@@ -83,6 +98,9 @@ a request in flight, 2 for bad flags or unreadable certificate files.`,
 			if err != nil {
 				return err
 			}
+			if err := finishPendingRenewal(files); err != nil {
+				return err
+			}
 			cfg, err := files.load()
 			if err != nil {
 				return err
@@ -95,10 +113,19 @@ a request in flight, 2 for bad flags or unreadable certificate files.`,
 			if keyExposed(files.key) {
 				log.Warn("the private key file is readable by other users; chmod 600 it", "key", files.key)
 			}
-			err = bridge.Run(cmd.Context(), e.stdin, e.stdout, bridge.Options{Addr: addr, TLS: cfg, Logger: log})
+			opts := bridge.Options{Addr: addr, TLS: cfg, Logger: log}
+			if !noRenew {
+				opts.Renew = renewFunc(addr, cfg, files, log)
+				if dirExposed(filepath.Dir(files.key)) {
+					log.Warn("the certificate directory is open to other users; renewed keys are written there, chmod 700 it", "dir", filepath.Dir(files.key))
+				}
+			}
+			err = bridge.Run(cmd.Context(), e.stdin, e.stdout, opts)
 			switch {
 			case err == nil, errors.Is(err, context.Canceled):
 				return nil
+			case errors.Is(err, bridge.ErrExpired):
+				return connectError{errors.New(termSafe(err.Error()))}
 			case errors.Is(err, bridge.ErrUntrusted):
 				return connectError{fmt.Errorf("%w (--ca %s)", err, files.ca)}
 			}
@@ -113,7 +140,40 @@ a request in flight, 2 for bad flags or unreadable certificate files.`,
 	fl.StringVar(&f.key, "key", "", "client private key file (PEM), instead of --name")
 	fl.StringVar(&f.ca, "ca", "", "CA certificate the gateway must chain to (default with --name: ca.crt in --cert-dir)")
 	fl.StringVar(&f.serverName, "server-name", "", "name to verify in the gateway's certificate (default: the host of --addr)")
+	fl.BoolVar(&noRenew, "no-renew", false, "do not renew the certificate at two thirds of its lifetime: use it until it expires")
 	return cmd
+}
+
+// renewFunc renews the bridge's certificate at the gateway at addr with
+// the same steps as 'nefia mtls renew', writing the new pair over files.
+// A certificate the gateway issued but that could not be written is still
+// used by this process (its sessions carry on), and the failure is logged:
+// the files keep the previous pair, which the next start presents. A newer
+// pair already in the files (a second bridge on the same directory renewed
+// first) is adopted instead of renewing again.
+func renewFunc(addr string, cfg *tls.Config, files certFiles, log *slog.Logger) bridge.RenewFunc {
+	rf := renewal.Files{Cert: files.cert, Key: files.key}
+	return func(ctx context.Context, cur tls.Certificate) (tls.Certificate, error) {
+		if kp, ok := rf.Newer(cur, cfg.RootCAs, time.Now()); ok {
+			log.Info("adopted the certificate another process renewed in the same files", "cert", files.cert)
+			return kp, nil
+		}
+		rc := cfg.Clone()
+		rc.Certificates, rc.GetClientCertificate = []tls.Certificate{cur}, nil
+		res, err := renewal.Renew(ctx, renewal.Request{Addr: addr, TLS: rc, Name: cur.Leaf.Subject.CommonName,
+			Files: rf})
+		if errors.Is(err, renewal.ErrWrite) {
+			log.Error("the renewed certificate is in use but could not be written; the files keep the previous one", "cert", files.cert, "error", err)
+			return res.KeyPair, nil
+		}
+		return res.KeyPair, err
+	}
+}
+
+// dirExposed reports whether a directory can be entered by group or others.
+func dirExposed(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().Perm()&0o077 != 0
 }
 
 // certFiles are the three files a connection needs, and the flag that

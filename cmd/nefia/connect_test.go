@@ -229,3 +229,31 @@ func TestConnectGatewayAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectNoRenew: the bridge schedules the renewal of its certificate
+// unless --no-renew (issue 13 item 2).
+func TestConnectNoRenew(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	c.mustRun("mtls", "init", "--hosts", "127.0.0.1")
+	c.mustRun("mtls", "issue-client", "--name", "bot", "--out-dir", c.outDir())
+	addr := connectGateway(t, c)
+	for _, tt := range []struct {
+		name      string
+		args      []string
+		scheduled bool
+	}{
+		{name: "default", scheduled: true},
+		{name: "--no-renew", args: []string{"--no-renew"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, code := runConnect(t, c, append([]string{"--name", "bot", "--cert-dir", c.outDir(), "--addr", addr}, tt.args...)...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := strings.Contains(stderr, "client certificate renewal scheduled"); got != tt.scheduled {
+				t.Errorf("renewal scheduled: %v, want %v; stderr:\n%s", got, tt.scheduled, stderr)
+			}
+		})
+	}
+}

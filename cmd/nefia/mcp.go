@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	mcpserver "github.com/mark3labs/mcp-go/server"
 	"github.com/spf13/cobra"
@@ -190,6 +191,10 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
+	expiryTick := time.NewTicker(expiryCheckInterval)
+	defer expiryTick.Stop()
+	watch := expiryWatch{store: s.store, caFile: caFile, certFile: certFile, clientWindow: m.ExpiryWarning, log: s.log}
+	defer watch.start(ctx, expiryTick.C)() // issue 13 item 4: at start and daily
 	defer rl.start(ctx, gw.SetPolicy)()
 	if mx != nil {
 		go serveMetrics(ctx, cancel, s, cfg.MCP.Metrics.ListenAddr, mx)

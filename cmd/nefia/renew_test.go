@@ -61,15 +61,16 @@ func snapshotFiles(t *testing.T, dir string) map[string]string {
 
 // TestRenewCLI renews over real mTLS against a running gateway: a new key
 // (0600) and a matching certificate with the same name and role, a new
-// serial and the original lifetime; the old serial stays active. It logs
-// the renewal latency (command start to files written).
+// serial and the original lifetime; the serial it renews stays active, the
+// older ones of the chain are revoked. It logs the renewal latency
+// (command start to files written).
 func TestRenewCLI(t *testing.T) {
 	t.Parallel()
 	c, gw, oldSerial := renewFixture(t, "2h")
 	crt, key := filepath.Join(c.outDir(), "bot.crt"), filepath.Join(c.outDir(), "bot.key")
 	oldKey, _ := os.ReadFile(key)
 	var lat []time.Duration
-	serial := oldSerial
+	serial, prevSerial := oldSerial, ""
 	for i := range 5 {
 		start := time.Now()
 		out := c.mustRun("mtls", "renew", "--cert-dir", c.outDir(), "--name", "bot", "--addr", gw.Addr, "--json")
@@ -83,7 +84,7 @@ func TestRenewCLI(t *testing.T) {
 		if res.Renews != serial || res.Serial == serial || res.Name != "bot" || res.Role != "agent" {
 			t.Fatalf("renew %d = %+v, want a renewal of %s", i, res, serial)
 		}
-		serial = res.Serial
+		prevSerial, serial = serial, res.Serial
 	}
 	slices.Sort(lat)
 	t.Logf("renewal latency over real TLS (CLI start to files written), 5 runs: min %s, median %s, max %s", lat[0], lat[2], lat[4])
@@ -103,8 +104,13 @@ func TestRenewCLI(t *testing.T) {
 	if got := cert.NotAfter.Sub(cert.NotBefore); got != 2*time.Hour+time.Minute {
 		t.Errorf("lifetime %s, want the original 2h (+1m)", got)
 	}
-	if prev, ok, _ := gw.Store.Lookup(oldSerial); !ok || prev.State != pki.StateActive {
-		t.Errorf("the first certificate is %s, want active", prev.State)
+	// The certificate renewed last stays active; the chain keeps no more
+	// (issue 13: a renewal revokes the rest of its chain as superseded).
+	if prev, ok, _ := gw.Store.Lookup(prevSerial); !ok || prev.State != pki.StateActive {
+		t.Errorf("the renewed certificate is %s, want active", prev.State)
+	}
+	if first, ok, _ := gw.Store.Lookup(oldSerial); !ok || first.State != pki.StateRevoked {
+		t.Errorf("the first certificate of the chain is %s, want revoked (superseded)", first.State)
 	}
 	if _, err := os.Stat(crt + pendingSuffix); err == nil {
 		t.Error("a staged certificate was left behind")
