@@ -250,39 +250,44 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		if cn == nil {
 			return mcp.NewToolResultError(u.downError().Error()), nil
 		}
-		out := mcp.CallToolRequest{}
-		out.Params.Name = original
-		out.Params.Arguments = req.Params.Arguments
 		// Only nefia's keys: whatever the caller put in _meta (its own
 		// io.nefia/* claims above all) is not forwarded.
-		meta := map[string]any{}
 		agent, ok := identity.FromContext(ctx)
+		var who *identity.Agent
 		var token string
 		if ok {
-			meta[MetaAgent] = agentMeta(agent)
+			who = &agent
 			if u.signer != nil {
 				var err error
-				if token, err = u.signer.Sign(u.cfg.Name, agent, time.Now()); err != nil {
+				if token, err = u.signer.Assertion(u.cfg.Name, agent, time.Now()); err != nil {
 					return nil, err
 				}
-				meta[MetaAssertion] = token
 			}
 		}
-		out.Params.Meta = &mcp.Meta{AdditionalFields: meta}
+		var progress string
 		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 			// A token of our own upstream, so that callers sharing the
 			// session cannot collide or see each other's progress.
-			tok := "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
-			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
-			defer u.progress.Delete(tok)
-			out.Params.Meta.ProgressToken = tok
+			progress = "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
+			u.progress.Store(progress, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
+			defer u.progress.Delete(progress)
 		}
+		// The caller's arguments as they sent them: decoding and encoding
+		// again would reorder them and round integers above 2^53.
+		args := req.Params.RawArguments
+		if len(args) == 0 && req.Params.Arguments != nil {
+			var err error
+			if args, err = json.Marshal(req.Params.Arguments); err != nil {
+				return nil, fmt.Errorf("encode arguments: %w", err)
+			}
+		}
+		params := appendCallParams(make([]byte, 0, 256+len(args)+len(token)), original, args, who, token, progress)
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout())
 		defer cancel()
-		if ok {
+		if ok && u.cfg.URL != "" {
 			cctx = withHeaders(cctx, agent, token)
 		}
-		res, err := cn.c.CallTool(cctx, out)
+		res, err := callUpstream(cctx, cn, params)
 		switch {
 		case err == nil:
 			return res, nil

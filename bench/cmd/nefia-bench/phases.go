@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -236,20 +237,28 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		}
 	}
 	dur := max(s.o.duration, 5*time.Second)
+	upCfg := filepath.Join(s.o.work, "nefia-upstream-profile.yaml")
+	if err := writeUpstreamConfig(s.fx.configPath, upCfg, s.o.self); err != nil {
+		return err
+	}
 	for _, w := range []struct {
 		name     string
 		conc     int
-		baseline bool // profile the crypto/tls ceiling instead of nefia
+		baseline bool   // profile the crypto/tls ceiling instead of nefia
+		config   string // nefia.yaml of the gateway, "" for the fixture's
 		nw       func(addr string) load.NewWorker
 	}{
-		{"handshake_full_c50", 50, false, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"baseline_handshake_full_c50", 50, true, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"handshake_resumed_c50", 50, false, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"baseline_handshake_resumed_c50", 50, true, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"status_s50", 50, false, func(addr string) load.NewWorker {
+		{"handshake_full_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"baseline_handshake_full_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"handshake_resumed_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"baseline_handshake_resumed_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"status_s50", 50, false, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
 		}},
-		{"issue_client_8ops", 8, false, func(addr string) load.NewWorker {
+		{"upstream_echo_s50", 50, false, upCfg, func(addr string) load.NewWorker {
+			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"issue_client_8ops", 8, false, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(i int) *tls.Config { return opCfgs[i] }, toolIssue, func(i int, n int64) []byte {
 				return fmt.Appendf(nil, `{"name":"prof-%d-%d","duration":"1h","out_dir":"op%d"}`, i, n, i)
 			})
@@ -257,6 +266,13 @@ func (s *suite) profilePhase(ctx context.Context) error {
 	} {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if len(s.o.profiles) > 0 && !slices.Contains(s.o.profiles, w.name) {
+			continue
+		}
+		cfgPath := s.fx.configPath
+		if w.config != "" {
+			cfgPath = w.config
 		}
 		state, err := s.fx.copyState("prof-" + w.name)
 		if err != nil {
@@ -268,7 +284,7 @@ func (s *suite) profilePhase(ctx context.Context) error {
 			t, err = startSelf(ctx, s.o.self, nameBaseline, "serve-baseline", "--cpuprofile", prof,
 				"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
 		} else {
-			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, s.fx.configPath, true, prof)
+			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, cfgPath, true, prof)
 		}
 		if err != nil {
 			return err

@@ -82,13 +82,14 @@ type options struct {
 	keepWork   bool
 	statusSess []int
 	phases     []string
+	profiles   []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var concs, revSizes, sess, phases string
+	var concs, revSizes, sess, phases, profiles string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
 	fs.StringVar(&o.work, "work", "", "work directory for state and configs (default: a new temporary directory)")
@@ -108,8 +109,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.floorTime, "floor-time", 300*time.Millisecond, "CPU time per crypto floor operation")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory")
 	fs.StringVar(&phases, "phases", strings.Join(phaseNames, ","), "phases to run, comma-separated")
+	fs.StringVar(&profiles, "profiles", "", "profile phase: only these workloads, comma-separated (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	for _, p := range strings.Split(profiles, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			o.profiles = append(o.profiles, p)
+		}
 	}
 	if o.smoke {
 		set := map[string]bool{}
