@@ -53,7 +53,10 @@ func TestHTTPUpstreamReusesConnections(t *testing.T) {
 	after1 := conns.Load()
 	round()
 	round()
-	if opened := conns.Load() - after1; opened > 2 {
+	// A connection is back in the idle pool a moment after its call
+	// returns, so a next call may still open one now and then; without
+	// reuse it is most of 2×burst.
+	if opened := conns.Load() - after1; opened > burst/2 {
 		t.Errorf("two more bursts of %d concurrent calls opened %d new connections to the upstream (first burst: %d), want them reused", burst, opened, after1)
 	}
 }
