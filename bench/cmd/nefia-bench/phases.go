@@ -238,7 +238,7 @@ func (s *suite) profilePhase(ctx context.Context) error {
 	}
 	dur := max(s.o.duration, 5*time.Second)
 	upCfg := filepath.Join(s.o.work, "nefia-upstream-profile.yaml")
-	if err := writeUpstreamConfig(s.fx.configPath, upCfg, s.o.self); err != nil {
+	if err := writeUpstreamConfig(s.fx.configPath, upCfg, stdioEcho(s.o.self)); err != nil {
 		return err
 	}
 	for _, w := range []struct {
