@@ -16,6 +16,7 @@ import (
 	"github.com/nefia/nefia/bench/load"
 	"github.com/nefia/nefia/bench/proc"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/server"
 )
 
 // Phase names, as they appear in results.json.
@@ -241,6 +242,16 @@ func (s *suite) profilePhase(ctx context.Context) error {
 	if err := writeUpstreamConfig(s.fx.configPath, upCfg, stdioEcho(s.o.self)); err != nil {
 		return err
 	}
+	upHTTPCfg := filepath.Join(s.o.work, "nefia-upstream-http-profile.yaml")
+	upHTTP, err := s.startHTTPEcho(ctx, upHTTPCfg)
+	if err != nil {
+		return err
+	}
+	defer s.stopAll(upHTTP)
+	httpCfgs, err := s.httpClientConfigs()
+	if err != nil {
+		return err
+	}
 	for _, w := range []struct {
 		name     string
 		conc     int
@@ -257,6 +268,9 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		}},
 		{"upstream_echo_s50", 50, false, upCfg, func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"upstream_echo_http_s50", 50, false, upHTTPCfg, func(addr string) load.NewWorker {
+			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
 		{"issue_client_8ops", 8, false, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(i int) *tls.Config { return opCfgs[i] }, toolIssue, func(i int, n int64) []byte {

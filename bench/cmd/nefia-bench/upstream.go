@@ -103,22 +103,18 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	var targets []*target
 	var up *target // nefia's upstream: measured with nefia, stopped last
 	defer func() { s.stopAll(append(targets, up)...) }()
-	cert, key := s.fx.path(pki.ServerCertFile), s.fx.path(pki.ServerKeyFile)
-	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, "serve-echo", "--http", "--cert", cert, "--key", key, "--ca", s.caFile)
+	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, "serve-echo", "--http",
+		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
 	if err != nil {
 		return err
 	}
 	targets = append(targets, direct)
-	if up, err = startSelf(ctx, s.o.self, "echo upstream (HTTP)", "serve-echo", "--http", "--cert", cert, "--key", key); err != nil {
+	cfgPath := filepath.Join(s.o.work, "nefia-upstream-http.yaml")
+	if up, err = s.startHTTPEcho(ctx, cfgPath); err != nil {
 		return err
 	}
 	state, err := s.fx.copyState("upstream-http")
 	if err != nil {
-		return err
-	}
-	cfgPath := filepath.Join(s.o.work, "nefia-upstream-http.yaml")
-	entry := map[string]any{"name": echoUpstream, "url": "https://" + up.addr + server.MCPPath, "ca_file": s.caFile, "call_timeout": "30s"}
-	if err := writeUpstreamConfig(s.fx.configPath, cfgPath, entry); err != nil {
 		return err
 	}
 	via, err := startNefia(ctx, s.o.nefia, nameEchoNefia, state, cfgPath, "127.0.0.1:0")
@@ -129,11 +125,9 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	via.extra = []int{up.pid()} // the upstream is part of the cost of serving through nefia
 	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
 	url := func(t *target) string { return "https://" + t.addr + server.MCPPath }
-	cfgs := make([]*tls.Config, len(s.fx.httpAgents))
-	for i, c := range s.fx.httpAgents {
-		if cfgs[i], err = load.ClientConfig(c, s.caFile); err != nil {
-			return err
-		}
+	cfgs, err := s.httpClientConfigs()
+	if err != nil {
+		return err
 	}
 	for _, t := range targets {
 		if err := s.checkEchoHTTP(ctx, url(t), tool[t.name], cfgs[0]); err != nil {
@@ -144,6 +138,36 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 		return load.HTTPToolWorkers(ctx, url(t), func(i int) *tls.Config { return cfgs[i%len(cfgs)] }, tool[t.name], func(int, int64) []byte { return echoArgs })
 	})
 	return nil
+}
+
+// startHTTPEcho starts the echo server nefia reaches as a url upstream
+// (HTTPS, server-authenticated) and writes cfgPath, a nefia.yaml with it
+// as the upstream.
+func (s *suite) startHTTPEcho(ctx context.Context, cfgPath string) (*target, error) {
+	up, err := startSelf(ctx, s.o.self, "echo upstream (HTTP)", "serve-echo", "--http",
+		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	entry := map[string]any{"name": echoUpstream, "url": "https://" + up.addr + server.MCPPath, "ca_file": s.caFile, "call_timeout": "30s"}
+	if err := writeUpstreamConfig(s.fx.configPath, cfgPath, entry); err != nil {
+		s.stopAll(up)
+		return nil, err
+	}
+	return up, nil
+}
+
+// httpClientConfigs are the HTTP load clients' TLS configurations, one
+// per fixture.httpAgents certificate; worker i uses i mod their number.
+func (s *suite) httpClientConfigs() ([]*tls.Config, error) {
+	cfgs := make([]*tls.Config, len(s.fx.httpAgents))
+	for i, c := range s.fx.httpAgents {
+		var err error
+		if cfgs[i], err = load.ClientConfig(c, s.caFile); err != nil {
+			return nil, err
+		}
+	}
+	return cfgs, nil
 }
 
 // checkEcho proves one call of the echo tool comes back with its text.
