@@ -347,9 +347,9 @@ func serveEchoHTTP(ctx context.Context, ln net.Listener, cfg *tls.Config, srv *m
 func reportUpstream(p func(string, ...any), r *results) {
 	for _, ph := range []struct{ phase, title, what string }{
 		{phaseUpstream, "raw stream",
-			"%s = a Go MCP server (mcp-go, tool echo) on its own mutual-TLS raw stream; %s = the nefia binary running the same server as a stdio upstream (mcp.upstreams), called as echo.echo (policy, audit on, identity assertion). Server CPU includes the upstream process."},
+			"%s = a Go MCP server (mcp-go, tool echo) on its own mutual-TLS raw stream; %s = the nefia binary running the same server as a stdio upstream (mcp.upstreams), called as echo.echo (policy, audit on, identity assertion). Server CPU includes the upstream process; the main process is nefia alone."},
 		{phaseUpstreamHTTP, "Streamable HTTP",
-			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers). Server CPU includes the upstream process."},
+			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers). Server CPU includes the upstream process; the main process is nefia alone."},
 	} {
 		ts := r.targets(ph.phase)
 		if len(ts) == 0 {
@@ -360,12 +360,12 @@ func reportUpstream(p func(string, ...any), r *results) {
 		p("")
 		p(ph.what, nameEchoDirect, nameEchoNefia)
 		p("")
-		p("| sessions | server | calls/s | p50 ms | p99 ms | server CPU µs/call | errors |")
-		p("|---:|---|---|---:|---:|---:|---:|")
+		p("| sessions | server | calls/s | p50 ms | p99 ms | server CPU µs/call | of which the main process | errors |")
+		p("|---:|---|---|---:|---:|---:|---:|---:|")
 		for _, conc := range r.concs(ph.phase) {
 			for _, t := range ts {
 				g := r.group(ph.phase, t, conc)
-				p("| %d | %s | %s | %.2f | %.2f | %.0f | %d |", conc, t, spreadOf(g.rate), median(g.p50), median(g.p99), median(g.cpu), g.errors)
+				p("| %d | %s | %s | %.2f | %.2f | %.0f | %.0f | %d |", conc, t, spreadOf(g.rate), median(g.p50), median(g.p99), median(g.cpu), median(g.main), g.errors)
 			}
 		}
 		p("")
