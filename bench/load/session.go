@@ -69,14 +69,14 @@ func (s *Session) CallTool(name string, args []byte) ([]byte, error) {
 }
 
 // appendCall appends a tools/call request for name with args (a JSON
-// object; nil: none).
+// object; empty: none).
 func appendCall(dst []byte, id int64, name string, args []byte) []byte {
 	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
 	dst = strconv.AppendInt(dst, id, 10)
 	dst = append(dst, `,"method":"tools/call","params":{"name":`...)
 	dst = strconv.AppendQuote(dst, name)
 	dst = append(dst, `,"arguments":`...)
-	if args == nil {
+	if len(args) == 0 {
 		args = []byte("{}")
 	}
 	dst = append(dst, args...)
