@@ -16,9 +16,9 @@ import (
 // The hot path of a forwarded tool call. mcp-go's client.CallTool would
 // encode the call through maps (CallToolParams, Meta, the agent fields)
 // and decode the whole result into mcp.Content values that the gateway's
-// server then encodes again; here the call's params are appended as bytes
-// (the same bytes mcp-go writes: TestForwardedCallBytes) and the result's
-// content items are passed on as the upstream sent them.
+// server then encodes again; here the call's params are a struct that
+// encodes to the same bytes mcp-go writes (TestForwardedCallBytes), and the
+// result's content items are passed on as the upstream sent them.
 
 // callIDs numbers forwarded calls. Their ids ("nefia-call-N") are strings,
 // so they never collide with the numeric ids mcp-go's client gives its own
@@ -29,14 +29,14 @@ var callIDs atomic.Int64
 // client uses the same).
 const cancelNotifyTimeout = 5 * time.Second
 
-// callUpstream sends tools/call with params (from appendCallParams) on
+// callUpstream sends tools/call with params on
 // cn's transport and returns the result. It does what client.CallTool does
 // for a session initialized with a protocol version before 2026-07-28
 // (which nefia always asks for): transport failures come back as
 // *transport.Error, JSON-RPC errors as their error, and a call whose ctx
 // ends first is cancelled upstream with notifications/cancelled (stdio;
 // over HTTP, like mcp-go, nothing is sent).
-func callUpstream(ctx context.Context, cn *conn, params []byte) (*mcp.CallToolResult, error) {
+func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallToolResult, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, transport.NewError(err) // not sent, nothing to cancel
 	}
@@ -45,7 +45,7 @@ func callUpstream(ctx context.Context, cn *conn, params []byte) (*mcp.CallToolRe
 		JSONRPC: mcp.JSONRPC_VERSION,
 		ID:      mcp.NewRequestId("nefia-call-" + strconv.FormatInt(callIDs.Add(1), 10)),
 		Method:  string(mcp.MethodToolsCall),
-		Params:  json.RawMessage(params),
+		Params:  params,
 	}
 	resp, err := tr.SendRequest(ctx, req)
 	if err != nil {
@@ -121,64 +121,35 @@ type rawContent struct {
 // MarshalJSON returns the item's bytes as received.
 func (c rawContent) MarshalJSON() ([]byte, error) { return c.raw, nil }
 
-// appendCallParams appends the params of the forwarded tools/call: the
-// upstream's own tool name, the caller's arguments as they sent them
-// (args; nil leaves them out), and in _meta the caller's identity
-// (agent, nil for none), its assertion (token) and nefia's progress token
-// (progress), each omitted when empty. The bytes are those of
-// json.Marshal(mcp.CallToolParams) for the same call with RawArguments
-// set, which sorts _meta's keys and the agent's.
-func appendCallParams(dst []byte, name string, args json.RawMessage, agent *identity.Agent, token, progress string) []byte {
-	dst = append(dst, `{"name":`...)
-	dst = appendString(dst, name)
-	if len(args) > 0 {
-		dst = append(dst, `,"arguments":`...)
-		dst = append(dst, args...)
-	}
-	dst = append(dst, `,"_meta":{`...)
-	sep := ""
-	if agent != nil {
-		dst = append(dst, `"`+MetaAgent+`":`...)
-		dst = appendAgent(dst, *agent)
-		sep = ","
-	}
-	if token != "" {
-		dst = append(dst, sep+`"`+MetaAssertion+`":`...)
-		dst = appendString(dst, token)
-		sep = ","
-	}
-	if progress != "" {
-		dst = append(dst, sep+`"progressToken":`...)
-		dst = appendString(dst, progress)
-	}
-	return append(dst, "}}"...)
+// callParams are the params of a forwarded tools/call: the upstream's
+// own tool name, the caller's arguments as they sent them (nil leaves them
+// out), and nefia's _meta. Their encoding is that of mcp.CallToolParams
+// for the same call with RawArguments set (TestForwardedCallBytes), whose
+// Meta and agent map encode with sorted keys, hence the field order here;
+// it goes without those maps, and without compacting the assertion as
+// part of a json.RawMessage.
+type callParams struct {
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments,omitempty"`
+	Meta      callMeta        `json:"_meta"`
 }
 
-// appendAgent appends agentMeta(a) as json.Marshal encodes it (keys
-// sorted).
-func appendAgent(dst []byte, a identity.Agent) []byte {
-	dst = append(dst, `{"fingerprint":`...)
-	dst = appendString(dst, a.Fingerprint)
-	dst = append(dst, `,"name":`...)
-	dst = appendString(dst, a.Name)
-	dst = append(dst, `,"role":`...)
-	dst = appendString(dst, string(a.Role))
-	dst = append(dst, `,"serial":`...)
-	dst = appendString(dst, a.Serial)
-	return append(dst, '}')
+// callMeta is the forwarded _meta: the caller's identity (nil for none),
+// its assertion, and nefia's progress token, each left out when empty.
+type callMeta struct {
+	Agent     *agentFields `json:"io.nefia/agent,omitempty"`
+	Assertion string       `json:"io.nefia/assertion,omitempty"`
+	Progress  string       `json:"progressToken,omitempty"`
 }
 
-// appendString appends s as a JSON string the way encoding/json writes it:
-// directly when every byte is printable ASCII that needs no escape (names,
-// hex, base64url, the usual case), else through json.Marshal.
-func appendString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s) // a string always encodes
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
+// agentFields is agentMeta's value as a struct, keys in sorted order.
+type agentFields struct {
+	Fingerprint string `json:"fingerprint"`
+	Name        string `json:"name"`
+	Role        string `json:"role"`
+	Serial      string `json:"serial"`
+}
+
+func newAgentFields(a identity.Agent) *agentFields {
+	return &agentFields{Fingerprint: a.Fingerprint, Name: a.Name, Role: string(a.Role), Serial: a.Serial}
 }

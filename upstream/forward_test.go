@@ -14,7 +14,7 @@ import (
 )
 
 // TestForwardedCallBytes: the request line of a forwarded call, with its
-// params appended by hand (appendCallParams), is byte for byte what the
+// params in nefia's struct (callParams), is byte for byte what the
 // straightforward encoding writes: json.Marshal of the transport's
 // JSONRPCRequest carrying mcp.CallToolParams with the caller's raw
 // arguments and nefia's _meta (mcp-go's Meta and the agent map).
@@ -64,10 +64,13 @@ func TestForwardedCallBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			params := appendCallParams(nil, tt.tool, args, tt.agent, tt.token, tt.progress)
-			got, err := json.Marshal(transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: id, Method: "tools/call", Params: json.RawMessage(params)})
+			params := &callParams{Name: tt.tool, Arguments: args, Meta: callMeta{Assertion: tt.token, Progress: tt.progress}}
+			if tt.agent != nil {
+				params.Meta.Agent = newAgentFields(*tt.agent)
+			}
+			got, err := json.Marshal(transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: id, Method: "tools/call", Params: params})
 			if err != nil {
-				t.Fatalf("appended params are not JSON: %v\n%s", err, params)
+				t.Fatal(err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Errorf("forwarded call\n got %s\nwant %s", got, want)

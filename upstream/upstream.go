@@ -253,35 +253,35 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		// Only nefia's keys: whatever the caller put in _meta (its own
 		// io.nefia/* claims above all) is not forwarded.
 		agent, ok := identity.FromContext(ctx)
-		var who *identity.Agent
+		params := &callParams{Name: original}
 		var token string
 		if ok {
-			who = &agent
+			params.Meta.Agent = newAgentFields(agent)
 			if u.signer != nil {
 				var err error
 				if token, err = u.signer.Assertion(u.cfg.Name, agent, time.Now()); err != nil {
 					return nil, err
 				}
+				params.Meta.Assertion = token
 			}
 		}
-		var progress string
 		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 			// A token of our own upstream, so that callers sharing the
 			// session cannot collide or see each other's progress.
-			progress = "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
-			u.progress.Store(progress, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
-			defer u.progress.Delete(progress)
+			tok := "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
+			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
+			defer u.progress.Delete(tok)
+			params.Meta.Progress = tok
 		}
 		// The caller's arguments as they sent them: decoding and encoding
 		// again would reorder them and round integers above 2^53.
-		args := req.Params.RawArguments
-		if len(args) == 0 && req.Params.Arguments != nil {
+		params.Arguments = req.Params.RawArguments
+		if len(params.Arguments) == 0 && req.Params.Arguments != nil {
 			var err error
-			if args, err = json.Marshal(req.Params.Arguments); err != nil {
+			if params.Arguments, err = json.Marshal(req.Params.Arguments); err != nil {
 				return nil, fmt.Errorf("encode arguments: %w", err)
 			}
 		}
-		params := appendCallParams(make([]byte, 0, 256+len(args)+len(token)), original, args, who, token, progress)
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout())
 		defer cancel()
 		if ok && u.cfg.URL != "" {
