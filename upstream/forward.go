@@ -1,8 +1,12 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -120,6 +124,79 @@ type rawContent struct {
 
 // MarshalJSON returns the item's bytes as received.
 func (c rawContent) MarshalJSON() ([]byte, error) { return c.raw, nil }
+
+// forwardArgs returns the arguments to forward: the caller's bytes as they
+// sent them when they are a JSON document every parser reads the same way,
+// else (duplicate keys, which parsers resolve differently, or arguments
+// that did not come from the wire) the encoding of what the gateway
+// decoded, audited and authorized.
+func forwardArgs(req mcp.CallToolRequest) (json.RawMessage, error) {
+	if raw := req.Params.RawArguments; len(raw) > 0 && !ambiguous(raw) {
+		return raw, nil
+	}
+	if req.Params.Arguments == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(req.Params.Arguments)
+	if err != nil {
+		return nil, fmt.Errorf("encode arguments: %w", err)
+	}
+	return b, nil
+}
+
+// ambiguous reports whether data is not one well-formed JSON value or has
+// an object with a key twice: Go keeps the last of duplicate keys, other
+// parsers the first or refuse, so the upstream could act on a value the
+// audit record does not show.
+func ambiguous(data []byte) bool {
+	type frame struct {
+		obj, wantKey bool
+		keys         map[string]struct{}
+	}
+	var stack []frame
+	values := 0 // top-level values begun
+	value := func() { // a value ends the pending key of the enclosing object
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		} else if n == 0 {
+			values++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return len(stack) != 0 || values != 1
+		}
+		if err != nil {
+			return true
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				value()
+				stack = append(stack, frame{obj: d == '{', wantKey: d == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
+			f := &stack[n-1]
+			k, _ := tok.(string)
+			if _, dup := f.keys[k]; dup {
+				return true
+			}
+			if f.keys == nil {
+				f.keys = map[string]struct{}{}
+			}
+			f.keys[k] = struct{}{}
+			f.wantKey = false
+			continue
+		}
+		value()
+	}
+}
 
 // callParams are the params of a forwarded tools/call: the upstream's
 // own tool name, the caller's arguments as they sent them (nil leaves them

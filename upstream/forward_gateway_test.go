@@ -20,7 +20,8 @@ import (
 // one caller carry the same assertion (signed once, not per call), which
 // the upstream still verifies; another caller gets its own; and the
 // caller's arguments reach the upstream as sent, an integer above 2^53
-// included (decoding them into float64 and encoding again rounded it).
+// included (decoding them into float64 and encoding again rounded it),
+// unless a key appears twice.
 func TestForwardedCallHotPath(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -43,7 +44,7 @@ func TestForwardedCallHotPath(t *testing.T) {
 			const args = `{"text":"big","n":9007199254740993,"s":"<&>"}`
 			call := func(c interface {
 				CallTool(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error)
-			}) map[string]any {
+			}, args string) map[string]any {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -65,7 +66,7 @@ func TestForwardedCallHotPath(t *testing.T) {
 				s, _ := meta[upstream.MetaAssertion].(string)
 				return s
 			}
-			a, b, c := call(bot), call(bot), call(wide)
+			a, b, c := call(bot, args), call(bot, args), call(wide, args)
 			if token(a) == "" || token(a) != token(b) {
 				t.Errorf("two calls of one caller carried different assertions (signed per call)")
 			}
@@ -86,6 +87,13 @@ func TestForwardedCallHotPath(t *testing.T) {
 			var s string
 			if err := json.Unmarshal(got["s"], &s); err != nil || s != "<&>" {
 				t.Errorf("upstream received s = %s", got["s"])
+			}
+			// A key twice: the upstream gets the one value the gateway
+			// decoded and audited, not bytes another parser may read
+			// differently.
+			dup := call(bot, `{"text":"shown","text":"acted on"}`)
+			if dup["args"] != `{"text":"acted on"}` || dup["text"] != "acted on" {
+				t.Errorf("arguments with a duplicate key reached the upstream as %v", dup["args"])
 			}
 		})
 	}

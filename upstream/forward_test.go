@@ -162,3 +162,33 @@ func TestForwardedResultErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestForwardedArgumentsAmbiguous: arguments with a key twice at any
+// depth are not passed on as sent (parsers disagree on which value wins),
+// everything else is.
+func TestForwardedArgumentsAmbiguous(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, args string
+		want       bool
+	}{
+		{name: "flat", args: `{"a":1,"b":"x"}`},
+		{name: "nested, same keys at different levels", args: `{"a":{"a":{"a":[{"a":1},{"a":2}]}},"b":[1,{"b":2}]}`},
+		{name: "key equal to a string value", args: `{"a":"b","b":"a"}`},
+		{name: "empty", args: `{}`},
+		{name: "array", args: `[1,2,2]`},
+		{name: "duplicate at top", args: `{"path":"/srv/a","path":"/etc/shadow"}`, want: true},
+		{name: "duplicate nested in an array", args: `{"x":[{"k":1,"k":2}]}`, want: true},
+		{name: "duplicate after a nested object", args: `{"a":{"b":1},"c":2,"a":3}`, want: true},
+		{name: "duplicate spelled with an escape", args: `{"a":1,"\u0061":2}`, want: true},
+		{name: "truncated", args: `{"a":1`, want: true},
+		{name: "two values", args: `{} {}`, want: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := ambiguous([]byte(tt.args)); got != tt.want {
+				t.Errorf("ambiguous(%s) = %v, want %v", tt.args, got, tt.want)
+			}
+		})
+	}
+}

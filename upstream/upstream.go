@@ -275,12 +275,9 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		}
 		// The caller's arguments as they sent them: decoding and encoding
 		// again would reorder them and round integers above 2^53.
-		params.Arguments = req.Params.RawArguments
-		if len(params.Arguments) == 0 && req.Params.Arguments != nil {
-			var err error
-			if params.Arguments, err = json.Marshal(req.Params.Arguments); err != nil {
-				return nil, fmt.Errorf("encode arguments: %w", err)
-			}
+		var err error
+		if params.Arguments, err = forwardArgs(req); err != nil {
+			return nil, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout())
 		defer cancel()
