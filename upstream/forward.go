@@ -154,7 +154,7 @@ func ambiguous(data []byte) bool {
 		keys         map[string]struct{}
 	}
 	var stack []frame
-	values := 0 // top-level values begun
+	values := 0       // top-level values begun
 	value := func() { // a value ends the pending key of the enclosing object
 		if n := len(stack); n > 0 && stack[n-1].obj {
 			stack[n-1].wantKey = true
