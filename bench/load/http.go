@@ -63,7 +63,7 @@ func OpenHTTPSession(ctx context.Context, url string, cfg *tls.Config) (*HTTPSes
 }
 
 // Close ends the session (DELETE, best effort) and its connection.
-func (s *HTTPSession) Close() {
+func (s *HTTPSession) Close() error {
 	if s.session != "" {
 		if req, err := http.NewRequestWithContext(s.ctx, http.MethodDelete, s.url, nil); err == nil {
 			req.Header.Set("Mcp-Session-Id", s.session)
@@ -74,6 +74,7 @@ func (s *HTTPSession) Close() {
 		}
 	}
 	s.client.CloseIdleConnections()
+	return nil
 }
 
 func (s *HTTPSession) post(body []byte) (*http.Response, error) {
@@ -152,20 +153,5 @@ func (s *HTTPSession) read(resp *http.Response, id int64) ([]byte, error) {
 // HTTPToolWorkers is ToolWorkers over Streamable HTTP: one session (and
 // connection) per worker at url, calling tool in a loop.
 func HTTPToolWorkers(ctx context.Context, url string, cfgFor func(i int) *tls.Config, tool string, args func(i int, n int64) []byte) NewWorker {
-	return func(i int) (Op, func(), error) {
-		s, err := OpenHTTPSession(ctx, url, cfgFor(i))
-		if err != nil {
-			return nil, nil, err
-		}
-		var n int64
-		return func() (bool, error) {
-			n++
-			var a []byte
-			if args != nil {
-				a = args(i, n)
-			}
-			_, err := s.CallTool(tool, a)
-			return false, err
-		}, s.Close, nil
-	}
+	return toolWorkers(func(i int) (Caller, error) { return OpenHTTPSession(ctx, url, cfgFor(i)) }, tool, args)
 }

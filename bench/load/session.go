@@ -159,8 +159,20 @@ func (s *Session) WaitClosed(d time.Duration) (time.Time, error) {
 // ToolWorkers returns a NewWorker that opens one session per worker (with
 // cfgFor(i)) and calls tool in a loop, with args(i, n) for its n-th call.
 func ToolWorkers(ctx context.Context, addr string, cfgFor func(i int) *tls.Config, tool string, args func(i int, n int64) []byte) NewWorker {
+	return toolWorkers(func(i int) (Caller, error) { return OpenSession(ctx, addr, cfgFor(i)) }, tool, args)
+}
+
+// Caller is a session tools are called on: raw stream or HTTP.
+type Caller interface {
+	CallTool(name string, args []byte) ([]byte, error)
+	Close() error
+}
+
+// toolWorkers returns a NewWorker that opens one session per worker and
+// calls tool in a loop, with args(i, n) for its n-th call.
+func toolWorkers(open func(i int) (Caller, error), tool string, args func(i int, n int64) []byte) NewWorker {
 	return func(i int) (Op, func(), error) {
-		s, err := OpenSession(ctx, addr, cfgFor(i))
+		s, err := open(i)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -172,30 +172,28 @@ func (s *suite) httpClientConfigs() ([]*tls.Config, error) {
 
 // checkEcho proves one call of the echo tool comes back with its text.
 func (s *suite) checkEcho(ctx context.Context, t *target, tool string) error {
-	sess, err := load.OpenSession(ctx, t.addr, s.agentCfg)
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	line, err := sess.CallTool(tool, echoArgs)
-	if err != nil {
-		return err
-	}
-	return checkEchoLine(line)
+	return checkEchoOn(load.OpenSession(ctx, t.addr, s.agentCfg))(tool)
 }
 
 // checkEchoHTTP is checkEcho over Streamable HTTP.
 func (s *suite) checkEchoHTTP(ctx context.Context, url, tool string, cfg *tls.Config) error {
-	sess, err := load.OpenHTTPSession(ctx, url, cfg)
-	if err != nil {
-		return err
+	return checkEchoOn(load.OpenHTTPSession(ctx, url, cfg))(tool)
+}
+
+// checkEchoOn returns the check of one echo call on a session just
+// opened (or the error opening it), closing it afterwards.
+func checkEchoOn[S load.Caller](sess S, err error) func(tool string) error {
+	return func(tool string) error {
+		if err != nil {
+			return err
+		}
+		defer sess.Close()
+		line, err := sess.CallTool(tool, echoArgs)
+		if err != nil {
+			return err
+		}
+		return checkEchoLine(line)
 	}
-	defer sess.Close()
-	line, err := sess.CallTool(tool, echoArgs)
-	if err != nil {
-		return err
-	}
-	return checkEchoLine(line)
 }
 
 func checkEchoLine(line []byte) error {
