@@ -17,13 +17,13 @@ import (
 const usageText = `nefia-bench measures the nefia gateway (see BENCHMARKS.md).
 
 Usage:
-  nefia-bench run --nefia PATH [--smoke] [--out DIR] [flags]
+  nefia-bench run --nefia PATH [--smoke] [--out DIR] [--phases P,...] [--profiles W,...] [flags]
   nefia-bench load --addr A --ca F --cert F --key F [--workload handshake|resumed|status|issue] [-c N]
   nefia-bench report DIR        # re-render DIR/results.md from DIR/results.json
   nefia-bench serve-baseline --cert F --key F --ca F [--listen ADDR]
   nefia-bench serve-backend [--listen ADDR]
   nefia-bench serve-gateway --state-dir D --config F [--audit=false] [--cpuprofile F]
-  nefia-bench serve-echo (--stdio | --cert F --key F --ca F [--listen ADDR])
+  nefia-bench serve-echo (--stdio | --cert F --key F [--ca F] [--http] [--listen ADDR])
 
 'run' starts every server itself (the real nefia binary, nefia's gateway
 in-process in a nefia-bench child, the bare crypto/tls ceiling, and stunnel
