@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -89,7 +90,8 @@ func cancelUpstream(ctx context.Context, tr transport.Interface, id mcp.RequestI
 // each content item's bytes as sent, so the gateway does not decode and
 // re-encode them; structuredContent is kept raw either way (as mcp-go
 // does). Anything else (isError, which the audit reads the text of, _meta,
-// a result type, a malformed item) takes mcp-go's own decoding.
+// a result type, a malformed item, invalid UTF-8) takes mcp-go's own
+// decoding.
 func callResult(raw json.RawMessage) (*mcp.CallToolResult, error) {
 	var probe struct {
 		Content       []json.RawMessage `json:"content"`
@@ -100,7 +102,9 @@ func callResult(raw json.RawMessage) (*mcp.CallToolResult, error) {
 		InputRequests json.RawMessage   `json:"inputRequests"`
 		RequestState  json.RawMessage   `json:"requestState"`
 	}
-	if err := json.Unmarshal(raw, &probe); err != nil || probe.Content == nil || probe.IsError ||
+	// Invalid UTF-8 too: decoding replaces it with U+FFFD, bytes passed on
+	// would carry it to the client.
+	if !utf8.Valid(raw) || json.Unmarshal(raw, &probe) != nil || probe.Content == nil || probe.IsError ||
 		probe.Meta != nil || probe.ResultType != nil || probe.InputRequests != nil || probe.RequestState != nil {
 		return mcp.ParseCallToolResult(&raw)
 	}

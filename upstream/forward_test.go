@@ -101,6 +101,7 @@ func TestForwardedResultBytes(t *testing.T) {
 		{name: "structured null", result: `{"content":[],"structuredContent":null}`, identical: true},
 		{name: "isError (decoded for the audit)", result: `{"content":[{"text":"upstream says no","type":"text"}],"isError":true}`, identical: true},
 		{name: "result _meta", result: `{"_meta":{"k":"v"},"content":[{"type":"text","text":"x"}]}`, identical: true},
+		{name: "invalid UTF-8 (decoded: replaced as before)", result: "{\"content\":[{\"type\":\"text\",\"text\":\"a\xffb\"}]}", identical: true},
 		{name: "keys in another order", result: `{"structuredContent":{"b":1,"a":2},"content":[{"text":"x","type":"text"}]}`},
 		{name: "an escape where Go writes the character", result: `{"content":[{"type":"text","text":"\u00e9"}]}`},
 		{name: "a field mcp-go does not know", result: `{"content":[{"type":"text","text":"x","future":{"y":1}}]}`},
