@@ -39,6 +39,12 @@ const (
 	// result.suppressed is their number, result.by_outcome the count of
 	// each outcome.
 	EventToolCallSuppressed = "tool_call_suppressed"
+	// EventResourceRead and EventPromptGet are a client's resources/read
+	// and prompts/get of what an upstream offers, recorded like tool_call
+	// (tool is the policy subject, <upstream>.resource:<uri> or
+	// <upstream>.prompt:<name>; issue 12 item 2).
+	EventResourceRead = "resource_read"
+	EventPromptGet    = "prompt_get"
 	// EventRecovered records that Open cut a torn last line (a crash in the
 	// middle of a write) off the trail before continuing it.
 	EventRecovered = "audit.recovered"

@@ -37,8 +37,13 @@ type Upstream struct {
 	// DefaultUpstreamCallTimeout.
 	CallTimeout time.Duration `yaml:"call_timeout"`
 	// Session is shared (one upstream session for every caller, the
-	// default) or per_client (not supported yet, refused at load).
+	// default) or per_client: one upstream session (for a command, one
+	// process) per client session, for stateful servers, started at the
+	// client's first call and closed when its session ends.
 	Session string `yaml:"session"`
+	// MaxSessions caps the per_client sessions open at once; a client
+	// beyond it gets a tool error. 0 means DefaultUpstreamMaxSessions.
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // Upstream defaults and names.
@@ -47,9 +52,13 @@ const (
 	DefaultUpstreamCallTimeout = 60 * time.Second
 	// SessionShared shares one upstream session between all callers.
 	SessionShared = "shared"
-	// SessionPerClient would start one upstream session per client
-	// session; it is reserved and refused until it is built.
+	// SessionPerClient starts one upstream session per client session.
 	SessionPerClient = "per_client"
+	// DefaultUpstreamMaxSessions is the max_sessions of a per_client entry
+	// without one: enough for a team's agents, few enough processes.
+	DefaultUpstreamMaxSessions = 16
+	// MaxUpstreamMaxSessions bounds max_sessions.
+	MaxUpstreamMaxSessions = 1000
 	// ReservedUpstreamName is the prefix of nefia's own tools.
 	ReservedUpstreamName = "nefia"
 )
@@ -60,6 +69,15 @@ func (u Upstream) Timeout() time.Duration {
 		return DefaultUpstreamCallTimeout
 	}
 	return u.CallTimeout
+}
+
+// SessionCap returns the cap of per_client sessions: MaxSessions, or the
+// default.
+func (u Upstream) SessionCap() int {
+	if u.MaxSessions == 0 {
+		return DefaultUpstreamMaxSessions
+	}
+	return u.MaxSessions
 }
 
 // upstreamName is what can prefix a tool name: lowercase, short, without
@@ -127,9 +145,16 @@ func checkUpstreams(key string, ups []Upstream) []error {
 		switch u.Session {
 		case "", SessionShared:
 		case SessionPerClient:
-			errs = append(errs, invalid(at+".session", "per_client is not supported yet; use shared (one upstream session for all callers)"))
+			if u.MaxSessions != 0 {
+				if err := checkRange(at+".max_sessions", u.MaxSessions, 1, MaxUpstreamMaxSessions); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		default:
 			errs = append(errs, invalid(at+".session", "must be shared or per_client, got %q", u.Session))
+		}
+		if u.MaxSessions != 0 && u.Session != SessionPerClient {
+			errs = append(errs, invalid(at+".max_sessions", "applies to session: per_client only"))
 		}
 	}
 	return errs

@@ -37,7 +37,10 @@ func TestValidateUpstreams(t *testing.T) {
 		{name: "cert without key", ups: []Upstream{{Name: "a", URL: "https://x", CertFile: "/c"}}, want: []string{"mcp.upstreams[0].key_file: cert_file and key_file go together"}},
 		{name: "nul in path", ups: []Upstream{{Name: "a", URL: "https://x", CAFile: "a\x00b"}}, want: []string{"mcp.upstreams[0].ca_file: must not contain a NUL"}},
 		{name: "timeout too short", ups: []Upstream{{Name: "a", URL: "https://x", CallTimeout: time.Millisecond}}, want: []string{"mcp.upstreams[0].call_timeout: must be between 100ms and 1h0m0s"}},
-		{name: "per_client refused", ups: []Upstream{{Name: "a", URL: "https://x", Session: "per_client"}}, want: []string{"mcp.upstreams[0].session: per_client is not supported yet"}},
+		{name: "per_client", ups: []Upstream{{Name: "a", URL: "https://x", Session: SessionPerClient}, {Name: "b", Command: []string{"x"}, Session: SessionPerClient, MaxSessions: 4}}},
+		{name: "max_sessions out of range", ups: []Upstream{{Name: "a", URL: "https://x", Session: SessionPerClient, MaxSessions: -1}, {Name: "b", URL: "https://x", Session: SessionPerClient, MaxSessions: 1001}},
+			want: []string{"mcp.upstreams[0].max_sessions: must be between 1 and 1000, got -1", "mcp.upstreams[1].max_sessions: must be between 1 and 1000, got 1001"}},
+		{name: "max_sessions on a shared upstream", ups: []Upstream{{Name: "a", URL: "https://x", MaxSessions: 4}}, want: []string{"mcp.upstreams[0].max_sessions: applies to session: per_client only"}},
 		{name: "unknown session", ups: []Upstream{{Name: "a", URL: "https://x", Session: "solo"}}, want: []string{`mcp.upstreams[0].session: must be shared or per_client, got "solo"`}},
 	}
 	for _, tt := range tests {

@@ -84,6 +84,11 @@ type CallEvent struct {
 	// Upstream is the name of the upstream MCP server (mcp.upstreams) the
 	// tool is proxied to; empty for nefia's own tools.
 	Upstream string
+	// Method is the MCP method of the call: "" for tools/call, else
+	// resources/read or prompts/get (then Tool is the policy subject the
+	// read or get was decided on, or the URI or name asked for when it
+	// never reached authorization).
+	Method   string
 	Duration time.Duration
 }
 

@@ -1,6 +1,6 @@
 // Package policy is nefia's authorization: a value that maps the identity
-// of a caller to the MCP tools it may list and call (later also resources
-// and prompts), evaluated once per request.
+// of a caller to the MCP tools it may list and call (and the resources and
+// prompts of upstreams), evaluated once per request.
 //
 // # Rules
 //
@@ -29,8 +29,12 @@
 // Patterns use path.Match syntax: * matches any run of characters, ?
 // exactly one, [a-z] a class, \ escapes. path.Match gives '.' no special
 // meaning, so "fs.read_*" matches fs.read_file and "tickets.*" every tool of
-// the tickets upstream; "*" matches every tool. '/' is the one character *
-// does not cross; MCP tool names and certificate names never contain it.
+// the tickets upstream; "*" matches every tool. Unlike path.Match, * also
+// crosses '/' in what a rule allows, so that globs match resource URIs
+// whole; tool names never contain '/'. Upstream prompts and resources are
+// decided as <upstream>.prompt:<name> and <upstream>.resource:<uri> (see
+// PromptSubject, ResourceSubject): "fs.*" and "*" cover them, a tool glob
+// like "fs.read_*" does not.
 // A pattern path.Match calls malformed ("[a", a trailing \) is rejected
 // when the policy is built, never silently matching nothing. In YAML, quote
 // a pattern that starts with * ("*", "*.read"): unquoted, YAML reads it as

@@ -196,7 +196,7 @@ func (p *Policy) Decide(agent identity.Agent, tool string) Decision {
 		}
 		matched = true
 		for _, pat := range r.Allow {
-			if ok, _ := path.Match(pat, tool); ok {
+			if match(pat, tool) {
 				d.Allowed, d.Rule, d.Match, d.Pattern = true, i, r.String(), pat
 				d.Reason = fmt.Sprintf("%s[%d] %s allows %q", p.source, i, r.String(), pat)
 				return d

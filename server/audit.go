@@ -80,7 +80,7 @@ func (a *auditor) Call(e observe.CallEvent) {
 			args = audit.Digest(args)
 		}
 	}
-	r := audit.Record{Event: audit.EventToolCall, Tool: e.Tool, Args: audit.Redact(args),
+	r := audit.Record{Event: callEvent(e.Method), Tool: e.Tool, Args: audit.Redact(args),
 		Outcome: e.Outcome, Error: e.Error, Decision: e.Decision, Upstream: e.Upstream, SessionID: e.Agent.SessionID,
 		DurationMS: float64(e.Duration.Microseconds()) / 1000}
 	if e.Known {

@@ -176,6 +176,9 @@ type boundSession struct {
 	serial      string
 	lastUsed    time.Time
 	use         uint64 // order of last use, for least-recently-used eviction
+	// done is closed when the session leaves the table (DELETE, expiry,
+	// eviction, revocation): identity.SessionDone of its requests.
+	done chan struct{}
 }
 
 // httpConn is one connection being served by ServeConn.
@@ -444,6 +447,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 	agent.RemoteAddr = r.RemoteAddr
 
 	sid := r.Header.Get(headerSessionID)
+	var sessionDone <-chan struct{}
 	if sid != "" {
 		switch owner, err := h.checkSession(sid, agent); {
 		case errors.Is(err, errForeignSession):
@@ -456,6 +460,10 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 			return
 		}
 		agent.SessionID = sid
+		if sessionDone = h.sessionDone(sid); sessionDone == nil { // ended just now
+			http.Error(w, "session not found", http.StatusNotFound)
+			return
+		}
 	}
 
 	if r.Method == http.MethodPost {
@@ -487,7 +495,11 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 	}
 
 	// A POST carries one message: its own authorization decision slot.
-	r = r.WithContext(policy.WithSlot(identity.WithAgent(r.Context(), agent)))
+	ctx := policy.WithSlot(identity.WithAgent(r.Context(), agent))
+	if sessionDone != nil {
+		ctx = identity.WithSessionDone(ctx, sessionDone)
+	}
+	r = r.WithContext(ctx)
 	if sid == "" && r.Method == http.MethodPost {
 		// Only an initialize response carries a new session id: bind it to
 		// this certificate before a byte of it reaches the client, so there is
@@ -667,7 +679,7 @@ func (h *HTTPTransport) bindSession(id string, agent identity.Agent) {
 	var stale []string
 	h.mu.Lock()
 	h.uses++
-	h.sessions[id] = &boundSession{fingerprint: agent.Fingerprint, serial: agent.Serial, lastUsed: now, use: h.uses}
+	h.sessions[id] = &boundSession{fingerprint: agent.Fingerprint, serial: agent.Serial, lastUsed: now, use: h.uses, done: make(chan struct{})}
 	var (
 		mine   int
 		oldest string
@@ -700,7 +712,7 @@ func (h *HTTPTransport) bindSession(id string, agent identity.Agent) {
 // session cleanup behind it.
 func (h *HTTPTransport) endSession(id string) {
 	h.mu.Lock()
-	delete(h.sessions, id)
+	h.forget(id)
 	h.mu.Unlock()
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodDelete, MCPPath, nil)
 	if err != nil {
@@ -728,8 +740,27 @@ func (m sessionIDs) Validate(id string) (bool, error) {
 func (m sessionIDs) Terminate(id string) (bool, error) {
 	m.h.mu.Lock()
 	defer m.h.mu.Unlock()
-	delete(m.h.sessions, id)
+	m.h.forget(id)
 	return false, nil
+}
+
+// forget removes session id from the table and closes its done channel;
+// h.mu is held.
+func (h *HTTPTransport) forget(id string) {
+	if b, ok := h.sessions[id]; ok {
+		delete(h.sessions, id)
+		close(b.done)
+	}
+}
+
+// sessionDone is the done channel of session id; nil if it is unknown.
+func (h *HTTPTransport) sessionDone(id string) <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if b, ok := h.sessions[id]; ok {
+		return b.done
+	}
+	return nil
 }
 
 // bindingWriter calls bind with the session id of a successful initialize

@@ -52,11 +52,15 @@ func NewMCPServerWithPolicy(d tools.Deps, authz *Authorizer, log *slog.Logger, t
 		// leaves a tool_call record (outcome denied) but no state event.
 		authz.install(hooks, log, toolNames(func() *mcpserver.MCPServer { return srv })),
 	}
+	// Upstreams' resources and prompts, under the same policy.
+	all = append(all, authz.installItems(hooks, log)...)
 	if obs == nil && trail != nil {
 		obs = newAuditor(trail, log)
 	}
 	if obs != nil {
-		(&callHooks{obs: obs, log: log, srv: func() *mcpserver.MCPServer { return srv }}).install(hooks)
+		ch := &callHooks{obs: obs, log: log, srv: func() *mcpserver.MCPServer { return srv }}
+		ch.install(hooks)
+		ch.installItems(hooks)
 	}
 	if trail != nil {
 		// The state-changing tools record their own event on it (package

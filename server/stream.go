@@ -14,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
+	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/internal/defaults"
 )
 
@@ -241,6 +242,8 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 
 	handlerCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// Every request learns when this session ends (identity.SessionDone).
+	handlerCtx = identity.WithSessionDone(handlerCtx, handlerCtx.Done())
 	s.mu.Lock()
 	if s.cause != nil { // closed before it was served
 		s.mu.Unlock()

@@ -40,4 +40,13 @@
 // tools are listed again; notifications/tools/list_changed from an
 // upstream re-lists its tools and replaces its proxies, which makes the
 // gateway notify connected clients.
+//
+// Resources, resource templates and prompts pass through too (items.go):
+// prompts as <upstream>.<prompt>, resources under the upstream's own URIs,
+// routed by an index; the gateway decides them as
+// <upstream>.prompt:<name> and <upstream>.resource:<uri> (package policy).
+// With session: per_client each client session gets an upstream session
+// of its own (conn.go), closed when identity.SessionDone fires. An HTTP
+// upstream's answers are bounded like stdio lines: MaxMessageBytes per
+// body or SSE event (limit_http.go).
 package upstream

@@ -39,18 +39,25 @@ type fixture struct {
 // tool, agent "wide" every tool, and other agents only nefia.mtls.status.
 func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	t.Helper()
+	return startGatewayUps(t, func(pub string) []config.Upstream { return []config.Upstream{mk(pub)} })
+}
+
+// startGatewayUps is startGateway with several upstreams.
+func startGatewayUps(t *testing.T, mk func(pub string) []config.Upstream) *fixture {
+	t.Helper()
 	store := pkitest.NewStore(t)
 	signer, err := upstream.LoadSigner(store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := store.Path(upstream.PubFile)
-	u := mk(pub)
-	m := upstream.New(upstream.Options{Upstreams: []config.Upstream{u}, Signer: signer, ClientVersion: "test"})
+	m := upstream.New(upstream.Options{Upstreams: mk(pub), Signer: signer, ClientVersion: "test"})
 	t.Cleanup(func() { m.Close() })
 	pol, err := policy.New([]policy.Rule{
 		{Name: "bot", Allow: []string{"up.*"}},
 		{Name: "wide", Allow: []string{"*"}},
+		// reader: the static resource and the prompt, no tool, no template.
+		{Name: "reader", Allow: []string{"up.resource:test://up/static", "up.prompt:greet"}},
 		{Role: pki.RoleAgent, Allow: []string{"nefia.mtls.status"}},
 		{Role: pki.RoleOperator, Allow: []string{"*"}},
 	})
@@ -60,6 +67,7 @@ func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 	g := servertest.StartWithStore(t, store, func(o *server.GatewayOptions) {
 		o.Register = m.Register
 		o.Policy = pol
+		o.RevocationPoll = 50 * time.Millisecond
 	})
 	return &fixture{g: g, m: m, pub: pub}
 }
@@ -262,7 +270,7 @@ func TestUpstreamRestart(t *testing.T) {
 		t.Fatalf("%s = %v", upstream.StatusToolName, got)
 	}
 	u := ups[0].(map[string]any)
-	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(6) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
+	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(8) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
 		t.Errorf("%s = %v", upstream.StatusToolName, u)
 	}
 }

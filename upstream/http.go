@@ -71,7 +71,7 @@ func (u *upstream) dialHTTP() (*conn, error) {
 	ht.TLSClientConfig = tlsCfg
 	ht.MaxIdleConns = httpMaxIdleConns
 	ht.MaxIdleConnsPerHost = httpMaxIdleConns
-	hc := &http.Client{Transport: ht}
+	hc := &http.Client{Transport: &limitTransport{max: MaxMessageBytes, base: ht}}
 	tr, err := transport.NewStreamableHTTP(u.cfg.URL,
 		transport.WithHTTPBasicClient(hc),
 		transport.WithHTTPHeaders(static),

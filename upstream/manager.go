@@ -68,6 +68,8 @@ type Manager struct {
 	// srv is the server given to Register; nil before.
 	srv         *mcpserver.MCPServer
 	statusAdded bool
+	// idx routes resource reads across upstreams (items.go).
+	idx *index
 }
 
 // New returns a Manager for opts; nothing starts before Register.
@@ -82,10 +84,11 @@ func New(opts Options) *Manager {
 		opts.StartWait = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel}
+	m := &Manager{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, idx: newIndex()}
 	for _, c := range opts.Upstreams {
 		m.ups = append(m.ups, m.newUpstream(c))
 	}
+	m.idx.setUpstreams(m.ups)
 	return m
 }
 
@@ -97,6 +100,7 @@ func (m *Manager) newUpstream(c config.Upstream) *upstream {
 		relist:  make(chan struct{}, 1),
 		started: make(chan struct{}),
 		tools:   map[string]struct{}{},
+		idx:     m.idx,
 	}
 }
 
@@ -115,6 +119,17 @@ func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 		return errors.New("upstream: register: already registered; a Manager serves one MCP server")
 	}
 	m.srv = srv
+	m.idx.mu.Lock()
+	m.idx.srv = srv
+	m.idx.mu.Unlock()
+	if len(m.ups) > 0 {
+		// Clients learn capabilities once, at initialize, but upstreams
+		// list resources and prompts later (and again after a restart or
+		// a reload): declare both, with list_changed, whenever upstreams
+		// are configured. Before serving, so nothing reads them meanwhile.
+		mcpserver.WithResourceCapabilities(false, true)(srv)
+		mcpserver.WithPromptCapabilities(true)(srv)
+	}
 	for _, u := range m.ups {
 		m.start(u)
 	}
@@ -139,10 +154,11 @@ func (m *Manager) start(u *upstream) {
 		m.statusAdded = true
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	u.srv, u.cancel, u.done = m.srv, cancel, make(chan struct{})
+	u.srv, u.cancel, u.done, u.runCtx = m.srv, cancel, make(chan struct{}), ctx
 	m.wg.Go(func() {
 		defer close(u.done)
 		u.supervise(ctx)
+		u.closeClients()
 	})
 }
 
@@ -151,6 +167,7 @@ func (m *Manager) start(u *upstream) {
 func (m *Manager) stop(u *upstream, replacement *upstream) {
 	u.cancel()
 	<-u.done
+	u.dropItems()
 	names := u.proxiedTools()
 	if replacement != nil {
 		// Its first listing replaces them; until then they answer that
@@ -192,6 +209,8 @@ func (m *Manager) Update(ups []config.Upstream) error {
 		u := m.newUpstream(c)
 		next, fresh = append(next, u), append(fresh, u)
 	}
+	// Before the new ones start, so that their templates are published.
+	m.idx.setUpstreams(next)
 	if m.srv != nil {
 		byName := make(map[string]*upstream, len(fresh))
 		for _, u := range fresh {
@@ -206,6 +225,9 @@ func (m *Manager) Update(ups []config.Upstream) error {
 		}
 	}
 	m.ups = next
+	if m.srv != nil {
+		m.idx.publishTemplates() // the removed ones' are gone
+	}
 	return nil
 }
 
@@ -237,6 +259,8 @@ type Status struct {
 	Restarts  int       `json:"restarts"`
 	LastError string    `json:"last_error,omitempty"`
 	Since     time.Time `json:"since,omitzero"`
+	// Sessions counts the open per-client sessions (session: per_client).
+	Sessions int `json:"sessions,omitempty"`
 }
 
 // Status reports every upstream's state, in configuration order.
@@ -338,6 +362,7 @@ func (u *upstream) serve(ctx context.Context, cn *conn) error {
 	if err := u.listTools(ctx, cn); err != nil {
 		return err
 	}
+	u.listItems(ctx, cn)
 	u.mu.Lock()
 	u.cur = cn
 	u.mu.Unlock()
@@ -362,7 +387,9 @@ func (u *upstream) serve(ctx context.Context, cn *conn) error {
 				}
 				u.log.Warn("re-list tools after list_changed", "err", err)
 				cn.fail(err)
+				continue
 			}
+			u.listItems(ctx, cn)
 		}
 	}
 }
@@ -387,7 +414,7 @@ func (u *upstream) status() Status {
 		tr = "http"
 	}
 	return Status{Name: u.cfg.Name, Transport: tr, State: u.state, Tools: len(u.tools),
-		Restarts: u.restarts, LastError: u.lastErr, Since: u.since}
+		Restarts: u.restarts, LastError: u.lastErr, Since: u.since, Sessions: u.clientSessionCount()}
 }
 
 func (u *upstream) toolCount() int {

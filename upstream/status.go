@@ -45,6 +45,9 @@ func (m *Manager) handleStatus(ctx context.Context, _ mcp.CallToolRequest) (*mcp
 	var b strings.Builder
 	for _, s := range st.Upstreams {
 		fmt.Fprintf(&b, "%s (%s): %s, %d tools, %d restarts", s.Name, s.Transport, s.State, s.Tools, s.Restarts)
+		if s.Sessions > 0 {
+			fmt.Fprintf(&b, ", %d client sessions", s.Sessions)
+		}
 		if s.LastError != "" {
 			fmt.Fprintf(&b, ", last error: %s", s.LastError)
 		}

@@ -2,11 +2,13 @@ package upstream_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -128,7 +130,59 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 				})
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "grown"}}}, nil, nil
 		})
+	addTestItems(srv, pubKeyFile)
+	addCounter(srv)
 	return srv
+}
+
+// addCounter gives the test server count, whose answer is how often it
+// was called on this upstream session: state per session, as a stateful
+// server keeps it.
+func addCounter(srv *sdk.Server) {
+	var mu sync.Mutex
+	counts := map[*sdk.ServerSession]int{}
+	sdk.AddTool(srv, &sdk.Tool{Name: "count", Description: "Count the calls of this session."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			mu.Lock()
+			counts[req.Session]++
+			n := counts[req.Session]
+			mu.Unlock()
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: fmt.Sprint(n)}}}, nil, nil
+		})
+}
+
+// addTestItems gives the test server a resource, a resource template and a
+// prompt, each answering with the identity it received (_meta and the
+// assertion as verified with nefia's key), and a tool that adds a prompt
+// (prompts/list_changed).
+func addTestItems(srv *sdk.Server, pubKeyFile string) {
+	seen := func(meta map[string]any, what string) string {
+		b, _ := json.Marshal(map[string]any{"what": what, "meta": meta, "verified": verify(pubKeyFile, meta)})
+		return string(b)
+	}
+	srv.AddResource(&sdk.Resource{URI: "test://up/static", Name: "static", MIMEType: "application/json", Description: "A static resource."},
+		func(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
+			return &sdk.ReadResourceResult{Contents: []*sdk.ResourceContents{{URI: req.Params.URI, MIMEType: "application/json",
+				Text: seen(req.Params.Meta, req.Params.URI)}}}, nil
+		})
+	srv.AddResourceTemplate(&sdk.ResourceTemplate{URITemplate: "test://up/item/{id}", Name: "item", Description: "An item by id."},
+		func(ctx context.Context, req *sdk.ReadResourceRequest) (*sdk.ReadResourceResult, error) {
+			return &sdk.ReadResourceResult{Contents: []*sdk.ResourceContents{{URI: req.Params.URI, MIMEType: "application/json",
+				Text: seen(req.Params.Meta, req.Params.URI)}}}, nil
+		})
+	srv.AddPrompt(&sdk.Prompt{Name: "greet", Description: "Greet someone.", Arguments: []*sdk.PromptArgument{{Name: "who", Required: true}}},
+		func(ctx context.Context, req *sdk.GetPromptRequest) (*sdk.GetPromptResult, error) {
+			return &sdk.GetPromptResult{Description: "hello " + req.Params.Arguments["who"],
+				Messages: []*sdk.PromptMessage{{Role: "user", Content: &sdk.TextContent{Text: seen(req.Params.Meta, "greet")}}}}, nil
+		})
+	sdk.AddTool(srv, &sdk.Tool{Name: "grow_prompt", Description: "Add the prompt later."},
+		func(ctx context.Context, req *sdk.CallToolRequest, _ struct{}) (*sdk.CallToolResult, any, error) {
+			srv.AddPrompt(&sdk.Prompt{Name: "later", Description: "Added later."},
+				func(context.Context, *sdk.GetPromptRequest) (*sdk.GetPromptResult, error) {
+					return &sdk.GetPromptResult{Messages: []*sdk.PromptMessage{{Role: "user", Content: &sdk.TextContent{Text: "later"}}}}, nil
+				})
+			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "grown"}}}, nil, nil
+		})
 }
 
 // verify checks the assertion as a real upstream would: with the public

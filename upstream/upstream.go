@@ -70,6 +70,14 @@ type upstream struct {
 	restarts int
 	lastErr  string
 	tools    map[string]struct{} // prefixed names registered on srv
+	it       items               // resources, templates, prompts (items.go)
+
+	idx *index // the Manager's resource index
+
+	// runCtx is the supervisor's context: per_client sessions run under
+	// it (conn.go).
+	runCtx context.Context
+	cs     clientSessions
 }
 
 // connect starts a session: a process for command upstreams, an HTTP
@@ -87,7 +95,8 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 	}
 	cn.c.OnNotification(func(n mcp.JSONRPCNotification) {
 		switch n.Method {
-		case mcp.MethodNotificationToolsListChanged:
+		case mcp.MethodNotificationToolsListChanged, mcp.MethodNotificationResourcesListChanged,
+			mcp.MethodNotificationPromptsListChanged:
 			select { // coalesce: one pending re-list is enough
 			case u.relist <- struct{}{}:
 			default:
@@ -244,11 +253,9 @@ func proxyTool(prefix string, raw json.RawMessage) (mcp.Tool, error) {
 // handler forwards a call of the proxy to the upstream tool original.
 func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		u.mu.Lock()
-		cn := u.cur
-		u.mu.Unlock()
-		if cn == nil {
-			return mcp.NewToolResultError(u.downError().Error()), nil
+		cn, err := u.connFor(ctx)
+		if err != nil {
+			return mcp.NewToolResultError(err.Error()), nil
 		}
 		// Only nefia's keys: whatever the caller put in _meta (its own
 		// io.nefia/* claims above all) is not forwarded.
@@ -258,7 +265,6 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		if ok {
 			params.Meta.Agent = newAgentFields(agent)
 			if u.signer != nil {
-				var err error
 				if token, err = u.signer.Assertion(u.cfg.Name, agent, time.Now()); err != nil {
 					return nil, err
 				}
@@ -275,7 +281,6 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		}
 		// The caller's arguments as they sent them: decoding and encoding
 		// again would reorder them and round integers above 2^53.
-		var err error
 		if params.Arguments, err = forwardArgs(req); err != nil {
 			return nil, err
 		}
@@ -284,6 +289,7 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		if ok && u.cfg.URL != "" {
 			cctx = withHeaders(cctx, agent, token)
 		}
+		cctx, hit := withLimitFlag(cctx)
 		res, err := callUpstream(cctx, cn, params)
 		switch {
 		case err == nil:
@@ -293,6 +299,8 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		case errors.Is(cctx.Err(), context.DeadlineExceeded):
 			u.log.Warn("upstream call timed out", "tool", original, "timeout", u.cfg.Timeout())
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %q timed out: %s did not answer within %s (call_timeout)", u.cfg.Name, original, u.cfg.Timeout())), nil
+		case tooLarge(hit, err): // HTTP upstreams (limit_http.go)
+			return mcp.NewToolResultError(u.tooLargeError().Error()), nil
 		case isTransportError(err):
 			u.broken(cn, err)
 			return mcp.NewToolResultError(fmt.Sprintf("upstream %q is down: %v", u.cfg.Name, err)), nil

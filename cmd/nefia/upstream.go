@@ -104,6 +104,9 @@ lists its tools and stops it again.`,
 			rows := make([]upstreamRow, 0, len(loaded.MCP.Upstreams))
 			for _, u := range loaded.MCP.Upstreams {
 				r := upstreamRow{Name: u.Name, Transport: "stdio", Target: strings.Join(u.Command, " "), CallTimeout: u.Timeout().String(), Session: config.SessionShared}
+				if u.Session != "" {
+					r.Session = u.Session
+				}
 				if u.URL != "" {
 					r.Transport, r.Target = "http", u.URL
 				}

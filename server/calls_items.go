@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+
+	"github.com/nefia/nefia/audit"
+	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/observe"
+	"github.com/nefia/nefia/policy"
+)
+
+// installItems reports every resources/read and prompts/get as a call
+// event, as install does for tools/call: read and get of what upstreams
+// offer are forwarded calls too (issue 12 item 2), audited with the
+// decision their handler enforced.
+func (c *callHooks) installItems(h *mcpserver.Hooks) {
+	h.AddBeforeReadResource(func(_ context.Context, _ any, req *mcp.ReadResourceRequest) {
+		c.starts.Store(req, time.Now())
+	})
+	h.AddAfterReadResource(func(ctx context.Context, _ any, req *mcp.ReadResourceRequest, _ *mcp.ReadResourceResult) {
+		c.reportItem(ctx, req, mcp.MethodResourcesRead, req.Params.URI, map[string]any{"uri": req.Params.URI}, audit.OutcomeOK, "")
+	})
+	h.AddBeforeGetPrompt(func(_ context.Context, _ any, req *mcp.GetPromptRequest) {
+		c.starts.Store(req, time.Now())
+	})
+	h.AddAfterGetPrompt(func(ctx context.Context, _ any, req *mcp.GetPromptRequest, _ *mcp.GetPromptResult) {
+		c.reportItem(ctx, req, mcp.MethodPromptsGet, req.Params.Name, promptArgs(req), audit.OutcomeOK, "")
+	})
+	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, message any, err error) {
+		switch req := message.(type) {
+		case *mcp.ReadResourceRequest:
+			if method == mcp.MethodResourcesRead {
+				c.reportItem(ctx, req, method, req.Params.URI, map[string]any{"uri": req.Params.URI}, audit.OutcomeError, err.Error())
+			}
+		case *mcp.GetPromptRequest:
+			if method == mcp.MethodPromptsGet {
+				c.reportItem(ctx, req, method, req.Params.Name, promptArgs(req), audit.OutcomeError, err.Error())
+			}
+		}
+	})
+}
+
+// reportItem builds the event of a read or get. Its Tool is the subject
+// the handler's decision names, when the decision is for what was asked
+// (the URI read, or the prompt of that listed name); else what was asked.
+func (c *callHooks) reportItem(ctx context.Context, key any, method mcp.MCPMethod, asked string, args map[string]any, outcome, errText string) {
+	e := observe.CallEvent{Tool: asked, Args: args, Outcome: outcome, Error: errText, Method: string(method)}
+	e.Agent, e.Known = identity.FromContext(ctx)
+	if e.Agent.SessionID == "" {
+		if s := mcpserver.ClientSessionFromContext(ctx); s != nil {
+			e.Agent.SessionID = s.SessionID()
+		}
+	}
+	if d, ok := policy.DecisionFromContext(ctx); ok && decidesItem(d.Tool, method, asked) {
+		e.Tool, e.Decision, e.Upstream = d.Tool, d.String(), policy.UpstreamOf(d.Tool)
+		if !d.Allowed {
+			e.Outcome = audit.OutcomeDenied
+		}
+	}
+	if start, ok := c.starts.LoadAndDelete(key); ok {
+		e.Duration = time.Since(start.(time.Time))
+	}
+	c.obs.Call(e)
+}
+
+// decidesItem reports whether subject is the policy subject of what a
+// read (a URI) or get (a listed prompt name) asked for.
+func decidesItem(subject string, method mcp.MCPMethod, asked string) bool {
+	up := policy.UpstreamOf(subject)
+	if up == "" {
+		return false
+	}
+	if method == mcp.MethodResourcesRead {
+		return subject == policy.ResourceSubject(up, asked)
+	}
+	name, ok := strings.CutPrefix(asked, up+".")
+	return ok && subject == policy.PromptSubject(up, name)
+}
+
+func promptArgs(req *mcp.GetPromptRequest) map[string]any {
+	args := make(map[string]any, len(req.Params.Arguments)+1)
+	for k, v := range req.Params.Arguments {
+		args[k] = v
+	}
+	return args
+}
+
+// callEvent is the audit event of a call event's method.
+func callEvent(method string) string {
+	switch mcp.MCPMethod(method) {
+	case mcp.MethodResourcesRead:
+		return audit.EventResourceRead
+	case mcp.MethodPromptsGet:
+		return audit.EventPromptGet
+	}
+	return audit.EventToolCall
+}

@@ -1,0 +1,121 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync/atomic"
+)
+
+// ErrResponseTooLarge is the error of a response body, or of one SSE event,
+// from an HTTP upstream larger than MaxMessageBytes: the bound stdio
+// upstreams' messages have (lineLimit), applied to Streamable HTTP.
+var ErrResponseTooLarge = fmt.Errorf("upstream sent a message larger than %d bytes", MaxMessageBytes)
+
+// limitTransport bounds what an HTTP upstream's responses can make the
+// gateway buffer: a JSON body as a whole, an SSE stream (a POST's answer
+// or the GET stream of notifications, which may last for hours) one event
+// at a time. mcp-go's client would otherwise read a body or an event of
+// any length into memory.
+type limitTransport struct {
+	base http.RoundTripper
+	max  int
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	hit := limitFlag(req.Context())
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	resp.Body = &bodyLimit{rc: resp.Body, max: t.max, sse: mt == "text/event-stream", hit: hit}
+	return resp, nil
+}
+
+// CloseIdleConnections passes http.Client.CloseIdleConnections on.
+func (t *limitTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// bodyLimit fails a body once it exceeds max bytes, or for an SSE stream
+// once one event (the bytes since the last blank line) does. It marks hit,
+// the flag of the forwarded request the body answers, so that the caller
+// is told why even when mcp-go reports a broken stream without the cause.
+type bodyLimit struct {
+	rc   io.ReadCloser
+	max  int
+	sse  bool
+	hit  *atomic.Bool
+	n    int  // bytes of the body, or of the current SSE event
+	line bool // an SSE line has begun (not counting '\r')
+	err  error
+}
+
+func (b *bodyLimit) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.rc.Read(p)
+	for _, c := range p[:n] {
+		b.n++
+		if b.n > b.max {
+			b.err = ErrResponseTooLarge
+			if b.hit != nil {
+				b.hit.Store(true)
+			}
+			return 0, b.err
+		}
+		if !b.sse {
+			continue
+		}
+		switch c {
+		case '\n':
+			if !b.line { // a blank line ends the event
+				b.n = 0
+			}
+			b.line = false
+		case '\r':
+		default:
+			b.line = true
+		}
+	}
+	return n, err
+}
+
+func (b *bodyLimit) Close() error { return b.rc.Close() }
+
+type limitKey struct{}
+
+// withLimitFlag returns ctx with a flag that an oversized response to a
+// request sent with it sets.
+func withLimitFlag(ctx context.Context) (context.Context, *atomic.Bool) {
+	hit := new(atomic.Bool)
+	return context.WithValue(ctx, limitKey{}, hit), hit
+}
+
+// limitFlag is the flag withLimitFlag put in ctx; nil for none.
+func limitFlag(ctx context.Context) *atomic.Bool {
+	hit, _ := ctx.Value(limitKey{}).(*atomic.Bool)
+	return hit
+}
+
+// tooLarge reports whether a forwarded request failed on the size limit
+// (hit may be nil). mcp-go reports it as a broken transport, but the
+// session is fine: only that answer is dropped.
+func tooLarge(hit *atomic.Bool, err error) bool {
+	return (hit != nil && hit.Load()) || errors.Is(err, ErrResponseTooLarge)
+}
+
+// tooLargeError is what the caller of a request whose answer was over the
+// limit is told.
+func (u *upstream) tooLargeError() error {
+	u.log.Warn("upstream answer over the message size limit dropped", "limit_bytes", MaxMessageBytes)
+	return fmt.Errorf("upstream %q answered with more than %d bytes (the message size limit); the answer was dropped", u.cfg.Name, MaxMessageBytes)
+}
