@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nefia/nefia/identity"
@@ -42,6 +43,17 @@ const (
 	AssertionLifetime = 60 * time.Second
 	// clockSkew is the leeway Verify allows on iat and exp.
 	clockSkew = 5 * time.Second
+	// AssertionMinRemaining is how long an assertion must still be valid
+	// for Assertion to send it again rather than sign a new one: every
+	// assertion an upstream receives has more than this left before exp,
+	// and was issued at most AssertionLifetime-AssertionMinRemaining (30 s)
+	// ago. Reuse saves an ECDSA signature per call (≈75 µs, a quarter of a
+	// forwarded call's CPU) and never lengthens an assertion's life: each
+	// still expires AssertionLifetime after it was signed.
+	AssertionMinRemaining = 30 * time.Second
+	// maxCachedAssertions bounds the cache: past it, expired entries are
+	// dropped, and if none is, all of them (they are only a saving).
+	maxCachedAssertions = 4096
 )
 
 // Claims is the payload of an identity assertion: who called, for which
@@ -70,6 +82,21 @@ type header struct {
 type Signer struct {
 	key *ecdsa.PrivateKey
 	kid string
+
+	mu    sync.RWMutex
+	cache map[assertionKey]cachedAssertion
+}
+
+// assertionKey is everything an assertion's claims depend on besides
+// time: one is reused only for the same caller (all four certificate
+// fields) and the same upstream.
+type assertionKey struct {
+	audience, name, serial, role, fingerprint string
+}
+
+type cachedAssertion struct {
+	token    string
+	iat, exp int64 // Unix seconds, as in the claims
 }
 
 // LoadSigner reads the assertion key from the store's directory, creating
@@ -166,7 +193,7 @@ func newSigner(key *ecdsa.PrivateKey) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{key: key, kid: kid}, nil
+	return &Signer{key: key, kid: kid, cache: map[assertionKey]cachedAssertion{}}, nil
 }
 
 func publicPEM(pub *ecdsa.PublicKey) ([]byte, error) {
@@ -219,6 +246,39 @@ func (s *Signer) Sign(audience string, agent identity.Agent, now time.Time) (str
 	r.FillBytes(sig[:32])
 	sv.FillBytes(sig[32:])
 	return input + "." + b64(sig), nil
+}
+
+// Assertion returns an assertion for agent calling the upstream named
+// audience: the one signed earlier for the same caller and audience while
+// it has more than AssertionMinRemaining left (and was not issued after
+// now, should the clock have gone back), else a new one from Sign.
+func (s *Signer) Assertion(audience string, agent identity.Agent, now time.Time) (string, error) {
+	k := assertionKey{audience: audience, name: agent.Name, serial: agent.Serial, role: string(agent.Role), fingerprint: agent.Fingerprint}
+	sec := now.Unix()
+	s.mu.RLock()
+	c, ok := s.cache[k]
+	s.mu.RUnlock()
+	if ok && c.iat <= sec && time.Unix(c.exp, 0).Sub(now) > AssertionMinRemaining {
+		return c.token, nil
+	}
+	token, err := s.Sign(audience, agent, now)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) >= maxCachedAssertions {
+		for key, e := range s.cache {
+			if time.Unix(e.exp, 0).Sub(now) <= AssertionMinRemaining {
+				delete(s.cache, key)
+			}
+		}
+		if len(s.cache) >= maxCachedAssertions {
+			clear(s.cache)
+		}
+	}
+	s.cache[k] = cachedAssertion{token: token, iat: sec, exp: now.Add(AssertionLifetime).Unix()}
+	return token, nil
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -23,8 +23,12 @@
 // the caller's verified certificate) and io.nefia/assertion, an ES256 JWT
 // signed with the key in the state directory (upstream_assertion.key; the
 // public half is upstream_assertion.pub and `nefia upstream key`), for
-// audience = the upstream's name, valid 60 seconds. HTTP upstreams also get
-// the Nefia-Agent-* and Nefia-Assertion headers. An upstream authorizes
+// audience = the upstream's name, valid 60 seconds; one caller's calls reuse
+// its assertion while more than AssertionMinRemaining (30 s) of it remains
+// (Signer.Assertion), so upstreams must not treat it as single-use. HTTP
+// upstreams also get the Nefia-Agent-* and Nefia-Assertion headers. The
+// call's arguments are passed on as the caller sent them, and the
+// result's content items as the upstream sent them. An upstream authorizes
 // on the assertion (Verify shows how), not on _meta or headers alone,
 // unless it trusts the path from nefia.
 //

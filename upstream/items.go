@@ -417,7 +417,7 @@ func (u *upstream) forwarded(ctx context.Context, meta **mcp.Meta) (context.Cont
 		fields[MetaAgent] = agentMeta(agent)
 		if u.signer != nil {
 			var err error
-			if token, err = u.signer.Sign(u.cfg.Name, agent, time.Now()); err != nil {
+			if token, err = u.signer.Assertion(u.cfg.Name, agent, time.Now()); err != nil {
 				return nil, nil, err
 			}
 			fields[MetaAssertion] = token

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 
 type echoIn struct {
 	Text string `json:"text"`
+	// N and S only let a test send more arguments (Args shows them).
+	N any    `json:"n,omitempty"`
+	S string `json:"s,omitempty"`
 }
 
 type echoOut struct {
@@ -58,6 +61,8 @@ type echoOut struct {
 	Headers   map[string]string `json:"headers,omitempty"`
 	PID       int               `json:"pid"`
 	Transport string            `json:"transport"`
+	// Args are the call's arguments as this upstream received them.
+	Args string `json:"args"`
 }
 
 type sleepIn struct {
@@ -75,7 +80,7 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 	sdk.AddTool(srv, &sdk.Tool{Name: "echo", Description: "Echo the text and the _meta received.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, Title: "Echo"}},
 		func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, echoOut, error) {
-			out := echoOut{Text: in.Text, Meta: req.Params.Meta, PID: os.Getpid(), Transport: "stdio"}
+			out := echoOut{Text: in.Text, Meta: req.Params.Meta, PID: os.Getpid(), Transport: "stdio", Args: string(req.Params.Arguments)}
 			if req.Extra != nil && req.Extra.Header != nil {
 				out.Transport = "http"
 				out.Headers = map[string]string{}

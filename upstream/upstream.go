@@ -257,40 +257,40 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 		if err != nil {
 			return mcp.NewToolResultError(err.Error()), nil
 		}
-		out := mcp.CallToolRequest{}
-		out.Params.Name = original
-		out.Params.Arguments = req.Params.Arguments
 		// Only nefia's keys: whatever the caller put in _meta (its own
 		// io.nefia/* claims above all) is not forwarded.
-		meta := map[string]any{}
 		agent, ok := identity.FromContext(ctx)
+		params := &callParams{Name: original}
 		var token string
 		if ok {
-			meta[MetaAgent] = agentMeta(agent)
+			params.Meta.Agent = newAgentFields(agent)
 			if u.signer != nil {
-				var err error
-				if token, err = u.signer.Sign(u.cfg.Name, agent, time.Now()); err != nil {
+				if token, err = u.signer.Assertion(u.cfg.Name, agent, time.Now()); err != nil {
 					return nil, err
 				}
-				meta[MetaAssertion] = token
+				params.Meta.Assertion = token
 			}
 		}
-		out.Params.Meta = &mcp.Meta{AdditionalFields: meta}
 		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
 			// A token of our own upstream, so that callers sharing the
 			// session cannot collide or see each other's progress.
 			tok := "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
 			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
 			defer u.progress.Delete(tok)
-			out.Params.Meta.ProgressToken = tok
+			params.Meta.Progress = tok
+		}
+		// The caller's arguments as they sent them: decoding and encoding
+		// again would reorder them and round integers above 2^53.
+		if params.Arguments, err = forwardArgs(req); err != nil {
+			return nil, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, u.cfg.Timeout())
 		defer cancel()
-		if ok {
+		if ok && u.cfg.URL != "" {
 			cctx = withHeaders(cctx, agent, token)
 		}
 		cctx, hit := withLimitFlag(cctx)
-		res, err := cn.c.CallTool(cctx, out)
+		res, err := callUpstream(cctx, cn, params)
 		switch {
 		case err == nil:
 			return res, nil

@@ -53,16 +53,7 @@ func (s *Session) Close() error { return s.Conn.Close() }
 func (s *Session) CallTool(name string, args []byte) ([]byte, error) {
 	id := s.next
 	s.next++
-	s.req = append(s.req[:0], `{"jsonrpc":"2.0","id":`...)
-	s.req = strconv.AppendInt(s.req, id, 10)
-	s.req = append(s.req, `,"method":"tools/call","params":{"name":`...)
-	s.req = strconv.AppendQuote(s.req, name)
-	s.req = append(s.req, `,"arguments":`...)
-	if args == nil {
-		args = []byte("{}")
-	}
-	s.req = append(s.req, args...)
-	s.req = append(s.req, "}}\n"...)
+	s.req = append(appendCall(s.req[:0], id, name, args), '\n')
 	_ = s.Conn.SetDeadline(time.Now().Add(OpTimeout))
 	if _, err := s.Conn.Write(s.req); err != nil {
 		return nil, fmt.Errorf("write %s: %w", name, err)
@@ -75,6 +66,21 @@ func (s *Session) CallTool(name string, args []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%s: tool error: %s", name, trim(line))
 	}
 	return line, nil
+}
+
+// appendCall appends a tools/call request for name with args (a JSON
+// object; empty: none).
+func appendCall(dst []byte, id int64, name string, args []byte) []byte {
+	dst = append(dst, `{"jsonrpc":"2.0","id":`...)
+	dst = strconv.AppendInt(dst, id, 10)
+	dst = append(dst, `,"method":"tools/call","params":{"name":`...)
+	dst = strconv.AppendQuote(dst, name)
+	dst = append(dst, `,"arguments":`...)
+	if len(args) == 0 {
+		args = []byte("{}")
+	}
+	dst = append(dst, args...)
+	return append(dst, "}}"...)
 }
 
 // readResponse reads lines until the response to id, skipping
@@ -153,8 +159,20 @@ func (s *Session) WaitClosed(d time.Duration) (time.Time, error) {
 // ToolWorkers returns a NewWorker that opens one session per worker (with
 // cfgFor(i)) and calls tool in a loop, with args(i, n) for its n-th call.
 func ToolWorkers(ctx context.Context, addr string, cfgFor func(i int) *tls.Config, tool string, args func(i int, n int64) []byte) NewWorker {
+	return toolWorkers(func(i int) (Caller, error) { return OpenSession(ctx, addr, cfgFor(i)) }, tool, args)
+}
+
+// Caller is a session tools are called on: raw stream or HTTP.
+type Caller interface {
+	CallTool(name string, args []byte) ([]byte, error)
+	Close() error
+}
+
+// toolWorkers returns a NewWorker that opens one session per worker and
+// calls tool in a loop, with args(i, n) for its n-th call.
+func toolWorkers(open func(i int) (Caller, error), tool string, args func(i int, n int64) []byte) NewWorker {
 	return func(i int) (Op, func(), error) {
-		s, err := OpenSession(ctx, addr, cfgFor(i))
+		s, err := open(i)
 		if err != nil {
 			return nil, nil, err
 		}

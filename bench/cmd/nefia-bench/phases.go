@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/nefia/nefia/bench/load"
 	"github.com/nefia/nefia/bench/proc"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/server"
 )
 
 // Phase names, as they appear in results.json.
@@ -236,20 +238,41 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		}
 	}
 	dur := max(s.o.duration, 5*time.Second)
+	upCfg := filepath.Join(s.o.work, "nefia-upstream-profile.yaml")
+	if err := writeUpstreamConfig(s.fx.configPath, upCfg, stdioEcho(s.o.self)); err != nil {
+		return err
+	}
+	upHTTPCfg := filepath.Join(s.o.work, "nefia-upstream-http-profile.yaml")
+	upHTTP, err := s.startHTTPEcho(ctx, upHTTPCfg)
+	if err != nil {
+		return err
+	}
+	defer s.stopAll(upHTTP)
+	httpCfgs, err := s.httpClientConfigs()
+	if err != nil {
+		return err
+	}
 	for _, w := range []struct {
 		name     string
 		conc     int
-		baseline bool // profile the crypto/tls ceiling instead of nefia
+		baseline bool   // profile the crypto/tls ceiling instead of nefia
+		config   string // nefia.yaml of the gateway, "" for the fixture's
 		nw       func(addr string) load.NewWorker
 	}{
-		{"handshake_full_c50", 50, false, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"baseline_handshake_full_c50", 50, true, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"handshake_resumed_c50", 50, false, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"baseline_handshake_resumed_c50", 50, true, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"status_s50", 50, false, func(addr string) load.NewWorker {
+		{"handshake_full_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"baseline_handshake_full_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"handshake_resumed_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"baseline_handshake_resumed_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"status_s50", 50, false, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
 		}},
-		{"issue_client_8ops", 8, false, func(addr string) load.NewWorker {
+		{"upstream_echo_s50", 50, false, upCfg, func(addr string) load.NewWorker {
+			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"upstream_echo_http_s50", 50, false, upHTTPCfg, func(addr string) load.NewWorker {
+			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"issue_client_8ops", 8, false, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(i int) *tls.Config { return opCfgs[i] }, toolIssue, func(i int, n int64) []byte {
 				return fmt.Appendf(nil, `{"name":"prof-%d-%d","duration":"1h","out_dir":"op%d"}`, i, n, i)
 			})
@@ -257,6 +280,13 @@ func (s *suite) profilePhase(ctx context.Context) error {
 	} {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if len(s.o.profiles) > 0 && !slices.Contains(s.o.profiles, w.name) {
+			continue
+		}
+		cfgPath := s.fx.configPath
+		if w.config != "" {
+			cfgPath = w.config
 		}
 		state, err := s.fx.copyState("prof-" + w.name)
 		if err != nil {
@@ -268,7 +298,7 @@ func (s *suite) profilePhase(ctx context.Context) error {
 			t, err = startSelf(ctx, s.o.self, nameBaseline, "serve-baseline", "--cpuprofile", prof,
 				"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
 		} else {
-			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, s.fx.configPath, true, prof)
+			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, cfgPath, true, prof)
 		}
 		if err != nil {
 			return err

@@ -51,8 +51,8 @@ func num(x float64) string {
 
 // group is the cells of one phase, target and concurrency.
 type group struct {
-	rate, p50, p99, cpu, client, other []float64
-	errors                             int64
+	rate, p50, p99, cpu, main, client, other []float64
+	errors                                   int64
 }
 
 func (r *results) group(phase, target string, conc int) group {
@@ -69,6 +69,7 @@ func (r *results) group(phase, target string, conc int) group {
 		g.p50 = append(g.p50, c.P50us/1000)
 		g.p99 = append(g.p99, c.P99us/1000)
 		g.cpu = append(g.cpu, c.ServerCPUus)
+		g.main = append(g.main, c.MainCPUus)
 		g.client = append(g.client, c.ClientCPUus)
 		g.other = append(g.other, c.OtherCores)
 	}

@@ -70,6 +70,9 @@ type cell struct {
 	// ServerCPUus is the target's user+system CPU per operation (all its
 	// processes, /proc/PID/stat), ClientCPUus nefia-bench's own.
 	ServerCPUus float64 `json:"server_cpu_us_per_op"`
+	// MainCPUus is the target's main process alone (nefia without the
+	// upstream servers it runs or forwards to).
+	MainCPUus   float64 `json:"main_cpu_us_per_op,omitempty"`
 	ClientCPUus float64 `json:"client_cpu_us_per_op"`
 	// OtherCores is the CPU everything else on the machine used during the
 	// window, in cores (of NProc).

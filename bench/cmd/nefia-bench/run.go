@@ -17,13 +17,13 @@ import (
 const usageText = `nefia-bench measures the nefia gateway (see BENCHMARKS.md).
 
 Usage:
-  nefia-bench run --nefia PATH [--smoke] [--out DIR] [flags]
+  nefia-bench run --nefia PATH [--smoke] [--out DIR] [--phases P,...] [--profiles W,...] [flags]
   nefia-bench load --addr A --ca F --cert F --key F [--workload handshake|resumed|status|issue] [-c N]
   nefia-bench report DIR        # re-render DIR/results.md from DIR/results.json
   nefia-bench serve-baseline --cert F --key F --ca F [--listen ADDR]
   nefia-bench serve-backend [--listen ADDR]
   nefia-bench serve-gateway --state-dir D --config F [--audit=false] [--cpuprofile F]
-  nefia-bench serve-echo (--stdio | --cert F --key F --ca F [--listen ADDR])
+  nefia-bench serve-echo (--stdio | --cert F --key F [--ca F] [--http] [--listen ADDR])
 
 'run' starts every server itself (the real nefia binary, nefia's gateway
 in-process in a nefia-bench child, the bare crypto/tls ceiling, and stunnel
@@ -82,13 +82,14 @@ type options struct {
 	keepWork   bool
 	statusSess []int
 	phases     []string
+	profiles   []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var concs, revSizes, sess, phases string
+	var concs, revSizes, sess, phases, profiles string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
 	fs.StringVar(&o.work, "work", "", "work directory for state and configs (default: a new temporary directory)")
@@ -108,8 +109,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.floorTime, "floor-time", 300*time.Millisecond, "CPU time per crypto floor operation")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory")
 	fs.StringVar(&phases, "phases", strings.Join(phaseNames, ","), "phases to run, comma-separated")
+	fs.StringVar(&profiles, "profiles", "", "profile phase: only these workloads, comma-separated (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	for _, p := range strings.Split(profiles, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			o.profiles = append(o.profiles, p)
+		}
 	}
 	if o.smoke {
 		set := map[string]bool{}

@@ -16,8 +16,10 @@ import (
 	"github.com/nefia/nefia/bench/baseline"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/server"
 	"github.com/nefia/nefia/tools"
+	"github.com/nefia/nefia/upstream"
 )
 
 // The serve-* subcommands are the servers the runner starts as child
@@ -113,7 +115,14 @@ func serveGateway(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		defer trail.Close()
 	}
+	pol, ups, err := gatewayUpstreams(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	defer ups.Close()
 	gw, err := server.NewGateway(server.GatewayOptions{
+		Policy:         pol,
+		Register:       ups.Register,
 		CACertFile:     store.Path(pki.CACertFile),
 		CertFile:       store.Path(pki.ServerCertFile),
 		KeyFile:        store.Path(pki.ServerKeyFile),
@@ -139,6 +148,27 @@ func serveGateway(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	return gw.Serve(ctx, ln)
+}
+
+// gatewayUpstreams builds what cmd/nefia builds from mcp.policy and
+// mcp.upstreams (loadPolicy, newUpstreams), so that the forwarded-call
+// workload can be profiled in serve-gateway as well.
+func gatewayUpstreams(cfg config.Config, store *pki.Store, log *slog.Logger) (*policy.Policy, *upstream.Manager, error) {
+	rules := make([]policy.Rule, len(cfg.MCP.Policy))
+	for i, r := range cfg.MCP.Policy {
+		rules[i] = policy.Rule{Role: pki.Role(r.Match.Role), Name: r.Match.Name, Allow: r.Allow}
+	}
+	pol, err := policy.New(rules)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mcp.policy: %w", err)
+	}
+	opts := upstream.Options{Upstreams: cfg.MCP.Upstreams, Logger: log, ClientVersion: server.Version}
+	if len(cfg.MCP.Upstreams) > 0 {
+		if opts.Signer, err = upstream.LoadSigner(store); err != nil {
+			return nil, nil, err
+		}
+	}
+	return pol, upstream.New(opts), nil
 }
 
 // startProfile starts a CPU profile written to path ("" does nothing) and

@@ -30,6 +30,9 @@ type fixture struct {
 	stateDir   string // template state directory; servers run on copies
 	configPath string
 	agent      tls.Certificate
+	// httpAgents share the HTTP sessions of the load clients: nefia keeps
+	// at most 32 per certificate (server.DefaultHTTPMaxSessionsPerCert).
+	httpAgents []tls.Certificate
 	operators  []tls.Certificate
 	// victims are agent certificates for the revocation latency runs.
 	victims []victim
@@ -75,6 +78,13 @@ func newFixture(ctx context.Context, nefiaBin, dir string, victims int) (*fixtur
 	var err error
 	if _, f.agent, err = issue("bench-agent", pki.RoleAgent); err != nil {
 		return nil, err
+	}
+	for i := range 4 {
+		_, kp, err := issue(fmt.Sprintf("bench-agent-http-%d", i), pki.RoleAgent)
+		if err != nil {
+			return nil, err
+		}
+		f.httpAgents = append(f.httpAgents, kp)
 	}
 	for i := range 8 {
 		_, kp, err := issue(fmt.Sprintf("bench-op-%d", i), pki.RoleOperator)

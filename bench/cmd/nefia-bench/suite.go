@@ -102,13 +102,16 @@ func (s *suite) fail(format string, args ...any) {
 // measure runs one closed-loop cell against t and records it.
 func (s *suite) measure(ctx context.Context, phase string, t *target, conc, round int, dur time.Duration, nw load.NewWorker) cell {
 	c := cell{Phase: phase, Target: t.name, Conc: conc, Round: round}
-	var cpu0, cpu1, self0, self1 time.Duration
+	var cpu0, cpu1, main0, main1, self0, self1 time.Duration
 	var m0, m1 proc.Machine
 	var sampleErr error
-	sample := func(cpu, self *time.Duration, m *proc.Machine) {
+	sample := func(cpu, main, self *time.Duration, m *proc.Machine) {
 		var err error
 		if *cpu, err = t.cpu(); err != nil {
 			sampleErr = err
+		}
+		if len(t.procs) > 0 {
+			*main, _ = proc.CPU(t.pid())
 		}
 		*self, _ = proc.CPU(os.Getpid())
 		*m, _ = proc.SampleMachine()
@@ -116,13 +119,14 @@ func (s *suite) measure(ctx context.Context, phase string, t *target, conc, roun
 	win := load.Window{
 		Warmup:   s.o.warmup,
 		Duration: dur,
-		OnStart:  func() { sample(&cpu0, &self0, &m0) },
-		OnEnd:    func() { sample(&cpu1, &self1, &m1) },
+		OnStart:  func() { sample(&cpu0, &main0, &self0, &m0) },
+		OnEnd:    func() { sample(&cpu1, &main1, &self1, &m1) },
 	}
 	res, err := load.Run(ctx, conc, win, nw)
 	c.fill(res)
 	if res.Ops > 0 {
 		c.ServerCPUus = us(cpu1-cpu0) / float64(res.Ops)
+		c.MainCPUus = us(main1-main0) / float64(res.Ops)
 		c.ClientCPUus = us(self1-self0) / float64(res.Ops)
 	}
 	if res.Elapsed > 0 {

@@ -1,0 +1,236 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/identity"
+)
+
+// The hot path of a forwarded tool call. mcp-go's client.CallTool would
+// encode the call through maps (CallToolParams, Meta, the agent fields)
+// and decode the whole result into mcp.Content values that the gateway's
+// server then encodes again; here the call's params are a struct that
+// encodes to the same bytes mcp-go writes (TestForwardedCallBytes), and the
+// result's content items are passed on as the upstream sent them.
+
+// callIDs numbers forwarded calls. Their ids ("nefia-call-N") are strings,
+// so they never collide with the numeric ids mcp-go's client gives its own
+// requests on the same session, nor with tools/list's "nefia-list-N".
+var callIDs atomic.Int64
+
+// cancelNotifyTimeout bounds sending notifications/cancelled (mcp-go's
+// client uses the same).
+const cancelNotifyTimeout = 5 * time.Second
+
+// callUpstream sends tools/call with params on
+// cn's transport and returns the result. It does what client.CallTool does
+// for a session initialized with a protocol version before 2026-07-28
+// (which nefia always asks for): transport failures come back as
+// *transport.Error, JSON-RPC errors as their error, and a call whose ctx
+// ends first is cancelled upstream with notifications/cancelled (stdio;
+// over HTTP, like mcp-go, nothing is sent).
+func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallToolResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, transport.NewError(err) // not sent, nothing to cancel
+	}
+	tr := cn.c.GetTransport()
+	req := transport.JSONRPCRequest{
+		JSONRPC: mcp.JSONRPC_VERSION,
+		ID:      mcp.NewRequestId("nefia-call-" + strconv.FormatInt(callIDs.Add(1), 10)),
+		Method:  string(mcp.MethodToolsCall),
+		Params:  params,
+	}
+	resp, err := tr.SendRequest(ctx, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			cancelUpstream(ctx, tr, req.ID)
+		}
+		return nil, transport.NewError(err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error.AsError()
+	}
+	return callResult(resp.Result)
+}
+
+// cancelUpstream tells a stdio upstream to stop working on request id, as
+// mcp-go's client does, off the caller's path and best effort.
+func cancelUpstream(ctx context.Context, tr transport.Interface, id mcp.RequestId) {
+	if _, ok := tr.(transport.HTTPConnection); ok {
+		return
+	}
+	n := mcp.JSONRPCNotification{
+		JSONRPC: mcp.JSONRPC_VERSION,
+		Notification: mcp.Notification{
+			Method: string(mcp.MethodNotificationCancelled),
+			Params: mcp.NotificationParams{AdditionalFields: map[string]any{"requestId": id, "reason": ctx.Err().Error()}},
+		},
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelNotifyTimeout)
+		defer cancel()
+		_ = tr.SendNotification(sctx, n)
+	}()
+}
+
+// callResult turns an upstream's tools/call result into the handler's. A
+// plain successful result (content, optionally structuredContent) keeps
+// each content item's bytes as sent, so the gateway does not decode and
+// re-encode them; structuredContent is kept raw either way (as mcp-go
+// does). Anything else (isError, which the audit reads the text of, _meta,
+// a result type, a malformed item, invalid UTF-8) takes mcp-go's own
+// decoding.
+func callResult(raw json.RawMessage) (*mcp.CallToolResult, error) {
+	var probe struct {
+		Content       []json.RawMessage `json:"content"`
+		Structured    json.RawMessage   `json:"structuredContent"`
+		IsError       bool              `json:"isError"`
+		Meta          json.RawMessage   `json:"_meta"`
+		ResultType    json.RawMessage   `json:"resultType"`
+		InputRequests json.RawMessage   `json:"inputRequests"`
+		RequestState  json.RawMessage   `json:"requestState"`
+	}
+	// Invalid UTF-8 too: decoding replaces it with U+FFFD, bytes passed on
+	// would carry it to the client.
+	if !utf8.Valid(raw) || json.Unmarshal(raw, &probe) != nil || probe.Content == nil || probe.IsError ||
+		probe.Meta != nil || probe.ResultType != nil || probe.InputRequests != nil || probe.RequestState != nil {
+		return mcp.ParseCallToolResult(&raw)
+	}
+	res := &mcp.CallToolResult{Content: make([]mcp.Content, len(probe.Content)), RawStructuredContent: probe.Structured}
+	for i, c := range probe.Content {
+		if len(c) == 0 || c[0] != '{' {
+			return mcp.ParseCallToolResult(&raw)
+		}
+		res.Content[i] = rawContent{raw: c}
+	}
+	return res, nil
+}
+
+// rawContent is a content item passed on as the upstream encoded it. The
+// embedded TextContent only makes it an mcp.Content; it is never read. The
+// server's encoder compacts and HTML-escapes these bytes like any other.
+type rawContent struct {
+	mcp.TextContent
+	raw json.RawMessage
+}
+
+// MarshalJSON returns the item's bytes as received.
+func (c rawContent) MarshalJSON() ([]byte, error) { return c.raw, nil }
+
+// forwardArgs returns the arguments to forward: the caller's bytes as they
+// sent them when they are a JSON document every parser reads the same way,
+// else (duplicate keys, which parsers resolve differently, or arguments
+// that did not come from the wire) the encoding of what the gateway
+// decoded, audited and authorized.
+func forwardArgs(req mcp.CallToolRequest) (json.RawMessage, error) {
+	if raw := req.Params.RawArguments; len(raw) > 0 && !ambiguous(raw) {
+		return raw, nil
+	}
+	if req.Params.Arguments == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(req.Params.Arguments)
+	if err != nil {
+		return nil, fmt.Errorf("encode arguments: %w", err)
+	}
+	return b, nil
+}
+
+// ambiguous reports whether data is not one well-formed JSON value or has
+// an object with a key twice: Go keeps the last of duplicate keys, other
+// parsers the first or refuse, so the upstream could act on a value the
+// audit record does not show.
+func ambiguous(data []byte) bool {
+	type frame struct {
+		obj, wantKey bool
+		keys         map[string]struct{}
+	}
+	var stack []frame
+	values := 0       // top-level values begun
+	value := func() { // a value ends the pending key of the enclosing object
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		} else if n == 0 {
+			values++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return len(stack) != 0 || values != 1
+		}
+		if err != nil {
+			return true
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				value()
+				stack = append(stack, frame{obj: d == '{', wantKey: d == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
+			f := &stack[n-1]
+			k, _ := tok.(string)
+			if _, dup := f.keys[k]; dup {
+				return true
+			}
+			if f.keys == nil {
+				f.keys = map[string]struct{}{}
+			}
+			f.keys[k] = struct{}{}
+			f.wantKey = false
+			continue
+		}
+		value()
+	}
+}
+
+// callParams are the params of a forwarded tools/call: the upstream's
+// own tool name, the caller's arguments as they sent them (nil leaves them
+// out), and nefia's _meta. Their encoding is that of mcp.CallToolParams
+// for the same call with RawArguments set (TestForwardedCallBytes), whose
+// Meta and agent map encode with sorted keys, hence the field order here;
+// it goes without those maps, and without compacting the assertion as
+// part of a json.RawMessage.
+type callParams struct {
+	Name      string          `json:"name"`
+	Arguments json.RawMessage `json:"arguments,omitempty"`
+	Meta      callMeta        `json:"_meta"`
+}
+
+// callMeta is the forwarded _meta: the caller's identity (nil for none),
+// its assertion, and nefia's progress token, each left out when empty.
+type callMeta struct {
+	Agent     *agentFields `json:"io.nefia/agent,omitempty"`
+	Assertion string       `json:"io.nefia/assertion,omitempty"`
+	Progress  string       `json:"progressToken,omitempty"`
+}
+
+// agentFields is agentMeta's value as a struct, keys in sorted order.
+type agentFields struct {
+	Fingerprint string `json:"fingerprint"`
+	Name        string `json:"name"`
+	Role        string `json:"role"`
+	Serial      string `json:"serial"`
+}
+
+func newAgentFields(a identity.Agent) *agentFields {
+	return &agentFields{Fingerprint: a.Fingerprint, Name: a.Name, Role: string(a.Role), Serial: a.Serial}
+}
