@@ -1,0 +1,219 @@
+package etcdtest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func put(t *testing.T, cli *clientv3.Client, k, v string) *clientv3.PutResponse {
+	t.Helper()
+	resp, err := cli.Put(ctxT(t, 10*time.Second), k, v)
+	if err != nil {
+		t.Fatalf("put %s: %v", k, err)
+	}
+	return resp
+}
+
+func get(t *testing.T, cli *clientv3.Client, k string) string {
+	t.Helper()
+	resp, err := cli.Get(ctxT(t, 10*time.Second), k)
+	if err != nil {
+		t.Fatalf("get %s: %v", k, err)
+	}
+	if len(resp.Kvs) != 1 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+// TestClusterServesKVTxnWatch: three members start, and the 3.7 client
+// does what the store backend needs against the 3.4 server: KV, a
+// create-only transaction, and a watch.
+func TestClusterServesKVTxnWatch(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	c := Start(t, Options{})
+	t.Logf("3 members ready in %v", time.Since(start).Round(time.Millisecond))
+	if got := len(c.Endpoints()); got != 3 {
+		t.Fatalf("endpoints: got %d, want 3", got)
+	}
+	cli := c.Client(t)
+	if got := cli.Endpoints(); !slices.Equal(got, c.Endpoints()) {
+		t.Errorf("client endpoints %v, want exactly %v", got, c.Endpoints())
+	}
+
+	ctx := ctxT(t, 30*time.Second)
+	wch := cli.Watch(ctx, "/nefia/revoked/", clientv3.WithPrefix())
+	rev := put(t, cli, "/nefia/revoked/01", "r1").Header.Revision
+
+	// Create-if-absent, as issuance claims a serial: the second one loses.
+	create := func(k string) bool {
+		resp, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, "x")).
+			Commit()
+		if err != nil {
+			t.Fatalf("txn %s: %v", k, err)
+		}
+		return resp.Succeeded
+	}
+	if !create("/nefia/issued/aa") {
+		t.Error("first create of a new key failed")
+	}
+	if create("/nefia/issued/aa") {
+		t.Error("second create of the same key succeeded")
+	}
+
+	select {
+	case wr := <-wch:
+		if err := wr.Err(); err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if len(wr.Events) != 1 || string(wr.Events[0].Kv.Key) != "/nefia/revoked/01" || wr.Events[0].Kv.ModRevision != rev {
+			t.Errorf("watch events %v, want the put at revision %d", wr.Events, rev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no watch event")
+	}
+	for i := range c.Members() {
+		if !c.Running(i) {
+			t.Errorf("member %d not running", i)
+		}
+	}
+}
+
+// TestMemberLossKeepsQuorum: killing one member (the leader, the worst
+// case) leaves the cluster writable; restarted with its data, it catches
+// up with what was written meanwhile.
+func TestMemberLossKeepsQuorum(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{})
+	cli := c.Client(t)
+	leader := c.Leader(ctxT(t, 10*time.Second))
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	c.Kill(leader)
+	if c.Running(leader) {
+		t.Fatal("killed member still running")
+	}
+	// A write issued in the election window may time out (etcd answers
+	// "request timed out" after ~7s); a store backend retries it. Here,
+	// wait for the new leader.
+	c.WaitReady()
+	if got := c.Leader(ctxT(t, 10*time.Second)); got == leader || got < 0 {
+		t.Fatalf("leader after killing member %d: %d", leader, got)
+	}
+	put(t, cli, "k", "written while a member was down")
+	c.Start(leader)
+
+	// Read through the restarted member alone.
+	one, err := clientv3.New(clientv3.Config{Endpoints: []string{c.Endpoint(leader)}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	if got := get(t, one, "k"); got != "written while a member was down" {
+		t.Errorf("restarted member reads %q", got)
+	}
+}
+
+// TestQuorumLossFailsWrites: with a quorum stopped, a Put fails within its
+// deadline instead of succeeding on the minority; once the members are
+// back, writes succeed again and nothing was lost.
+func TestQuorumLossFailsWrites(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{})
+	cli := c.Client(t)
+	put(t, cli, "before", "1")
+	stopped := c.StopQuorum()
+	if len(stopped) != 2 {
+		t.Fatalf("StopQuorum stopped %v, want 2 members", stopped)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := cli.Put(ctx, "during", "x")
+	if err == nil {
+		t.Fatal("put without a quorum succeeded")
+	}
+	t.Logf("put without a quorum failed after %v: %v", time.Since(begin).Round(time.Millisecond), err)
+
+	c.StartStopped()
+	put(t, cli, "after", "1")
+	if got := get(t, cli, "before"); got != "1" {
+		t.Errorf("before: %q", got)
+	}
+}
+
+// TestCompactNow: after CompactNow, older revisions are gone for reads
+// and for a watch resuming from one, which sees ErrCompacted: the signal
+// that makes a gateway resync fully.
+func TestCompactNow(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{Members: 1})
+	cli := c.Client(t)
+	old := put(t, cli, "k", "1").Header.Revision
+	put(t, cli, "k", "2")
+	ctx := ctxT(t, 30*time.Second)
+	rev, err := c.CompactNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev <= old {
+		t.Fatalf("compacted at %d, not after %d", rev, old)
+	}
+	if _, err := cli.Get(ctx, "k", clientv3.WithRev(old)); !errors.Is(err, rpctypes.ErrCompacted) {
+		t.Errorf("get at a compacted revision: %v, want ErrCompacted", err)
+	}
+	wr := <-cli.Watch(ctx, "k", clientv3.WithRev(old))
+	if !errors.Is(wr.Err(), rpctypes.ErrCompacted) || wr.CompactRevision != rev {
+		t.Errorf("watch from a compacted revision: err %v, compact revision %d; want ErrCompacted at %d", wr.Err(), wr.CompactRevision, rev)
+	}
+	// Compacting again at the same revision is not an error for CompactNow.
+	if _, err := c.CompactNow(ctx); err != nil {
+		t.Errorf("second CompactNow: %v", err)
+	}
+}
+
+// TestTLSCluster: with Options.TLS, members require a client certificate
+// from the cluster's CA: the one in TLSFiles works, none is refused.
+func TestTLSCluster(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{Members: 1, TLS: true})
+	f := c.TLSFiles()
+	for _, p := range []string{f.CAFile, f.CertFile, f.KeyFile} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("TLS file: %v", err)
+		}
+	}
+	put(t, c.Client(t), "k", "v")
+
+	cfg := c.ClientConfig()
+	cfg.TLS.Certificates = nil
+	cli, err := clientv3.New(cfg)
+	if err == nil {
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		_, err = cli.Put(ctx, "k", "without a client certificate")
+	}
+	if err == nil {
+		t.Error("put without a client certificate succeeded")
+	}
+}

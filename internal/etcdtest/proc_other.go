@@ -1,0 +1,9 @@
+//go:build !linux
+
+package etcdtest
+
+import "syscall"
+
+// sysProcAttr has no parent-death signal outside Linux; t.Cleanup still
+// kills every member.
+func sysProcAttr() *syscall.SysProcAttr { return nil }
