@@ -8,6 +8,11 @@
 //
 //	<prefix>issued/<serial>   JSON pki.IssuedCert
 //	<prefix>revoked/<serial>  JSON pki.Revocation
+//	<prefix>revoked-last      the serial of the latest revocation
+//
+// revoked-last is written by the same transaction as every revocation:
+// its ModRevision, read with a linearizable request, is the revision a
+// gateway's view must have reached to be current (see Watcher).
 //
 // Store is the pki.Records of the CLI and the operations; Watcher is the
 // gateway's in-memory revocation set, fed by a watch (see watch.go).
@@ -33,8 +38,9 @@ import (
 
 // Key sub-prefixes under the configured prefix.
 const (
-	issuedDir  = "issued/"
-	revokedDir = "revoked/"
+	issuedDir   = "issued/"
+	revokedDir  = "revoked/"
+	revokedLast = "revoked-last"
 )
 
 // opTimeout bounds one request: a CLI command or a tool call against an
@@ -168,7 +174,7 @@ func (s *Store) AddRevocation(r pki.Revocation) (pki.Revocation, error) {
 	key := s.revokedKey(r.Serial)
 	resp, err := s.cli.Txn(cx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(data))).
+		Then(clientv3.OpPut(key, string(data)), clientv3.OpPut(s.prefix+revokedLast, r.Serial)).
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {

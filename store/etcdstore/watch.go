@@ -20,10 +20,15 @@ import (
 // serial in memory, so a handshake's check is a map look-up, kept current
 // by a watch on <prefix>revoked/. It implements server.Revocations.
 //
-// Current means confirmed: every confirmInterval it reads a revision with a
-// linearizable request (which needs a quorum) and then makes sure the watch
-// has delivered every event up to that revision (asking etcd for a progress
-// notification if no event carried it). A view not confirmed within
+// Current means confirmed: every confirmation interval (max_staleness/5,
+// at most 1s) it reads <prefix>revoked-last with a linearizable request
+// (which needs a quorum); every revocation's transaction rewrites that key,
+// so its ModRevision is the revision of the latest revocation, and the view
+// is current as of the read once the watch has applied events (or a full
+// read) up to it. Progress notifications are not trusted: etcd 3.4.23
+// sends them with the store's revision to a watcher that has not yet
+// received the events before it (seen in
+// TestCompactionDuringDisconnectResyncs). A view not confirmed within
 // maxStaleness fails closed: Check and Refresh return an error wrapping
 // pki.ErrRevocationUnavailable that says why, so new handshakes are
 // refused; a serial known to be revoked is reported revoked all the same.
@@ -39,6 +44,7 @@ import (
 type Watcher struct {
 	cli      *clientv3.Client
 	dir      string
+	last     string // the revoked-last key
 	maxStale time.Duration
 	every    time.Duration
 	log      *slog.Logger
@@ -60,7 +66,7 @@ func NewWatcher(cli *clientv3.Client, prefix string, maxStaleness time.Duration,
 		log = slog.New(slog.DiscardHandler)
 	}
 	every := min(max(maxStaleness/5, 20*time.Millisecond), time.Second)
-	w := &Watcher{cli: cli, dir: prefix + revokedDir, maxStale: maxStaleness, every: every, log: log,
+	w := &Watcher{cli: cli, dir: prefix + revokedDir, last: prefix + revokedLast, maxStale: maxStaleness, every: every, log: log,
 		serials: map[string]struct{}{}, changed: make(chan struct{}, 1)}
 	w.setWhy(errors.New("not loaded yet"))
 	return w
@@ -267,13 +273,12 @@ type confirmation struct {
 func (w *Watcher) follow(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := w.cli.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	wch := w.cli.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	tick := time.NewTicker(w.every)
 	defer tick.Stop()
 	results := make(chan confirmation, 1)
 	confirming := false
-	var pending *confirmation
-	seen := rev // every event up to seen has been applied
+	applied := rev // every revocation up to this revision is in the view
 	for {
 		select {
 		case <-ctx.Done():
@@ -283,58 +288,50 @@ func (w *Watcher) follow(ctx context.Context, rev int64) error {
 				return errors.New("watch closed")
 			}
 			if resp.CompactRevision != 0 {
-				return fmt.Errorf("etcd compacted revision %d the watch needed (compacted up to %d): full resync", seen+1, resp.CompactRevision)
+				return fmt.Errorf("etcd compacted the revisions the watch needed (from %d; compacted up to %d): full resync", applied+1, resp.CompactRevision)
 			}
 			if err := resp.Err(); err != nil {
 				return fmt.Errorf("watch: %w", err)
 			}
 			w.apply(resp.Events)
-			if resp.Header.Revision > seen {
-				seen = resp.Header.Revision
-			}
-			if pending != nil && seen >= pending.rev {
-				w.confirm(pending.at)
-				pending = nil
+			for _, ev := range resp.Events {
+				applied = max(applied, ev.Kv.ModRevision)
 			}
 		case <-tick.C:
 			if confirming {
 				continue
 			}
 			confirming = true
-			go func() { results <- w.currentRevision(wctx) }()
+			go func() { results <- w.latestRevocation(wctx) }()
 		case c := <-results:
 			confirming = false
-			if c.err != nil {
+			switch {
+			case c.err != nil:
 				w.setWhy(c.err)
-				continue
-			}
-			if seen >= c.rev {
+			case applied >= c.rev:
 				w.confirm(c.at)
-				continue
-			}
-			if pending == nil {
-				pending = &c
-			}
-			// No event carried the revision: ask the member serving the
-			// watch to say how far it is.
-			if err := w.cli.RequestProgress(wctx); err != nil {
-				w.setWhy(fmt.Errorf("request watch progress: %w", err))
+			default:
+				w.setWhy(fmt.Errorf("the watch has applied revocations up to revision %d, the latest is at %d", applied, c.rev))
 			}
 		}
 	}
 }
 
-// currentRevision reads the cluster's revision with a linearizable
-// request, which only a member in touch with a quorum answers.
-func (w *Watcher) currentRevision(ctx context.Context) confirmation {
+// latestRevocation reads the revision of the latest revocation with a
+// linearizable request, which only a member in touch with a quorum
+// answers; 0 when none was ever recorded.
+func (w *Watcher) latestRevocation(ctx context.Context) confirmation {
 	at := time.Now()
 	cx, cancel := context.WithTimeout(ctx, min(max(w.maxStale/2, w.every), opTimeout))
 	defer cancel()
-	resp, err := w.cli.Get(cx, w.dir, clientv3.WithCountOnly())
+	resp, err := w.cli.Get(cx, w.last)
 	if err != nil {
-		return confirmation{err: fmt.Errorf("confirm the current revision: %w", err)}
+		return confirmation{err: fmt.Errorf("confirm the latest revocation: %w", err)}
 	}
-	return confirmation{at: at, rev: resp.Header.Revision}
+	if len(resp.Kvs) == 0 {
+		return confirmation{at: at}
+	}
+	return confirmation{at: at, rev: resp.Kvs[0].ModRevision}
 }
 
 // apply adds put serials to the view and drops deleted ones (an operator
