@@ -16,9 +16,9 @@ func TestStoreConfig(t *testing.T) {
 	t.Parallel()
 	const head = "version: 1\nmcp:\n"
 	tests := []struct {
-		name string
-		yaml string
-		want string // substring of the error; "" = loads
+		name  string
+		yaml  string
+		want  string // substring of the error; "" = loads
 		check func(t *testing.T, c Config)
 	}{
 		{name: "defaults", yaml: head + "  mtls: {}\n", check: func(t *testing.T, c Config) {
