@@ -39,6 +39,11 @@ type Records interface {
 	Revoked() ([]Revocation, error)
 }
 
+// healthReporter is the optional capability of Records that can say
+// whether they are usable now (etcd: quorum, or the gateway's view
+// staleness); Status reports its error as a problem.
+type healthReporter interface{ Health() error }
+
 // WithRecords keeps the inventory and the revocations in r instead of the
 // state directory's files; the CA and server files stay in the directory.
 func WithRecords(r Records) Option { return func(s *Store) { s.records = r } }
@@ -93,4 +98,69 @@ func (s *Store) listShared() ([]ListedCert, error) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
 	return out, nil
+}
+
+// ImportRecords adds to the state directory's files the certificates and
+// revocations they do not hold yet (by serial), under the state lock: the
+// way back from a shared store ('nefia mtls store migrate --to file').
+// Entries already present are left as they are, so running it twice
+// changes nothing; the revocation count is raised so that a store lost
+// later is recognised as lost. It returns how many of each it added.
+func (s *Store) ImportRecords(certs []IssuedCert, revs []Revocation) (addedCerts, addedRevs int, err error) {
+	for _, r := range revs {
+		if canon, err := ParseSerial(r.Serial); err != nil || canon != r.Serial {
+			return 0, 0, fmt.Errorf("%w: revocation of a malformed serial %q", ErrCorruptState, r.Serial)
+		}
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unlock()
+	inv, err := s.readInventory()
+	if err != nil {
+		return 0, 0, err
+	}
+	rf, err := s.readRevoked()
+	if err != nil {
+		return 0, 0, err
+	}
+	have := make(map[string]bool, len(inv.Certificates))
+	for _, c := range inv.Certificates {
+		have[c.Serial] = true
+	}
+	for _, c := range certs {
+		if !have[c.Serial] {
+			inv.Certificates = append(inv.Certificates, c)
+			have[c.Serial] = true
+			addedCerts++
+		}
+	}
+	revoked := make(map[string]bool, len(rf.Revoked))
+	for _, r := range rf.Revoked {
+		revoked[r.Serial] = true
+	}
+	for _, r := range revs {
+		if !revoked[r.Serial] {
+			rf.Revoked = append(rf.Revoked, r)
+			revoked[r.Serial] = true
+			addedRevs++
+		}
+	}
+	if addedCerts == 0 && addedRevs == 0 {
+		return 0, 0, nil
+	}
+	n := len(rf.Revoked)
+	if inv.Revocations != nil {
+		n = max(n, *inv.Revocations)
+	}
+	inv.Revocations = &n
+	// The count first, then the store, as RevokeReport does.
+	if err := s.writeInventory(inv); err != nil {
+		return 0, 0, err
+	}
+	if err := s.writeRevoked(rf); err != nil {
+		return 0, 0, err
+	}
+	return addedCerts, addedRevs, nil
 }

@@ -78,6 +78,11 @@ func (s *Store) Status() Status {
 			problem("revocation store %s is missing; no revocation was ever recorded, so it counts as empty until the next revoke creates it", RevokedFile)
 		}
 	}
+	if h, ok := s.records.(healthReporter); ok {
+		if err := h.Health(); err != nil {
+			problem("revocation store: %v", err)
+		}
+	}
 	list, err := s.List()
 	if err != nil {
 		problem("%v", baseErr(err))

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -59,7 +60,14 @@ const autoSyncInterval = 30 * time.Second
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
+	// view, once a gateway attached its Watcher, is what Health reports:
+	// the view handshakes are judged by.
+	view atomic.Pointer[Watcher]
 }
+
+// Attach makes Health report w's staleness: on a gateway, status says
+// whether handshakes are being refused, and why.
+func (s *Store) Attach(w *Watcher) { s.view.Store(w) }
 
 // Dial connects to the configured etcd endpoints, exactly those: member
 // auto-discovery happens only with auto_sync, because operators put
@@ -270,9 +278,13 @@ func scan(parent context.Context, cli *clientv3.Client, dir string, keysOnly boo
 	}
 }
 
-// Health confirms, with a linearizable read, that the cluster has a quorum
-// and answers; status reports its error.
+// Health says whether the store can be trusted now; status reports its
+// error. With a Watcher attached it is the view's staleness; otherwise a
+// linearizable read confirms that the cluster has a quorum and answers.
 func (s *Store) Health() error {
+	if w := s.view.Load(); w != nil {
+		return w.Refresh()
+	}
 	cx, cancel := ctx()
 	defer cancel()
 	if _, err := s.cli.Get(clientv3.WithRequireLeader(cx), s.prefix, clientv3.WithCountOnly()); err != nil {

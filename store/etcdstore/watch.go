@@ -57,6 +57,8 @@ type Watcher struct {
 	why       atomic.Pointer[string]
 	resyncs   atomic.Uint64
 	changed   chan struct{}
+	loaded    chan struct{} // closed by the first full read
+	loadOnce  sync.Once
 }
 
 // NewWatcher returns a Watcher of the revocations under prefix; it does
@@ -67,7 +69,7 @@ func NewWatcher(cli *clientv3.Client, prefix string, maxStaleness time.Duration,
 	}
 	every := min(max(maxStaleness/5, 20*time.Millisecond), time.Second)
 	w := &Watcher{cli: cli, dir: prefix + revokedDir, last: prefix + revokedLast, maxStale: maxStaleness, every: every, log: log,
-		serials: map[string]struct{}{}, changed: make(chan struct{}, 1)}
+		serials: map[string]struct{}{}, changed: make(chan struct{}, 1), loaded: make(chan struct{})}
 	w.setWhy(errors.New("not loaded yet"))
 	return w
 }
@@ -114,6 +116,11 @@ func (w *Watcher) Refresh() error {
 	}
 	return nil
 }
+
+// Loaded is closed once the first full read succeeded, so a gateway
+// starts serving with its view loaded rather than refusing its first
+// handshakes.
+func (w *Watcher) Loaded() <-chan struct{} { return w.loaded }
 
 // Generation increases whenever the set of revoked serials changed.
 func (w *Watcher) Generation() uint64 { return w.gen.Load() }
@@ -259,6 +266,7 @@ func (w *Watcher) resync(ctx context.Context) (int64, error) {
 		w.bump()
 	}
 	w.confirm(start)
+	w.loadOnce.Do(func() { close(w.loaded) })
 	return rev, nil
 }
 
