@@ -80,7 +80,9 @@ func (s *Store) Status() Status {
 	}
 	if h, ok := s.records.(healthReporter); ok {
 		if err := h.Health(); err != nil {
+			// The counts would wait for the same unreachable store.
 			problem("revocation store: %v", err)
+			return st
 		}
 	}
 	list, err := s.List()

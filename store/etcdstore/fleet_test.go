@@ -78,8 +78,10 @@ func startFleet(t *testing.T, c *etcdtest.Cluster, o fleetOptions) []member {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cli.Close() })
-		store := pki.NewStore(dir, pki.WithRecords(etcdstore.New(cli, testPrefix)))
+		es := etcdstore.New(cli, testPrefix)
+		store := pki.NewStore(dir, pki.WithRecords(es))
 		w := etcdstore.NewWatcher(cli, testPrefix, o.maxStale, testLogger(t, fmt.Sprintf("gw%d", i)))
+		es.Attach(w) // status reports the view's staleness, as on a gateway
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); w.Run(ctx) }()
@@ -255,12 +257,14 @@ func TestQuorumLossFailsClosedAndRecovers(t *testing.T) {
 	stopped := time.Now()
 	c.StopQuorum()
 	for i, m := range fleet {
-		took := waitFor(t, fmt.Sprintf("gateway %d stale", i), func() bool { return m.watcher.Refresh() != nil })
+		waitFor(t, fmt.Sprintf("gateway %d stale", i), func() bool { return m.watcher.Refresh() != nil })
 		t.Logf("gateway %d stale %v after the quorum stopped", i, time.Since(stopped))
-		_ = took
 		err := m.gw.Probe(m.gw.ClientConfig(&agent))
 		if err == nil {
 			t.Errorf("gateway %d admitted a handshake without a current view", i)
+		}
+		if st := m.store.Status(); !strings.Contains(strings.Join(st.Problems, "\n"), "not confirmed current") {
+			t.Errorf("gateway %d status does not say why it refuses: %q", i, st.Problems)
 		}
 	}
 	if since := time.Since(stopped); since < maxStale/2 {
