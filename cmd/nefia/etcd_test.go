@@ -141,4 +141,3 @@ func TestMigrateBadInput(t *testing.T) {
 		})
 	}
 }
-
