@@ -247,6 +247,37 @@ func (c *Cluster) Kill(i int) {
 	c.members[i].stop(syscall.SIGKILL, 0)
 }
 
+// Pause freezes member i (SIGSTOP): its connections stay open but nothing
+// answers, like a hung host or a partition that drops packets, which a
+// client notices only by timeouts. Resume undoes it; Stop and Kill work on
+// a paused member.
+func (c *Cluster) Pause(i int) {
+	c.tb.Helper()
+	c.signal(i, sigStop)
+	if err := waitStopped(c.members[i].cmd.Process.Pid); err != nil {
+		c.fatal(err)
+	}
+}
+
+// Resume continues member i after Pause.
+func (c *Cluster) Resume(i int) {
+	c.tb.Helper()
+	c.signal(i, sigCont)
+}
+
+func (c *Cluster) signal(i int, sig syscall.Signal) {
+	c.tb.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[i]
+	if !m.running() {
+		c.tb.Fatalf("etcdtest: signal %v: member %d is not running", sig, i)
+	}
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		c.tb.Fatalf("etcdtest: signal %v to member %d: %v", sig, i, err)
+	}
+}
+
 // Start restarts stopped member i with its data. When a quorum then runs,
 // it waits until every running member is ready; otherwise it returns once
 // the process is started, because no member serves clients without a

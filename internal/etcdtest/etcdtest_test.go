@@ -252,3 +252,26 @@ func TestTLSCluster(t *testing.T) {
 		t.Error("put without a client certificate succeeded")
 	}
 }
+
+// TestPausedMemberTimesOut: a paused single member leaves its client
+// connected but unanswered, so a Put ends by its deadline; resumed, it
+// serves again. Stop works on a paused member.
+func TestPausedMemberTimesOut(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{Members: 1})
+	cli := c.Client(t)
+	put(t, cli, "k", "1")
+	c.Pause(0)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "2"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("put to a paused member: %v, want context.DeadlineExceeded", err)
+	}
+	c.Resume(0)
+	put(t, cli, "k", "3")
+	c.Pause(0)
+	c.Stop(0)
+	if c.Running(0) {
+		t.Error("paused member still running after Stop")
+	}
+}

@@ -75,6 +75,7 @@ func (m *member) stop(sig os.Signal, grace time.Duration) {
 		return
 	}
 	_ = m.cmd.Process.Signal(sig)
+	_ = m.cmd.Process.Signal(sigCont) // a paused member must act on sig
 	if grace > 0 {
 		select {
 		case <-m.done:

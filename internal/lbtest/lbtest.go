@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +44,12 @@ type LB struct {
 	ErrorLog string
 	// Conf is the nginx.conf it runs, for a test's failure message.
 	Conf string
+
+	tb   testing.TB
+	bin  string
+	dir  string
+	mu   sync.Mutex
+	stop func() // stops the running nginx; nil when stopped
 }
 
 // Start fronts backends with a round-robin TCP load balancer and returns
@@ -71,9 +78,12 @@ func New(t testing.TB, opts Options) *LB {
 	var err error
 	for range 3 {
 		var lb *LB
-		lb, err = start(t, bin, loadModule, opts)
+		lb, err = prepare(t, bin, loadModule, opts)
 		if err == nil {
-			return lb
+			if err = lb.launch(); err == nil {
+				t.Cleanup(lb.Stop)
+				return lb
+			}
 		}
 		// Another process may take the free port before nginx binds it.
 		if !strings.Contains(err.Error(), "Address already in use") {
@@ -84,7 +94,8 @@ func New(t testing.TB, opts Options) *LB {
 	return nil
 }
 
-func start(t testing.TB, bin, loadModule string, opts Options) (*LB, error) {
+// prepare picks a free port and writes the configuration.
+func prepare(t testing.TB, bin, loadModule string, opts Options) (*LB, error) {
 	dir := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,20 +127,26 @@ stream {
 	}
 }
 `, loadModule, dir, opts.Balance, servers.String(), addr)
-	lb := &LB{Addr: addr, ErrorLog: filepath.Join(dir, "error.log"), Conf: filepath.Join(dir, "nginx.conf")}
+	lb := &LB{Addr: addr, ErrorLog: filepath.Join(dir, "error.log"), Conf: filepath.Join(dir, "nginx.conf"), tb: t, bin: bin, dir: dir}
 	if err := os.WriteFile(lb.Conf, []byte(conf), 0o600); err != nil {
 		return nil, fmt.Errorf("lbtest: %w", err)
 	}
+	return lb, nil
+}
+
+// launch starts nginx and waits until it accepts on Addr.
+func (lb *LB) launch() error {
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "-p", dir, "-e", lb.ErrorLog, "-c", lb.Conf)
+	cmd := exec.Command(lb.bin, "-p", lb.dir, "-e", lb.ErrorLog, "-c", lb.Conf)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("lbtest: starting nginx: %w", err)
+		return fmt.Errorf("lbtest: starting nginx: %w", err)
 	}
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
+	// SIGTERM is nginx's fast shutdown: it closes every proxied connection.
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -141,22 +158,51 @@ stream {
 	}
 	deadline := time.After(15 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout("tcp", lb.Addr, time.Second)
 		if err == nil {
 			c.Close()
-			t.Cleanup(stop)
-			return lb, nil
+			lb.mu.Lock()
+			lb.stop = stop
+			lb.mu.Unlock()
+			return nil
 		}
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(lb.ErrorLog)
-			return nil, fmt.Errorf("lbtest: nginx exited: %v\n%s\n%s", waitErr, out.String(), log)
+			return fmt.Errorf("lbtest: nginx exited: %v\n%s\n%s", waitErr, out.String(), log)
 		case <-deadline:
 			stop()
 			log, _ := os.ReadFile(lb.ErrorLog)
-			return nil, fmt.Errorf("lbtest: nginx did not listen on %s within 15s\n%s", addr, log)
+			return fmt.Errorf("lbtest: nginx did not listen on %s within 15s\n%s", lb.Addr, log)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// Stop stops nginx, cutting every connection through it: the backends
+// become unreachable at Addr, as when a network path fails, while they
+// keep running. Stopping a stopped LB does nothing.
+func (lb *LB) Stop() {
+	lb.mu.Lock()
+	stop := lb.stop
+	lb.stop = nil
+	lb.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// Start starts a stopped LB again on the same Addr.
+func (lb *LB) Start() {
+	lb.tb.Helper()
+	lb.mu.Lock()
+	running := lb.stop != nil
+	lb.mu.Unlock()
+	if running {
+		lb.tb.Fatal("lbtest: Start: the load balancer is running")
+	}
+	if err := lb.launch(); err != nil {
+		lb.tb.Fatal(err)
 	}
 }
 

@@ -116,3 +116,33 @@ func TestHashKeepsClientOnOneBackend(t *testing.T) {
 		}
 	}
 }
+
+// TestStopCutsAndStartRestores: Stop cuts a connection in progress and
+// refuses new ones at the same address; Start serves it again.
+func TestStopCutsAndStartRestores(t *testing.T) {
+	t.Parallel()
+	a := newEcho(t, "a")
+	lb := New(t, Options{Backends: []string{a.addr()}})
+	c, err := net.DialTimeout("tcp", lb.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	lb.Stop()
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Error("a connection through the stopped balancer still reads")
+	}
+	if c2, err := net.DialTimeout("tcp", lb.Addr, time.Second); err == nil {
+		c2.Close()
+		t.Error("the stopped balancer accepts connections")
+	}
+	lb.Start()
+	if got := roundTrip(t, lb.Addr); got != "a" {
+		t.Errorf("after Start: reached %q", got)
+	}
+}
