@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -484,6 +485,19 @@ func (c *Cluster) cleanup() {
 func (c *Cluster) fatal(err error) {
 	c.tb.Helper()
 	c.tb.Fatal(err)
+}
+
+// Prefix is a key prefix no other test uses, "/etcdtest/<test name>-<random>/",
+// so tests can share one cluster (started once, in a parent test) and
+// still see only their own keys and watch events.
+func Prefix(t testing.TB) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, t.Name())
+	return "/etcdtest/" + name + "-" + randomHex() + "/"
 }
 
 func allIndexes(n int) []int {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,4 +275,19 @@ func TestPausedMemberTimesOut(t *testing.T) {
 	if c.Running(0) {
 		t.Error("paused member still running after Stop")
 	}
+}
+
+// TestPrefix: prefixes are distinct per call and carry the test's name
+// without path separators inside it.
+func TestPrefix(t *testing.T) {
+	t.Parallel()
+	t.Run("sub test", func(t *testing.T) {
+		a, b := Prefix(t), Prefix(t)
+		if a == b {
+			t.Errorf("two prefixes are equal: %s", a)
+		}
+		if !strings.HasPrefix(a, "/etcdtest/TestPrefix_sub_test-") || !strings.HasSuffix(a, "/") || strings.Count(a, "/") != 3 {
+			t.Errorf("prefix %q", a)
+		}
+	})
 }
