@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -234,18 +235,19 @@ func (c *Cluster) running() []int {
 
 // Stop stops member i gracefully (SIGTERM, then SIGKILL after 10s) and
 // waits for it to exit. Its data stays for Start.
-func (c *Cluster) Stop(i int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.members[i].stop(syscall.SIGTERM, stopGrace)
-}
+func (c *Cluster) Stop(i int) { c.stopMember(i, syscall.SIGTERM, stopGrace) }
 
 // Kill kills member i (SIGKILL, a crash) and waits for it to exit. Its
 // data stays for Start.
-func (c *Cluster) Kill(i int) {
+func (c *Cluster) Kill(i int) { c.stopMember(i, syscall.SIGKILL, 0) }
+
+// stopMember waits without holding the lock, so StopQuorum's stops run
+// in parallel.
+func (c *Cluster) stopMember(i int, sig os.Signal, grace time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.members[i].stop(syscall.SIGKILL, 0)
+	cmd, done := c.members[i].cmd, c.members[i].done
+	c.mu.Unlock()
+	stop(cmd, done, sig, grace)
 }
 
 // Pause freezes member i (SIGSTOP): its connections stay open but nothing
@@ -345,7 +347,8 @@ func (c *Cluster) WaitReady() {
 }
 
 // Leader is the index of the member that is the raft leader, by asking
-// the running members; -1 when none knows a leader.
+// the running members; -1 when none knows a leader. A paused member holds
+// it up to ctx's deadline.
 func (c *Cluster) Leader(ctx context.Context) int {
 	for _, i := range c.running() {
 		st, err := c.admin.Status(ctx, c.Endpoint(i))
@@ -461,10 +464,8 @@ func (c *Cluster) portRace() bool {
 }
 
 func (c *Cluster) killAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range c.members {
-		m.stop(syscall.SIGKILL, 0)
+	for i := range c.members {
+		c.Kill(i)
 	}
 }
 
