@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -233,18 +235,50 @@ func (c *Cluster) running() []int {
 
 // Stop stops member i gracefully (SIGTERM, then SIGKILL after 10s) and
 // waits for it to exit. Its data stays for Start.
-func (c *Cluster) Stop(i int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.members[i].stop(syscall.SIGTERM, stopGrace)
-}
+func (c *Cluster) Stop(i int) { c.stopMember(i, syscall.SIGTERM, stopGrace) }
 
 // Kill kills member i (SIGKILL, a crash) and waits for it to exit. Its
 // data stays for Start.
-func (c *Cluster) Kill(i int) {
+func (c *Cluster) Kill(i int) { c.stopMember(i, syscall.SIGKILL, 0) }
+
+// stopMember waits without holding the lock, so StopQuorum's stops run
+// in parallel.
+func (c *Cluster) stopMember(i int, sig os.Signal, grace time.Duration) {
+	c.mu.Lock()
+	cmd, done := c.members[i].cmd, c.members[i].done
+	c.mu.Unlock()
+	stop(cmd, done, sig, grace)
+}
+
+// Pause freezes member i (SIGSTOP): its connections stay open but nothing
+// answers, like a hung host or a partition that drops packets, which a
+// client notices only by timeouts. Resume undoes it; Stop and Kill work on
+// a paused member.
+func (c *Cluster) Pause(i int) {
+	c.tb.Helper()
+	c.signal(i, sigStop)
+	if err := waitStopped(c.members[i].cmd.Process.Pid); err != nil {
+		c.fatal(err)
+	}
+}
+
+// Resume continues member i after Pause.
+func (c *Cluster) Resume(i int) {
+	c.tb.Helper()
+	c.signal(i, sigCont)
+}
+
+func (c *Cluster) signal(i int, sig syscall.Signal) {
+	c.tb.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.members[i].stop(syscall.SIGKILL, 0)
+	m := c.members[i]
+	if !m.running() {
+		c.tb.Fatalf("etcdtest: signal %v: member %d is not running", sig, i)
+	}
+	if err := m.cmd.Process.Signal(sig); err != nil {
+		c.tb.Fatalf("etcdtest: signal %v to member %d: %v", sig, i, err)
+	}
 }
 
 // Start restarts stopped member i with its data. When a quorum then runs,
@@ -313,7 +347,8 @@ func (c *Cluster) WaitReady() {
 }
 
 // Leader is the index of the member that is the raft leader, by asking
-// the running members; -1 when none knows a leader.
+// the running members; -1 when none knows a leader. A paused member holds
+// it up to ctx's deadline.
 func (c *Cluster) Leader(ctx context.Context) int {
 	for _, i := range c.running() {
 		st, err := c.admin.Status(ctx, c.Endpoint(i))
@@ -429,10 +464,8 @@ func (c *Cluster) portRace() bool {
 }
 
 func (c *Cluster) killAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range c.members {
-		m.stop(syscall.SIGKILL, 0)
+	for i := range c.members {
+		c.Kill(i)
 	}
 }
 
@@ -453,6 +486,19 @@ func (c *Cluster) cleanup() {
 func (c *Cluster) fatal(err error) {
 	c.tb.Helper()
 	c.tb.Fatal(err)
+}
+
+// Prefix is a key prefix no other test uses, "/etcdtest/<test name>-<random>/",
+// so tests can share one cluster (started once, in a parent test) and
+// still see only their own keys and watch events.
+func Prefix(t testing.TB) string {
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' {
+			return '_'
+		}
+		return r
+	}, t.Name())
+	return "/etcdtest/" + name + "-" + randomHex() + "/"
 }
 
 func allIndexes(n int) []int {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,25 @@ func TestClusterServesKVTxnWatch(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no watch event")
 	}
+
+	// A progress request answers with a revision and no events: how a
+	// watcher learns it is current while nothing changes (etcd >= 3.4).
+	// The revision is the serving member's, which may lag a write just
+	// acknowledged by the leader; and etcd 3.4.23 (Debian's) may send it
+	// ahead of events still queued for an unsynced watcher (etcd issue
+	// 15220, fixed in 3.4.24/3.5.8): only an event seen on the watch
+	// proves everything before it was delivered.
+	if err := cli.RequestProgress(ctx); err != nil {
+		t.Fatalf("request progress: %v", err)
+	}
+	select {
+	case wr := <-wch:
+		if !wr.IsProgressNotify() || wr.Header.Revision < rev {
+			t.Errorf("after RequestProgress: progress %v at revision %d, want a progress notification at >= %d", wr.IsProgressNotify(), wr.Header.Revision, rev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no progress notification")
+	}
 	for i := range c.Members() {
 		if !c.Running(i) {
 			t.Errorf("member %d not running", i)
@@ -140,7 +160,13 @@ func TestQuorumLossFailsWrites(t *testing.T) {
 	c := Start(t, Options{})
 	cli := c.Client(t)
 	put(t, cli, "before", "1")
+	// A watch that requires a leader ends when the quorum is gone: what a
+	// gateway watches to notice that its view can no longer be confirmed.
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(t.Context()))
+	defer wcancel()
+	wch := cli.Watch(wctx, "/nefia/", clientv3.WithPrefix())
 	stopped := c.StopQuorum()
+	lost := time.Now()
 	if len(stopped) != 2 {
 		t.Fatalf("StopQuorum stopped %v, want 2 members", stopped)
 	}
@@ -153,6 +179,16 @@ func TestQuorumLossFailsWrites(t *testing.T) {
 		t.Fatal("put without a quorum succeeded")
 	}
 	t.Logf("put without a quorum failed after %v: %v", time.Since(begin).Round(time.Millisecond), err)
+
+	select {
+	case wr, ok := <-wch:
+		if ok && !errors.Is(wr.Err(), rpctypes.ErrNoLeader) {
+			t.Errorf("leader-requiring watch without a quorum: %v, want ErrNoLeader", wr.Err())
+		}
+		t.Logf("leader-requiring watch ended %v after the quorum stopped (open %v): %v", time.Since(lost).Round(time.Millisecond), ok, wr.Err())
+	case <-time.After(30 * time.Second):
+		t.Error("leader-requiring watch still open 30s after the quorum stopped")
+	}
 
 	c.StartStopped()
 	put(t, cli, "after", "1")
@@ -216,4 +252,42 @@ func TestTLSCluster(t *testing.T) {
 	if err == nil {
 		t.Error("put without a client certificate succeeded")
 	}
+}
+
+// TestPausedMemberTimesOut: a paused single member leaves its client
+// connected but unanswered, so a Put ends by its deadline; resumed, it
+// serves again. Stop works on a paused member.
+func TestPausedMemberTimesOut(t *testing.T) {
+	t.Parallel()
+	c := Start(t, Options{Members: 1})
+	cli := c.Client(t)
+	put(t, cli, "k", "1")
+	c.Pause(0)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "2"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("put to a paused member: %v, want context.DeadlineExceeded", err)
+	}
+	c.Resume(0)
+	put(t, cli, "k", "3")
+	c.Pause(0)
+	c.Stop(0)
+	if c.Running(0) {
+		t.Error("paused member still running after Stop")
+	}
+}
+
+// TestPrefix: prefixes are distinct per call and carry the test's name
+// without path separators inside it.
+func TestPrefix(t *testing.T) {
+	t.Parallel()
+	t.Run("sub test", func(t *testing.T) {
+		a, b := Prefix(t), Prefix(t)
+		if a == b {
+			t.Errorf("two prefixes are equal: %s", a)
+		}
+		if !strings.HasPrefix(a, "/etcdtest/TestPrefix_sub_test-") || !strings.HasSuffix(a, "/") || strings.Count(a, "/") != 3 {
+			t.Errorf("prefix %q", a)
+		}
+	})
 }

@@ -69,21 +69,30 @@ func (m *member) start(bin string, args []string) error {
 	return nil
 }
 
-// stop sends sig and waits for the exit; after grace (if > 0) it kills.
-func (m *member) stop(sig os.Signal, grace time.Duration) {
-	if !m.running() {
+// stop sends sig to the process started as cmd and waits until done is
+// closed; after grace (if > 0) it kills. It needs no lock: callers pass
+// what they read under the cluster's lock, and a process that has exited
+// ignores signals.
+func stop(cmd *exec.Cmd, done chan struct{}, sig os.Signal, grace time.Duration) {
+	if done == nil {
 		return
 	}
-	_ = m.cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	_ = cmd.Process.Signal(sigCont) // a paused member must act on sig
 	if grace > 0 {
 		select {
-		case <-m.done:
+		case <-done:
 			return
 		case <-time.After(grace):
 		}
 	}
-	_ = m.cmd.Process.Kill()
-	<-m.done
+	_ = cmd.Process.Kill()
+	<-done
 }
 
 // logTail returns the last n lines of the member's log.
