@@ -12,6 +12,13 @@ import (
 // then draws a new serial and signs again.
 var ErrSerialTaken = errors.New("pki: serial already recorded")
 
+// ErrCRLSharedStore is returned by the CRL functions when the revocations
+// live in shared records: the CRL is built from the state directory's
+// revocation store, and one built from it would miss every revocation made
+// in etcd.
+var ErrCRLSharedStore = errors.New("pki: the CRL is built from the state directory's revocation store, " +
+	"which the etcd backend (mcp.mtls.store.backend) does not use; a CRL from it would miss revocations, so none is signed")
+
 // ErrNoCAKey is returned when the CA certificate is present but its key is
 // not: a gateway that shares a store but does not issue runs without the
 // key, and refuses issuance with this error.
