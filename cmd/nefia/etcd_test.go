@@ -21,7 +21,7 @@ func writeStoreConfig(t *testing.T, c *cli, backend string, endpoints []string) 
 	if len(endpoints) > 0 {
 		eps = "        endpoints: [" + strings.Join(endpoints, ", ") + "]\n"
 	}
-	y := "version: 1\nmcp:\n  mtls:\n    enabled: true\n    store:\n      backend: " + backend + "\n      etcd:\n" + eps + "        prefix: /cli-test/\n"
+	y := "version: 1\nmcp:\n  gateway_id: cli-gw\n  mtls:\n    enabled: true\n    store:\n      backend: " + backend + "\n      etcd:\n" + eps + "        prefix: /cli-test/\n"
 	if err := os.WriteFile(c.config, []byte(y), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +100,13 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 		if strings.Contains(p, "revocation store") {
 			t.Errorf("status on a healthy etcd: %s", p)
 		}
+	}
+
+	// The audit records of the etcd-backed commands say which gateway
+	// (here: which host's CLI) acted.
+	trail, err := os.ReadFile(filepath.Join(c.stateDir, "audit", "audit.jsonl"))
+	if err != nil || !strings.Contains(string(trail), `"event":"mtls.revoke"`) || strings.Count(string(trail), `"gateway_id":"cli-gw"`) < 2 {
+		t.Errorf("audit trail lacks gateway_id cli-gw on the etcd-backed commands (%v)", err)
 	}
 
 	out := c.mustRun("mtls", "store", "migrate", "--to", "file", "--json")

@@ -252,16 +252,25 @@ func TestConcurrentIssuanceNeverCollides(t *testing.T) {
 }
 
 // TestGatewayWithoutCAKeyRefusesIssuance: a gateway deployed without the
-// CA key serves, checks and revokes, but its issue tool says clearly why it
-// cannot issue.
+// CA key, or without either CA file in its state directory (its CA
+// certificate configured from elsewhere), serves, checks and revokes, but
+// its issue tool says clearly why it cannot issue, and does not suggest
+// creating a CA of its own (issue 15 item 2).
 func TestGatewayWithoutCAKeyRefusesIssuance(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{Members: 1})
-	fleet := fleettest.Start(t, c, fleettest.Options{Gateways: 2, MaxStale: 5 * time.Second, NoCAKey: map[int]bool{1: true}})
+	fleet := fleettest.Start(t, c, fleettest.Options{Gateways: 3, MaxStale: 5 * time.Second,
+		NoCAKey: map[int]bool{1: true}, NoCA: map[int]bool{2: true}})
 	opCert := pkitest.KeyPair(t, pkitest.Issue(t, fleet[0].Store, "ops", pki.RoleOperator, time.Hour))
-	op := fleet[1].GW.Client(opCert)
-	res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": "new-agent"})
-	text := fmt.Sprint(res.Content)
-	if !res.IsError || !strings.Contains(text, "holds no CA key") {
-		t.Fatalf("issue on a gateway without the CA key: error=%v %s", res.IsError, text)
+	for _, i := range []int{1, 2} {
+		// The client trusts the CA from gateway 0's files: gateway 2's
+		// state directory has none to read it from.
+		via := *fleet[i].GW
+		via.Store = fleet[0].Store
+		op := via.Client(opCert)
+		res := servertest.CallTool(t, op, "nefia.mtls.issue_client", map[string]any{"name": fmt.Sprintf("new-agent-%d", i)})
+		text := fmt.Sprint(res.Content)
+		if !res.IsError || !strings.Contains(text, "holds no CA key") || strings.Contains(text, "nefia.mtls.init") {
+			t.Errorf("issue on gateway %d: error=%v %s", i, res.IsError, text)
+		}
 	}
 }

@@ -48,6 +48,10 @@ type Options struct {
 	Endpoints func(i int) []string
 	// NoCAKey lists gateways deployed without the CA key.
 	NoCAKey map[int]bool
+	// NoCA lists gateways whose state directory holds neither CA file:
+	// they serve with the CA certificate from elsewhere (as
+	// mcp.mtls.ca_cert_file points to), like gateway B of the README.
+	NoCA map[int]bool
 	// Poll is the gateway's revocation poll (default 200ms, the
 	// gateway's); the watch notifies the gateway at once, so tests set it
 	// long to prove the notification does the work.
@@ -69,7 +73,7 @@ func Start(t testing.TB, c *etcdtest.Cluster, o Options) []Member {
 			t.Fatal(err)
 		}
 		for _, f := range []string{pki.CACertFile, pki.CAKeyFile, pki.ServerCertFile, pki.ServerKeyFile} {
-			if f == pki.CAKeyFile && o.NoCAKey[i] {
+			if (f == pki.CAKeyFile && (o.NoCAKey[i] || o.NoCA[i])) || (f == pki.CACertFile && o.NoCA[i]) {
 				continue
 			}
 			copyFile(t, base.Path(f), filepath.Join(dir, f))
@@ -93,6 +97,9 @@ func Start(t testing.TB, c *etcdtest.Cluster, o Options) []Member {
 		t.Cleanup(func() { cancel(); <-done })
 		WaitFor(t, "gateway's view loaded", func() bool { return w.Refresh() == nil })
 		gw := servertest.StartWithStore(t, store, func(g *server.GatewayOptions) {
+			if o.NoCA[i] {
+				g.CACertFile = base.Path(pki.CACertFile)
+			}
 			g.Revocations = w
 			g.RevocationPoll = o.Poll
 		})
