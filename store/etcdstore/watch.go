@@ -185,8 +185,10 @@ func (w *Watcher) bump() {
 // logs, once each, when the view turns stale and when it has caught up.
 func (w *Watcher) Run(ctx context.Context) {
 	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { w.monitor(ctx, done) })
+	defer wg.Wait() // nothing of the Watcher outlives Run
 	defer close(done)
-	go w.monitor(ctx, done)
 	backoff := w.every
 	for ctx.Err() == nil {
 		rev, err := w.resync(ctx)
