@@ -102,6 +102,10 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 		}
 	}
 
+	// No CRL from the files while the revocations are in etcd.
+	if _, stderr, code := c.run("mtls", "crl"); code == 0 || !strings.Contains(stderr, "etcd backend") {
+		t.Errorf("mtls crl on etcd: exit %d, %q; want a refusal naming the etcd backend", code, stderr)
+	}
 	// The audit records of the etcd-backed commands say which gateway
 	// (here: which host's CLI) acted.
 	trail, err := os.ReadFile(filepath.Join(c.stateDir, "audit", "audit.jsonl"))
