@@ -45,6 +45,10 @@ type Options struct {
 	// oldest beyond it are removed after a rotation, their records counted
 	// in the checkpoint. 0 keeps all.
 	MaxFiles int
+	// GatewayID is written into every record (Record.GatewayID), so the
+	// trails of gateways sharing a store say which one acted; empty writes
+	// none.
+	GatewayID string
 	// Now is the clock records are stamped with.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -203,6 +207,9 @@ func (l *Logger) Append(r Record, durable bool) error {
 	}
 	r.ID = uuid.NewString()
 	r.Time = l.opts.Now().UTC()
+	if r.GatewayID == "" {
+		r.GatewayID = l.opts.GatewayID
+	}
 	clipRecord(&r)
 	l.pending = append(l.pending, r)
 	if !durable && len(l.pending) < maxBatch {

@@ -94,8 +94,12 @@ type Record struct {
 	DurationMS float64        `json:"duration_ms,omitempty"`
 	Decision   string         `json:"decision,omitempty"` // authorization enforced on a tool call (policy.Decision.String)
 	Upstream   string         `json:"upstream,omitempty"` // the mcp.upstreams entry a proxied tool call went to (issue 12 item 6)
-	PrevHash   string         `json:"prev_hash"`
-	Hash       string         `json:"hash,omitempty"`
+	// GatewayID is the gateway (mcp.gateway_id) whose trail holds the
+	// record: several gateways share one store but each keeps its own
+	// chain (issue 15 item 4). Filled in by Append from Options.GatewayID.
+	GatewayID string `json:"gateway_id,omitempty"`
+	PrevHash  string `json:"prev_hash"`
+	Hash      string `json:"hash,omitempty"`
 }
 
 // hashSuffix is how every line ends: the hash is the last field, so the

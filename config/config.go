@@ -54,6 +54,10 @@ type MCP struct {
 	// Upstreams are the MCP servers the gateway fronts (package upstream):
 	// their tools are served as <name>.<tool> under the same policy.
 	Upstreams []Upstream `yaml:"upstreams"`
+	// GatewayID names this gateway in audit records and logs, so the
+	// trails of several gateways sharing one store can be told apart;
+	// empty means the host name (see GatewayIDOrHost).
+	GatewayID string `yaml:"gateway_id"`
 }
 
 // PolicyRule is one entry of mcp.policy: the callers it matches may use the
@@ -111,6 +115,9 @@ type MTLS struct {
 	// ExpiryWarning is how close to expiry an active client certificate
 	// must be for status to list it as a problem (issue 13 item 4).
 	ExpiryWarning time.Duration `yaml:"expiry_warning"`
+	// Store says where the inventory and the revocations live: files in
+	// the state directory, or etcd shared by several gateways (issue 15).
+	Store Store `yaml:"store"`
 }
 
 // Defaults for keys whose value is used outside this package too.
@@ -141,6 +148,7 @@ func Default() Config {
 			IdleTimeout:             DefaultIdleTimeout,
 			ClientMaxDuration:       DefaultClientMaxDuration,
 			ExpiryWarning:           DefaultExpiryWarning,
+			Store:                   Store{Backend: StoreFile, MaxStaleness: DefaultMaxStaleness},
 		}},
 		Audit: Audit{MaxSizeMB: 100},
 	}
@@ -191,6 +199,8 @@ func (c Config) Validate() error {
 		checkRange("audit.max_size_mb", c.Audit.MaxSizeMB, 1, 1<<20),
 		checkRange("audit.max_files", c.Audit.MaxFiles, 0, 1<<20),
 	)
+	errs = append(errs, checkStore("mcp.mtls.store", m.Store)...)
+	errs = append(errs, checkGatewayID("mcp.gateway_id", c.MCP.GatewayID))
 	errs = append(errs, checkPolicy("mcp.policy", c.MCP.Policy)...)
 	errs = append(errs, checkUpstreams("mcp.upstreams", c.MCP.Upstreams)...)
 	return errors.Join(errs...)

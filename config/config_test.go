@@ -18,6 +18,7 @@ func TestDefault(t *testing.T) {
 		IdleTimeout:             10 * time.Minute,
 		ClientMaxDuration:       90 * 24 * time.Hour,
 		ExpiryWarning:           72 * time.Hour,
+		Store:                   Store{Backend: StoreFile, MaxStaleness: DefaultMaxStaleness},
 	}}, Audit: Audit{MaxSizeMB: 100}}
 	if got := Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v, want %+v", got, want)
@@ -38,7 +39,7 @@ func TestApplyDefaults(t *testing.T) {
 			name: "keeps set values",
 			in:   Config{MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7}}},
 			want: Config{Version: 1, MCP: MCP{MTLS: MTLS{Enabled: true, ListenAddr: ":1", CertFile: "c", MaxConnections: 7,
-				MaxConnectionsPerClient: 8, OperatorReserve: 2, IdleTimeout: 10 * time.Minute, ClientMaxDuration: 90 * 24 * time.Hour, ExpiryWarning: 72 * time.Hour}}, Audit: Audit{MaxSizeMB: 100}},
+				MaxConnectionsPerClient: 8, OperatorReserve: 2, IdleTimeout: 10 * time.Minute, ClientMaxDuration: 90 * 24 * time.Hour, ExpiryWarning: 72 * time.Hour, Store: Store{Backend: StoreFile, MaxStaleness: DefaultMaxStaleness}}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 	}
 	for _, tt := range tests {

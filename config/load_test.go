@@ -69,7 +69,7 @@ func TestLoad(t *testing.T) {
 				KeyFile:                 "/etc/nefia/server.key",
 				MaxConnections:          200,
 				MaxConnectionsPerClient: DefaultMaxConnectionsPerClient, OperatorReserve: DefaultOperatorReserve,
-				IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration, ExpiryWarning: DefaultExpiryWarning,
+				IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration, ExpiryWarning: DefaultExpiryWarning, Store: Store{Backend: StoreFile, MaxStaleness: DefaultMaxStaleness},
 			}}, Audit: Audit{MaxSizeMB: 100}},
 		},
 		{name: "empty", content: "", want: Default()},

@@ -327,7 +327,7 @@ func TestSetConcurrent(t *testing.T) {
 	want := Default()
 	want.MCP.MTLS = MTLS{
 		MaxConnectionsPerClient: DefaultMaxConnectionsPerClient, OperatorReserve: DefaultOperatorReserve,
-		IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration, ExpiryWarning: DefaultExpiryWarning,
+		IdleTimeout: DefaultIdleTimeout, ClientMaxDuration: DefaultClientMaxDuration, ExpiryWarning: DefaultExpiryWarning, Store: Store{Backend: StoreFile, MaxStaleness: DefaultMaxStaleness},
 		Enabled:        true,
 		ListenAddr:     "127.0.0.1:9000",
 		CACertFile:     "/ca",

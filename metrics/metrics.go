@@ -58,6 +58,10 @@ type Options struct {
 	StoreAge func() (age time.Duration, ok bool)
 	// Revoked returns how many serials the revocation store holds.
 	Revoked func() int
+	// Stale reports whether the gateway refuses new handshakes because
+	// it cannot confirm its revocation view is current (issue 15: etcd
+	// unreachable, watch broken), exported as a 0/1 gauge to alert on.
+	Stale func() bool
 	// AuditFailures returns how many audit records could not be written
 	// since start (audit.Logger.Failures).
 	AuditFailures func() uint64
@@ -120,6 +124,17 @@ func New(opts Options) *Metrics {
 		m.handshakes, m.open, m.closed, m.calls, m.latency,
 		&scrapeTime{m},
 	)
+	if opts.Stale != nil {
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "revocation_store_stale",
+			Help: "1 while the gateway cannot confirm its revocation view is current and refuses new handshakes, else 0.",
+		}, func() float64 {
+			if opts.Stale() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	if opts.AuditFailures != nil {
 		m.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "audit_write_failures_total",

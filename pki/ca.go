@@ -287,6 +287,9 @@ func (s *Store) LoadCA() (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, err
 	}
 	key, err := readKey(s.Path(CAKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%w (%s is missing)", ErrNoCAKey, s.Path(CAKeyFile))
+	}
 	if err != nil {
 		return nil, nil, err
 	}

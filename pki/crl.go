@@ -73,6 +73,9 @@ func (s *Store) CurrentCRL() ([]byte, CRLInfo, error) {
 }
 
 func (s *Store) refreshCRL(force bool) ([]byte, CRLInfo, error) {
+	if s.records != nil {
+		return nil, CRLInfo{}, ErrCRLSharedStore
+	}
 	unlock, err := s.lock()
 	if err != nil {
 		return nil, CRLInfo{}, err

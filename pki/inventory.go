@@ -137,6 +137,9 @@ type ListedCert struct {
 // List returns every issued client certificate, oldest first, with its state
 // at the Store's clock.
 func (s *Store) List() ([]ListedCert, error) {
+	if s.records != nil {
+		return s.listShared()
+	}
 	inv, err := s.readInventory()
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -81,11 +82,25 @@ func (s *Store) Issue(req IssueRequest) (*Issued, error) {
 		return nil, fmt.Errorf("%w: %s would end %s, after the CA expires (%s)",
 			ErrInvalidDuration, req.Duration, notAfter.UTC().Format(time.RFC3339), caCert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	serial, err := NewSerial()
+	skid, err := keyID(pub)
 	if err != nil {
 		return nil, err
 	}
-	skid, err := keyID(pub)
+	// A serial another issuer recorded first (shared records) is drawn
+	// again: the certificate signed with it is discarded unseen.
+	for attempt := 1; ; attempt++ {
+		out, err := s.issueOnce(req, role, caCert, caKey, pub, key, skid, now, notAfter)
+		if errors.Is(err, ErrSerialTaken) && attempt < 3 {
+			continue
+		}
+		return out, err
+	}
+}
+
+// issueOnce signs a certificate with a fresh serial and records it.
+func (s *Store) issueOnce(req IssueRequest, role Role, caCert *x509.Certificate, caKey crypto.Signer, pub crypto.PublicKey,
+	key crypto.Signer, skid []byte, now, notAfter time.Time) (*Issued, error) {
+	serial, err := NewSerial()
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +142,12 @@ func (s *Store) Issue(req IssueRequest) (*Issued, error) {
 	return out, nil
 }
 
-// record appends an entry to the inventory under the state lock.
+// record appends an entry to the inventory under the state lock, or adds
+// it to the shared records.
 func (s *Store) record(c IssuedCert) error {
+	if s.records != nil {
+		return s.records.AddIssued(c)
+	}
 	unlock, err := s.lock()
 	if err != nil {
 		return err

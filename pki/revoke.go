@@ -113,6 +113,9 @@ func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 	if err != nil {
 		return RevokeResult{}, err
 	}
+	if s.records != nil {
+		return s.revokeShared(canon, reason)
+	}
 	unlock, err := s.lock()
 	if err != nil {
 		return RevokeResult{}, err
@@ -176,6 +179,9 @@ func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 
 // Revocations returns every entry of the revocation store.
 func (s *Store) Revocations() ([]Revocation, error) {
+	if s.records != nil {
+		return s.records.Revoked()
+	}
 	rf, err := s.readRevoked()
 	return rf.Revoked, err
 }

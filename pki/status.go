@@ -74,8 +74,15 @@ func (s *Store) Status() Status {
 	// revocations may have been recorded, List below reports it as lost
 	// (the gateway refuses all handshakes); otherwise it counts as empty.
 	if st.CA != nil {
-		if _, err := os.Stat(s.Path(RevokedFile)); errors.Is(err, fs.ErrNotExist) && checkMissingStore(s.dir) == nil {
+		if _, err := os.Stat(s.Path(RevokedFile)); s.records == nil && errors.Is(err, fs.ErrNotExist) && checkMissingStore(s.dir) == nil {
 			problem("revocation store %s is missing; no revocation was ever recorded, so it counts as empty until the next revoke creates it", RevokedFile)
+		}
+	}
+	if h, ok := s.records.(healthReporter); ok {
+		if err := h.Health(); err != nil {
+			// The counts would wait for the same unreachable store.
+			problem("revocation store: %v", err)
+			return st
 		}
 	}
 	list, err := s.List()

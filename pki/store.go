@@ -60,6 +60,10 @@ type Store struct {
 	invMu  sync.Mutex
 	invVer atomicfile.Version
 	inv    *inventoryFile
+
+	// records, when set, holds the inventory and the revocations instead
+	// of the files (WithRecords).
+	records Records
 }
 
 // Option configures a Store.

@@ -800,11 +800,16 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	defer t.Stop()
 	storeErr := g.opts.Revocations.Refresh() // NewGateway has logged it
 	_, caSeen, _ := g.ca.get()               // the CA the connections were admitted under
+	var changed <-chan struct{}              // nil: poll only
+	if n, ok := g.opts.Revocations.(revocationsNotifier); ok {
+		changed = n.Changed()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed: // a shared store's watch saw a revocation: re-judge now
 		}
 		err := g.opts.Revocations.Refresh()
 		switch {

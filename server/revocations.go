@@ -26,6 +26,11 @@ type Revocations interface {
 	Generation() uint64
 }
 
+// revocationsNotifier is the optional capability of a store that learns of
+// changes as they happen (the etcd watch, issue 15): the gateway re-judges
+// live connections as soon as Changed delivers, not at its next poll.
+type revocationsNotifier interface{ Changed() <-chan struct{} }
+
 // revocationsPath is the optional capability of a store kept in a file: it
 // names the file in log lines.
 type revocationsPath interface{ Path() string }

@@ -111,6 +111,11 @@ func (ts *toolset) handleIssueClient(ctx context.Context, req mcp.CallToolReques
 		return refuse("a bundle named %q already exists in %s; choose another name, or pass force=true to overwrite it", name, where), nil
 	case errors.Is(err, pki.ErrOutDirInStateDir):
 		return refuse(`argument "out_dir": bundles cannot be written into the gateway's state directory (only into its clients subdirectory); choose another out_dir`), nil
+	case errors.Is(err, pki.ErrNoCAKey), errors.Is(err, pki.ErrNoCA) && ts.store.Records() != nil:
+		// On a shared store, a gateway without the CA files is one
+		// deployed not to issue: initializing a CA here would split the
+		// fleet, so that is not what the refusal suggests.
+		return refuse("this gateway holds no CA key, so it cannot issue certificates; issue through a gateway (or the CLI on a host) that holds %s", pki.CAKeyFile), nil
 	case errors.Is(err, pki.ErrNoCA):
 		return refuse("no CA has been initialized on this gateway; call %s first", NameInit), nil
 	case errors.As(err, &unwritten) && unwritten.RevokeErr != nil:

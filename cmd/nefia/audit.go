@@ -23,11 +23,12 @@ func (s *session) auditDir() string { return filepath.Join(s.stateDir, "audit") 
 // count (the defaults when the config cannot be read: a broken config must
 // not stop auditing).
 func (s *session) openAudit() (*audit.Logger, error) {
-	cfg := config.Default().Audit
+	all := config.Default()
 	if loaded, err := config.Load(s.configPath); err == nil {
-		cfg = loaded.Audit
+		all = loaded.Config
 	}
-	return audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.MaxSizeMB) << 20, MaxFiles: cfg.MaxFiles, Logger: s.log})
+	cfg := all.Audit
+	return audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.MaxSizeMB) << 20, MaxFiles: cfg.MaxFiles, GatewayID: all.MCP.GatewayIDOrHost(), Logger: s.log})
 }
 
 func newAuditCmd(e *env, g *globals) *cobra.Command {

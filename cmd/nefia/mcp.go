@@ -20,6 +20,7 @@ import (
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/policy"
 	"github.com/nefia/nefia/server"
+	"github.com/nefia/nefia/store/etcdstore"
 	"github.com/nefia/nefia/tools"
 )
 
@@ -76,7 +77,7 @@ own MCP client on the gateway host, which may run beside the gateway.`,
 				}
 			}
 			deps := tools.Deps{Store: s.store, ConfigPath: s.configPath, ClientsDir: cfg.MCP.ClientsDir, Logger: s.log}
-			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles, Logger: s.log})
+			trail, err := audit.Open(s.auditDir(), audit.Options{MaxSize: int64(cfg.Audit.MaxSizeMB) << 20, MaxFiles: cfg.Audit.MaxFiles, GatewayID: cfg.MCP.GatewayIDOrHost(), Logger: s.log})
 			if err != nil {
 				return fmt.Errorf("open the audit trail (nefia does not serve without one): %w", err)
 			}
@@ -155,19 +156,26 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 		return path
 	}
 	caFile, certFile := orDefault(m.CACertFile, pki.CACertFile), orDefault(m.CertFile, pki.ServerCertFile)
-	checker := pki.NewRevocationChecker(s.store.Path(pki.RevokedFile))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var revs revocationView = pki.NewRevocationChecker(s.store.Path(pki.RevokedFile))
+	if es, ok := s.store.Records().(*etcdstore.Store); ok { // issue 15
+		w, stop := startWatcher(ctx, s, es, m.Store.MaxStaleness)
+		defer stop()
+		revs = w
+	}
 	var gw *server.Gateway
 	var mx *metrics.Metrics
 	var obs observe.Observer
 	if addr := cfg.MCP.Metrics.ListenAddr; addr != "" {
-		mx = gatewayMetrics(s, trail, checker, caFile, certFile, func(name string) bool { return gw.MCPServer().GetTool(name) != nil })
+		mx = gatewayMetrics(s, trail, revs, caFile, certFile, func(name string) bool { return gw.MCPServer().GetTool(name) != nil })
 		obs = mx
 	}
 	gw, err := server.NewGateway(server.GatewayOptions{
 		CACertFile:     caFile,
 		CertFile:       certFile,
 		KeyFile:        orDefault(m.KeyFile, pki.ServerKeyFile),
-		Revocations:    checker,
+		Revocations:    revs,
 		Observer:       obs,
 		MaxConnections: m.MaxConnections,
 		AllowedOrigins: m.AllowedOrigins,
@@ -188,9 +196,11 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
+	if s.store.Records() == nil {
+		// The CRL file is the file backend's; with etcd no CRL is signed
+		// (README, "Running several gateways").
+		defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
+	}
 	expiryTick := time.NewTicker(expiryCheckInterval)
 	defer expiryTick.Stop()
 	watch := expiryWatch{store: s.store, caFile: caFile, certFile: certFile, clientWindow: m.ExpiryWarning, log: s.log}

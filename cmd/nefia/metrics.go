@@ -18,7 +18,7 @@ import (
 // checker at scrape time, so they are exact when read and cost nothing
 // between scrapes. known reports whether a tool name is served (set once
 // the gateway exists).
-func gatewayMetrics(s *session, trail *audit.Logger, checker *pki.RevocationChecker, caFile, certFile string, known func(string) bool) *metrics.Metrics {
+func gatewayMetrics(s *session, trail *audit.Logger, checker revocationView, caFile, certFile string, known func(string) bool) *metrics.Metrics {
 	var lastOK atomic.Int64 // unix nanoseconds of the last view confirmed current
 	lastOK.Store(time.Now().UnixNano())
 	return metrics.New(metrics.Options{
@@ -51,6 +51,9 @@ func gatewayMetrics(s *session, trail *audit.Logger, checker *pki.RevocationChec
 			return exp, nil
 		},
 		StoreAge: func() (time.Duration, bool) {
+			if a, ok := checker.(interface{ Age() (time.Duration, bool) }); ok {
+				return a.Age() // etcd: since the view was last confirmed current
+			}
 			// A successful Refresh (one stat, a read only if the file
 			// changed) confirms the view now: the age is 0 while the store
 			// is readable and grows from the last success while it is not,
@@ -62,6 +65,7 @@ func gatewayMetrics(s *session, trail *audit.Logger, checker *pki.RevocationChec
 			return now.Sub(time.Unix(0, lastOK.Load())), true
 		},
 		Revoked:       checker.Len,
+		Stale:         func() bool { return checker.Refresh() != nil },
 		AuditFailures: trail.Failures,
 	})
 }

@@ -26,6 +26,7 @@ func newMTLSCmd(e *env, g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(newInitCmd(e, g), newIssueClientCmd(e, g), newStatusCmd(e, g), newRevokeCmd(e, g), newListCmd(e, g), newCRLCmd(e, g))
 	cmd.AddCommand(newRenewCmd(e, g), newRenewServerCmd(e, g)) // issue 13: certificate renewal
+	cmd.AddCommand(newStoreCmd(e, g))                          // issue 15: the etcd backend
 	return cmd
 }
 

@@ -103,7 +103,11 @@ func (g *globals) open(e *env) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find the config file: %w (set --config or NEFIA_CONFIG)", err)
 	}
-	return &session{env: e, stateDir: dir, configPath: cfg, store: pki.NewStore(dir, pki.WithClock(e.clock), pki.WithLogger(log)), log: log}, nil
+	opts := []pki.Option{pki.WithClock(e.clock), pki.WithLogger(log)}
+	if rec := openRecords(cfg, log); rec != nil { // mcp.mtls.store (issue 15)
+		opts = append(opts, pki.WithRecords(rec))
+	}
+	return &session{env: e, stateDir: dir, configPath: cfg, store: pki.NewStore(dir, opts...), log: log}, nil
 }
 
 // newLogger builds the operational logger: tint's readable lines on stderr,

@@ -1,0 +1,11 @@
+//go:build unix
+
+package etcdtest
+
+import "syscall"
+
+// sigStop and sigCont pause and resume a member (Cluster.Pause, Resume).
+const (
+	sigStop = syscall.SIGSTOP
+	sigCont = syscall.SIGCONT
+)

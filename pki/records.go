@@ -1,0 +1,173 @@
+package pki
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// ErrSerialTaken is returned by Records.AddIssued when the serial is
+// already recorded: another issuer (a second gateway) got it first. Issue
+// then draws a new serial and signs again.
+var ErrSerialTaken = errors.New("pki: serial already recorded")
+
+// ErrCRLSharedStore is returned by the CRL functions when the revocations
+// live in shared records: the CRL is built from the state directory's
+// revocation store, and one built from it would miss every revocation made
+// in etcd.
+var ErrCRLSharedStore = errors.New("pki: the CRL is built from the state directory's revocation store, " +
+	"which the etcd backend (mcp.mtls.store.backend) does not use; a CRL from it would miss revocations, so none is signed")
+
+// ErrNoCAKey is returned when the CA certificate is present but its key is
+// not: a gateway that shares a store but does not issue runs without the
+// key, and refuses issuance with this error.
+var ErrNoCAKey = errors.New("pki: this host holds no CA key, so it cannot issue certificates")
+
+// Records is where the inventory and the revocations live when they are not
+// the state directory's files (issue 15): a store shared by several
+// gateways, such as etcd. Each method is one atomic step on the shared
+// store, never a read-modify-write of everything, so revoking stays O(1)
+// in the number of revocations and two issuers cannot record the same
+// serial. Implementations must be safe for concurrent use.
+type Records interface {
+	// AddIssued records an issued certificate; ErrSerialTaken (wrapped)
+	// when its serial is already recorded.
+	AddIssued(c IssuedCert) error
+	// AddRevocation records r unless its serial is already revoked; then
+	// it returns the existing record and an error wrapping
+	// ErrAlreadyRevoked.
+	AddRevocation(r Revocation) (Revocation, error)
+	// IssuedCert returns the inventory entry of a canonical serial.
+	IssuedCert(serial string) (c IssuedCert, ok bool, err error)
+	// Issued returns the whole inventory, in any order.
+	Issued() ([]IssuedCert, error)
+	// Revoked returns every revocation, in any order.
+	Revoked() ([]Revocation, error)
+}
+
+// healthReporter is the optional capability of Records that can say
+// whether they are usable now (etcd: quorum, or the gateway's view
+// staleness); Status reports its error as a problem.
+type healthReporter interface{ Health() error }
+
+// WithRecords keeps the inventory and the revocations in r instead of the
+// state directory's files; the CA and server files stay in the directory.
+func WithRecords(r Records) Option { return func(s *Store) { s.records = r } }
+
+// Records returns the shared records the Store uses, nil for the state
+// directory's files.
+func (s *Store) Records() Records { return s.records }
+
+// revokeShared is RevokeReport on shared records: one conditional write,
+// with the certificate's name from its inventory entry. The revocation
+// count and the CRL are the file backend's (a lost file cannot happen to a
+// replicated store); a CRL for other terminators is 'nefia mtls crl'.
+func (s *Store) revokeShared(canon, reason string) (RevokeResult, error) {
+	var res RevokeResult
+	c, ok, err := s.records.IssuedCert(canon)
+	switch {
+	case err != nil:
+		res.Warnings = append(res.Warnings, "the inventory cannot be read, so the certificate's name is unknown")
+	case !ok:
+		res.Warnings = append(res.Warnings, fmt.Sprintf("serial %s is not in the inventory; it is revoked anyway, check that it is the one you meant ('nefia mtls list')", canon))
+	}
+	r := Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: c.Name}
+	got, err := s.records.AddRevocation(r)
+	if errors.Is(err, ErrAlreadyRevoked) {
+		return RevokeResult{Revocation: got}, fmt.Errorf("%w: %s (%s) at %s", ErrAlreadyRevoked, canon, got.Name, got.RevokedAt.Format(time.RFC3339))
+	}
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	res.Revocation = got
+	return res, nil
+}
+
+// listShared is List on shared records.
+func (s *Store) listShared() ([]ListedCert, error) {
+	inv, err := s.records.Issued()
+	if err != nil {
+		return nil, err
+	}
+	revoked, err := s.records.Revoked()
+	if err != nil {
+		return nil, err
+	}
+	isRevoked := make(map[string]bool, len(revoked))
+	for _, r := range revoked {
+		isRevoked[r.Serial] = true
+	}
+	now := s.now()
+	out := make([]ListedCert, 0, len(inv))
+	for _, c := range inv {
+		out = append(out, ListedCert{IssuedCert: c, State: stateOf(c, isRevoked[c.Serial], now)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
+	return out, nil
+}
+
+// ImportRecords adds to the state directory's files the certificates and
+// revocations they do not hold yet (by serial), under the state lock: the
+// way back from a shared store ('nefia mtls store migrate --to file').
+// Entries already present are left as they are, so running it twice
+// changes nothing; the revocation count is raised so that a store lost
+// later is recognised as lost. It returns how many of each it added.
+func (s *Store) ImportRecords(certs []IssuedCert, revs []Revocation) (addedCerts, addedRevs int, err error) {
+	for _, r := range revs {
+		if canon, err := ParseSerial(r.Serial); err != nil || canon != r.Serial {
+			return 0, 0, fmt.Errorf("%w: revocation of a malformed serial %q", ErrCorruptState, r.Serial)
+		}
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unlock()
+	inv, err := s.readInventory()
+	if err != nil {
+		return 0, 0, err
+	}
+	rf, err := s.readRevoked()
+	if err != nil {
+		return 0, 0, err
+	}
+	have := make(map[string]bool, len(inv.Certificates))
+	for _, c := range inv.Certificates {
+		have[c.Serial] = true
+	}
+	for _, c := range certs {
+		if !have[c.Serial] {
+			inv.Certificates = append(inv.Certificates, c)
+			have[c.Serial] = true
+			addedCerts++
+		}
+	}
+	revoked := make(map[string]bool, len(rf.Revoked))
+	for _, r := range rf.Revoked {
+		revoked[r.Serial] = true
+	}
+	for _, r := range revs {
+		if !revoked[r.Serial] {
+			rf.Revoked = append(rf.Revoked, r)
+			revoked[r.Serial] = true
+			addedRevs++
+		}
+	}
+	if addedCerts == 0 && addedRevs == 0 {
+		return 0, 0, nil
+	}
+	n := len(rf.Revoked)
+	if inv.Revocations != nil {
+		n = max(n, *inv.Revocations)
+	}
+	inv.Revocations = &n
+	// The count first, then the store, as RevokeReport does.
+	if err := s.writeInventory(inv); err != nil {
+		return 0, 0, err
+	}
+	if err := s.writeRevoked(rf); err != nil {
+		return 0, 0, err
+	}
+	return addedCerts, addedRevs, nil
+}
