@@ -56,7 +56,7 @@ func encodeCases() []struct {
 		{"inf in args fails", Record{Event: "e", Args: map[string]any{"x": []any{math.Inf(1)}}}},
 		{"nested", Record{Event: "e", Result: map[string]any{
 			"suppressed": 3, "by_reason": map[string]int{"revoked": 2, "<bad>": 1},
-			"list":  []any{map[string]any{"z": 1.0, "a": []any{}, "m": map[string]any{}}, nil, "s"},
+			"list":      []any{map[string]any{"z": 1.0, "a": []any{}, "m": map[string]any{}}, nil, "s"},
 			"nil slice": []any(nil), "nil strings": []string(nil), "nil map": map[string]any(nil),
 			"strings": []string{"a", "<b>"}, "ss": map[string]string{"k": "v&"}, "raw": json.RawMessage(`{"b": 1, "a":2}`),
 			"struct": struct {
