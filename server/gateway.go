@@ -185,6 +185,7 @@ type Gateway struct {
 	conns     map[*trackedConn]struct{} // every accepted connection, accept to close
 	held      int                       // session slots taken (at most MaxConnections)
 	perSerial map[string]int            // slots taken per certificate serial
+	slotFreed chan struct{}             // closed at the next release; nil when nobody waits
 	handlers  sync.WaitGroup
 	addr      atomic.Pointer[net.Addr]
 	ready     chan struct{}
@@ -592,6 +593,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	conn := tls.Server(raw, cfg)
 	defer conn.Close()
 
+	pendingCtx := hsCtx // ends when the connection is cut to make room (beginHandshake)
 	hsCtx, cancel := context.WithTimeout(hsCtx, g.opts.HandshakeTimeout)
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
 	err = conn.HandshakeContext(hsCtx)
@@ -615,7 +617,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	// The session slot is taken only now, so a stalled handshake never
 	// holds one. Taking it before leaving the pending list keeps Count from
 	// dipping in between.
-	if err := g.admit(tc, agent, state); err != nil {
+	if err := g.admitWithin(pendingCtx, tc, agent, state); err != nil {
 		g.endHandshake(hs)
 		g.limitReached(remote, &agent, err)
 		return
