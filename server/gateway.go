@@ -593,11 +593,14 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	conn := tls.Server(raw, cfg)
 	defer conn.Close()
 
-	pendingCtx := hsCtx // ends when the connection is cut to make room (beginHandshake)
-	hsCtx, cancel := context.WithTimeout(hsCtx, g.opts.HandshakeTimeout)
+	// The deadline bounds the handshake, and a cut to make room
+	// (beginHandshake) or the shutdown closes the connection: no context,
+	// timer and watcher goroutine per handshake (issue 16 item 4), which
+	// HandshakeContext would start.
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
-	err = conn.HandshakeContext(hsCtx)
-	cancel()
+	stopCut := context.AfterFunc(hsCtx, func() { raw.Close() })
+	err = conn.Handshake()
+	stopCut()
 	if err != nil {
 		if errors.Is(context.Cause(hsCtx), errEvicted) {
 			err = &rejection{reason: ReasonLimit, err: errEvicted}
@@ -617,7 +620,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	// The session slot is taken only now, so a stalled handshake never
 	// holds one. Taking it before leaving the pending list keeps Count from
 	// dipping in between.
-	if err := g.admitWithin(pendingCtx, tc, agent, state); err != nil {
+	if err := g.admitWithin(hsCtx, tc, agent, state); err != nil {
 		g.endHandshake(hs)
 		g.limitReached(remote, &agent, err)
 		return
