@@ -245,6 +245,42 @@ func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identi
 	}
 }
 
+// waitForSlot waits at most slotWait for a session slot to be free, before
+// the handshake, when every slot was taken at accept: the client that just
+// closed its previous connection must not be refused because its slot is
+// released a moment later (issue 16 item 4). Until then a connection was
+// refused at once; a short bounded wait is not a queue a flood can build:
+// the connection counts against MaxHandshakes while it waits (the oldest
+// cut beyond it), and no handshake is spent on it before a slot is free.
+// ctx ends the wait. It reports whether a slot is free.
+func (g *Gateway) waitForSlot(ctx context.Context) bool {
+	var timer *time.Timer
+	for {
+		g.mu.Lock()
+		if g.held < g.opts.MaxConnections {
+			g.mu.Unlock()
+			return true
+		}
+		if g.slotFreed == nil {
+			g.slotFreed = make(chan struct{})
+		}
+		freed := g.slotFreed
+		g.mu.Unlock()
+		if timer == nil {
+			g.log.Debug("connection waiting for a session slot before its handshake")
+			timer = time.NewTimer(slotWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-freed:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // tryAdmit is admit; when a limit refuses, it also returns a channel that
 // is closed when a slot is next released.
 func (g *Gateway) tryAdmit(tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) (<-chan struct{}, error) {

@@ -490,16 +490,6 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			err = fmt.Errorf("server: accept: %w", err)
 			break
 		}
-		if g.full() {
-			// Every session slot is taken: refused at once, never queued (a
-			// queue would let a flood hold sockets open and delay legitimate
-			// clients behind it), and before a handshake is spent on it.
-			// A racing handshake may still fill the last slot; handle checks
-			// again when the handshake is done.
-			conn.Close()
-			g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
-			continue
-		}
 		hsCtx, hs := g.beginHandshake(ctx)
 		tc := g.track(conn)
 		g.handlers.Add(1)
@@ -584,6 +574,14 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	defer hs.cancel(nil)
 	defer g.endHandshake(hs)
 	raw, remote := tc.raw, tc.remote
+	if g.full() && !g.waitForSlot(hsCtx) {
+		// Every session slot is still taken: refused before a handshake is
+		// spent on it. A racing handshake may still fill the last slot;
+		// admission checks again when the handshake is done.
+		raw.Close()
+		g.limitReached(remote, nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
+		return
+	}
 	cfg, err := g.configForClient(nil)
 	if err != nil {
 		g.log.Error("connection rejected: no usable CA", "remote_addr", remote, "error", err)

@@ -22,21 +22,31 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name    string
+		role    pki.Role
+		reserve int    // OperatorReserve
+		waits   string // the log line of the wait
+		limit   string // the limit that refuses when no slot is released
 		release bool
 	}{
-		{name: "slot released while waiting", release: true},
-		{name: "no slot released", release: false},
+		{name: "agent, slot released while waiting", role: pki.RoleAgent, reserve: 1, waits: "connection waiting for a session slot",
+			limit: "mcp.mtls.operator_reserve (1)", release: true},
+		{name: "agent, no slot released", role: pki.RoleAgent, reserve: 1, waits: "connection waiting for a session slot",
+			limit: "mcp.mtls.operator_reserve (1)"},
+		{name: "every slot taken at accept, slot released", role: pki.RoleOperator, reserve: server.NoOperatorReserve,
+			waits: "before its handshake", limit: "mcp.mtls.max_connections (2)", release: true},
+		{name: "every slot taken at accept, none released", role: pki.RoleOperator, reserve: server.NoOperatorReserve,
+			waits: "before its handshake", limit: "mcp.mtls.max_connections (2)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			logs := &logRecorder{}
 			gw := servertest.Start(t, func(o *server.GatewayOptions) {
-				o.MaxConnections = 3 // agents: 3 - the operator reserve (1) = 2
-				o.OperatorReserve = 1
+				o.MaxConnections = 2 + max(tc.reserve, 0) // 2 slots for tc.role
+				o.OperatorReserve = tc.reserve
 				o.Logger = slog.New(logs)
 			})
-			a := gw.Cert("a", pki.RoleAgent)
+			a := gw.Cert("a", tc.role)
 			first, err := dialRPC(gw, gw.ClientConfig(&a))
 			if err != nil {
 				t.Fatal(err)
@@ -47,13 +57,13 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			late := gw.Issue("late", pki.RoleAgent, time.Hour)
+			late := gw.Issue("late", tc.role, time.Hour)
 			probed := make(chan error, 1)
 			start := time.Now()
 			go func() { probed <- gw.Probe(gw.ClientConfig(new(pkitest.KeyPair(t, late)))) }()
 			mark := 0
 			waitFor(t, func() bool {
-				return logs.has(mark, slog.LevelDebug, "connection waiting for a session slot", late.Serial)
+				return logs.has(mark, slog.LevelDebug, tc.waits, "")
 			})
 			if tc.release {
 				first.Close()
@@ -63,12 +73,16 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 				return
 			}
 			if err := <-probed; err == nil {
-				t.Fatal("an agent took a slot reserved for operators")
+				t.Fatal("admitted with every slot it may take held")
 			}
 			if waited := time.Since(start); waited > 5*time.Second {
 				t.Errorf("refused after %v: the wait is not bounded", waited)
 			}
-			waitFor(t, func() bool { return limitRefusal(gw, late.Serial, "mcp.mtls.operator_reserve (1)") })
+			serial := late.Serial
+			if tc.reserve < 0 {
+				serial = "" // refused before its handshake: no one known
+			}
+			waitFor(t, func() bool { return limitRefusal(gw, serial, tc.limit) })
 		})
 	}
 }

@@ -62,7 +62,7 @@ const maxIDBytes = 1 << 10
 // they keep their order, and malformed input to an error response. It
 // returns false when the session is ending.
 func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
-	if line[0] != '{' {
+	if len(line) == 0 || line[0] != '{' {
 		if !json.Valid(line) {
 			s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
 			return true
