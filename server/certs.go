@@ -34,14 +34,17 @@ type reloader[T any] struct {
 	// something changed (issue 16 item 4: four stats per handshake). It
 	// is read under mu, so a caller never returns the previous version
 	// while another is loading the one whose change it consumed.
-	watch *atomicfile.Watch
+	watch *atomicfile.View
 }
 
-func newReloader[T any](what string, log *slog.Logger, parse func() (T, error), paths ...string) (*reloader[T], error) {
+// newReloader loads the files once. watch, when not nil, must watch the
+// files' directories; the reloader takes its own view of it before the
+// first load, so that no change after it goes unseen.
+func newReloader[T any](what string, log *slog.Logger, watch *atomicfile.Watch, parse func() (T, error), paths ...string) (*reloader[T], error) {
 	r := &reloader[T]{what: what, paths: paths, parse: parse, log: log}
-	// Set up before the first load, so that no change after it goes
-	// unseen; without one (not Linux, a symlinked file), every call stats.
-	r.watch, _ = atomicfile.NewWatch(paths...)
+	if watch != nil {
+		r.watch = watch.View()
+	}
 	if _, _, err := r.get(); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/internal/atomicfile"
 	"github.com/nefia/nefia/internal/defaults"
 	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/pki"
@@ -159,7 +160,8 @@ type Gateway struct {
 	log   *slog.Logger
 	certs *reloader[tls.Certificate]
 	ca    *reloader[*x509.CertPool]
-	audit *auditor // nil: no audit trail
+	watch *atomicfile.Watch // feeds certs and ca; nil: they stat
+	audit *auditor          // nil: no audit trail
 	// obs receives connection and call events: the log, the audit trail
 	// (when there is one) and GatewayOptions.Observer.
 	obs   observe.Observer
@@ -241,11 +243,14 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	opts.MaxConnectionsPerClient = min(opts.MaxConnectionsPerClient, opts.MaxConnections)
 	opts.OperatorReserve = min(opts.OperatorReserve, opts.MaxConnections-1)
-	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
+	// One watch of the certificate files' directories for both reloaders
+	// (issue 16 item 4); without one (not Linux, a symlink) they stat.
+	watch, _ := atomicfile.NewWatch(opts.CACertFile, opts.CertFile, opts.KeyFile)
+	ca, err := newReloader("CA certificate", opts.Logger, watch, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
 	if err != nil {
 		return nil, err
 	}
-	certs, err := newReloader("server certificate", opts.Logger, loadKeyPair(opts.CertFile, opts.KeyFile), opts.CertFile, opts.KeyFile)
+	certs, err := newReloader("server certificate", opts.Logger, watch, loadKeyPair(opts.CertFile, opts.KeyFile), opts.CertFile, opts.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +261,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	g := &Gateway{
 		opts:      opts,
 		log:       opts.Logger,
+		watch:     watch,
 		certs:     certs,
 		ca:        ca,
 		pending:   list.New(),
@@ -503,6 +509,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	g.shutdown()
 	pollerDone.Wait()
+	if g.watch != nil {
+		g.watch.Close() // the reloaders stat from now on
+	}
 	if g.audit != nil {
 		g.audit.close() // the summary of refusals the rate limit suppressed
 	}
@@ -577,7 +586,11 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	if g.full() && !g.waitForSlot(hsCtx) {
 		// Every session slot is still taken: refused before a handshake is
 		// spent on it. A racing handshake may still fill the last slot;
-		// admission checks again when the handshake is done.
+		// admission checks again when the handshake is done. Out of the
+		// counts before the peer sees the close, as when it was refused in
+		// the accept loop.
+		g.endHandshake(hs)
+		g.untrack(tc)
 		raw.Close()
 		g.limitReached(remote, nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
 		return

@@ -35,7 +35,18 @@ var ErrWatchUnsupported = errors.New("file watch not supported on this platform"
 type Watch struct {
 	mu     sync.Mutex
 	w      *watcher
-	broken bool
+	gen    uint64 // counts the reads that found events
+	broken error  // set once the watch failed or was closed
+	own    View   // the view Changed reports through
+}
+
+// View is one consumer's look at a Watch: several consumers of the same
+// files (the CA and server certificate reloaders) share one Watch, and one
+// inotify instance, each learning of every change through its own View. A
+// View is not safe for concurrent use; a Watch is.
+type View struct {
+	w    *Watch
+	seen uint64
 }
 
 // NewWatch watches the directories of paths. Every path must be a regular
@@ -64,29 +75,69 @@ func NewWatch(paths ...string) (*Watch, error) {
 	// The descriptor goes with the Watch: callers that forget Close (a
 	// toolset dropped by a test) must not exhaust the per-user inotify
 	// instances.
-	runtime.AddCleanup(w, func(c func()) { c() }, w.closer())
-	return &Watch{w: w}, nil
+	runtime.AddCleanup(w, func(b *fdBox) { b.close() }, w.fd)
+	watch := &Watch{w: w}
+	watch.own = View{w: watch}
+	return watch, nil
+}
+
+// View returns a new consumer's view, which reports changes made from now
+// on.
+func (w *Watch) View() *View {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return &View{w: w, seen: w.gen}
 }
 
 // Changed reports whether a watched directory saw any change since the
-// previous call (true on the first call is not promised: a Watch starts
-// empty). It never blocks. After an error, every later call returns true
-// and the same kind of error: the caller must stat from then on.
-func (w *Watch) Changed() (bool, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.broken {
-		return true, errWatchBroken
-	}
-	changed, err := w.w.drain()
+// previous call of Changed (through the Watch's own view). It never
+// blocks. After an error, every later call returns true and an error: the
+// caller must stat from then on.
+func (w *Watch) Changed() (bool, error) { return w.own.Changed() }
+
+// Changed reports whether a watched directory saw any change since this
+// view's previous call, as Watch.Changed does.
+func (v *View) Changed() (bool, error) {
+	gen, err := v.w.poll()
 	if err != nil {
-		w.broken = true
 		return true, err
 	}
+	changed := gen != v.seen
+	v.seen = gen
 	return changed, nil
 }
 
-var errWatchBroken = errors.New("watch: no longer reliable")
+// poll reads the queued events and returns the generation.
+func (w *Watch) poll() (uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken != nil {
+		return w.gen, w.broken
+	}
+	changed, err := w.w.drain()
+	if err != nil {
+		w.broken = err
+		return w.gen, err
+	}
+	if changed {
+		w.gen++
+	}
+	return w.gen, nil
+}
+
+// Close releases the watch (its inotify instance) now rather than when the
+// Watch is garbage collected; views report an error from then on.
+func (w *Watch) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.broken == errWatchClosed {
+		return nil
+	}
+	w.broken = errWatchClosed
+	return w.w.close()
+}
+
+var errWatchClosed = errors.New("watch: closed")
 
 // notSymlink fails for a symlink, and for a path that cannot be read
 // (unless it may be missing and is).

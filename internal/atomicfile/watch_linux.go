@@ -14,7 +14,7 @@ const watchMask = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.I
 
 // watcher is one inotify instance, non-blocking, read only by Changed.
 type watcher struct {
-	fd  int
+	fd  *fdBox
 	buf [4096]byte
 }
 
@@ -30,20 +30,18 @@ func newWatcher(dirs []string) (*watcher, error) {
 			return nil, fmt.Errorf("watch %s: %w", d, err)
 		}
 	}
-	return &watcher{fd: fd}, nil
+	return &watcher{fd: &fdBox{fd: fd}}, nil
 }
 
-func (w *watcher) closer() func() {
-	fd := w.fd
-	return func() { unix.Close(fd) }
-}
+// close closes the descriptor once.
+func (w *watcher) close() error { return w.fd.close() }
 
 // drain reads every queued event; any event is a change. Events that make
 // the watch unreliable (overflow, a watched directory gone) are errors.
 func (w *watcher) drain() (bool, error) {
 	changed := false
 	for {
-		n, err := unix.Read(w.fd, w.buf[:])
+		n, err := unix.Read(w.fd.fd, w.buf[:])
 		if errors.Is(err, unix.EAGAIN) {
 			return changed, nil
 		}
@@ -65,4 +63,19 @@ func (w *watcher) drain() (bool, error) {
 			off += unix.SizeofInotifyEvent + int(ev.Len)
 		}
 	}
+}
+
+// fdBox holds the descriptor apart from the watcher, so that the cleanup
+// NewWatch registers can close it without keeping the watcher alive, and
+// never closes it twice (after Close, the number may belong to another
+// file).
+type fdBox struct{ fd int }
+
+func (b *fdBox) close() error {
+	if b.fd < 0 {
+		return nil
+	}
+	err := unix.Close(b.fd)
+	b.fd = -1
+	return err
 }

@@ -2,10 +2,14 @@
 
 package atomicfile
 
-type watcher struct{}
+type watcher struct{ fd *fdBox }
+
+type fdBox struct{}
+
+func (*fdBox) close() error { return nil }
 
 func newWatcher([]string) (*watcher, error) { return nil, ErrWatchUnsupported }
 
-func (*watcher) closer() func() { return func() {} }
+func (*watcher) close() error { return nil }
 
 func (*watcher) drain() (bool, error) { return true, ErrWatchUnsupported }

@@ -97,3 +97,37 @@ func TestWatchBreaksLoudly(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchViewsShareOneWatch: every view of a shared watch learns of each
+// change, whichever reads the kernel's queue first; after Close every view
+// reports an error (its consumer stats from then on).
+func TestWatchViewsShareOneWatch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "ca.crt")
+	w, err := atomicfile.NewWatch(file)
+	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := w.View(), w.View()
+	if err := atomicfile.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*atomicfile.View{a, b} {
+		if changed, err := v.Changed(); !changed || err != nil {
+			t.Fatalf("a view missed the change: changed=%v, %v", changed, err)
+		}
+		if changed, err := v.Changed(); changed || err != nil {
+			t.Fatalf("a view saw the change twice: changed=%v, %v", changed, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := a.Changed(); !changed || err == nil {
+		t.Fatalf("after Close: changed=%v, %v", changed, err)
+	}
+}
