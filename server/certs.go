@@ -9,13 +9,15 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // reloader re-reads a set of files when any of them changes, so certificate
-// rotation needs no restart. It stats the files on each call (cheap: no
-// read) and parses only after a change. A version that does not load (say a
+// rotation needs no restart. It stats the files when their directory watch
+// reports a change, at least once a second, and on each call where there is
+// no watch (cheap: no read), and parses only after a change. A version that does not load (say a
 // half-finished rotation: new key, old certificate) keeps the previous value
 // in service and is logged once; with no previous value it is an error.
 type reloader[T any] struct {
@@ -34,8 +36,13 @@ type reloader[T any] struct {
 	// something changed (issue 16 item 4: four stats per handshake). It
 	// is read under mu, so a caller never returns the previous version
 	// while another is loading the one whose change it consumed.
-	watch *atomicfile.View
+	watch   *atomicfile.View
+	statted time.Time // when the files were last statted
 }
+
+// reloadRecheck bounds how long the watch alone is trusted: what it cannot
+// see (a parent directory renamed) is caught by a stat within this long.
+const reloadRecheck = time.Second
 
 // newReloader loads the files once. watch, when not nil, must watch the
 // files' directories; the reloader takes its own view of it before the
@@ -62,7 +69,8 @@ func (r *reloader[T]) get() (*T, uint64, error) {
 	// another loads the one whose change event it consumed.
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.watch != nil && r.current != nil && r.seen != nil {
+	now := time.Now()
+	if r.watch != nil && r.current != nil && r.seen != nil && now.Sub(r.statted) < reloadRecheck {
 		changed, err := r.watch.Changed()
 		if err == nil && !changed {
 			return r.current, r.gen, nil
@@ -71,6 +79,7 @@ func (r *reloader[T]) get() (*T, uint64, error) {
 			r.watch = nil // broken: stat from now on
 		}
 	}
+	r.statted = now
 	versions := make([]atomicfile.Version, len(r.paths))
 	var statErr error
 	for i, p := range r.paths {

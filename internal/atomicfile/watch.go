@@ -25,13 +25,14 @@ var ErrWatchUnsupported = errors.New("file watch not supported on this platform"
 // Changed may report a change that did not touch the files (another file
 // in the same directory); callers then compare Versions as they would
 // without a watch. A Watch that fails (queue overflow, a watched directory
-// removed or moved) reports a change and an error once, and callers fall
-// back to statting.
+// removed or moved) or is closed reports a change and an error from then
+// on, and callers fall back to statting.
 //
 // What a Watch cannot see is a change above the watched directories (a
 // parent directory renamed) and a symlink re-pointed: NewWatch refuses
-// files or directories that are symlinks, and callers keep a bound on how
-// long they trust a result anyway.
+// files and directories that are symlinks, and callers still stat now and
+// then (at least once a second) to bound how long such a change goes
+// unseen.
 type Watch struct {
 	mu     sync.Mutex
 	w      *watcher
