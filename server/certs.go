@@ -15,11 +15,12 @@ import (
 )
 
 // reloader re-reads a set of files when any of them changes, so certificate
-// rotation needs no restart. It stats the files when their directory watch
-// reports a change, at least once a second, and on each call where there is
-// no watch (cheap: no read), and parses only after a change. A version that does not load (say a
-// half-finished rotation: new key, old certificate) keeps the previous value
-// in service and is logged once; with no previous value it is an error.
+// rotation needs no restart. It stats the files (cheap: no read) when their
+// directory watch reports a change, at least once a second, and on every
+// call where there is no watch, and parses only after a change. A version
+// that does not load (say a half-finished rotation: new key, old
+// certificate) keeps the previous value in service and is logged once; with
+// no previous value it is an error.
 type reloader[T any] struct {
 	what  string
 	paths []string
