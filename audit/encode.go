@@ -10,7 +10,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 // The trail's records are appended to a reused buffer by hand rather than
@@ -58,7 +59,7 @@ func (s *sealer) appendSealed(dst []byte, r *Record) ([]byte, error) {
 // omitempty, HTML-safe string escaping).
 func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = append(b, `{"id":`...)
-	b = appendString(b, r.ID)
+	b = jsonrpc.AppendString(b, r.ID)
 	b = append(b, `,"time":"`...)
 	t, err := r.Time.AppendText(b)
 	if err != nil {
@@ -67,7 +68,7 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	}
 	b = t
 	b = append(b, `","event":`...)
-	b = appendString(b, r.Event)
+	b = jsonrpc.AppendString(b, r.Event)
 	b = appendField(b, `,"tool":`, r.Tool)
 	if a := r.Agent; a != nil {
 		b = append(b, `,"agent":{`...)
@@ -110,7 +111,7 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = appendField(b, `,"decision":`, r.Decision)
 	b = appendField(b, `,"upstream":`, r.Upstream)
 	b = append(b, `,"prev_hash":`...)
-	b = appendString(b, r.PrevHash)
+	b = jsonrpc.AppendString(b, r.PrevHash)
 	b = appendField(b, `,"hash":`, r.Hash)
 	return append(b, '}'), nil
 }
@@ -120,7 +121,7 @@ func appendField(b []byte, name, v string) []byte {
 	if v == "" {
 		return b
 	}
-	return appendString(append(b, name...), v)
+	return jsonrpc.AppendString(append(b, name...), v)
 }
 
 // appendObject encodes m with its keys sorted, as json.Marshal does.
@@ -140,7 +141,7 @@ func appendObject(b []byte, m map[string]any) ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(appendString(b, k), ':')
+		b = append(jsonrpc.AppendString(b, k), ':')
 		if b, err = appendValue(b, m[k]); err != nil {
 			return b, err
 		}
@@ -156,7 +157,7 @@ func appendValue(b []byte, v any) ([]byte, error) {
 	case nil:
 		return append(b, "null"...), nil
 	case string:
-		return appendString(b, t), nil
+		return jsonrpc.AppendString(b, t), nil
 	case bool:
 		return strconv.AppendBool(b, t), nil
 	case float64:
@@ -192,7 +193,7 @@ func appendValue(b []byte, v any) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, e)
+			b = jsonrpc.AppendString(b, e)
 		}
 		return append(b, ']'), nil
 	}
@@ -221,60 +222,4 @@ func appendFloat(b []byte, f float64) ([]byte, error) {
 		}
 	}
 	return b, nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString is encoding/json's string encoder with HTML escaping on (what
-// json.Marshal uses): control characters, quotes, backslashes, <, > and &
-// escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and U+2029 escaped.
-func appendString(dst []byte, src string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(src); {
-		if c := src[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, src[start:i]...)
-			switch c {
-			case '\\', '"':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(src[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, src[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, src[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, src[start:]...)
-	return append(dst, '"')
 }
