@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -31,6 +32,7 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 		return b, false
 	}
 	start := len(b)
+	b = slices.Grow(b, 256+len(res.RawStructuredContent)+len(id))
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = append(b, id...)
 	b = append(b, `,"result":{"content":[`...)
@@ -73,13 +75,13 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 	if structured != nil {
 		// What json.Marshal makes of a json.RawMessage: compacted, with
 		// <, >, &, U+2028 and U+2029 escaped; invalid JSON is an error.
-		var c bytes.Buffer
-		if err := json.Compact(&c, structured); err != nil {
-			return b[:start], false
-		}
 		b = append(b, `,"structuredContent":`...)
 		n := len(b)
-		b = append(b, c.Bytes()...)
+		c := bytes.NewBuffer(b[n:])
+		if err := json.Compact(c, structured); err != nil {
+			return b[:start], false
+		}
+		b = append(b[:n], c.Bytes()...) // c wrote into b's spare capacity when it fit
 		if bytes.ContainsAny(b[n:], "<>&\u2028\u2029") {
 			var h bytes.Buffer
 			json.HTMLEscape(&h, b[n:])

@@ -89,3 +89,28 @@ func FuzzToolResponse(f *testing.F) {
 		checkToolResponse(t, mcp.NewJSONRPCResultResponse(mcp.NewRequestId(id), res), false)
 	})
 }
+
+// BenchmarkToolResponse compares the generic encoding of a status-sized
+// tool response with the hand-appended one.
+func BenchmarkToolResponse(b *testing.B) {
+	structured := json.RawMessage(bytes.Repeat([]byte(`{"enabled":true,"listen_addr":"127.0.0.1:8443"},`), 12))
+	structured = append(append(json.RawMessage(`[`), structured[:len(structured)-1]...), ']')
+	msg := mcp.NewJSONRPCResultResponse(mcp.NewRequestId(int64(42)), &mcp.CallToolResult{
+		Content: []mcp.Content{mcp.NewTextContent(string(bytes.Repeat([]byte("mTLS enabled: true\n"), 20)))}, StructuredContent: structured})
+	b.Run("EncodeLine", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := jsonrpc.EncodeLine(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("append", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := appendToolResponse(nil, msg); !ok {
+				b.Fatal("declined")
+			}
+		}
+	})
+}
