@@ -83,7 +83,12 @@ func clipObject(m map[string]any) map[string]any {
 		return map[string]any{"_omitted": "too large to record", "_bytes": n}
 	}
 	out := clipValue(m).(map[string]any)
-	if data, err := json.Marshal(out); err != nil || len(data) > maxObjectBytes {
+	// appendObject: json.Marshal's bytes without its reflection (issue 16).
+	data, err := appendObject(nil, out)
+	if err != nil {
+		data = nil // what json.Marshal returns with its error
+	}
+	if err != nil || len(data) > maxObjectBytes {
 		return digest(data)
 	}
 	return out
@@ -126,14 +131,16 @@ func digest(data []byte) map[string]any {
 	return map[string]any{"_omitted": "too large to record", "_bytes": len(data), "_sha256": hex.EncodeToString(sum[:])}
 }
 
-// sealBounded seals r, clipped, and enforces MaxRecordBytes: a line still
-// too long has its args and result digested, then every string cut to
-// lastResortBytes, which always fits.
-func sealBounded(key []byte, r *Record) ([]byte, error) {
-	line, err := seal(key, r)
-	if err != nil || len(line) <= MaxRecordBytes {
-		return line, err
+// appendSealedBounded appends r's sealed line, clipped, to dst and enforces
+// MaxRecordBytes: a line still too long has its args and result digested,
+// then every string cut to lastResortBytes, which always fits.
+func (s *sealer) appendSealedBounded(dst []byte, r *Record) ([]byte, error) {
+	start := len(dst)
+	dst, err := s.appendSealed(dst, r)
+	if err != nil || len(dst)-start <= MaxRecordBytes {
+		return dst, err
 	}
+	dst = dst[:start]
 	if r.Args != nil {
 		data, _ := json.Marshal(r.Args)
 		r.Args = digest(data)
@@ -142,9 +149,10 @@ func sealBounded(key []byte, r *Record) ([]byte, error) {
 		data, _ := json.Marshal(r.Result)
 		r.Result = digest(data)
 	}
-	if line, err = seal(key, r); err != nil || len(line) <= MaxRecordBytes {
-		return line, err
+	if dst, err = s.appendSealed(dst, r); err != nil || len(dst)-start <= MaxRecordBytes {
+		return dst, err
 	}
+	dst = dst[:start]
 	for _, p := range []*string{&r.Event, &r.Tool, &r.SessionID, &r.RemoteAddr, &r.Transport, &r.Outcome, &r.Reason, &r.Error, &r.Decision} {
 		*p = Clip(*p, lastResortBytes)
 	}
@@ -153,5 +161,5 @@ func sealBounded(key []byte, r *Record) ([]byte, error) {
 		r.Agent.Serial = Clip(r.Agent.Serial, lastResortBytes)
 		r.Agent.Role = Clip(r.Agent.Role, lastResortBytes)
 	}
-	return seal(key, r)
+	return s.appendSealed(dst, r)
 }

@@ -90,6 +90,11 @@ type Logger struct {
 	// pending are stamped, unsealed records waiting for the next group
 	// write; they join the chain (get prev_hash and hash) when written.
 	pending []Record
+	// sealer, ids and wbuf make a record cheap to write (issue 16 item
+	// 1): one HMAC reused, ids from a stream seeded once, one write buffer.
+	sealer *sealer
+	ids    *idSource
+	wbuf   []byte
 
 	written  atomic.Uint64 // records appended by this Logger
 	failures atomic.Uint64 // appends and batch writes that failed (Failures)
@@ -133,6 +138,7 @@ func Open(dir string, opts Options) (*Logger, error) {
 		if l.key, err = loadOrCreateKey(filepath.Join(dir, KeyFile)); err != nil {
 			return err
 		}
+		l.sealer, l.ids = newSealer(l.key), newIDSource()
 		if l.ckKey, err = loadOrCreateCheckpointKey(dir); err != nil {
 			return err
 		}
@@ -190,6 +196,10 @@ func (l *Logger) Dir() string { return l.dir }
 // group write.
 const maxBatch = 256
 
+// maxKeptBuffer is the largest write buffer kept for the next batch; a
+// larger one (a batch of big records) is left to the garbage collector.
+const maxKeptBuffer = 1 << 20
+
 // Append adds r to the chain. With durable set, it is written and on stable
 // storage before Append returns, and an error means it is not in the trail
 // (the caller must not act); records waiting in the batch are written with
@@ -205,7 +215,7 @@ func (l *Logger) Append(r Record, durable bool) error {
 		l.log.Error("audit append failed", "event", r.Event, "error", err)
 		return err
 	}
-	r.ID = uuid.NewString()
+	r.ID = l.ids.next()
 	r.Time = l.opts.Now().UTC()
 	if r.GatewayID == "" {
 		r.GatewayID = l.opts.GatewayID
@@ -280,6 +290,14 @@ func (l *Logger) flushLocked(durable bool) (uint64, error) {
 	if err := l.usable(); err != nil {
 		return 0, err
 	}
+	defer func() {
+		// The batch's slice is reused for the next one: nothing else holds
+		// it once it is written (or dropped), and l.mu is held throughout.
+		if cap(batch) <= 2*maxBatch && len(l.pending) == 0 {
+			clear(batch)
+			l.pending = batch[:0]
+		}
+	}()
 	var seq uint64
 	err := l.withFileLock(func() error {
 		if err := l.cutTorn(); err != nil {
@@ -304,16 +322,19 @@ func (l *Logger) flushLocked(durable bool) (uint64, error) {
 				return l.checkpointLost()
 			}
 		}
-		buf := make([]byte, 0, 512*len(batch))
+		buf := l.wbuf[:0]
 		prev := l.prev
 		for i := range batch {
 			batch[i].PrevHash = prev
-			line, err := sealBounded(l.key, &batch[i])
-			if err != nil {
+			var err error
+			if buf, err = l.sealer.appendSealedBounded(buf, &batch[i]); err != nil {
 				return err
 			}
-			buf = append(append(buf, line...), '\n')
+			buf = append(buf, '\n')
 			prev = batch[i].Hash
+		}
+		if cap(buf) <= maxKeptBuffer {
+			l.wbuf = buf[:0]
 		}
 		start := l.size
 		n, err := l.f.Write(buf)

@@ -28,7 +28,12 @@ func Redact(args map[string]any) map[string]any {
 	for k, v := range args {
 		out[k] = redactValue(k, v)
 	}
-	if data, err := json.Marshal(out); err != nil || len(data) > maxArgsBytes {
+	// appendObject: json.Marshal's bytes without its reflection (issue 16).
+	data, err := appendObject(nil, out)
+	if err != nil {
+		data = nil // what json.Marshal returns with its error
+	}
+	if err != nil || len(data) > maxArgsBytes {
 		sum := sha256.Sum256(data)
 		return map[string]any{"_omitted": "arguments too large to record", "_bytes": len(data), "_sha256": hex.EncodeToString(sum[:])}
 	}

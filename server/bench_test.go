@@ -37,6 +37,7 @@ func BenchmarkStatusCall(b *testing.B) {
 			req := mcp.CallToolRequest{}
 			req.Params.Name = "nefia.mtls.status"
 			b.SetParallelism(sessions / 2) // 2 cores × 4 = 8 callers
+			cpu0 := processCPU(b)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				c := clients[int(next.Add(1)-1)%sessions]
@@ -48,6 +49,9 @@ func BenchmarkStatusCall(b *testing.B) {
 					}
 				}
 			})
+			// CPU time of the process (gateway and clients) per call: less
+			// sensitive than wall time to other load on a shared machine.
+			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
 }

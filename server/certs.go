@@ -9,15 +9,18 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // reloader re-reads a set of files when any of them changes, so certificate
-// rotation needs no restart. It stats the files on each call (cheap: no
-// read) and parses only after a change. A version that does not load (say a
-// half-finished rotation: new key, old certificate) keeps the previous value
-// in service and is logged once; with no previous value it is an error.
+// rotation needs no restart. It stats the files (cheap: no read) when their
+// directory watch reports a change, at least once a second, and on every
+// call where there is no watch, and parses only after a change. A version
+// that does not load (say a half-finished rotation: new key, old
+// certificate) keeps the previous value in service and is logged once; with
+// no previous value it is an error.
 type reloader[T any] struct {
 	what  string
 	paths []string
@@ -29,10 +32,27 @@ type reloader[T any] struct {
 	gen     uint64               // counts the versions loaded; current is version gen
 	seen    []atomicfile.Version // what current, or the last failure, came from
 	lastErr error
+	// watch, when set, says whether the files' directory changed at all,
+	// for one non-blocking read: a handshake then stats nothing unless
+	// something changed (issue 16 item 4: four stats per handshake). It
+	// is read under mu, so a caller never returns the previous version
+	// while another is loading the one whose change it consumed.
+	watch   *atomicfile.View
+	statted time.Time // when the files were last statted
 }
 
-func newReloader[T any](what string, log *slog.Logger, parse func() (T, error), paths ...string) (*reloader[T], error) {
+// reloadRecheck bounds how long the watch alone is trusted: what it cannot
+// see (a parent directory renamed) is caught by a stat within this long.
+const reloadRecheck = time.Second
+
+// newReloader loads the files once. watch, when not nil, must watch the
+// files' directories; the reloader takes its own view of it before the
+// first load, so that no change after it goes unseen.
+func newReloader[T any](what string, log *slog.Logger, watch *atomicfile.Watch, parse func() (T, error), paths ...string) (*reloader[T], error) {
 	r := &reloader[T]{what: what, paths: paths, parse: parse, log: log}
+	if watch != nil {
+		r.watch = watch.View()
+	}
 	if _, _, err := r.get(); err != nil {
 		return nil, err
 	}
@@ -46,6 +66,21 @@ func newReloader[T any](what string, log *slog.Logger, parse func() (T, error), 
 // learned of it, and when a handshake happened to be first, the revocation
 // poll never closed the sessions of a replaced CA).
 func (r *reloader[T]) get() (*T, uint64, error) {
+	// All under mu: a caller must never return the previous version while
+	// another loads the one whose change event it consumed.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.watch != nil && r.current != nil && r.seen != nil && now.Sub(r.statted) < reloadRecheck {
+		changed, err := r.watch.Changed()
+		if err == nil && !changed {
+			return r.current, r.gen, nil
+		}
+		if err != nil {
+			r.watch = nil // broken: stat from now on
+		}
+	}
+	r.statted = now
 	versions := make([]atomicfile.Version, len(r.paths))
 	var statErr error
 	for i, p := range r.paths {
@@ -53,8 +88,6 @@ func (r *reloader[T]) get() (*T, uint64, error) {
 			break
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if statErr != nil {
 		if r.current == nil {
 			return nil, 0, fmt.Errorf("server: %s: %w", r.what, statErr)

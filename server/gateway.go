@@ -18,6 +18,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/internal/atomicfile"
 	"github.com/nefia/nefia/internal/defaults"
 	"github.com/nefia/nefia/observe"
 	"github.com/nefia/nefia/pki"
@@ -159,7 +160,8 @@ type Gateway struct {
 	log   *slog.Logger
 	certs *reloader[tls.Certificate]
 	ca    *reloader[*x509.CertPool]
-	audit *auditor // nil: no audit trail
+	watch *atomicfile.Watch // feeds certs and ca; nil: they stat
+	audit *auditor          // nil: no audit trail
 	// obs receives connection and call events: the log, the audit trail
 	// (when there is one) and GatewayOptions.Observer.
 	obs   observe.Observer
@@ -185,6 +187,7 @@ type Gateway struct {
 	conns     map[*trackedConn]struct{} // every accepted connection, accept to close
 	held      int                       // session slots taken (at most MaxConnections)
 	perSerial map[string]int            // slots taken per certificate serial
+	slotFreed chan struct{}             // closed at the next release; nil when nobody waits
 	handlers  sync.WaitGroup
 	addr      atomic.Pointer[net.Addr]
 	ready     chan struct{}
@@ -240,11 +243,14 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	opts.MaxConnectionsPerClient = min(opts.MaxConnectionsPerClient, opts.MaxConnections)
 	opts.OperatorReserve = min(opts.OperatorReserve, opts.MaxConnections-1)
-	ca, err := newReloader("CA certificate", opts.Logger, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
+	// One watch of the certificate files' directories for both reloaders
+	// (issue 16 item 4); without one (not Linux, a symlink) they stat.
+	watch, _ := atomicfile.NewWatch(opts.CACertFile, opts.CertFile, opts.KeyFile)
+	ca, err := newReloader("CA certificate", opts.Logger, watch, func() (*x509.CertPool, error) { return loadCAPool(opts.CACertFile) }, opts.CACertFile)
 	if err != nil {
 		return nil, err
 	}
-	certs, err := newReloader("server certificate", opts.Logger, loadKeyPair(opts.CertFile, opts.KeyFile), opts.CertFile, opts.KeyFile)
+	certs, err := newReloader("server certificate", opts.Logger, watch, loadKeyPair(opts.CertFile, opts.KeyFile), opts.CertFile, opts.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -255,6 +261,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	g := &Gateway{
 		opts:      opts,
 		log:       opts.Logger,
+		watch:     watch,
 		certs:     certs,
 		ca:        ca,
 		pending:   list.New(),
@@ -489,16 +496,6 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			err = fmt.Errorf("server: accept: %w", err)
 			break
 		}
-		if g.full() {
-			// Every session slot is taken: refused at once, never queued (a
-			// queue would let a flood hold sockets open and delay legitimate
-			// clients behind it), and before a handshake is spent on it.
-			// A racing handshake may still fill the last slot; handle checks
-			// again when the handshake is done.
-			conn.Close()
-			g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
-			continue
-		}
 		hsCtx, hs := g.beginHandshake(ctx)
 		tc := g.track(conn)
 		g.handlers.Add(1)
@@ -512,6 +509,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	g.shutdown()
 	pollerDone.Wait()
+	if g.watch != nil {
+		g.watch.Close() // the reloaders stat from now on
+	}
 	if g.audit != nil {
 		g.audit.close() // the summary of refusals the rate limit suppressed
 	}
@@ -583,6 +583,18 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	defer hs.cancel(nil)
 	defer g.endHandshake(hs)
 	raw, remote := tc.raw, tc.remote
+	if g.full() && !g.waitForSlot(hsCtx) {
+		// Every session slot is still taken: refused before a handshake is
+		// spent on it. A racing handshake may still fill the last slot;
+		// admission checks again when the handshake is done. Out of the
+		// counts before the peer sees the close, as when it was refused in
+		// the accept loop.
+		g.endHandshake(hs)
+		g.untrack(tc)
+		raw.Close()
+		g.limitReached(remote, nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
+		return
+	}
 	cfg, err := g.configForClient(nil)
 	if err != nil {
 		g.log.Error("connection rejected: no usable CA", "remote_addr", remote, "error", err)
@@ -592,10 +604,14 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	conn := tls.Server(raw, cfg)
 	defer conn.Close()
 
-	hsCtx, cancel := context.WithTimeout(hsCtx, g.opts.HandshakeTimeout)
+	// The deadline bounds the handshake, and a cut to make room
+	// (beginHandshake) or the shutdown closes the connection: no context,
+	// timer and watcher goroutine per handshake (issue 16 item 4), which
+	// HandshakeContext would start.
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
-	err = conn.HandshakeContext(hsCtx)
-	cancel()
+	stopCut := context.AfterFunc(hsCtx, func() { raw.Close() })
+	err = conn.Handshake()
+	stopCut()
 	if err != nil {
 		if errors.Is(context.Cause(hsCtx), errEvicted) {
 			err = &rejection{reason: ReasonLimit, err: errEvicted}
@@ -615,7 +631,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	// The session slot is taken only now, so a stalled handshake never
 	// holds one. Taking it before leaving the pending list keeps Count from
 	// dipping in between.
-	if err := g.admit(tc, agent, state); err != nil {
+	if err := g.admitWithin(hsCtx, tc, agent, state); err != nil {
 		g.endHandshake(hs)
 		g.limitReached(remote, &agent, err)
 		return

@@ -9,12 +9,24 @@ import (
 )
 
 // logObserver writes connection and call events to the operational log.
-// Refusals are warnings; opened and closed connections are info; tool calls
-// are debug, since the audit trail records every one of them.
+// Refusals are warnings; a connection closed with an error is info; opened
+// and normally closed connections and tool calls are debug, since the audit
+// trail records every one of them (issue 16 item 4: two info lines per
+// connection were a measurable part of a handshake's cost).
 type logObserver struct{ log *slog.Logger }
 
 // Connection implements observe.Observer.
 func (o logObserver) Connection(e observe.ConnEvent) {
+	level := slog.LevelDebug
+	switch {
+	case e.Kind == observe.ConnRefused:
+		level = slog.LevelWarn
+	case e.Kind == observe.ConnClosed && e.Err != nil:
+		level = slog.LevelInfo
+	}
+	if !o.log.Enabled(context.Background(), level) {
+		return
+	}
 	attrs := make([]any, 0, 14)
 	attrs = append(attrs, "remote_addr", e.Remote)
 	if a := e.Agent; a != nil {
@@ -40,13 +52,13 @@ func (o logObserver) Connection(e observe.ConnEvent) {
 		}
 		o.log.Warn("connection rejected", attrs...)
 	case observe.ConnOpened:
-		o.log.Info("connection open", attrs...)
+		o.log.Debug("connection open", attrs...)
 	case observe.ConnClosed:
 		attrs = append(attrs, "reason", e.Reason, "duration", e.Duration.Round(1e6))
 		if e.Err != nil {
 			attrs = append(attrs, "error", audit.Clip(e.Err.Error(), maxLoggedError))
 		}
-		o.log.Info("connection closed", attrs...)
+		o.log.Log(context.Background(), level, "connection closed", attrs...)
 	}
 }
 

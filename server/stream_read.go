@@ -62,11 +62,11 @@ const maxIDBytes = 1 << 10
 // they keep their order, and malformed input to an error response. It
 // returns false when the session is ending.
 func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
-	if !json.Valid(line) {
-		s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
-		return true
-	}
-	if line[0] != '{' {
+	if len(line) == 0 || line[0] != '{' {
+		if !json.Valid(line) {
+			s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
+			return true
+		}
 		msg := "Invalid Request: expected a JSON-RPC message object"
 		if line[0] == '[' {
 			msg = "Invalid Request: JSON-RPC batches are not supported"
@@ -74,8 +74,15 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, msg, nil))
 		return true
 	}
+	// No json.Valid first (issue 16 item 3): Decode checks the whole line
+	// before decoding anything and fails with a *json.SyntaxError exactly
+	// when json.Valid would be false.
 	var env jsonrpc.Envelope
 	if err := jsonrpc.Decode(line, &env); err != nil || !jsonrpc.ValidID(env.ID) {
+		if _, syntax := errors.AsType[*json.SyntaxError](err); syntax {
+			s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
+			return true
+		}
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, "Invalid Request: bad id", nil))
 		return true
 	}
@@ -187,6 +194,9 @@ func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg []by
 	resp := s.srv.HandleMessage(policy.WithSlot(ctx), msg)
 	if resp == nil {
 		return nil
+	}
+	if line, ok := appendToolResponse(nil, resp); ok {
+		return line
 	}
 	out, err := jsonrpc.EncodeLine(resp)
 	if err != nil {

@@ -2,8 +2,10 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -67,13 +69,32 @@ func (s *StreamSession) writeNotification(n mcp.JSONRPCNotification) bool {
 }
 
 // write writes one line, ending the session if the peer does not take it
-// within WriteTimeout or the write fails.
+// within WriteTimeout or the write fails. A stream with write deadlines (a
+// TLS connection) gets one per write, which costs no timer of its own
+// (issue 16 item 3: a time.AfterFunc per write); others get a timer.
 func (s *StreamSession) write(line []byte) bool {
+	if d, ok := s.rw.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		if err := d.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout)); err == nil {
+			_, err := s.rw.Write(line)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = fmt.Errorf("%w (%v)", ErrWriteTimeout, s.opts.WriteTimeout)
+				s.kill(err)
+				return false
+			}
+			return s.wrote(err)
+		}
+	}
 	timer := time.AfterFunc(s.opts.WriteTimeout, func() {
 		s.kill(fmt.Errorf("%w (%v)", ErrWriteTimeout, s.opts.WriteTimeout))
 	})
 	_, err := s.rw.Write(line)
 	timer.Stop()
+	return s.wrote(err)
+}
+
+// wrote ends the session after a failed write and reports whether the
+// write succeeded.
+func (s *StreamSession) wrote(err error) bool {
 	if err != nil {
 		s.kill(fmt.Errorf("server: write stream: %w", err)) // keeps an earlier cause, such as the timeout
 		return false

@@ -2,6 +2,7 @@ package tools
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -81,17 +82,29 @@ func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*
 	if err := decodeArgs(req, map[string]arg{}); err != nil {
 		return refuse("%v", err), nil
 	}
-	r := ts.status.get(ts.store, ts.configPath, time.Now())
+	r, gen := ts.status.get(ts.store, ts.configPath, time.Now())
+	key := renderKey{gen: gen, connections: -1}
 	if ts.sessions != nil {
-		n := ts.sessions.Count()
-		r.Connections = &n
+		key.connections = ts.sessions.Count()
 	}
-	a, ok := identity.FromContext(ctx)
-	if ok {
-		r.Caller = &a
+	key.caller, key.known = identity.FromContext(ctx)
+	out, err := ts.status.render(key, func() (rendered, error) {
+		if key.connections >= 0 {
+			n := key.connections
+			r.Connections = &n
+		}
+		if key.known {
+			a := key.caller
+			r.Caller = &a
+		}
+		r = ts.forCaller(r, key.known && key.caller.Role == pki.RoleOperator)
+		data, err := json.Marshal(r)
+		return rendered{structured: data, text: statusText(r)}, err
+	})
+	if err != nil {
+		return ts.fail(NameStatus, "encoding the status", err), nil
 	}
-	r = ts.forCaller(r, ok && a.Role == pki.RoleOperator)
-	return success(r, statusText(r)), nil
+	return success(out.structured, out.text), nil
 }
 
 // forCaller returns the report as its caller may see it. Where the gateway

@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // options are run's flags.
 type options struct {
 	nefia      string
+	baseline   string // a second nefia binary measured alongside (--baseline)
 	self       string
 	out        string
 	work       string
@@ -91,6 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var concs, revSizes, sess, phases, profiles string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
+	fs.StringVar(&o.baseline, "baseline", "", "a second nefia binary (say, built from main) measured alongside --nefia in the handshake and status phases, alternated, for before/after ratios")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
 	fs.StringVar(&o.work, "work", "", "work directory for state and configs (default: a new temporary directory)")
 	fs.BoolVar(&o.smoke, "smoke", false, "a short run that exercises every measurement once (seconds): for CI")

@@ -201,6 +201,13 @@ func (s *suite) handshakePhase(ctx context.Context) error {
 	}
 	targets := []*target{nefia}
 	defer func() { s.stopAll(targets...) }()
+	if s.o.baseline != "" {
+		t, err := s.startBaseline(ctx, "hs-baseline")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
 	base, err := startSelf(ctx, s.o.self, "crypto/tls", "serve-baseline",
 		"--cert", s.fx.path("mtls_server.crt"), "--key", s.fx.path("mtls_server.key"), "--ca", s.caFile)
 	if err != nil {
@@ -297,10 +304,33 @@ func (s *suite) statusPhase(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
+	if s.o.baseline != "" {
+		t, err := s.startBaseline(ctx, "status-baseline")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		if err := s.checkStatus(ctx, t); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
 	s.alternate(ctx, phaseStatus, targets, s.o.statusSess, s.o.duration, func(t *target, conc int) load.NewWorker {
 		return load.ToolWorkers(ctx, t.addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
 	})
 	return nil
+}
+
+// baselineName is the target name of the --baseline binary in results.
+const baselineName = "nefia (baseline)"
+
+// startBaseline starts the --baseline binary on a copy of the state, as
+// startNefia starts the binary under test.
+func (s *suite) startBaseline(ctx context.Context, dir string) (*target, error) {
+	state, err := s.fx.copyState(dir)
+	if err != nil {
+		return nil, err
+	}
+	return startNefia(ctx, s.o.baseline, baselineName, state, s.fx.configPath, "127.0.0.1:0")
 }
 
 // checkStatus proves one status call returns a well-formed, successful
