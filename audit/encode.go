@@ -110,6 +110,7 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	}
 	b = appendField(b, `,"decision":`, r.Decision)
 	b = appendField(b, `,"upstream":`, r.Upstream)
+	b = appendField(b, `,"gateway_id":`, r.GatewayID)
 	b = append(b, `,"prev_hash":`...)
 	b = jsonrpc.AppendString(b, r.PrevHash)
 	b = appendField(b, `,"hash":`, r.Hash)
