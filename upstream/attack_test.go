@@ -1,0 +1,93 @@
+package upstream_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/pki/pkitest"
+	"github.com/nefia/nefia/policy"
+	"github.com/nefia/nefia/server"
+	"github.com/nefia/nefia/server/servertest"
+	"github.com/nefia/nefia/upstream"
+)
+
+// startGatewayPolicy is startGateway with the policy given.
+func startGatewayPolicy(t *testing.T, mk func(pub string) config.Upstream, rules []policy.Rule) *fixture {
+	t.Helper()
+	store := pkitest.NewStore(t)
+	signer, err := upstream.LoadSigner(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := store.Path(upstream.PubFile)
+	m := upstream.New(upstream.Options{Upstreams: []config.Upstream{mk(pub)}, Signer: signer, ClientVersion: "test"})
+	t.Cleanup(func() { m.Close() })
+	pol, err := policy.New(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := servertest.StartWithStore(t, store, func(o *server.GatewayOptions) {
+		o.Register = m.Register
+		o.Policy = pol
+		o.RevocationPoll = 50 * time.Millisecond
+	})
+	return &fixture{g: g, m: m, pub: pub}
+}
+
+// TestAttackStarSuffixReadsTemplateResource: an agent allowed only the
+// tool glob "*_public" (e.g. for tickets.list_public) reads an item of
+// up's template test://up/item/{id} that the policy never granted, by
+// choosing an id ending in "_public": the template is (correctly) hidden
+// from its list, but the read is allowed.
+func TestAttackStarSuffixReadsTemplateResource(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) }, []policy.Rule{
+		{Name: "pub", Allow: []string{"nefia.mtls.status", "*_public"}},
+		{Role: pki.RoleOperator, Allow: []string{"*"}},
+	})
+	c := f.g.Client(f.g.Cert("pub", pki.RoleAgent))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txt, err := readResource(c, "test://up/item/payroll-2026_public")
+		if err == nil {
+			t.Fatalf("the tool glob \"*_public\" granted a resource read; upstream answered %s", txt)
+		}
+		if strings.Contains(err.Error(), "permission denied") {
+			return // fixed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the upstream lists its templates after start
+	}
+}
+
+// TestAttackPerClientCapOneCertificate: max_sessions is one pool for all
+// callers, and one certificate may hold up to 32 HTTP sessions (more than
+// the default 16): it takes every per_client slot and every other
+// certificate gets the max_sessions error until it lets go.
+func TestAttackPerClientCapOneCertificate(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream {
+		u := stdioUpstream("up", pub)
+		u.Session, u.MaxSessions = config.SessionPerClient, 2
+		return u
+	}, []policy.Rule{
+		{Name: "bot", Allow: []string{"up.*"}},
+		{Name: "victim", Allow: []string{"up.*"}},
+	})
+	hog := f.g.Cert("bot", pki.RoleAgent)
+	for range 2 { // in general: max_sessions HTTP sessions of one certificate
+		c := httpClient(t, f, hog)
+		if res := servertest.CallTool(t, c, "up.count", nil); res.IsError {
+			t.Fatalf("hog's call: %s", text(res))
+		}
+	}
+	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
+	if res := servertest.CallTool(t, victim, "up.count", nil); res.IsError {
+		t.Fatalf("one certificate holds every per_client session; another certificate gets: %s", text(res))
+	}
+}
