@@ -1,9 +1,13 @@
 package upstream_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
@@ -89,5 +93,50 @@ func TestAttackPerClientCapOneCertificate(t *testing.T) {
 	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
 	if res := servertest.CallTool(t, victim, "up.count", nil); res.IsError {
 		t.Fatalf("one certificate holds every per_client session; another certificate gets: %s", text(res))
+	}
+}
+
+// TestAttackProgressCrossesPerClientSessions: per_client gives each
+// client its own upstream session (its own process), but progress tokens
+// are one sequential counter per upstream ("nefia-progress-N") looked up
+// in one map whatever session a notification came from. The upstream
+// session of client X (a process X may control, e.g. a code sandbox)
+// sends progress under a guessed token and it reaches client Y.
+func TestAttackProgressCrossesPerClientSessions(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream {
+		u := stdioUpstream("up", pub)
+		u.Session = config.SessionPerClient
+		return u
+	}, []policy.Rule{
+		{Name: "bot", Allow: []string{"up.*"}},
+		{Name: "victim", Allow: []string{"up.*"}},
+	})
+	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
+	attacker := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	got := make(chan map[string]any, 4)
+	victim.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == string(mcp.MethodNotificationProgress) {
+			got <- n.Params.AdditionalFields
+		}
+	})
+	// The victim's slow call with a progress token (its session starts).
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "up.sleep"
+		req.Params.Arguments = map[string]any{"ms": 3000}
+		req.Params.Meta = &mcp.Meta{ProgressToken: "victim-token"}
+		_, _ = victim.CallTool(ctx, req)
+	}()
+	time.Sleep(1500 * time.Millisecond) // the victim's upstream process starts and gets the call
+	for i := 1; i <= 3; i++ {
+		servertest.CallTool(t, attacker, "up.spoof", map[string]any{"text": fmt.Sprintf("nefia-progress-%d", i)})
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("the victim received progress sent by another client's upstream session: %v", p)
+	case <-time.After(time.Second):
 	}
 }
