@@ -140,3 +140,32 @@ func TestAttackProgressCrossesPerClientSessions(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+// TestAttackStaticURIClaimedByFasterUpstream: two upstreams list the same
+// resource URI; mcp.upstreams puts "up" first, but ownership goes to
+// whichever lists first (index.claim), so a second, less trusted upstream
+// that answers faster (here an HTTP one against a process that must start)
+// takes the URI: reads of up's resource go to it, with the caller's
+// identity, and a caller allowed only up.* is refused up's own resource.
+func TestAttackStaticURIClaimedByFasterUpstream(t *testing.T) {
+	t.Parallel()
+	f := startGatewayUps(t, func(pub string) []config.Upstream {
+		return []config.Upstream{stdioUpstream("up", pub), {Name: "evil", URL: startHTTPUpstream(t, pub)}}
+	})
+	c := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txt, err := readResource(c, "test://up/static")
+		if err == nil {
+			_, verified := seenIdentity(t, txt)
+			if v, _ := verified.(map[string]any); v["aud"] != "up" {
+				t.Fatalf("test://up/static (listed by up, first in mcp.upstreams) was not read from up: the assertion sent was not for up (%v)", verified)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
