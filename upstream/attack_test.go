@@ -1,0 +1,171 @@
+package upstream_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/nefia/nefia/config"
+	"github.com/nefia/nefia/pki"
+	"github.com/nefia/nefia/pki/pkitest"
+	"github.com/nefia/nefia/policy"
+	"github.com/nefia/nefia/server"
+	"github.com/nefia/nefia/server/servertest"
+	"github.com/nefia/nefia/upstream"
+)
+
+// startGatewayPolicy is startGateway with the policy given.
+func startGatewayPolicy(t *testing.T, mk func(pub string) config.Upstream, rules []policy.Rule) *fixture {
+	t.Helper()
+	store := pkitest.NewStore(t)
+	signer, err := upstream.LoadSigner(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := store.Path(upstream.PubFile)
+	m := upstream.New(upstream.Options{Upstreams: []config.Upstream{mk(pub)}, Signer: signer, ClientVersion: "test"})
+	t.Cleanup(func() { m.Close() })
+	pol, err := policy.New(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := servertest.StartWithStore(t, store, func(o *server.GatewayOptions) {
+		o.Register = m.Register
+		o.Policy = pol
+		o.RevocationPoll = 50 * time.Millisecond
+	})
+	return &fixture{g: g, m: m, pub: pub}
+}
+
+// TestAttackStarSuffixReadsTemplateResource: an agent allowed only the
+// tool glob "*_public" (e.g. for tickets.list_public) reads an item of
+// up's template test://up/item/{id} that the policy never granted, by
+// choosing an id ending in "_public": the template is (correctly) hidden
+// from its list, but the read is allowed.
+func TestAttackStarSuffixReadsTemplateResource(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) }, []policy.Rule{
+		{Name: "pub", Allow: []string{"nefia.mtls.status", "*_public"}},
+		{Role: pki.RoleOperator, Allow: []string{"*"}},
+	})
+	c := f.g.Client(f.g.Cert("pub", pki.RoleAgent))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txt, err := readResource(c, "test://up/item/payroll-2026_public")
+		if err == nil {
+			t.Fatalf("the tool glob \"*_public\" granted a resource read; upstream answered %s", txt)
+		}
+		if strings.Contains(err.Error(), "permission denied") {
+			return // fixed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the upstream lists its templates after start
+	}
+}
+
+// TestAttackPerClientCapOneCertificate: max_sessions is one pool for all
+// callers, and one certificate may hold up to 32 HTTP sessions (more than
+// the default 16): it takes every per_client slot and every other
+// certificate gets the max_sessions error until it lets go.
+func TestAttackPerClientCapOneCertificate(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream {
+		u := stdioUpstream("up", pub)
+		u.Session, u.MaxSessions = config.SessionPerClient, 2
+		return u
+	}, []policy.Rule{
+		{Name: "bot", Allow: []string{"up.*"}},
+		{Name: "victim", Allow: []string{"up.*"}},
+	})
+	hog := f.g.Cert("bot", pki.RoleAgent)
+	for range 2 { // in general: max_sessions HTTP sessions of one certificate
+		c := httpClient(t, f, hog)
+		if res := servertest.CallTool(t, c, "up.count", nil); res.IsError {
+			t.Fatalf("hog's call: %s", text(res))
+		}
+	}
+	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
+	if res := servertest.CallTool(t, victim, "up.count", nil); res.IsError {
+		t.Fatalf("one certificate holds every per_client session; another certificate gets: %s", text(res))
+	}
+}
+
+// TestAttackProgressCrossesPerClientSessions: per_client gives each
+// client its own upstream session (its own process), but progress tokens
+// are one sequential counter per upstream ("nefia-progress-N") looked up
+// in one map whatever session a notification came from. The upstream
+// session of client X (a process X may control, e.g. a code sandbox)
+// sends progress under a guessed token and it reaches client Y.
+func TestAttackProgressCrossesPerClientSessions(t *testing.T) {
+	t.Parallel()
+	f := startGatewayPolicy(t, func(pub string) config.Upstream {
+		u := stdioUpstream("up", pub)
+		u.Session = config.SessionPerClient
+		return u
+	}, []policy.Rule{
+		{Name: "bot", Allow: []string{"up.*"}},
+		{Name: "victim", Allow: []string{"up.*"}},
+	})
+	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
+	attacker := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	got := make(chan map[string]any, 4)
+	victim.OnNotification(func(n mcp.JSONRPCNotification) {
+		if n.Method == string(mcp.MethodNotificationProgress) {
+			got <- n.Params.AdditionalFields
+		}
+	})
+	// The victim's slow call with a progress token (its session starts).
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "up.sleep"
+		req.Params.Arguments = map[string]any{"ms": 3000}
+		req.Params.Meta = &mcp.Meta{ProgressToken: "victim-token"}
+		_, _ = victim.CallTool(ctx, req)
+	}()
+	time.Sleep(1500 * time.Millisecond) // the victim's upstream process starts and gets the call
+	for i := 1; i <= 3; i++ {
+		servertest.CallTool(t, attacker, "up.spoof", map[string]any{"text": fmt.Sprintf("nefia-progress-%d", i)})
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("the victim received progress sent by another client's upstream session: %v", p)
+	case <-time.After(time.Second):
+	}
+}
+
+// TestAttackStaticURIClaimedByFasterUpstream: two upstreams list the same
+// resource URI; mcp.upstreams puts "up" first, but ownership goes to
+// whichever lists first (index.claim), so a second, less trusted upstream
+// that answers faster (here an HTTP one against a process that must start)
+// takes the URI: reads of up's resource go to it, with the caller's
+// identity, and a caller allowed only up.* is refused up's own resource.
+func TestAttackStaticURIClaimedByFasterUpstream(t *testing.T) {
+	t.Parallel()
+	f := startGatewayUps(t, func(pub string) []config.Upstream {
+		return []config.Upstream{stdioUpstream("up", pub), {Name: "evil", URL: startHTTPUpstream(t, pub)}}
+	})
+	c := f.g.Client(f.g.Cert("wide", pki.RoleAgent))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		txt, err := readResource(c, "test://up/static")
+		if err == nil {
+			_, verified := seenIdentity(t, txt)
+			if v, _ := verified.(map[string]any); v["aud"] != "up" {
+				t.Fatalf("test://up/static (listed by up, first in mcp.upstreams) was not read from up: the assertion sent was not for up (%v)", verified)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
