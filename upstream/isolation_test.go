@@ -41,12 +41,12 @@ func startGatewayPolicy(t *testing.T, mk func(pub string) config.Upstream, rules
 	return &fixture{g: g, m: m, pub: pub}
 }
 
-// TestAttackStarSuffixReadsTemplateResource: an agent allowed only the
-// tool glob "*_public" (e.g. for tickets.list_public) reads an item of
-// up's template test://up/item/{id} that the policy never granted, by
-// choosing an id ending in "_public": the template is (correctly) hidden
-// from its list, but the read is allowed.
-func TestAttackStarSuffixReadsTemplateResource(t *testing.T) {
+// TestToolGlobReadsNoTemplateResource: an agent allowed only the tool
+// glob "*_public" (e.g. for tickets.list_public) may not read an item of
+// up's template test://up/item/{id} by choosing an id ending in
+// "_public": the read is denied like the listing (issue 12, attack item
+// 1; on the base the upstream answered the read).
+func TestToolGlobReadsNoTemplateResource(t *testing.T) {
 	t.Parallel()
 	f := startGatewayPolicy(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) }, []policy.Rule{
 		{Name: "pub", Allow: []string{"nefia.mtls.status", "*_public"}},
@@ -69,25 +69,33 @@ func TestAttackStarSuffixReadsTemplateResource(t *testing.T) {
 	}
 }
 
-// TestAttackPerClientCapOneCertificate: max_sessions is one pool for all
-// callers, and one certificate may hold up to 32 HTTP sessions (more than
-// the default 16): it takes every per_client slot and every other
-// certificate gets the max_sessions error until it lets go.
-func TestAttackPerClientCapOneCertificate(t *testing.T) {
+// TestPerClientCapPerCertificate: max_sessions was one pool for all
+// callers, and one certificate could hold every per_client session (on the
+// base: with max_sessions 3 the hog's third session succeeds and the
+// victim gets the max_sessions error). max_sessions_per_client now caps
+// each certificate: its third session is refused naming the key, and
+// another certificate still gets a session (issue 12, attack item 4).
+func TestPerClientCapPerCertificate(t *testing.T) {
 	t.Parallel()
 	f := startGatewayPolicy(t, func(pub string) config.Upstream {
 		u := stdioUpstream("up", pub)
-		u.Session, u.MaxSessions = config.SessionPerClient, 2
+		u.Session, u.MaxSessions, u.MaxSessionsPerClient = config.SessionPerClient, 3, 2
 		return u
 	}, []policy.Rule{
 		{Name: "bot", Allow: []string{"up.*"}},
 		{Name: "victim", Allow: []string{"up.*"}},
 	})
 	hog := f.g.Cert("bot", pki.RoleAgent)
-	for range 2 { // in general: max_sessions HTTP sessions of one certificate
+	for i := range 3 { // max_sessions HTTP sessions of one certificate
 		c := httpClient(t, f, hog)
-		if res := servertest.CallTool(t, c, "up.count", nil); res.IsError {
-			t.Fatalf("hog's call: %s", text(res))
+		res := servertest.CallTool(t, c, "up.count", nil)
+		switch {
+		case i < 2 && res.IsError:
+			t.Fatalf("hog's call %d: %s", i, text(res))
+		case i == 2 && !res.IsError:
+			t.Errorf("one certificate opened a third per_client session past max_sessions_per_client 2")
+		case i == 2 && !strings.Contains(text(res), "max_sessions_per_client 2"):
+			t.Errorf("the refusal does not name max_sessions_per_client: %s", text(res))
 		}
 	}
 	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
