@@ -2,7 +2,6 @@ package upstream_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -104,13 +103,16 @@ func TestPerClientCapPerCertificate(t *testing.T) {
 	}
 }
 
-// TestAttackProgressCrossesPerClientSessions: per_client gives each
-// client its own upstream session (its own process), but progress tokens
-// are one sequential counter per upstream ("nefia-progress-N") looked up
-// in one map whatever session a notification came from. The upstream
-// session of client X (a process X may control, e.g. a code sandbox)
-// sends progress under a guessed token and it reaches client Y.
-func TestAttackProgressCrossesPerClientSessions(t *testing.T) {
+// TestProgressStaysInItsUpstreamSession: per_client gives each client its
+// own upstream session (its own process), but progress tokens were one
+// sequential counter per upstream ("nefia-progress-N") looked up in one map
+// whatever session a notification came from, so the upstream session of
+// client X (a process X may control, e.g. a code sandbox) could send
+// progress under a guessed token to client Y. Tokens are now random and
+// bound to the session the call went on: neither a guessed token nor the
+// victim's real one (leaked here on purpose) crosses sessions (issue 12,
+// attack item 5).
+func TestProgressStaysInItsUpstreamSession(t *testing.T) {
 	t.Parallel()
 	f := startGatewayPolicy(t, func(pub string) config.Upstream {
 		u := stdioUpstream("up", pub)
@@ -122,25 +124,35 @@ func TestAttackProgressCrossesPerClientSessions(t *testing.T) {
 	})
 	victim := f.g.Client(f.g.Cert("victim", pki.RoleAgent))
 	attacker := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
-	got := make(chan map[string]any, 4)
+	got := make(chan map[string]any, 8)
 	victim.OnNotification(func(n mcp.JSONRPCNotification) {
 		if n.Method == string(mcp.MethodNotificationProgress) {
 			got <- n.Params.AdditionalFields
 		}
 	})
-	// The victim's slow call with a progress token (its session starts).
+	// The victim's slow call with a progress token (its session starts);
+	// its upstream process first reports the token it was given.
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		req := mcp.CallToolRequest{}
 		req.Params.Name = "up.sleep"
-		req.Params.Arguments = map[string]any{"ms": 3000}
+		req.Params.Arguments = map[string]any{"ms": 4000, "leak_token": true}
 		req.Params.Meta = &mcp.Meta{ProgressToken: "victim-token"}
 		_, _ = victim.CallTool(ctx, req)
 	}()
-	time.Sleep(1500 * time.Millisecond) // the victim's upstream process starts and gets the call
-	for i := 1; i <= 3; i++ {
-		servertest.CallTool(t, attacker, "up.spoof", map[string]any{"text": fmt.Sprintf("nefia-progress-%d", i)})
+	var leaked string
+	select {
+	case p := <-got:
+		leaked, _ = p["message"].(string)
+		if p["progressToken"] != "victim-token" || !strings.HasPrefix(leaked, "nefia-progress-") {
+			t.Fatalf("the victim's own progress: %v", p)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("the victim's own progress never arrived")
+	}
+	for _, tok := range []string{leaked, "nefia-progress-1", "nefia-progress-2", "nefia-progress-3"} {
+		servertest.CallTool(t, attacker, "up.spoof", map[string]any{"text": tok})
 	}
 	select {
 	case p := <-got:
