@@ -161,13 +161,13 @@ func TestProgressStaysInItsUpstreamSession(t *testing.T) {
 	}
 }
 
-// TestAttackStaticURIClaimedByFasterUpstream: two upstreams list the same
-// resource URI; mcp.upstreams puts "up" first, but ownership goes to
-// whichever lists first (index.claim), so a second, less trusted upstream
-// that answers faster (here an HTTP one against a process that must start)
-// takes the URI: reads of up's resource go to it, with the caller's
-// identity, and a caller allowed only up.* is refused up's own resource.
-func TestAttackStaticURIClaimedByFasterUpstream(t *testing.T) {
+// TestSharedURIReadFromEarlierUpstream: two upstreams list the same
+// resource URI and mcp.upstreams puts "up" first; a second, less trusted
+// upstream that answers faster (here an HTTP one against a process that
+// must start) used to take the URI for good (first to list won), so reads
+// of up's resource went to it with the caller's identity. Configuration
+// order decides now: the read goes to up (issue 12, attack item 6).
+func TestSharedURIReadFromEarlierUpstream(t *testing.T) {
 	t.Parallel()
 	f := startGatewayUps(t, func(pub string) []config.Upstream {
 		return []config.Upstream{stdioUpstream("up", pub), {Name: "evil", URL: startHTTPUpstream(t, pub)}}
