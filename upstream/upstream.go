@@ -61,7 +61,7 @@ type upstream struct {
 	startOnce sync.Once
 	listID    atomic.Int64
 
-	progress   sync.Map // upstream progress token -> progressTarget
+	progress sync.Map // upstream progress token -> progressTarget
 
 	mu       sync.Mutex
 	cur      *conn
