@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -90,7 +91,9 @@ func TestRenewersOnOneDirectoryRenewOnce(t *testing.T) {
 	if serial := fmt.Sprintf("%032x", leaf.SerialNumber); state[serial] != pki.StateActive {
 		t.Errorf("the files hold certificate %s, which is %s", serial, state[serial])
 	}
-	if fi, err := os.Stat(files.Cert + renewal.LockSuffix); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("lock file: %v, %v", fi, err)
+	if runtime.GOOS != "windows" {
+		if _, err := os.Stat(files.Cert + renewal.LockSuffix); err == nil {
+			t.Errorf("a lock file was left in the certificate directory; the directory itself is locked")
+		}
 	}
 }

@@ -332,7 +332,7 @@ func (u *upstream) forwardProgress(from *conn, n mcp.JSONRPCNotification) {
 	}
 	target := v.(progressTarget)
 	if target.cn != from {
-		u.log.Warn("progress from another upstream session than the call's dropped")
+		u.log.Debug("progress from another upstream session than the call's dropped")
 		return
 	}
 	params := maps.Clone(n.Params.AdditionalFields)
