@@ -48,19 +48,43 @@ func Clip(s string, max int) string {
 	return s[:cut] + fmt.Sprintf("…[clipped %d bytes]", len(s)-cut)
 }
 
+// clipKeep is Clip for strings whose end matters as much as their start:
+// a tool or resource subject, a URI in the arguments, a reason quoting one.
+// Padding could push the part that names the target past a head-only cut
+// ("file:///srv/shared/" + 1 KiB of "./" + "../etc/shadow"), so it keeps
+// the head, the SHA-256 of the whole string (to match it against a copy
+// kept elsewhere) and the tail, within max bytes of s plus a marker of
+// about 120 bytes.
+func clipKeep(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	tailBytes := max / 4
+	head := max - tailBytes
+	for head > 0 && !utf8.RuneStart(s[head]) {
+		head--
+	}
+	tail := len(s) - tailBytes
+	for tail < len(s) && !utf8.RuneStart(s[tail]) {
+		tail++
+	}
+	sum := sha256.Sum256([]byte(s))
+	return s[:head] + fmt.Sprintf("…[clipped %d of %d bytes, sha256 %s]…", tail-head, len(s), hex.EncodeToString(sum[:])) + s[tail:]
+}
+
 // clipRecord bounds every string field of r (recursively inside args and
 // result) before it is sealed. It never drops a field, only shortens it.
 func clipRecord(r *Record) {
 	r.Event = Clip(r.Event, maxShortBytes)
-	r.Tool = Clip(r.Tool, maxNameBytes)
+	r.Tool = clipKeep(r.Tool, maxNameBytes)
 	r.Upstream = Clip(r.Upstream, maxNameBytes)
 	r.SessionID = Clip(r.SessionID, maxNameBytes)
 	r.RemoteAddr = Clip(r.RemoteAddr, maxNameBytes)
 	r.Transport = Clip(r.Transport, maxShortBytes)
 	r.Outcome = Clip(r.Outcome, maxShortBytes)
-	r.Reason = Clip(r.Reason, maxTextBytes)
-	r.Error = Clip(r.Error, maxTextBytes)
-	r.Decision = Clip(r.Decision, maxTextBytes)
+	r.Reason = clipKeep(r.Reason, maxTextBytes)
+	r.Error = clipKeep(r.Error, maxTextBytes)
+	r.Decision = clipKeep(r.Decision, maxTextBytes)
 	if r.Agent != nil {
 		a := *r.Agent // callers may share the Agent; never edit theirs
 		a.Name = Clip(a.Name, maxNameBytes)
@@ -97,7 +121,7 @@ func clipObject(m map[string]any) map[string]any {
 func clipValue(v any) any {
 	switch t := v.(type) {
 	case string:
-		return Clip(t, maxValueBytes)
+		return clipKeep(t, maxValueBytes)
 	case map[string]any:
 		m := make(map[string]any, len(t))
 		for k, v := range t {

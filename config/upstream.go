@@ -44,6 +44,11 @@ type Upstream struct {
 	// MaxSessions caps the per_client sessions open at once; a client
 	// beyond it gets a tool error. 0 means DefaultUpstreamMaxSessions.
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerClient caps the per_client sessions one client
+	// certificate holds at once, so that one certificate cannot take every
+	// one of max_sessions. 0 means DefaultUpstreamMaxSessionsPerClient (or
+	// max_sessions, if lower).
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
 }
 
 // Upstream defaults and names.
@@ -57,6 +62,10 @@ const (
 	// DefaultUpstreamMaxSessions is the max_sessions of a per_client entry
 	// without one: enough for a team's agents, few enough processes.
 	DefaultUpstreamMaxSessions = 16
+	// DefaultUpstreamMaxSessionsPerClient is the max_sessions_per_client of
+	// a per_client entry without one: a few sessions (an agent's bridge,
+	// a reconnect) per certificate, a quarter of the default max_sessions.
+	DefaultUpstreamMaxSessionsPerClient = 4
 	// MaxUpstreamMaxSessions bounds max_sessions.
 	MaxUpstreamMaxSessions = 1000
 	// ReservedUpstreamName is the prefix of nefia's own tools.
@@ -78,6 +87,15 @@ func (u Upstream) SessionCap() int {
 		return DefaultUpstreamMaxSessions
 	}
 	return u.MaxSessions
+}
+
+// ClientSessionCap returns the cap of per_client sessions of one client
+// certificate: MaxSessionsPerClient, or the default capped by SessionCap.
+func (u Upstream) ClientSessionCap() int {
+	if u.MaxSessionsPerClient == 0 {
+		return min(DefaultUpstreamMaxSessionsPerClient, u.SessionCap())
+	}
+	return u.MaxSessionsPerClient
 }
 
 // upstreamName is what can prefix a tool name: lowercase, short, without
@@ -155,6 +173,13 @@ func checkUpstreams(key string, ups []Upstream) []error {
 		}
 		if u.MaxSessions != 0 && u.Session != SessionPerClient {
 			errs = append(errs, invalid(at+".max_sessions", "applies to session: per_client only"))
+		}
+		switch {
+		case u.MaxSessionsPerClient == 0:
+		case u.Session != SessionPerClient:
+			errs = append(errs, invalid(at+".max_sessions_per_client", "applies to session: per_client only"))
+		case u.MaxSessionsPerClient < 1 || u.MaxSessionsPerClient > u.SessionCap():
+			errs = append(errs, invalid(at+".max_sessions_per_client", "must be between 1 and max_sessions (%d), got %d", u.SessionCap(), u.MaxSessionsPerClient))
 		}
 	}
 	return errs

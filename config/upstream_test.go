@@ -40,6 +40,12 @@ func TestValidateUpstreams(t *testing.T) {
 		{name: "per_client", ups: []Upstream{{Name: "a", URL: "https://x", Session: SessionPerClient}, {Name: "b", Command: []string{"x"}, Session: SessionPerClient, MaxSessions: 4}}},
 		{name: "max_sessions out of range", ups: []Upstream{{Name: "a", URL: "https://x", Session: SessionPerClient, MaxSessions: -1}, {Name: "b", URL: "https://x", Session: SessionPerClient, MaxSessions: 1001}},
 			want: []string{"mcp.upstreams[0].max_sessions: must be between 1 and 1000, got -1", "mcp.upstreams[1].max_sessions: must be between 1 and 1000, got 1001"}},
+		{name: "max_sessions_per_client", ups: []Upstream{{Name: "a", URL: "https://x", Session: SessionPerClient, MaxSessions: 4, MaxSessionsPerClient: 5},
+			{Name: "b", URL: "https://x", Session: SessionPerClient, MaxSessionsPerClient: -1}, {Name: "c", URL: "https://x", MaxSessionsPerClient: 1},
+			{Name: "d", URL: "https://x", Session: SessionPerClient, MaxSessionsPerClient: 16}},
+			want: []string{"mcp.upstreams[0].max_sessions_per_client: must be between 1 and max_sessions (4), got 5",
+				"mcp.upstreams[1].max_sessions_per_client: must be between 1 and max_sessions (16), got -1",
+				"mcp.upstreams[2].max_sessions_per_client: applies to session: per_client only"}},
 		{name: "max_sessions on a shared upstream", ups: []Upstream{{Name: "a", URL: "https://x", MaxSessions: 4}}, want: []string{"mcp.upstreams[0].max_sessions: applies to session: per_client only"}},
 		{name: "unknown session", ups: []Upstream{{Name: "a", URL: "https://x", Session: "solo"}}, want: []string{`mcp.upstreams[0].session: must be shared or per_client, got "solo"`}},
 	}

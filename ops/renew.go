@@ -66,8 +66,16 @@ func (s *Service) Renew(ctx context.Context, actor identity.Agent, req RenewRequ
 			return nil, err
 		}
 		out.Issued = iss
-		return audit.ToMap(iss.IssuedCert), nil
+		// Nothing locks the revocation store from checkRenew to here, so
+		// look again now that the successor is in the inventory: a
+		// predecessor revoked (or a chain renewed past it) meanwhile is
+		// refused like one revoked before.
+		return audit.ToMap(iss.IssuedCert), s.renewConflict(prev, iss.Serial)
 	})
+	if out.Issued != nil && err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
+		s.withdraw(ctx, actor, out.Serial, err)
+		return RenewResult{}, err
+	}
 	if errors.Is(err, pki.ErrInvalidCSR) {
 		return RenewResult{}, inputErr(FieldCSR, err)
 	}
@@ -88,6 +96,65 @@ func (s *Service) Renew(ctx context.Context, actor identity.Agent, req RenewRequ
 	}
 	s.supersede(ctx, actor, prev, out.Serial)
 	return out, err
+}
+
+// WithdrawnReason is the revocation reason of a certificate a renewal
+// issued and then refused (see renewConflict): its predecessor was revoked,
+// or its chain renewed past it, while it was being issued.
+const WithdrawnReason = "renewal refused after issuance"
+
+// renewConflict is what refuses a renewal from prev besides checkRenew's
+// own checks, judged on the inventory and revocation store as they are
+// now; next is the successor just issued ("" before issuance). prev must
+// not be revoked, and only the newest certificate of a chain and its
+// direct predecessor may renew: prev is refused once a successor of it has
+// renewed in turn. The predecessor's renewal keeps the bridge's lost-answer
+// retry working (supersede then revokes the successor nobody holds); an
+// older ancestor renewing would revoke the chain's newest certificate and
+// fork the chain (issue 13, attack item 3). Run again after issuance, it
+// closes the window between checkRenew and Store.Issue, which no lock
+// spans: a revocation or a chain renewal that lands in it is seen here.
+func (s *Service) renewConflict(prev, next string) error {
+	list, err := s.Store.List()
+	if err != nil {
+		return fmt.Errorf("read the inventory: %w", err)
+	}
+	return renewConflictIn(list, prev, next)
+}
+
+func renewConflictIn(list []pki.ListedCert, prev, next string) error {
+	children := map[string][]string{}
+	for _, c := range list {
+		if c.Renews != "" {
+			children[c.Renews] = append(children[c.Renews], c.Serial)
+		}
+		if c.Serial == prev && c.State == pki.StateRevoked {
+			return fmt.Errorf("%w: certificate %s was revoked during its renewal; a revoked certificate cannot renew, ask an operator for a new one", ErrPermission, prev)
+		}
+	}
+	for _, k := range children[prev] {
+		if k == next {
+			continue
+		}
+		if gk := children[k]; len(gk) > 0 {
+			return fmt.Errorf("%w: certificate %s was renewed to %s, which has renewed since (to %s); only the newest certificate of a chain and its predecessor may renew",
+				ErrPermission, prev, k, gk[0])
+		}
+	}
+	return nil
+}
+
+// withdraw revokes next, a certificate Renew issued and then refused (why
+// says why), so that nobody holds a valid successor of a certificate that
+// may not renew. The revocation is audited like any other; a failure is
+// logged, as the refusal stands either way.
+func (s *Service) withdraw(ctx context.Context, actor identity.Agent, next string, why error) {
+	log := s.logFor(ctx, actor)
+	if _, err := s.revoke(ctx, actor, RevokeRequest{Serial: next, Reason: WithdrawnReason}, true); err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
+		log.Error("revoking a refused renewal's certificate failed", logKeySerial, next, logKeyError, err)
+		return
+	}
+	log.Warn("renewal refused after issuance; its certificate is revoked", logKeySerial, next, "why", why)
 }
 
 // SupersededReason is the revocation reason of a certificate a renewal
@@ -199,6 +266,10 @@ func (s *Service) checkRenew(ctx context.Context, actor identity.Agent, req Rene
 	entry, known, err := s.Store.Lookup(serial)
 	if err != nil {
 		return "", 0, fmt.Errorf("read the inventory: %w", err)
+	}
+	if err := s.renewConflict(serial, ""); err != nil {
+		s.logFor(ctx, actor).Warn("renewal refused", logKeySerial, serial, logKeyError, err)
+		return "", 0, err
 	}
 	var d time.Duration
 	switch {

@@ -33,8 +33,12 @@
 // crosses '/' in what a rule allows, so that globs match resource URIs
 // whole; tool names never contain '/'. Upstream prompts and resources are
 // decided as <upstream>.prompt:<name> and <upstream>.resource:<uri> (see
-// PromptSubject, ResourceSubject): "fs.*" and "*" cover them, a tool glob
-// like "fs.read_*" does not.
+// PromptSubject, ResourceSubject) and matched by parts: exactly "*" and
+// "fs.*" cover them, as does a pattern naming the kind
+// ("fs.resource:file:///srv/*", "*.prompt:review"); a tool glob like
+// "fs.read_*" or "*_public" does not, whatever name or URI follows. A
+// resource URI with dot segments, encoded separators or control
+// characters is denied before any rule is looked at (CheckURI).
 // A pattern path.Match calls malformed ("[a", a trailing \) is rejected
 // when the policy is built, never silently matching nothing. In YAML, quote
 // a pattern that starts with * ("*", "*.read"): unquoted, YAML reads it as

@@ -189,6 +189,10 @@ func (p *Policy) Decide(agent identity.Agent, tool string) Decision {
 		d.Reason = "no tool name was given"
 		return d
 	}
+	if err := checkSubject(tool); err != nil {
+		d.Reason = "refused: " + err.Error()
+		return d
+	}
 	matched := false
 	for i, r := range p.rules {
 		if !r.matches(agent) {

@@ -39,13 +39,56 @@ func UpstreamOf(subject string) string {
 	return up
 }
 
-// match is path.Match with '/' an ordinary character, so that * crosses
-// the slashes of resource URIs ("fs.*", "*", "fs.resource:file:///srv/*"
-// match whole URIs). Tool names never contain '/', so tool globs match as
-// before. Patterns were validated by New.
+// parts splits a prompt or resource subject into its upstream, its kind
+// (KindPrompt or KindResource) and its name (the prompt's name, the URI);
+// ok is false for a tool name or anything else.
+func parts(subject string) (up, kind, name string, ok bool) {
+	up, rest, found := strings.Cut(subject, ".")
+	if !found {
+		return "", "", "", false
+	}
+	for _, k := range []string{KindPrompt, KindResource} {
+		if name, found := strings.CutPrefix(rest, k); found {
+			return up, k, name, true
+		}
+	}
+	return "", "", "", false
+}
+
+// match reports whether the allow pattern grants subject, part by part so
+// that no glob crosses from tools into prompts or resources. A prompt or
+// resource subject is granted only by "*", by "<up>.*" (every tool, prompt
+// and resource of that upstream), or by a pattern naming its kind
+// ("<up-glob>.resource:<uri-glob>", "<up-glob>.prompt:<name-glob>"): a tool
+// glob such as "*_public" or "*.read_*" grants none, whatever URI or
+// prompt name the client picks. A pattern naming a kind grants no tool.
+// Patterns were validated by New; subjects with control characters were
+// refused by Decide (checkSubject).
 func match(pattern, subject string) bool {
+	up, kind, name, isItem := parts(subject)
+	pup, pkind, pname, patItem := parts(pattern)
+	switch {
+	case isItem && (pattern == "*" || pattern == up+".*"):
+		return true
+	case isItem != patItem || kind != pkind:
+		return false
+	case !isItem:
+		return glob(pattern, subject)
+	}
+	ok, _ := path.Match(pup, up)
+	return ok && glob(pname, name)
+}
+
+// glob is path.Match with '/' an ordinary character, so that * crosses the
+// slashes of resource URIs ("fs.resource:file:///srv/*" matches whole
+// URIs). '/' is mapped to NUL for path.Match, so a subject holding a NUL
+// never matches (Decide refuses such subjects before matching anyway).
+func glob(pattern, s string) bool {
 	const slash = "\x00"
-	ok, _ := path.Match(strings.ReplaceAll(pattern, "/", slash), strings.ReplaceAll(subject, "/", slash))
+	if strings.Contains(s, slash) {
+		return false
+	}
+	ok, _ := path.Match(strings.ReplaceAll(pattern, "/", slash), strings.ReplaceAll(s, "/", slash))
 	return ok
 }
 

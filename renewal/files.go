@@ -21,6 +21,43 @@ var ErrStaged = errors.New("renewal: the staged certificate cannot be read")
 // already in place (see Files.Write).
 const PendingSuffix = ".renew"
 
+// LockSuffix names the lock file beside the certificate that renewals of
+// the same files take where a directory cannot be locked (Windows; see
+// Files.Lock).
+const LockSuffix = ".lock"
+
+// Lock takes an exclusive lock for renewing the files, waiting for another
+// holder, and returns what releases it: on the certificate's directory
+// itself where the system allows it (Unix: nothing is created), else on
+// Cert+LockSuffix (created 0600). Renew holds it from its check for a newer
+// pair to the files' write, so that two processes on one certificate
+// directory (two bridges) never both renew the same certificate: the
+// second would revoke the first's new certificate, since a renewal chain
+// keeps one successor.
+func (f Files) Lock() (unlock func(), err error) {
+	if d, err := os.Open(filepath.Dir(f.Cert)); err == nil {
+		if atomicfile.LockFile(d) == nil {
+			return func() {
+				atomicfile.UnlockFile(d)
+				d.Close()
+			}, nil
+		}
+		d.Close()
+	}
+	lf, err := os.OpenFile(f.Cert+LockSuffix, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("renewal: open the lock file: %w", err)
+	}
+	if err := atomicfile.LockFile(lf); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("renewal: lock %s: %w", lf.Name(), err)
+	}
+	return func() {
+		atomicfile.UnlockFile(lf)
+		lf.Close()
+	}, nil
+}
+
 // Files are the key and certificate a renewal replaces.
 type Files struct {
 	Cert, Key string

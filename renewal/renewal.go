@@ -53,6 +53,10 @@ type Request struct {
 	Files Files
 	// RevokePrevious asks the gateway to revoke the renewed certificate.
 	RevokePrevious bool
+	// Current, when its Leaf is set and Files are, is the certificate
+	// being renewed: a newer pair already in Files (another process using
+	// the same directory renewed it) is adopted instead of renewing again.
+	Current tls.Certificate
 }
 
 // Result is a completed renewal.
@@ -61,12 +65,29 @@ type Result struct {
 	Output tools.RenewOutput
 	// KeyPair is the new key with its certificate, Leaf set.
 	KeyPair tls.Certificate
+	// Adopted: KeyPair is the newer pair found in Files (see
+	// Request.Current); the gateway was not asked and Output is empty.
+	Adopted bool
 }
 
 // Renew makes a new key, has the gateway at req.Addr sign it and, when
-// req.Files is set, replaces the files. Errors wrap ErrGateway (nothing
-// changed) or ErrWrite (a certificate was issued but not stored).
+// req.Files is set, replaces the files, holding the files' lock
+// (Files.Lock) from the check for a newer pair (req.Current) to the write.
+// Errors wrap ErrGateway (nothing changed) or ErrWrite (a certificate was
+// issued but not stored).
 func Renew(ctx context.Context, req Request) (Result, error) {
+	if req.Files != (Files{}) {
+		unlock, err := req.Files.Lock()
+		if err != nil {
+			return Result{}, err
+		}
+		defer unlock()
+		if req.Current.Leaf != nil {
+			if kp, ok := req.Files.Newer(req.Current, req.TLS.RootCAs, time.Now()); ok {
+				return Result{KeyPair: kp, Adopted: true}, nil
+			}
+		}
+	}
 	key, csr, err := NewCSR(req.Name)
 	if err != nil {
 		return Result{}, err

@@ -820,12 +820,17 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	if n, ok := g.opts.Revocations.(revocationsNotifier); ok {
 		changed = n.Changed()
 	}
+	swept := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-changed: // a shared store's watch saw a revocation: re-judge now
+		}
+		if time.Since(swept) >= SweepEvery {
+			swept = time.Now()
+			g.http.SweepSessions() // abandoned HTTP sessions (attack item 4)
 		}
 		err := g.opts.Revocations.Refresh()
 		switch {

@@ -175,7 +175,8 @@ type boundSession struct {
 	fingerprint string
 	serial      string
 	lastUsed    time.Time
-	use         uint64 // order of last use, for least-recently-used eviction
+	notAfter    time.Time // the certificate's expiry: SweepSessions ends the session then
+	use         uint64    // order of last use, for least-recently-used eviction
 	// done is closed when the session leaves the table (DELETE, expiry,
 	// eviction, revocation): identity.SessionDone of its requests.
 	done chan struct{}
@@ -679,7 +680,7 @@ func (h *HTTPTransport) bindSession(id string, agent identity.Agent) {
 	var stale []string
 	h.mu.Lock()
 	h.uses++
-	h.sessions[id] = &boundSession{fingerprint: agent.Fingerprint, serial: agent.Serial, lastUsed: now, use: h.uses, done: make(chan struct{})}
+	h.sessions[id] = &boundSession{fingerprint: agent.Fingerprint, serial: agent.Serial, lastUsed: now, notAfter: agent.NotAfter, use: h.uses, done: make(chan struct{})}
 	var (
 		mine   int
 		oldest string

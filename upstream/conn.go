@@ -46,6 +46,7 @@ type clientConn struct {
 	ready chan struct{}
 	cn    *conn
 	err   error
+	owner string // the client's certificate (clientOwner), for max_sessions_per_client
 }
 
 // clientConn returns the caller's own upstream session, starting it on
@@ -83,6 +84,20 @@ func (u *upstream) clientConn(ctx context.Context) (*conn, error) {
 			return cc.cn, nil
 		}
 	}
+	owner := clientOwner(ctx)
+	mine := 0
+	for _, cc := range u.cs.m {
+		if cc.owner == owner {
+			mine++
+		}
+	}
+	// The certificate's own cap first, so that one certificate never takes
+	// every slot of max_sessions from the others.
+	if limit := u.cfg.ClientSessionCap(); mine >= limit {
+		u.cs.mu.Unlock()
+		return nil, fmt.Errorf("upstream %q already has %d per-client sessions open for this certificate (max_sessions_per_client %d); end one (its HTTP session, or its connection) and try again",
+			u.cfg.Name, mine, limit)
+	}
 	if n, limit := len(u.cs.m), u.cfg.SessionCap(); n >= limit {
 		u.cs.mu.Unlock()
 		return nil, fmt.Errorf("upstream %q already has %d per-client sessions open (max_sessions %d); try again once another client disconnects", u.cfg.Name, n, limit)
@@ -90,7 +105,7 @@ func (u *upstream) clientConn(ctx context.Context) (*conn, error) {
 	if u.cs.m == nil {
 		u.cs.m = map[string]*clientConn{}
 	}
-	cc := &clientConn{ready: make(chan struct{})}
+	cc := &clientConn{ready: make(chan struct{}), owner: owner}
 	u.cs.m[id] = cc
 	u.cs.wg.Add(1)
 	u.cs.mu.Unlock()
@@ -169,4 +184,16 @@ func clientSessionID(ctx context.Context) string {
 	}
 	a, _ := identity.FromContext(ctx)
 	return a.SessionID
+}
+
+// clientOwner is the certificate a request came with, as
+// max_sessions_per_client counts sessions: its fingerprint, else its
+// serial; "" for a caller without one (the local operator in stdio mode,
+// which has one session anyway).
+func clientOwner(ctx context.Context) string {
+	a, _ := identity.FromContext(ctx)
+	if a.Fingerprint != "" {
+		return "sha256:" + a.Fingerprint
+	}
+	return a.Serial
 }

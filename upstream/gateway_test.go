@@ -270,7 +270,7 @@ func TestUpstreamRestart(t *testing.T) {
 		t.Fatalf("%s = %v", upstream.StatusToolName, got)
 	}
 	u := ups[0].(map[string]any)
-	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(8) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
+	if u["name"] != "up" || u["state"] != "up" || u["tools"] != float64(9) || u["restarts"].(float64) < 1 || !strings.Contains(u["last_error"].(string), "exited") {
 		t.Errorf("%s = %v", upstream.StatusToolName, u)
 	}
 }

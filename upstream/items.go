@@ -22,12 +22,16 @@ import (
 // Prompts are listed as <upstream>.<prompt>, like tools. Resources keep
 // the URI their upstream gave them: URIs are what tool results, prompt
 // messages and resource links refer to, and rewriting them would break
-// every such reference. An index routes a URI to its upstream; a URI (or a
-// URI template's text) that a second upstream also offers is dropped from
-// that one, with a warning naming both, so that a read never goes to an
-// upstream chosen by chance. A URI that no listed resource has is read
-// through the first upstream, in mcp.upstreams order, one of whose
-// templates matches it. The policy decides <upstream>.prompt:<name> and
+// every such reference. An index routes a URI to its upstream: a URI (or a
+// URI template's text) that several upstreams offer belongs to the first of
+// them in mcp.upstreams order, whichever listed it first, and the others'
+// are dropped with a warning naming both; an earlier upstream that lists
+// it later (it started later, or its list changed) takes it back. So a
+// read never goes to an upstream chosen by timing (issue 12, attack item
+// 6). A URI that a listed resource has is read through that resource's
+// upstream, even if an earlier upstream has a template matching it; a URI
+// that no listed resource has is read through the first upstream, in
+// mcp.upstreams order, one of whose templates matches it. The policy decides <upstream>.prompt:<name> and
 // <upstream>.resource:<uri> (package policy); the gateway filters the lists
 // with it and each read or get is decided here, once its upstream is known.
 
@@ -35,27 +39,27 @@ import (
 // longer ones are skipped.
 const maxURIBytes = 4096
 
-// items is what one upstream registered besides tools, under u.mu.
+// items is what one upstream offers besides tools, under u.mu: all of
+// it, whether the index gives it this upstream or an earlier one.
 type items struct {
-	resources map[string]struct{} // URIs registered on srv for u
+	resources map[string]mcp.Resource // by URI, _meta set
 	templates []mcp.ResourceTemplate
 	prompts   map[string]struct{} // prefixed names registered on srv
 }
 
 // index routes resources and templates across the upstreams of a Manager:
-// who owns each URI and template text, and the upstreams in configuration
-// order for template matching.
+// each URI and template text belongs to the first upstream, in
+// configuration order, that offers it.
 type index struct {
-	// pub serializes publishTemplates, so that a slower publication
-	// never overwrites a newer one.
-	pub   sync.Mutex
-	mu    sync.Mutex
-	srv   *mcpserver.MCPServer
-	ups   []*upstream
-	owner map[string]*upstream // "r:"+uri and "t:"+template text
+	// pub serializes publications, so that a slower publication never
+	// overwrites a newer one.
+	pub sync.Mutex
+	mu  sync.Mutex
+	srv *mcpserver.MCPServer
+	ups []*upstream
 }
 
-func newIndex() *index { return &index{owner: map[string]*upstream{}} }
+func newIndex() *index { return &index{} }
 
 // setUpstreams records the upstreams in configuration order.
 func (x *index) setUpstreams(ups []*upstream) {
@@ -64,45 +68,101 @@ func (x *index) setUpstreams(ups []*upstream) {
 	x.mu.Unlock()
 }
 
-// claim gives key to u unless another upstream holds it; it returns the
-// holder when that is another one.
-func (x *index) claim(u *upstream, key string) *upstream {
+// upstreams returns the upstreams in configuration order and the server.
+func (x *index) upstreams() ([]*upstream, *mcpserver.MCPServer) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if o, ok := x.owner[key]; ok && o != u {
-		return o
-	}
-	x.owner[key] = u
-	return nil
+	return slices.Clone(x.ups), x.srv
 }
 
-// release gives up u's keys.
-func (x *index) release(u *upstream, keys ...string) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, k := range keys {
-		if x.owner[k] == u {
-			delete(x.owner, k)
+// publishResources registers each of uris on the server with the resource
+// and handler of its owner, the first upstream in configuration order that
+// lists it or has a template matching it, and deletes those no upstream
+// lists any more, or whose owner serves them by its template (the template
+// handler routes the read there). The others that list one are told, in
+// their log, who serves it.
+func (x *index) publishResources(uris []string) {
+	if len(uris) == 0 {
+		return
+	}
+	x.pub.Lock()
+	defer x.pub.Unlock()
+	ups, srv := x.upstreams()
+	if srv == nil {
+		return
+	}
+	var add []mcpserver.ServerResource
+	var del []string
+	for _, uri := range uris {
+		var owner *upstream
+		for _, u := range ups {
+			u.mu.Lock()
+			r, ok := u.it.resources[uri]
+			u.mu.Unlock()
+			switch {
+			case !ok && owner == nil && u.templateMatches(uri):
+				owner = u // by its template: no static entry
+			case !ok:
+			case owner == nil:
+				owner = u
+				add = append(add, mcpserver.ServerResource{Resource: r, Handler: func(ctx context.Context, _ mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+					return u.readResource(ctx, uri)
+				}})
+			default:
+				u.log.Warn("skipping upstream resource: an upstream earlier in mcp.upstreams offers the same URI", "uri", uri, "owner", owner.cfg.Name)
+			}
+		}
+		if owner == nil || len(add) == 0 || add[len(add)-1].Resource.URI != uri {
+			del = append(del, uri)
 		}
 	}
+	if len(del) > 0 {
+		srv.DeleteResources(del...)
+	}
+	if len(add) > 0 {
+		srv.AddResources(add...)
+	}
 }
 
-// publishTemplates replaces the server's templates with those every
-// upstream holds, in configuration order.
+// publishAll publishes every upstream's resources and templates again,
+// after the configuration order changed.
+func (x *index) publishAll() {
+	ups, _ := x.upstreams()
+	var uris []string
+	for _, u := range ups {
+		u.mu.Lock()
+		for uri := range u.it.resources {
+			uris = append(uris, uri)
+		}
+		u.mu.Unlock()
+	}
+	slices.Sort(uris)
+	x.publishResources(slices.Compact(uris))
+	x.publishTemplates()
+}
+
+// publishTemplates replaces the server's templates with those the
+// upstreams offer, in configuration order; a template text a second
+// upstream also offers is the first one's.
 func (x *index) publishTemplates() {
 	x.pub.Lock()
 	defer x.pub.Unlock()
-	x.mu.Lock()
+	ups, srv := x.upstreams()
 	var all []mcpserver.ServerResourceTemplate
-	for _, u := range x.ups {
+	owner := map[string]string{}
+	for _, u := range ups {
 		u.mu.Lock()
 		for _, t := range u.it.templates {
+			raw := t.URITemplate.Raw()
+			if o, dup := owner[raw]; dup {
+				u.log.Warn("skipping upstream resource template: an upstream earlier in mcp.upstreams offers the same one", "template", raw, "owner", o)
+				continue
+			}
+			owner[raw] = u.cfg.Name
 			all = append(all, mcpserver.ServerResourceTemplate{Template: t, Handler: x.readByTemplate})
 		}
 		u.mu.Unlock()
 	}
-	srv := x.srv
-	x.mu.Unlock()
 	if srv != nil {
 		srv.SetResourceTemplates(all...)
 	}
@@ -227,11 +287,10 @@ func pages[T any](fetch func(mcp.Cursor) ([]T, mcp.Cursor, error)) ([]T, error) 
 	return nil, fmt.Errorf("more than %d pages", maxListPages)
 }
 
-// setResources registers rs (the upstream's whole list) for u, deleting
-// what it no longer offers.
+// setResources records rs (the upstream's whole list) for u and publishes
+// what changed: URIs it now offers and URIs it no longer does.
 func (u *upstream) setResources(rs []mcp.Resource) {
-	var add []mcpserver.ServerResource
-	keep := map[string]struct{}{}
+	keep := map[string]mcp.Resource{}
 	for _, r := range rs {
 		if r.URI == "" || len(r.URI) > maxURIBytes || len(keep) >= maxTools {
 			u.log.Warn("skipping upstream resource: empty, longer than the limit, or too many", "uri_bytes", len(r.URI))
@@ -240,37 +299,20 @@ func (u *upstream) setResources(rs []mcp.Resource) {
 		if _, dup := keep[r.URI]; dup {
 			continue
 		}
-		if o := u.idx.claim(u, "r:"+r.URI); o != nil {
-			u.log.Warn("skipping upstream resource: another upstream offers the same URI", "uri", r.URI, "owner", o.cfg.Name)
-			continue
-		}
-		keep[r.URI] = struct{}{}
 		r.Meta = withUpstream(r.Meta, u.cfg.Name)
-		uri := r.URI
-		add = append(add, mcpserver.ServerResource{Resource: r, Handler: func(ctx context.Context, _ mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-			return u.readResource(ctx, uri)
-		}})
+		keep[r.URI] = r
 	}
 	u.mu.Lock()
-	var stale []string
+	changed := slices.Collect(maps.Keys(keep))
 	for uri := range u.it.resources {
 		if _, ok := keep[uri]; !ok {
-			stale = append(stale, uri)
+			changed = append(changed, uri)
 		}
 	}
 	u.it.resources = keep
 	u.mu.Unlock()
-	if len(stale) > 0 {
-		u.srv.DeleteResources(stale...)
-		keys := make([]string, len(stale))
-		for i, s := range stale {
-			keys[i] = "r:" + s
-		}
-		u.idx.release(u, keys...)
-	}
-	if len(add) > 0 {
-		u.srv.AddResources(add...)
-	}
+	slices.Sort(changed)
+	u.idx.publishResources(changed)
 }
 
 // setTemplates records ts (the upstream's whole list) for u and publishes
@@ -286,10 +328,6 @@ func (u *upstream) setTemplates(ts []mcp.ResourceTemplate) {
 		if _, dup := seen[raw]; dup {
 			continue
 		}
-		if o := u.idx.claim(u, "t:"+raw); o != nil {
-			u.log.Warn("skipping upstream resource template: another upstream offers the same one", "template", raw, "owner", o.cfg.Name)
-			continue
-		}
 		seen[raw] = struct{}{}
 		t.Meta = withUpstream(t.Meta, u.cfg.Name)
 		keep = append(keep, t)
@@ -298,15 +336,10 @@ func (u *upstream) setTemplates(ts []mcp.ResourceTemplate) {
 	old := u.it.templates
 	u.it.templates = keep
 	u.mu.Unlock()
-	var stale []string
-	for _, t := range old {
-		if _, ok := seen[t.URITemplate.Raw()]; !ok {
-			stale = append(stale, "t:"+t.URITemplate.Raw())
-		}
-	}
-	u.idx.release(u, stale...)
 	if len(old) > 0 || len(keep) > 0 {
-		u.idx.publishTemplates()
+		// All resources too: a template of an earlier upstream takes the
+		// URIs it matches from a later upstream's static resources.
+		u.idx.publishAll()
 	}
 }
 

@@ -226,7 +226,7 @@ func (m *Manager) Update(ups []config.Upstream) error {
 	}
 	m.ups = next
 	if m.srv != nil {
-		m.idx.publishTemplates() // the removed ones' are gone
+		m.idx.publishAll() // the removed ones' are gone; the order may have changed
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,8 +61,7 @@ type upstream struct {
 	startOnce sync.Once
 	listID    atomic.Int64
 
-	progressID atomic.Int64
-	progress   sync.Map // upstream progress token -> progressTarget
+	progress sync.Map // upstream progress token -> progressTarget
 
 	mu       sync.Mutex
 	cur      *conn
@@ -102,7 +102,7 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 			default:
 			}
 		case string(mcp.MethodNotificationProgress):
-			u.forwardProgress(n)
+			u.forwardProgress(cn, n)
 		}
 	})
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
@@ -272,10 +272,12 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 			}
 		}
 		if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
-			// A token of our own upstream, so that callers sharing the
-			// session cannot collide or see each other's progress.
-			tok := "nefia-progress-" + strconv.FormatInt(u.progressID.Add(1), 10)
-			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken})
+			// A random token of our own, bound to the upstream session the
+			// call goes on, so that callers sharing the session cannot
+			// collide, and no other session (another client's per_client
+			// process) can guess it or send progress under it.
+			tok := "nefia-progress-" + rand.Text()
+			u.progress.Store(tok, progressTarget{ctx: ctx, token: req.Params.Meta.ProgressToken, cn: cn})
 			defer u.progress.Delete(tok)
 			params.Meta.Progress = tok
 		}
@@ -315,18 +317,24 @@ func (u *upstream) handler(original string) mcpserver.ToolHandlerFunc {
 type progressTarget struct {
 	ctx   context.Context
 	token mcp.ProgressToken
+	cn    *conn // the upstream session the call went on: the only one whose progress counts
 }
 
-// forwardProgress routes an upstream's notifications/progress to the
-// caller of the call it belongs to; progress for a call that has ended, or
-// with a token nefia did not issue, is dropped.
-func (u *upstream) forwardProgress(n mcp.JSONRPCNotification) {
+// forwardProgress routes notifications/progress that upstream session from
+// sent to the caller of the call it belongs to; progress for a call that
+// has ended, with a token nefia did not issue, or from any session but the
+// one the call went on (issue 12, attack item 5) is dropped.
+func (u *upstream) forwardProgress(from *conn, n mcp.JSONRPCNotification) {
 	tok, _ := n.Params.AdditionalFields["progressToken"].(string)
 	v, ok := u.progress.Load(tok)
 	if !ok {
 		return
 	}
 	target := v.(progressTarget)
+	if target.cn != from {
+		u.log.Debug("progress from another upstream session than the call's dropped")
+		return
+	}
 	params := maps.Clone(n.Params.AdditionalFields)
 	params["progressToken"] = target.token
 	if err := u.srv.SendNotificationToClient(target.ctx, string(mcp.MethodNotificationProgress), params); err != nil {

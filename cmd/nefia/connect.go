@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -150,18 +149,19 @@ or unreadable certificate files.`,
 // used by this process (its sessions carry on), and the failure is logged:
 // the files keep the previous pair, which the next start presents. A newer
 // pair already in the files (a second bridge on the same directory renewed
-// first) is adopted instead of renewing again.
+// first) is adopted instead of renewing again; the check and the renewal
+// run under the files' lock (renewal.Files.Lock), so two bridges never
+// both renew.
 func renewFunc(addr string, cfg *tls.Config, files certFiles, log *slog.Logger) bridge.RenewFunc {
 	rf := renewal.Files{Cert: files.cert, Key: files.key}
 	return func(ctx context.Context, cur tls.Certificate) (tls.Certificate, error) {
-		if kp, ok := rf.Newer(cur, cfg.RootCAs, time.Now()); ok {
-			log.Info("adopted the certificate another process renewed in the same files", "cert", files.cert)
-			return kp, nil
-		}
 		rc := cfg.Clone()
 		rc.Certificates, rc.GetClientCertificate = []tls.Certificate{cur}, nil
 		res, err := renewal.Renew(ctx, renewal.Request{Addr: addr, TLS: rc, Name: cur.Leaf.Subject.CommonName,
-			Files: rf})
+			Files: rf, Current: cur})
+		if err == nil && res.Adopted {
+			log.Info("adopted the certificate another process renewed in the same files", "cert", files.cert)
+		}
 		if errors.Is(err, renewal.ErrWrite) {
 			log.Error("the renewed certificate is in use but could not be written; the files keep the previous one", "cert", files.cert, "error", err)
 			return res.KeyPair, nil
