@@ -201,14 +201,14 @@ func decodeInventory(path string, data []byte) (inv inventoryFile, appendable, t
 // complete record line, up to a tail in which no complete record follows.
 // ok is false for any other damage, which must fail closed.
 func repairInventory(data []byte) (inventoryFile, bool) {
-	var inv inventoryFile
 	lines := bytes.Split(data, []byte("\n"))
-	head := lines[0]
-	if !bytes.HasPrefix(head, []byte(`{"version":1,`)) || !bytes.HasSuffix(head, []byte(`"certificates":[`)) ||
-		json.Unmarshal(append(bytes.Clone(head), "]}"...), &inv) != nil || inv.Version != 1 {
+	if !bytes.HasSuffix(lines[0], []byte(`"certificates":[`)) {
 		return inventoryFile{}, false
 	}
-	inv.Certificates = nil
+	inv, ok := inventoryHead(data)
+	if !ok {
+		return inventoryFile{}, false
+	}
 	i := 1
 	for ; i < len(lines); i++ {
 		c, rest, ok := recordLine(lines[i])
@@ -242,4 +242,22 @@ func recordLine(line []byte) (c IssuedCert, rest []byte, ok bool) {
 		return c, nil, false
 	}
 	return c, line[2+dec.InputOffset():], true
+}
+
+// inventoryHead decodes the inventory's first line, as writeRecords
+// writes it: everything but the certificates. ok is false for any other
+// layout.
+func inventoryHead(data []byte) (inv inventoryFile, ok bool) {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	if !bytes.HasPrefix(line, []byte(`{"version":1,`)) {
+		return inventoryFile{}, false
+	}
+	if bytes.HasSuffix(line, []byte(`"certificates":[`)) {
+		line = append(bytes.Clone(line), "]}"...)
+	}
+	if json.Unmarshal(line, &inv) != nil || inv.Version != 1 {
+		return inventoryFile{}, false
+	}
+	inv.Certificates = nil
+	return inv, true
 }
