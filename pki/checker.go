@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
@@ -351,4 +353,42 @@ func canonicalSerialBytes(s string, dst []byte) ([]byte, bool) {
 		dst = append(dst, hi<<4|lo)
 	}
 	return dst, true
+}
+
+// watchEvery is how often Watch looks at the store and its log: one stat
+// of each, so a revocation by another process (the CLI) reaches live
+// sessions within about this, not the gateway's poll (issue 16).
+const watchEvery = 10 * time.Millisecond
+
+// Watch delivers on the returned channel (capacity 1, never closed) when
+// the store or its log changed since it last looked, until ctx ends: the
+// gateway re-judges live connections then instead of at its next poll.
+func (c *RevocationChecker) Watch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	look := func() [2]atomicfile.Version {
+		s, _ := atomicfile.VersionOf(c.path)
+		l, _ := atomicfile.VersionOf(logPath)
+		return [2]atomicfile.Version{s, l}
+	}
+	go func() {
+		t := time.NewTicker(watchEvery)
+		defer t.Stop()
+		last := look()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if v := look(); v != last {
+				last = v
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch
 }

@@ -189,6 +189,14 @@ type Gateway struct {
 	addr      atomic.Pointer[net.Addr]
 	ready     chan struct{}
 	readyOne  sync.Once
+	// watchClosed counts, per serial, connections the revocation watch
+	// closed before CloseSerial was called for it: a revocation by the
+	// tool is seen by the watch (issue 16) within milliseconds, often
+	// before the tool's own CloseSerial, which still reports them as
+	// closed by that revocation. A serial is revoked once, so every such
+	// close is that revocation's.
+	watchMu     sync.Mutex
+	watchClosed map[string]int
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -746,6 +754,16 @@ const (
 // sessions it created, and returns how many connections it closed. Their
 // session slots are free once their goroutines have returned.
 func (g *Gateway) CloseSerial(serial string) int {
+	n := g.closeSerial(serial)
+	g.watchMu.Lock()
+	n += g.watchClosed[serial]
+	delete(g.watchClosed, serial)
+	g.watchMu.Unlock()
+	return n
+}
+
+// closeSerial is CloseSerial without the watch's count.
+func (g *Gateway) closeSerial(serial string) int {
 	victims := g.admitted(func(a identity.Agent) bool { return a.Serial == serial })
 	for _, tc := range victims {
 		g.closeConn(tc, errRevoked)
@@ -803,6 +821,8 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 	var changed <-chan struct{}              // nil: poll only
 	if n, ok := g.opts.Revocations.(revocationsNotifier); ok {
 		changed = n.Changed()
+	} else if w, ok := g.opts.Revocations.(revocationsWatcher); ok {
+		changed = w.Watch(ctx)
 	}
 	for {
 		select {
@@ -842,7 +862,13 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			}
 		}
 		for serial := range revoked {
-			g.CloseSerial(serial)
+			n := g.closeSerial(serial)
+			g.watchMu.Lock()
+			if g.watchClosed == nil {
+				g.watchClosed = map[string]int{}
+			}
+			g.watchClosed[serial] += n
+			g.watchMu.Unlock()
 		}
 	}
 }
