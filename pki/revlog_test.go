@@ -210,3 +210,27 @@ func appendTo(t *testing.T, p, s string) {
 	}
 }
 
+
+// TestForceInitArchivesTheLog: a forced re-init archives the revocation
+// log with the store it belongs to, so the archive keeps every
+// revocation of the old CA generation.
+func TestForceInitArchivesTheLog(t *testing.T) {
+	t.Parallel()
+	s := pkitest.NewStore(t)
+	a := pkitest.Issue(t, s, "a", pki.RoleAgent, time.Hour)
+	if _, err := s.Revoke(a.Serial, ""); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Init(pki.InitOptions{Hosts: []string{"localhost"}, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := pki.NewStore(res.ArchivedTo)
+	revs, err := old.Revocations()
+	if err != nil || len(revs) != 1 || revs[0].Serial != a.Serial {
+		t.Fatalf("archived revocations = %+v, %v", revs, err)
+	}
+	if revs, err := s.Revocations(); err != nil || len(revs) != 0 {
+		t.Fatalf("new generation's revocations = %+v, %v", revs, err)
+	}
+}
