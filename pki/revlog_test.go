@@ -210,7 +210,6 @@ func appendTo(t *testing.T, p, s string) {
 	}
 }
 
-
 // TestForceInitArchivesTheLog: a forced re-init archives the revocation
 // log with the store it belongs to, so the archive keeps every
 // revocation of the old CA generation.
