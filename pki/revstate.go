@@ -32,6 +32,10 @@ import (
 //	missing   missing                                     present  fail closed: cannot know
 //	missing   missing                                     missing  empty: never initialized
 //
+// Before this matrix, a missing store whose revocation log
+// (RevokedLogFile) holds a complete line fails closed whatever the
+// inventory says; the log's own states are listed in revlog.go.
+//
 // A present store never depends on the inventory (item 5): a revocation
 // is honoured whatever the inventory says, and revoking works while the
 // inventory is missing or damaged. The RevocationChecker adds one rule of
