@@ -189,14 +189,14 @@ type Gateway struct {
 	addr      atomic.Pointer[net.Addr]
 	ready     chan struct{}
 	readyOne  sync.Once
-	// watchClosed counts, per serial, connections the revocation watch
+	// watchClosed holds, per serial, the connections the revocation watch
 	// closed before CloseSerial was called for it: a revocation by the
 	// tool is seen by the watch (issue 16) within milliseconds, often
 	// before the tool's own CloseSerial, which still reports them as
-	// closed by that revocation. A serial is revoked once, so every such
-	// close is that revocation's.
+	// closed by that revocation (each connection once). A serial is
+	// revoked once, so every such close is that revocation's.
 	watchMu     sync.Mutex
-	watchClosed map[string]int
+	watchClosed map[string]map[*trackedConn]struct{}
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -754,16 +754,23 @@ const (
 // sessions it created, and returns how many connections it closed. Their
 // session slots are free once their goroutines have returned.
 func (g *Gateway) CloseSerial(serial string) int {
-	n := g.closeSerial(serial)
+	closed := g.closeSerial(serial)
 	g.watchMu.Lock()
-	n += g.watchClosed[serial]
+	byWatch := g.watchClosed[serial]
 	delete(g.watchClosed, serial)
 	g.watchMu.Unlock()
+	n := len(byWatch)
+	for _, tc := range closed {
+		if _, ok := byWatch[tc]; !ok {
+			n++
+		}
+	}
 	return n
 }
 
-// closeSerial is CloseSerial without the watch's count.
-func (g *Gateway) closeSerial(serial string) int {
+// closeSerial is CloseSerial without the watch's count: the connections
+// it closed.
+func (g *Gateway) closeSerial(serial string) []*trackedConn {
 	victims := g.admitted(func(a identity.Agent) bool { return a.Serial == serial })
 	for _, tc := range victims {
 		g.closeConn(tc, errRevoked)
@@ -771,7 +778,7 @@ func (g *Gateway) closeSerial(serial string) int {
 	// Ends the HTTP sessions bound to the serial; its connections are
 	// closed above already.
 	g.http.CloseSerial(serial)
-	return len(victims)
+	return victims
 }
 
 // serveHTTP serves one connection as MCP Streamable HTTP; identity is taken
@@ -862,12 +869,17 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			}
 		}
 		for serial := range revoked {
-			n := g.closeSerial(serial)
+			closed := g.closeSerial(serial)
 			g.watchMu.Lock()
 			if g.watchClosed == nil {
-				g.watchClosed = map[string]int{}
+				g.watchClosed = map[string]map[*trackedConn]struct{}{}
 			}
-			g.watchClosed[serial] += n
+			if g.watchClosed[serial] == nil {
+				g.watchClosed[serial] = map[*trackedConn]struct{}{}
+			}
+			for _, tc := range closed {
+				g.watchClosed[serial][tc] = struct{}{}
+			}
 			g.watchMu.Unlock()
 		}
 	}
