@@ -196,7 +196,7 @@ type Gateway struct {
 	// closed by that revocation (each connection once). A serial is
 	// revoked once, so every such close is that revocation's.
 	watchMu     sync.Mutex
-	watchClosed map[string]map[*trackedConn]struct{}
+	watchClosed map[string]watchClose
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -756,7 +756,7 @@ const (
 func (g *Gateway) CloseSerial(serial string) int {
 	closed := g.closeSerial(serial)
 	g.watchMu.Lock()
-	byWatch := g.watchClosed[serial]
+	byWatch := g.watchClosed[serial].conns
 	delete(g.watchClosed, serial)
 	g.watchMu.Unlock()
 	n := len(byWatch)
@@ -766,6 +766,42 @@ func (g *Gateway) CloseSerial(serial string) int {
 		}
 	}
 	return n
+}
+
+// watchClose is what the revocation watch closed for one serial, and when.
+type watchClose struct {
+	conns map[*trackedConn]struct{}
+	at    time.Time
+}
+
+// watchCloseKept is how long the watch's closes wait for the tool's
+// CloseSerial; a revocation by the CLI has none, so its entry goes then.
+const watchCloseKept = time.Minute
+
+// noteWatchClosed remembers the connections the watch closed for serial.
+func (g *Gateway) noteWatchClosed(serial string, closed []*trackedConn) {
+	now := time.Now()
+	g.watchMu.Lock()
+	defer g.watchMu.Unlock()
+	for s, w := range g.watchClosed {
+		if now.Sub(w.at) > watchCloseKept {
+			delete(g.watchClosed, s)
+		}
+	}
+	if len(closed) == 0 {
+		return
+	}
+	if g.watchClosed == nil {
+		g.watchClosed = map[string]watchClose{}
+	}
+	w, ok := g.watchClosed[serial]
+	if !ok {
+		w = watchClose{conns: map[*trackedConn]struct{}{}, at: now}
+	}
+	for _, tc := range closed {
+		w.conns[tc] = struct{}{}
+	}
+	g.watchClosed[serial] = w
 }
 
 // closeSerial is CloseSerial without the watch's count: the connections
@@ -869,18 +905,7 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			}
 		}
 		for serial := range revoked {
-			closed := g.closeSerial(serial)
-			g.watchMu.Lock()
-			if g.watchClosed == nil {
-				g.watchClosed = map[string]map[*trackedConn]struct{}{}
-			}
-			if g.watchClosed[serial] == nil {
-				g.watchClosed[serial] = map[*trackedConn]struct{}{}
-			}
-			for _, tc := range closed {
-				g.watchClosed[serial][tc] = struct{}{}
-			}
-			g.watchMu.Unlock()
+			g.noteWatchClosed(serial, g.closeSerial(serial))
 		}
 	}
 }
