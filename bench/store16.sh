@@ -6,6 +6,7 @@
 # of alternated runs mean anything.
 #
 #   bash bench/store16.sh [BASE] [ROUNDS]     # default: 667ec35, 3 rounds
+#   BENCH=BenchmarkRevokeCLIToRefusal bash bench/store16.sh   # one benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base="${1:-667ec35}"
@@ -14,13 +15,14 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/nefia-store16.XXXXXX")"
 trap 'git worktree remove --force "$tmp/base" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git worktree add --detach "$tmp/base" "$base" >/dev/null 2>&1
 cp pki/store_bench_test.go "$tmp/base/pki/"
-(cd "$tmp/base" && go test -c -o "$tmp/base.test" ./pki)
+(cd "$tmp/base" && go test -c -o "$tmp/base.test" ./pki && go build -o "$tmp/base.nefia" ./cmd/nefia)
 go test -c -o "$tmp/head.test" ./pki
-bench='BenchmarkIssueConcurrent|BenchmarkRevokeToRefusal'
+go build -o "$tmp/head.nefia" ./cmd/nefia
+bench="${BENCH:-BenchmarkIssueConcurrent|BenchmarkRevokeToRefusal|BenchmarkRevokeCLIToRefusal}"
 for r in $(seq "$rounds"); do
   for side in base head; do
     echo "## round $r $side" >&2
-    (cd "$tmp" && "./$side.test" -test.run '^$' -test.bench "$bench" -test.benchtime 3s 2>/dev/null) |
+    (cd "$tmp" && NEFIA_BIN="$tmp/$side.nefia" "./$side.test" -test.run '^$' -test.bench "$bench" -test.benchtime 3s 2>/dev/null) |
       awk -v side="$side" '/^Benchmark/ { for (i = 3; i < NF; i += 2) if ($(i+1) != "ns/op") print side, $1, $(i+1), $i }'
   done
 done | tee "$tmp/all" >&2

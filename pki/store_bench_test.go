@@ -3,6 +3,8 @@ package pki_test
 import (
 	"fmt"
 	"math/big"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -132,5 +134,51 @@ func BenchmarkRevokeToRefusal(b *testing.B) {
 				b.ReportMetric(0, "ns/op")
 			})
 		}
+	}
+}
+
+// BenchmarkRevokeCLIToRefusal is BenchmarkRevokeToRefusal through the real
+// CLI: 'nefia mtls revoke' as its own process (start, config, audit
+// record, CRL) against n revoked serials, the binary named by NEFIA_BIN
+// (bench/store16.sh builds one per side); skipped without it.
+func BenchmarkRevokeCLIToRefusal(b *testing.B) {
+	bin := os.Getenv("NEFIA_BIN")
+	if bin == "" {
+		b.Skip("NEFIA_BIN not set")
+	}
+	for _, n := range []int{100_000} {
+		b.Run(fmt.Sprintf("revoked=%d", n), func(b *testing.B) {
+			s := seedStore(b, 0, n)
+			checker := pki.NewRevocationChecker(s.Path(pki.RevokedFile))
+			if err := checker.Refresh(); err != nil {
+				b.Fatal(err)
+			}
+			var refusal, ret time.Duration
+			b.ResetTimer()
+			for range b.N {
+				serial := benchSerial(b)
+				sn, _ := new(big.Int).SetString(serial, 16)
+				start := time.Now()
+				seen := make(chan time.Duration, 1)
+				go func() {
+					for {
+						if r, err := checker.IsRevoked(sn); err == nil && r {
+							seen <- time.Since(start)
+							return
+						}
+						time.Sleep(100 * time.Microsecond)
+					}
+				}()
+				cmd := exec.Command(bin, "--state-dir", s.Dir(), "--config", filepath.Join(s.Dir(), "none.yaml"), "mtls", "revoke", "--serial", serial)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v: %s", err, out)
+				}
+				ret += time.Since(start)
+				refusal += <-seen
+			}
+			b.ReportMetric(float64(refusal.Microseconds())/1000/float64(b.N), "ms-to-refusal")
+			b.ReportMetric(float64(ret.Microseconds())/1000/float64(b.N), "ms-to-return")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 }
