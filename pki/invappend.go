@@ -89,8 +89,12 @@ func (s *Store) appendInventory(certs []IssuedCert) error {
 	if verErr != nil {
 		return fmt.Errorf("pki: stat %s: %w", path, verErr)
 	}
+	// base is the cache entry the append extends: a lockless reader may
+	// replace it meanwhile (with what it read, possibly this append's
+	// bytes), and then the entry is dropped rather than extended twice.
 	s.invMu.Lock()
 	hit := s.inv != nil && s.invVer == ver && s.invSize > 0
+	base := s.inv
 	var m int
 	var size int64
 	if hit {
@@ -104,6 +108,7 @@ func (s *Store) appendInventory(certs []IssuedCert) error {
 		}
 		s.invMu.Lock()
 		hit = s.inv != nil && s.invVer == ver && s.invSize > 0
+		base = s.inv
 		m, size = len(inv.Certificates), s.invSize
 		s.invMu.Unlock()
 		if !hit { // torn, hand-edited or replaced meanwhile: rewrite whole
@@ -122,7 +127,7 @@ func (s *Store) appendInventory(certs []IssuedCert) error {
 	nver, verErr := atomicfile.VersionOf(path)
 	s.invMu.Lock()
 	defer s.invMu.Unlock()
-	if verErr != nil || s.inv == nil || s.invVer != ver {
+	if verErr != nil || s.inv == nil || s.inv != base || s.invVer != ver {
 		s.inv = nil
 		return nil
 	}
