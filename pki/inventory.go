@@ -37,10 +37,13 @@ func (c IssuedCert) Lifetime() time.Duration {
 
 type inventoryFile struct {
 	Version int `json:"version"`
-	// Revocations counts the revocations ever recorded in this state
-	// directory. It is what tells a lost revocation store from one that was
-	// never needed (see checkMissingStore). nil: an inventory written
-	// before the count existed, which cannot vouch for anything.
+	// Revocations is positive once a revocation was recorded in this
+	// state directory: it is what tells a lost revocation store from one
+	// that was never needed (see checkMissingStore). Since the revocation
+	// log (issue 16) it is set on the first revocation (and by
+	// ImportRecords), not raised on each, which would rewrite the whole
+	// inventory per revocation. nil: an inventory written before the
+	// count existed, which cannot vouch for anything.
 	Revocations  *int         `json:"revocations,omitempty"`
 	Certificates []IssuedCert `json:"certificates"`
 }
