@@ -76,7 +76,7 @@ func DescribeCert(c *x509.Certificate) CertInfo {
 }
 
 // stateFiles are the files one CA generation owns; Force archives them all.
-var stateFiles = []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, IssuedFile, RevokedFile, CRLFile}
+var stateFiles = []string{CACertFile, CAKeyFile, ServerCertFile, ServerKeyFile, IssuedFile, RevokedFile, RevokedLogFile, CRLFile}
 
 // Init creates the root CA, the server certificate, an empty inventory and an
 // empty revocation store. Over an existing CA it refuses with ErrCAExists

@@ -1,15 +1,19 @@
 package pki
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
@@ -37,6 +41,8 @@ type RevocationChecker struct {
 	// version, so a benign missing store costs two stats per check, not an
 	// inventory read.
 	missing atomic.Pointer[missingVerdict]
+	// log is guarded by reload.
+	log logReader
 }
 
 type missingVerdict struct {
@@ -46,8 +52,30 @@ type missingVerdict struct {
 
 type revocationSnapshot struct {
 	id      atomicfile.Version
-	serials map[string]struct{} // big-endian serial bytes
-	err     error               // non-nil: the store at id could not be loaded
+	logID   atomicfile.Version  // the log's version when read; zero when missing
+	serials map[string]struct{} // big-endian serial bytes, from the store
+	// logged holds the serials of the log's lines (issue 16): a few
+	// thousand at most, copied on each new line, while serials (100,000)
+	// is shared between snapshots of one store version.
+	logged map[string]struct{}
+	err    error // non-nil: the store at id could not be loaded
+}
+
+func (s *revocationSnapshot) has(b []byte) bool {
+	if _, ok := s.serials[string(b)]; ok {
+		return true
+	}
+	_, ok := s.logged[string(b)]
+	return ok
+}
+
+// logReader is the checker's open descriptor on the revocation log and
+// how far it has read it. Every log file is append-only (a fold replaces
+// it by rename), so reading on from off through the same descriptor never
+// misses a line.
+type logReader struct {
+	f   *os.File
+	off int64
 }
 
 // NewRevocationChecker returns a checker for the store at path (normally
@@ -86,8 +114,7 @@ func (c *RevocationChecker) IsRevoked(serial *big.Int) (bool, error) {
 	}
 	b := buf[:n]
 	serial.FillBytes(b)
-	_, ok := snap.serials[string(b)]
-	return ok, nil
+	return snap.has(b), nil
 }
 
 // Refresh checks the file now and reloads it if it changed; it returns the
@@ -105,43 +132,143 @@ func (c *RevocationChecker) Generation() uint64 { return c.loads.Load() }
 // Len returns the number of revoked serials currently loaded.
 func (c *RevocationChecker) Len() int {
 	if s := c.snap.Load(); s != nil {
-		return len(s.serials)
+		return len(s.serials) + len(s.logged)
 	}
 	return 0
 }
 
 func (c *RevocationChecker) current() (*revocationSnapshot, error) {
+	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	// The log is looked at before the store, for the reason readRevoked
+	// reads it first: a fold writes the store, then empties the log.
+	lid, lerr := atomicfile.VersionOf(logPath)
+	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, lerr)
+	}
 	id, err := atomicfile.VersionOf(c.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c.whenMissing()
+		return c.whenMissing(logPath)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
 	}
-	if s := c.snap.Load(); s != nil && s.id == id {
+	if s := c.snap.Load(); s != nil && s.id == id && s.logID == lid {
 		return s, s.err
 	}
 	c.reload.Lock()
 	defer c.reload.Unlock()
-	if s := c.snap.Load(); s != nil && s.id == id {
+	if s := c.snap.Load(); s != nil && s.id == id && s.logID == lid {
 		return s, s.err
 	}
-	s := load(c.path, id)
+	var s *revocationSnapshot
+	if prev := c.snap.Load(); prev != nil && prev.err == nil && prev.id == id && lerr == nil && c.log.same(logPath) {
+		s = c.readLogOn(prev, lid)
+	} else {
+		s = c.loadAll(id, lid, lerr == nil)
+	}
 	c.loads.Add(1)
-	if len(s.serials) > 0 {
+	if len(s.serials)+len(s.logged) > 0 {
 		c.held.Store(true)
 	}
 	c.snap.Store(s)
 	return s, s.err
 }
 
+// same reports whether the open log is still the file at path.
+func (l *logReader) same(path string) bool {
+	if l.f == nil {
+		return false
+	}
+	a, err1 := l.f.Stat()
+	b, err2 := os.Stat(path)
+	return err1 == nil && err2 == nil && os.SameFile(a, b)
+}
+
+// readLogOn is a reload when only the log grew: the new complete lines are
+// read from where the last read stopped.
+func (c *RevocationChecker) readLogOn(prev *revocationSnapshot, lid atomicfile.Version) *revocationSnapshot {
+	s := &revocationSnapshot{id: prev.id, logID: lid, serials: prev.serials, logged: maps.Clone(prev.logged)}
+	if s.logged == nil {
+		s.logged = map[string]struct{}{}
+	}
+	if err := c.log.readOn(c.path, s.logged); err != nil {
+		return &revocationSnapshot{id: prev.id, logID: lid, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	}
+	return s
+}
+
+// readOn adds the serials of the log's complete lines after l.off.
+func (l *logReader) readOn(storePath string, into map[string]struct{}) error {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() <= l.off {
+		return nil
+	}
+	data := make([]byte, fi.Size()-l.off)
+	n, err := l.f.ReadAt(data, l.off)
+	if err != nil && n < len(data) && !errors.Is(err, io.EOF) {
+		return err
+	}
+	var buf [20]byte
+	var used int64
+	path := filepath.Join(filepath.Dir(storePath), RevokedLogFile)
+	err = parseLogLines(path, data[:n], l.off, func(e logEntry) {
+		b, _ := canonicalSerialBytes(e.Serial, buf[:0]) // parseLogLines checked it
+		into[string(b)] = struct{}{}
+	}, &used)
+	l.off += used
+	return err
+}
+
+// loadAll reads the log, from its start, and then the store.
+func (c *RevocationChecker) loadAll(id, lid atomicfile.Version, logExists bool) *revocationSnapshot {
+	if c.log.f != nil {
+		c.log.f.Close()
+		c.log = logReader{}
+	}
+	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	fail := func(err error) *revocationSnapshot {
+		return &revocationSnapshot{id: id, logID: lid, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
+	}
+	logged := map[string]struct{}{}
+	if logExists {
+		if fi, err := os.Lstat(logPath); err != nil || !fi.Mode().IsRegular() {
+			return fail(fmt.Errorf("%s is not a regular file", logPath))
+		}
+		f, err := os.Open(logPath)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fail(err)
+		}
+		if err == nil {
+			c.log = logReader{f: f}
+			if err := c.log.readOn(c.path, logged); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	serials, hasLog, err := loadSerials(c.path)
+	if err != nil {
+		return fail(err)
+	}
+	if hasLog && c.log.f == nil {
+		return fail(fmt.Errorf("%s is missing, but %s says it keeps one; restore both from a backup", logPath, filepath.Base(c.path)))
+	}
+	return &revocationSnapshot{id: id, logID: lid, serials: serials, logged: logged}
+}
+
 // whenMissing judges a missing store (issue 10 item 4): an empty set where
 // checkMissingStore allows one, else ErrRevocationUnavailable naming the
 // file and saying why.
-func (c *RevocationChecker) whenMissing() (*revocationSnapshot, error) {
+func (c *RevocationChecker) whenMissing(logPath string) (*revocationSnapshot, error) {
 	if c.held.Load() {
 		err := fmt.Errorf("%w: %s is missing, but it held revocations when last read; restore it from a backup", ErrRevocationUnavailable, c.path)
 		return nil, err
+	}
+	if lg, err := readRevLog(logPath); err != nil || len(lg.entries) > 0 {
+		return nil, fmt.Errorf("%w: %s is missing, but its log %s holds revocations or cannot be read (%v); restore it from a backup",
+			ErrRevocationUnavailable, c.path, RevokedLogFile, err)
 	}
 	dir := filepath.Dir(c.path)
 	inv, invErr := atomicfile.VersionOf(filepath.Join(dir, IssuedFile))
@@ -158,48 +285,38 @@ func (c *RevocationChecker) whenMissing() (*revocationSnapshot, error) {
 	return s, s.err
 }
 
-// load reads the store. The id passed in was taken before the read, so if the
-// file is replaced during the read, the next check sees a different id and
-// loads again: a change is never missed.
-func load(path string, id atomicfile.Version) *revocationSnapshot {
-	serials, err := loadSerials(path)
-	if err != nil {
-		return &revocationSnapshot{id: id, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
-	}
-	return &revocationSnapshot{id: id, serials: serials}
-}
-
 // loadSerials reads only what a handshake needs from the store: the serials,
 // as big-endian bytes. Handshakes wait for a reload, so it skips everything
 // else (times, names, big.Int): 100,000 entries load in a fraction of the
 // time the full records take. It is as strict about serials as the store.
-func loadSerials(path string) (map[string]struct{}, error) {
+func loadSerials(path string) (_ map[string]struct{}, hasLog bool, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var rf struct {
-		Version int `json:"version"`
+		Version int  `json:"version"`
+		Log     bool `json:"log"`
 		Revoked []struct {
 			Serial string `json:"serial"`
 		} `json:"revoked"`
 	}
 	if err := decodeJSON(path, data, &rf); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if rf.Version != 1 {
-		return nil, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
+		return nil, false, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
 	}
 	serials := make(map[string]struct{}, len(rf.Revoked))
 	var buf [20]byte
 	for i, r := range rf.Revoked {
 		b, ok := canonicalSerialBytes(r.Serial, buf[:0])
 		if !ok {
-			return nil, fmt.Errorf("%w: %s: entry %d has a malformed serial %q", ErrCorruptState, path, i, r.Serial)
+			return nil, false, fmt.Errorf("%w: %s: entry %d has a malformed serial %q", ErrCorruptState, path, i, r.Serial)
 		}
 		serials[string(b)] = struct{}{}
 	}
-	return serials, nil
+	return serials, rf.Log, nil
 }
 
 // canonicalSerialBytes decodes a serial in canonical form (lowercase hex, no
@@ -236,4 +353,42 @@ func canonicalSerialBytes(s string, dst []byte) ([]byte, bool) {
 		dst = append(dst, hi<<4|lo)
 	}
 	return dst, true
+}
+
+// watchEvery is how often Watch looks at the store and its log: one stat
+// of each, so a revocation by another process (the CLI) reaches live
+// sessions within about this, not the gateway's poll (issue 16).
+const watchEvery = 10 * time.Millisecond
+
+// Watch delivers on the returned channel (capacity 1, never closed) when
+// the store or its log changed since it last looked, until ctx ends: the
+// gateway re-judges live connections then instead of at its next poll.
+func (c *RevocationChecker) Watch(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	look := func() [2]atomicfile.Version {
+		s, _ := atomicfile.VersionOf(c.path)
+		l, _ := atomicfile.VersionOf(logPath)
+		return [2]atomicfile.Version{s, l}
+	}
+	go func() {
+		t := time.NewTicker(watchEvery)
+		defer t.Stop()
+		last := look()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if v := look(); v != last {
+				last = v
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch
 }

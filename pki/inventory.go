@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -36,10 +37,13 @@ func (c IssuedCert) Lifetime() time.Duration {
 
 type inventoryFile struct {
 	Version int `json:"version"`
-	// Revocations counts the revocations ever recorded in this state
-	// directory. It is what tells a lost revocation store from one that was
-	// never needed (see checkMissingStore). nil: an inventory written
-	// before the count existed, which cannot vouch for anything.
+	// Revocations is positive once a revocation was recorded in this
+	// state directory: it is what tells a lost revocation store from one
+	// that was never needed (see checkMissingStore). Since the revocation
+	// log (issue 16) it is set on the first revocation (and by
+	// ImportRecords), not raised on each, which would rewrite the whole
+	// inventory per revocation. nil: an inventory written before the
+	// count existed, which cannot vouch for anything.
 	Revocations  *int         `json:"revocations,omitempty"`
 	Certificates []IssuedCert `json:"certificates"`
 }
@@ -77,42 +81,66 @@ func (s *Store) readInventory() (inventoryFile, error) {
 	}
 	s.invMu.Unlock()
 
-	var inv inventoryFile
-	err := readJSON(path, &inv)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return inventoryFile{Version: 1}, nil
 	}
 	if err != nil {
+		return inventoryFile{}, fmt.Errorf("pki: read %s: %w", path, err)
+	}
+	inv, appendable, torn, err := decodeInventory(path, data)
+	if err != nil {
 		return inv, err
 	}
-	if inv.Version != 1 {
-		return inv, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, inv.Version)
+	if torn {
+		s.logger().Warn("inventory torn by an interrupted append: its complete records are used, the partial tail is dropped at the next write",
+			"file", IssuedFile)
 	}
-	s.cacheInventory(ver, verErr, inv)
+	size := int64(0)
+	if appendable {
+		size = int64(len(data))
+	}
+	s.cacheInventory(ver, verErr, inv, size)
 	return inv, nil
+}
+
+// readInventoryFile is readInventory without a Store: the inventory at
+// path, torn tails repaired, a missing file reported as fs.ErrNotExist.
+func readInventoryFile(path string) (inventoryFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return inventoryFile{}, fmt.Errorf("pki: read %s: %w", path, err)
+	}
+	inv, _, _, err := decodeInventory(path, data)
+	return inv, err
 }
 
 // writeInventory replaces the inventory and caches what it wrote.
 func (s *Store) writeInventory(inv inventoryFile) error {
 	path := s.Path(IssuedFile)
-	if err := writeRecords(path, inv.header(), "certificates", inv.Certificates); err != nil {
+	data, err := encodeRecords(path, inv.header(), "certificates", inv.Certificates)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(path, data, recordMode); err != nil {
 		return err
 	}
 	ver, err := atomicfile.VersionOf(path)
-	s.cacheInventory(ver, err, inv)
+	s.cacheInventory(ver, err, inv, int64(len(data)))
 	return nil
 }
 
 // cacheInventory keeps a private copy of inv as the contents of version ver
-// (taken before the read, so a concurrent replacement only causes a re-read).
-func (s *Store) cacheInventory(ver atomicfile.Version, verErr error, inv inventoryFile) {
+// (taken before the read, so a concurrent replacement only causes a re-read),
+// and size when the file ends as writeRecords ends it (else 0).
+func (s *Store) cacheInventory(ver atomicfile.Version, verErr error, inv inventoryFile, size int64) {
 	s.invMu.Lock()
 	defer s.invMu.Unlock()
 	if verErr != nil {
 		s.inv = nil
 		return
 	}
-	s.invVer = ver
+	s.invVer, s.invSize = ver, size
 	c := inv.clone()
 	s.inv = &c
 }

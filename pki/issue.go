@@ -148,17 +148,7 @@ func (s *Store) record(c IssuedCert) error {
 	if s.records != nil {
 		return s.records.AddIssued(c)
 	}
-	unlock, err := s.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	inv, err := s.readInventory()
-	if err != nil {
-		return err
-	}
-	inv.Certificates = append(inv.Certificates, c)
-	return s.writeInventory(inv)
+	return s.recordFile(c)
 }
 
 // parseCSR returns the public key of a PEM CSR after checking its signature

@@ -9,6 +9,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/nefia/nefia/internal/atomicfile"
 )
 
 // MaxReasonLen bounds a revocation reason, which is free text from an
@@ -28,27 +30,50 @@ type revokedFile struct {
 	// CRLNumber is the number of the last CRL signed, or about to be:
 	// it is written here before the CRL that carries it (see
 	// nextCRLNumber). 0: no CRL yet.
-	CRLNumber int64        `json:"crl_number,omitempty"`
-	Revoked   []Revocation `json:"revoked"`
+	CRLNumber int64 `json:"crl_number,omitempty"`
+	// Log says a revocation log (RevokedLogFile) belongs to this store,
+	// so that losing the log is noticed. Every store written since
+	// issue 16 says so.
+	Log     bool         `json:"log,omitempty"`
+	Revoked []Revocation `json:"revoked"`
 }
 
-// writeRevoked replaces the revocation store, keeping its CRL number.
+// writeRevoked replaces the revocation store with rf, which must hold
+// every revocation of the store and the log, then empties the log (a
+// fold). The store is durable before the log is replaced, both by rename:
+// a crash in between leaves the log's lines in both, which readRevoked
+// counts once.
 func (s *Store) writeRevoked(rf revokedFile) error {
 	head := ""
 	if rf.CRLNumber != 0 {
 		head = `"crl_number":` + strconv.FormatInt(rf.CRLNumber, 10) + `,`
 	}
-	return writeRecords(s.Path(RevokedFile), head, "revoked", rf.Revoked)
+	head += `"log":true,`
+	if err := writeRecords(s.Path(RevokedFile), head, "revoked", rf.Revoked); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(s.Path(RevokedLogFile), nil, recordMode)
 }
 
-// readRevoked loads the revocation store for a read-modify-write or a
-// report. A missing store is empty only where checkMissingStore proves no
-// revocation was ever recorded; anywhere else it is as bad as a corrupt
-// one (ErrCorruptState, naming the file), and nothing may write over it.
+// readRevoked loads the revocation store and its log for a
+// read-modify-write or a report. A missing store is empty only where
+// checkMissingStore proves no revocation was ever recorded and no log
+// exists; anywhere else it is as bad as a corrupt one (ErrCorruptState,
+// naming the file), and nothing may write over it. The log is read
+// before the store: a fold writes the store before it empties the log, so
+// this order never misses a revocation a concurrent fold moved.
 func (s *Store) readRevoked() (revokedFile, error) {
+	lg, err := readRevLog(s.Path(RevokedLogFile))
+	if err != nil {
+		return revokedFile{}, err
+	}
 	var rf revokedFile
-	err := readJSON(s.Path(RevokedFile), &rf)
+	err = readJSON(s.Path(RevokedFile), &rf)
 	if errors.Is(err, fs.ErrNotExist) {
+		if len(lg.entries) > 0 {
+			return rf, fmt.Errorf("%w: %s is missing, but its log %s holds revocations; restore it from a backup "+
+				"(starting an empty store would let revoked certificates back in)", ErrCorruptState, s.Path(RevokedFile), RevokedLogFile)
+		}
 		if err := checkMissingStore(s.dir); err != nil {
 			return rf, fmt.Errorf("%w: %v", ErrCorruptState, err)
 		}
@@ -57,7 +82,27 @@ func (s *Store) readRevoked() (revokedFile, error) {
 	if err != nil {
 		return rf, err
 	}
-	return rf, validateRevoked(s.Path(RevokedFile), rf)
+	if err := validateRevoked(s.Path(RevokedFile), rf); err != nil {
+		return rf, err
+	}
+	if rf.Log && !lg.exists {
+		return rf, fmt.Errorf("%w: %s is missing, but %s says it keeps one; restore both from a backup "+
+			"(without it, the revocations recorded since the store was last written would be forgotten)", ErrCorruptState, s.Path(RevokedLogFile), RevokedFile)
+	}
+	if len(lg.entries) > 0 {
+		have := make(map[string]bool, len(rf.Revoked))
+		for _, r := range rf.Revoked {
+			have[r.Serial] = true
+		}
+		for _, e := range lg.entries {
+			if !have[e.Serial] {
+				rf.Revoked = append(rf.Revoked, e.Revocation)
+				have[e.Serial] = true
+			}
+		}
+	}
+	rf.CRLNumber = max(rf.CRLNumber, lg.maxCRL)
+	return rf, nil
 }
 
 func validateRevoked(path string, rf revokedFile) error {
@@ -100,8 +145,9 @@ func (s *Store) Revoke(serial, reason string) (Revocation, error) {
 // existing record with ErrAlreadyRevoked, so callers can report "already
 // revoked" and stay idempotent.
 //
-// The inventory's revocation count is raised before the store is written,
-// so a store lost afterwards is recognised as lost (checkMissingStore), and
+// The inventory's revocation count is made positive before the first
+// revocation is written, so a store lost afterwards is recognised as lost
+// (checkMissingStore), and
 // a store that is missing where revocations may have been recorded is
 // refused (ErrCorruptState naming it) and left alone (issue 10 item 4).
 func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
@@ -116,65 +162,7 @@ func (s *Store) RevokeReport(serial, reason string) (RevokeResult, error) {
 	if s.records != nil {
 		return s.revokeShared(canon, reason)
 	}
-	unlock, err := s.lock()
-	if err != nil {
-		return RevokeResult{}, err
-	}
-	defer unlock()
-
-	rf, err := s.readRevoked()
-	if err != nil {
-		return RevokeResult{}, err
-	}
-	for _, r := range rf.Revoked {
-		if r.Serial == canon {
-			return RevokeResult{Revocation: r}, fmt.Errorf("%w: %s (%s) at %s", ErrAlreadyRevoked, canon, r.Name, r.RevokedAt.Format(time.RFC3339))
-		}
-	}
-	var res RevokeResult
-	warn := func(format string, args ...any) { res.Warnings = append(res.Warnings, fmt.Sprintf(format, args...)) }
-	inv, invErr := s.readInventory()
-	name := ""
-	if invErr != nil {
-		warn("%s cannot be read, so the certificate's name is unknown and the revocation count was not raised; repair it", IssuedFile)
-	} else {
-		for _, c := range inv.Certificates {
-			if c.Serial == canon {
-				name = c.Name
-				break
-			}
-		}
-		if name == "" {
-			warn("serial %s is not in the inventory (%s); it is revoked anyway, check that it is the one you meant ('nefia mtls list')", canon, IssuedFile)
-		}
-		n := len(rf.Revoked)
-		if inv.Revocations != nil {
-			n = max(n, *inv.Revocations)
-		}
-		n++
-		inv.Revocations = &n
-		if err := s.writeInventory(inv); err != nil {
-			warn("the revocation count in %s could not be raised; if %s is lost, the loss may go unnoticed", IssuedFile, RevokedFile)
-		}
-	}
-	res.Revocation = Revocation{Serial: canon, RevokedAt: s.now().UTC(), Reason: reason, Name: name}
-	rf.Revoked = append(rf.Revoked, res.Revocation)
-	// The CRL number is reserved by the same write that records the
-	// revocation; the CRL follows (issue 13 item 6).
-	crlNumber, crlErr := s.nextCRLNumber(rf)
-	if crlErr == nil {
-		rf.CRLNumber = crlNumber
-	}
-	if err := s.writeRevoked(rf); err != nil {
-		return RevokeResult{}, err
-	}
-	if crlErr != nil {
-		s.logger().Warn("CRL not regenerated after a revocation", "err", crlErr)
-		warn("the revocation is recorded, but the CRL number is out of range, so %s was not regenerated; other TLS terminators do not see it", CRLFile)
-	} else if w := s.revokeCRL(rf); w != "" {
-		warn("%s", w)
-	}
-	return res, nil
+	return s.revokeFile(canon, reason)
 }
 
 // Revocations returns every entry of the revocation store.

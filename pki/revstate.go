@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,6 +32,10 @@ import (
 //	missing   missing                                     present  fail closed: cannot know
 //	missing   missing                                     missing  empty: never initialized
 //
+// Before this matrix, a missing store whose revocation log
+// (RevokedLogFile) holds a complete line fails closed whatever the
+// inventory says; the log's own states are listed in revlog.go.
+//
 // A present store never depends on the inventory (item 5): a revocation
 // is honoured whatever the inventory says, and revoking works while the
 // inventory is missing or damaged. The RevocationChecker adds one rule of
@@ -44,12 +47,9 @@ func checkMissingStore(dir string) error {
 		return fmt.Errorf("%s is missing, but %s; restore it from a backup "+
 			"(starting an empty store would let revoked certificates back in)", storePath, fmt.Sprintf(format, args...))
 	}
-	var h struct {
-		Version      int             `json:"version"`
-		Revocations  *int            `json:"revocations"`
-		Certificates json.RawMessage `json:"certificates"`
-	}
-	err := readJSON(filepath.Join(dir, IssuedFile), &h)
+	// A torn inventory (an interrupted append) keeps its header line,
+	// so its count is read as from a whole one (decodeInventory).
+	h, err := readInventoryFile(filepath.Join(dir, IssuedFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		ca, err := (&Store{dir: dir}).caPresent()
@@ -68,14 +68,8 @@ func checkMissingStore(dir string) error {
 		return lost("%s has a negative revocation count", IssuedFile)
 	case h.Revocations != nil && *h.Revocations > 0:
 		return lost("%s records %d revocation(s)", IssuedFile, *h.Revocations)
-	case h.Revocations == nil && listsAny(h.Certificates):
+	case h.Revocations == nil && len(h.Certificates) > 0:
 		return lost("%s (written by an older nefia) lists certificates that may have been revoked", IssuedFile)
 	}
 	return nil
-}
-
-// listsAny reports whether a raw JSON array has an element.
-func listsAny(raw json.RawMessage) bool {
-	var items []json.RawMessage
-	return json.Unmarshal(raw, &items) == nil && len(items) > 0
 }

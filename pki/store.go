@@ -60,6 +60,12 @@ type Store struct {
 	invMu  sync.Mutex
 	invVer atomicfile.Version
 	inv    *inventoryFile
+	// invSize is the size of the inventory file at invVer when it ends
+	// as writeRecords ends it, so issuance can append; 0: rewrite it.
+	invSize int64
+	// commit groups concurrent issuers into one append (recordFile).
+	commitMu sync.Mutex
+	commit   invCommit
 
 	// records, when set, holds the inventory and the revocations instead
 	// of the files (WithRecords).
@@ -141,6 +147,16 @@ func decodeJSON(path string, data []byte, v any) error {
 // still readable (and diffable) by an operator. head, when not empty, is
 // rendered JSON members (ending in a comma) written before KEY.
 func writeRecords[T any](path, head, key string, items []T) error {
+	data, err := encodeRecords(path, head, key, items)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, data, recordMode)
+}
+
+// encodeRecords is writeRecords' encoding: the straightforward one that
+// the inventory's appends must reproduce byte for byte.
+func encodeRecords[T any](path, head, key string, items []T) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(64 + len(head) + 200*len(items))
 	b.WriteString(`{"version":1,` + head + `"` + key + `":[`)
@@ -151,7 +167,7 @@ func writeRecords[T any](path, head, key string, items []T) error {
 		b.WriteString("\n  ")
 		data, err := json.Marshal(items[i])
 		if err != nil {
-			return fmt.Errorf("pki: encode %s: %w", path, err)
+			return nil, fmt.Errorf("pki: encode %s: %w", path, err)
 		}
 		b.Write(data)
 	}
@@ -159,7 +175,7 @@ func writeRecords[T any](path, head, key string, items []T) error {
 		b.WriteByte('\n')
 	}
 	b.WriteString("]}\n")
-	return atomicfile.WriteFile(path, b.Bytes(), recordMode)
+	return b.Bytes(), nil
 }
 
 func exists(path string) (bool, error) {

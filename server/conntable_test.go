@@ -61,6 +61,13 @@ func TestRevocationReachesSilentConnections(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		// Issue 16: the gateway watches the store and its log, so the
+		// CLI's revocation closes it without waiting for the poll.
+		{name: "CLI watched", poll: time.Hour, within: time.Second, act: func(t *testing.T, gw *servertest.Gateway, _ *client.Client, victim *pki.Issued) {
+			if _, err := gw.Store.Revoke(victim.Serial, "cli"); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{name: "CA replaced", poll: server.DefaultRevocationPoll, within: time.Second, act: func(t *testing.T, gw *servertest.Gateway, _ *client.Client, _ *pki.Issued) {
 			if _, err := gw.Store.Init(pki.InitOptions{Hosts: []string{"127.0.0.1"}, Force: true}); err != nil {
 				t.Fatal(err)
@@ -120,6 +127,9 @@ func TestRevokedWhileSilentIsNeverServed(t *testing.T) {
 		o.Logger = slog.New(logs)
 		o.RevocationPoll = time.Hour // the CLI's revocation is not seen by the poll
 		o.FirstByteTimeout = time.Minute
+		// Nor by the watch of the store (issue 16): embedding hides
+		// RevocationChecker.Watch, so only speaking can reveal it.
+		o.Revocations = struct{ server.Revocations }{o.Revocations}
 	})
 	victim := gw.Issue("op", pki.RoleOperator, time.Hour)
 	conn := dialSilent(t, gw, logs, pkitest.KeyPair(t, victim), victim.Serial)

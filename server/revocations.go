@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"math/big"
 )
@@ -30,6 +31,13 @@ type Revocations interface {
 // changes as they happen (the etcd watch, issue 15): the gateway re-judges
 // live connections as soon as Changed delivers, not at its next poll.
 type revocationsNotifier interface{ Changed() <-chan struct{} }
+
+// revocationsWatcher is the optional capability of a file store that
+// watches its files (pki.RevocationChecker, issue 16): a revocation by the
+// CLI reaches live sessions within its watch interval, not the poll's.
+type revocationsWatcher interface {
+	Watch(ctx context.Context) <-chan struct{}
+}
 
 // revocationsPath is the optional capability of a store kept in a file: it
 // names the file in log lines.

@@ -63,6 +63,7 @@ func statusFiles(store *pki.Store, configPath string) []string {
 		store.Path(pki.CACertFile), store.Path(pki.CAKeyFile),
 		store.Path(pki.ServerCertFile), store.Path(pki.ServerKeyFile),
 		store.Path(pki.IssuedFile), store.Path(pki.RevokedFile),
+		store.Path(pki.RevokedLogFile), // revocations since the store was last written (issue 16)
 	}
 }
 

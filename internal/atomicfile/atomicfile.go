@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -66,10 +67,22 @@ func WriteFile(path string, data []byte, perm fs.FileMode) (err error) {
 // file is never touched.
 const staleTempAge = time.Minute
 
+// lastSweep is when removeStaleTemps last globbed for each path.
+var lastSweep sync.Map
+
 // removeStaleTemps deletes temp files that earlier writes of path left behind
 // when their process was killed between create and rename. They may hold a
 // private key (0600, but still a copy nobody tracks), so they must not pile up.
+//
+// It globs the directory at most once a minute per path (issue 16: a
+// glob per inventory write cost more than the write at high issuance
+// rates); a temp file is only removed once it is a minute old anyway.
 func removeStaleTemps(path string) {
+	now := time.Now()
+	if last, ok := lastSweep.Load(path); ok && now.Sub(last.(time.Time)) < staleTempAge {
+		return
+	}
+	lastSweep.Store(path, now)
 	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+globEscape(filepath.Base(path))+".tmp-*"))
 	for _, m := range matches {
 		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTempAge {

@@ -130,3 +130,31 @@ func TestWriteFileRemovesStaleTemps(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleTempSweepOncePerMinute: the directory is globbed at most once
+// a minute per path (issue 16), and a stale temp file is still removed by
+// the first write after that minute.
+func TestStaleTempSweepOncePerMinute(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "inv.json")
+	if err := WriteFile(path, []byte("1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, ".inv.json.tmp-1")
+	os.WriteFile(stale, []byte("x"), 0o600)
+	old := time.Now().Add(-2 * staleTempAge)
+	os.Chtimes(stale, old, old)
+	if err := WriteFile(path, []byte("2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatal("swept twice within a minute")
+	}
+	lastSweep.Store(path, time.Now().Add(-staleTempAge-time.Second))
+	if err := WriteFile(path, []byte("3"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatal("stale temp file survived the sweep after a minute")
+	}
+}
