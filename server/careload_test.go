@@ -164,3 +164,30 @@ func selfSigned(t *testing.T, ku x509.KeyUsage) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestInitForceAnswersItsCaller: the operator whose nefia.mtls.init --force
+// replaces the CA that admitted its own raw session still gets the answer
+// (it carries the new CA), however soon the gateway sees the change; then
+// the session ends. With the poll at 1 ms the change is seen while the tool
+// is still writing, which used to cut the connection before the answer.
+func TestInitForceAnswersItsCaller(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		poll time.Duration
+	}{
+		{"poll 1ms", time.Millisecond},
+		{"poll 200ms", 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			gw := servertest.Start(t, func(o *server.GatewayOptions) { o.RevocationPoll = tc.poll })
+			c := gw.Client(gw.Cert("ops", pki.RoleOperator))
+			res := servertest.CallOK(t, c, "nefia.mtls.init", map[string]any{"hosts": []any{"localhost", "127.0.0.1"}, "force": true})
+			if res["ca"] == nil {
+				t.Fatalf("init answered without the new CA: %v", res)
+			}
+			waitFor(t, func() bool { return gw.Count() == 0 }) // the old CA's session ends
+		})
+	}
+}

@@ -26,9 +26,9 @@ import (
 	"github.com/nefia/nefia/tools"
 )
 
-// revokeGrace bounds how long a revoked raw session may take to answer
-// the requests it was already running (StreamSession.Finish); it reads
-// nothing more from the moment of the revocation.
+// revokeGrace bounds how long a revoked raw session (or one whose CA was
+// replaced) may take to answer the requests it was already running
+// (StreamSession.Finish); it reads nothing more from that moment.
 const revokeGrace = time.Second
 
 // Gateway defaults.
@@ -686,10 +686,13 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	}
 	agent.SessionID = sess.SessionID()
 	tc.setSession(agent.SessionID)
-	// A revoked session answers what it is already running (at most
-	// revokeGrace) but reads nothing more; every other cause ends it now.
+	// A revoked session, or one whose CA was replaced, answers what it is
+	// already running (at most revokeGrace) but reads nothing more; every
+	// other cause ends it now. The CA case matters for the operator whose
+	// nefia.mtls.init --force replaced it: the answer carries the new CA,
+	// and the CA watch can see the change before the tool has answered.
 	closer := func(cause error) {
-		if errors.Is(cause, errRevoked) {
+		if errors.Is(cause, errRevoked) || errors.Is(cause, errCAReplaced) {
 			sess.Finish(cause, revokeGrace)
 			return
 		}
