@@ -61,6 +61,17 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 	b := issue("b")
 	c.mustRun("mtls", "revoke", "--serial", a)
 
+	// Before the store is created, the etcd backend refuses: one line
+	// naming the prefix and the command that creates it (issue 15 fix 1).
+	writeStoreConfig(t, c, "etcd", cluster.Endpoints())
+	for _, args := range [][]string{{"mtls", "list"}, {"mtls", "revoke", "--serial", b}} {
+		_, stderr, code := c.run(args...)
+		if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 ||
+			!strings.Contains(stderr, "/cli-test/") || !strings.Contains(stderr, "nefia mtls store migrate --to etcd") {
+			t.Errorf("%v before the store exists: exit %d, %q; want one line naming /cli-test/ and the migrate command", args, code, stderr)
+		}
+	}
+
 	writeStoreConfig(t, c, "file", cluster.Endpoints())
 	for run, want := range []string{`"added_certificates": 2`, `"added_certificates": 0`} {
 		out := c.mustRun("mtls", "store", "migrate", "--to", "etcd", "--json")
