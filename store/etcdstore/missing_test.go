@@ -81,7 +81,10 @@ func TestEtcdMissingStoreFailsClosed(t *testing.T) {
 			}{
 				{"revoke", func() error { _, err := m.Store.Revoke(iss.Serial, "test"); return err }()},
 				{"list", func() error { _, err := m.Store.List(); return err }()},
-				{"issue", func() error { _, err := m.Store.Issue(pki.IssueRequest{Name: "x", Role: pki.RoleAgent, Duration: time.Hour}); return err }()},
+				{"issue", func() error {
+					_, err := m.Store.Issue(pki.IssueRequest{Name: "x", Role: pki.RoleAgent, Duration: time.Hour})
+					return err
+				}()},
 				{"health", m.Store.Records().(*etcdstore.Store).Health()},
 			} {
 				if !errors.Is(op.err, etcdstore.ErrNoStore) || !strings.Contains(op.err.Error(), tc.prefix) ||
