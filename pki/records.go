@@ -171,3 +171,85 @@ func (s *Store) ImportRecords(certs []IssuedCert, revs []Revocation) (addedCerts
 	}
 	return addedCerts, addedRevs, nil
 }
+
+// NameLookup is the optional capability of Records that can return one
+// name's certificates without reading the whole inventory (etcd: a
+// per-name index written by the issuance's own transaction). Without it,
+// ListNamed filters List.
+type NameLookup interface {
+	IssuedByName(name string) ([]IssuedCert, error)
+}
+
+// RevocationLookup is the optional capability of Records that can read the
+// revocation of one serial without reading every revocation.
+type RevocationLookup interface {
+	RevocationOf(serial string) (r Revocation, ok bool, err error)
+}
+
+// ListNamed returns the certificates named name with their states, oldest
+// first: what issue-client --force, revoke --name and the renewal chain
+// rule need, read per name on shared records (never O(all serials)).
+func (s *Store) ListNamed(name string) ([]ListedCert, error) {
+	nl, ok := s.records.(NameLookup)
+	if !ok {
+		list, err := s.List()
+		if err != nil {
+			return nil, err
+		}
+		out := list[:0:0]
+		for _, c := range list {
+			if c.Name == name {
+				out = append(out, c)
+			}
+		}
+		return out, nil
+	}
+	certs, err := nl.IssuedByName(name)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := make([]ListedCert, 0, len(certs))
+	for _, c := range certs {
+		_, revoked, err := s.RevocationOf(c.Serial)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ListedCert{IssuedCert: c, State: stateOf(c, revoked, now)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
+	return out, nil
+}
+
+// RevocationOf returns the revocation of a canonical serial, ok false when
+// it is not revoked: one key on shared records that can, a scan of the
+// revocation store otherwise.
+func (s *Store) RevocationOf(serial string) (Revocation, bool, error) {
+	if rl, ok := s.records.(RevocationLookup); ok {
+		return rl.RevocationOf(serial)
+	}
+	revs, err := s.Revocations()
+	if err != nil {
+		return Revocation{}, false, err
+	}
+	for _, r := range revs {
+		if r.Serial == serial {
+			return r, true, nil
+		}
+	}
+	return Revocation{}, false, nil
+}
+
+// lookupShared is Lookup on shared records: the serial's inventory entry
+// and its revocation, two keys.
+func (s *Store) lookupShared(canon string) (ListedCert, bool, error) {
+	c, ok, err := s.records.IssuedCert(canon)
+	if err != nil || !ok {
+		return ListedCert{}, false, err
+	}
+	_, revoked, err := s.RevocationOf(canon)
+	if err != nil {
+		return ListedCert{}, false, err
+	}
+	return ListedCert{IssuedCert: c, State: stateOf(c, revoked, s.now())}, true, nil
+}
