@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -113,9 +115,23 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 		}
 	}
 
-	// No CRL from the files while the revocations are in etcd.
-	if _, stderr, code := c.run("mtls", "crl"); code == 0 || !strings.Contains(stderr, "etcd backend") {
-		t.Errorf("mtls crl on etcd: exit %d, %q; want a refusal naming the etcd backend", code, stderr)
+	// The CRL is signed from the revocations in etcd (issue 15 fix 3):
+	// it lists both a (migrated) and b (revoked on etcd).
+	stdout, stderr, code := c.run("mtls", "crl")
+	blk, _ := pem.Decode([]byte(stdout))
+	if code != 0 || blk == nil {
+		t.Fatalf("mtls crl on etcd: exit %d, %q", code, stderr)
+	}
+	crl, err := x509.ParseRevocationList(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, e := range crl.RevokedCertificateEntries {
+		listed[pki.FormatSerial(e.SerialNumber)] = true
+	}
+	if !listed[a] || !listed[b] || len(listed) != 2 {
+		t.Errorf("CRL from etcd lists %v, want %s and %s", listed, a, b)
 	}
 	// The audit records of the etcd-backed commands say which gateway
 	// (here: which host's CLI) acted.
