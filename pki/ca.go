@@ -100,6 +100,9 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 		if !opts.Force {
 			return nil, s.describeExistingCA()
 		}
+		if s.records != nil {
+			return nil, ErrReplaceSharedCA
+		}
 		if archived, err = s.archive(); err != nil {
 			return nil, err
 		}

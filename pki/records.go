@@ -20,6 +20,15 @@ var ErrSerialTaken = errors.New("pki: serial already recorded")
 // repeat a number another gateway used.
 var ErrCRLSharedStore = errors.New("pki: the shared revocation store cannot number CRLs, so none is signed")
 
+// ErrReplaceSharedCA refuses 'init --force' while the inventory and the
+// revocations are shared (etcd): the new CA would be this host's alone,
+// the shared store would keep the old CA's certificates and revocations,
+// and the fleet would split between two CAs. Nothing is changed.
+var ErrReplaceSharedCA = errors.New("pki: init --force would replace the CA of this host only, while the shared store " +
+	"(mcp.mtls.store.backend: etcd) keeps the old CA's certificates and revocations, splitting the fleet; nothing was changed. " +
+	"To start over with a new CA, set mcp.mtls.store.backend to file, run 'nefia mtls init --force', " +
+	"choose a new mcp.mtls.store.etcd.prefix, run 'nefia mtls store migrate --to etcd', switch back to etcd and distribute the new CA files to every gateway")
+
 // ErrNoCAKey is returned when the CA certificate is present but its key is
 // not: a gateway that shares a store but does not issue runs without the
 // key, and refuses issuance with this error.

@@ -179,3 +179,33 @@ func TestMigrateBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestInitForceRefusedOnEtcd: 'nefia mtls init --force' with the etcd
+// backend would give this host a new CA while the shared store keeps the
+// old one's certificates, splitting the fleet: refused in one line, exit 2,
+// the CA files untouched and nothing archived (issue 15 fix 4).
+func TestInitForceRefusedOnEtcd(t *testing.T) {
+	t.Parallel()
+	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	writeStoreConfig(t, c, "file", cluster.Endpoints())
+	c.mustRun("mtls", "store", "migrate", "--to", "etcd")
+	writeStoreConfig(t, c, "etcd", cluster.Endpoints())
+	before, err := os.ReadFile(filepath.Join(c.stateDir, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(c.stateDir)
+	_, stderr, code := c.run("mtls", "init", "--force")
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "splitting the fleet") {
+		t.Errorf("init --force on etcd: exit %d, %q; want exit 2 and one line saying why", code, stderr)
+	}
+	after, err := os.ReadFile(filepath.Join(c.stateDir, pki.CACertFile))
+	if err != nil || string(after) != string(before) {
+		t.Errorf("the CA certificate changed (%v)", err)
+	}
+	if now, _ := os.ReadDir(c.stateDir); len(now) != len(entries) {
+		t.Errorf("the state directory changed: %d entries, was %d", len(now), len(entries))
+	}
+}
