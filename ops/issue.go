@@ -139,7 +139,7 @@ func (s *Service) Issue(ctx context.Context, actor identity.Agent, req IssueRequ
 // activeOf returns the serials of name's certificates that are active (or
 // not yet valid), oldest first.
 func (s *Service) activeOf(name string) ([]string, error) {
-	list, err := s.Store.List()
+	list, err := s.Store.ListNamed(name)
 	if err != nil {
 		return nil, fmt.Errorf("read the inventory: %w", err)
 	}

@@ -174,7 +174,9 @@ const SupersededReason = "superseded"
 // caller holds next either way.
 func (s *Service) supersede(ctx context.Context, actor identity.Agent, prev, next string) {
 	log := s.logFor(ctx, actor)
-	list, err := s.Store.List()
+	// A renewal keeps the name, so the whole chain is among the
+	// certificates of this name: a per-name read, not the inventory.
+	list, err := s.Store.ListNamed(actor.Name)
 	if err != nil {
 		log.Error("reading the inventory to revoke superseded renewals failed", logKeySerial, prev, logKeyError, err)
 		return
@@ -251,15 +253,13 @@ func (s *Service) checkRenew(ctx context.Context, actor identity.Agent, req Rene
 		return "", 0, fmt.Errorf("%w: certificate %s expired at %s; an expired certificate cannot renew, ask an operator for a new one",
 			ErrPermission, serial, actor.NotAfter.Format(time.RFC3339))
 	}
-	revs, err := s.Store.Revocations()
+	_, revoked, err := s.Store.RevocationOf(serial)
 	if err != nil {
 		return "", 0, fmt.Errorf("read the revocation store: %w", err)
 	}
-	for _, r := range revs {
-		if r.Serial == serial {
-			s.logFor(ctx, actor).Warn("renewal of a revoked certificate refused", logKeySerial, serial)
-			return "", 0, fmt.Errorf("%w: certificate %s is revoked; a revoked certificate cannot renew, ask an operator for a new one", ErrPermission, serial)
-		}
+	if revoked {
+		s.logFor(ctx, actor).Warn("renewal of a revoked certificate refused", logKeySerial, serial)
+		return "", 0, fmt.Errorf("%w: certificate %s is revoked; a revoked certificate cannot renew, ask an operator for a new one", ErrPermission, serial)
 	}
 	// The lifetime it was issued with: from the inventory, else from the
 	// verified certificate itself.

@@ -100,6 +100,16 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 		if !opts.Force {
 			return nil, s.describeExistingCA()
 		}
+		if s.records != nil {
+			// Say first why the shared records cannot be used, when they
+			// cannot (an unreadable configuration names its file).
+			if h, ok := s.records.(healthReporter); ok {
+				if err := h.Health(); err != nil {
+					return nil, err
+				}
+			}
+			return nil, ErrReplaceSharedCA
+		}
 		if archived, err = s.archive(); err != nil {
 			return nil, err
 		}

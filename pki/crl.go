@@ -74,7 +74,7 @@ func (s *Store) CurrentCRL() ([]byte, CRLInfo, error) {
 
 func (s *Store) refreshCRL(force bool) ([]byte, CRLInfo, error) {
 	if s.records != nil {
-		return nil, CRLInfo{}, ErrCRLSharedStore
+		return s.refreshSharedCRL(force)
 	}
 	unlock, err := s.lock()
 	if err != nil {

@@ -223,6 +223,9 @@ func (s *Store) Lookup(serial string) (c ListedCert, ok bool, err error) {
 	if err != nil {
 		return ListedCert{}, false, err
 	}
+	if s.records != nil {
+		return s.lookupShared(canon)
+	}
 	list, err := s.List()
 	if err != nil {
 		return ListedCert{}, false, err

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sort"
@@ -13,11 +14,20 @@ import (
 var ErrSerialTaken = errors.New("pki: serial already recorded")
 
 // ErrCRLSharedStore is returned by the CRL functions when the revocations
-// live in shared records: the CRL is built from the state directory's
-// revocation store, and one built from it would miss every revocation made
-// in etcd.
-var ErrCRLSharedStore = errors.New("pki: the CRL is built from the state directory's revocation store, " +
-	"which the etcd backend (mcp.mtls.store.backend) does not use; a CRL from it would miss revocations, so none is signed")
+// live in shared records that cannot number CRLs (see CRLNumbers): a CRL
+// from the state directory's revocation store would miss every revocation
+// made in the shared store, and one numbered by this host alone could
+// repeat a number another gateway used.
+var ErrCRLSharedStore = errors.New("pki: the shared revocation store cannot number CRLs, so none is signed")
+
+// ErrReplaceSharedCA refuses 'init --force' while the inventory and the
+// revocations are shared (etcd): the new CA would be this host's alone,
+// the shared store would keep the old CA's certificates and revocations,
+// and the fleet would split between two CAs. Nothing is changed.
+var ErrReplaceSharedCA = errors.New("pki: init --force would replace the CA of this host only, while the shared store " +
+	"(mcp.mtls.store.backend: etcd) keeps the old CA's certificates and revocations, splitting the fleet; nothing was changed. " +
+	"To start over with a new CA, set mcp.mtls.store.backend to file, run 'nefia mtls init --force', " +
+	"choose a new mcp.mtls.store.etcd.prefix, run 'nefia mtls store migrate --to etcd', switch back to etcd and distribute the new CA files to every gateway")
 
 // ErrNoCAKey is returned when the CA certificate is present but its key is
 // not: a gateway that shares a store but does not issue runs without the
@@ -170,4 +180,153 @@ func (s *Store) ImportRecords(certs []IssuedCert, revs []Revocation) (addedCerts
 		return 0, 0, err
 	}
 	return addedCerts, addedRevs, nil
+}
+
+// NameLookup is the optional capability of Records that can return one
+// name's certificates without reading the whole inventory (etcd: a
+// per-name index written by the issuance's own transaction). Without it,
+// ListNamed filters List.
+type NameLookup interface {
+	IssuedByName(name string) ([]IssuedCert, error)
+}
+
+// RevocationLookup is the optional capability of Records that can read the
+// revocation of one serial without reading every revocation.
+type RevocationLookup interface {
+	RevocationOf(serial string) (r Revocation, ok bool, err error)
+}
+
+// ListNamed returns the certificates named name with their states, oldest
+// first: what issue-client --force, revoke --name and the renewal chain
+// rule need, read per name on shared records (never O(all serials)).
+func (s *Store) ListNamed(name string) ([]ListedCert, error) {
+	nl, ok := s.records.(NameLookup)
+	if !ok {
+		list, err := s.List()
+		if err != nil {
+			return nil, err
+		}
+		out := list[:0:0]
+		for _, c := range list {
+			if c.Name == name {
+				out = append(out, c)
+			}
+		}
+		return out, nil
+	}
+	certs, err := nl.IssuedByName(name)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := make([]ListedCert, 0, len(certs))
+	for _, c := range certs {
+		_, revoked, err := s.RevocationOf(c.Serial)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ListedCert{IssuedCert: c, State: stateOf(c, revoked, now)})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].NotBefore.Before(out[j].NotBefore) })
+	return out, nil
+}
+
+// RevocationOf returns the revocation of a canonical serial, ok false when
+// it is not revoked: one key on shared records that can, a scan of the
+// revocation store otherwise.
+func (s *Store) RevocationOf(serial string) (Revocation, bool, error) {
+	if rl, ok := s.records.(RevocationLookup); ok {
+		return rl.RevocationOf(serial)
+	}
+	revs, err := s.Revocations()
+	if err != nil {
+		return Revocation{}, false, err
+	}
+	for _, r := range revs {
+		if r.Serial == serial {
+			return r, true, nil
+		}
+	}
+	return Revocation{}, false, nil
+}
+
+// lookupShared is Lookup on shared records: the serial's inventory entry
+// and its revocation, two keys.
+func (s *Store) lookupShared(canon string) (ListedCert, bool, error) {
+	c, ok, err := s.records.IssuedCert(canon)
+	if err != nil || !ok {
+		return ListedCert{}, false, err
+	}
+	_, revoked, err := s.RevocationOf(canon)
+	if err != nil {
+		return ListedCert{}, false, err
+	}
+	return ListedCert{IssuedCert: c, State: stateOf(c, revoked, s.now())}, true, nil
+}
+
+// CRLNumbers is the optional capability of Records that reserve CRL
+// numbers for every gateway sharing them (etcd: one key incremented in a
+// transaction), so the CRLs the CA-holding gateways sign carry strictly
+// increasing numbers whichever of them signs.
+type CRLNumbers interface {
+	// NextCRLNumber reserves and returns a number greater than every one
+	// reserved before, and at least atLeast.
+	NextCRLNumber(atLeast int64) (int64, error)
+}
+
+// refreshSharedCRL is refreshCRL on shared records (issue 15): the
+// revocations are read from the records (a prefix read on etcd), the
+// number is reserved there, and the CRL is signed with this host's CA key
+// into CRLFile. The file is kept when it already lists exactly the
+// revoked serials and is not near its nextUpdate.
+func (s *Store) refreshSharedCRL(force bool) ([]byte, CRLInfo, error) {
+	numbers, ok := s.records.(CRLNumbers)
+	if !ok {
+		return nil, CRLInfo{}, ErrCRLSharedStore
+	}
+	ca, key, err := s.LoadCA()
+	if err != nil {
+		return nil, CRLInfo{}, err
+	}
+	revs, err := s.records.Revoked()
+	if err != nil {
+		return nil, CRLInfo{}, err
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, CRLInfo{}, err
+	}
+	defer unlock()
+	if !force {
+		if der, crl, err := readCRL(s.Path(CRLFile), ca); err == nil && sameSerials(crl, revs) &&
+			s.now().Before(crl.NextUpdate.Add(-CRLRefreshMargin)) && !s.now().Before(crl.ThisUpdate) {
+			return der, describeCRL(crl, false), nil
+		}
+	}
+	// Never below this host's own last CRL (one signed before the store
+	// moved to etcd): numbers only ever increase.
+	published, _ := publishedCRLNumber(s.Path(CRLFile))
+	n, err := numbers.NextCRLNumber(published + 1)
+	if err != nil {
+		return nil, CRLInfo{}, err
+	}
+	sort.Slice(revs, func(i, j int) bool { return revs[i].Serial < revs[j].Serial })
+	return s.writeCRL(ca, key, revokedFile{Version: 1, CRLNumber: n, Revoked: revs})
+}
+
+// sameSerials reports whether crl lists exactly the serials of revs.
+func sameSerials(crl *x509.RevocationList, revs []Revocation) bool {
+	if len(crl.RevokedCertificateEntries) != len(revs) {
+		return false
+	}
+	want := make(map[string]bool, len(revs))
+	for _, r := range revs {
+		want[r.Serial] = true
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if !want[FormatSerial(e.SerialNumber)] {
+			return false
+		}
+	}
+	return true
 }

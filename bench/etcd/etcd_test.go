@@ -171,6 +171,9 @@ func BenchmarkHandshakeEtcdVsFile(b *testing.B) {
 // (etcd's default --max-txn-ops).
 func fill(b *testing.B, cli *clientv3.Client, prefix string, n int) {
 	ctx := context.Background()
+	if _, _, err := etcdstore.New(cli, prefix).Create(time.Now()); err != nil {
+		b.Fatal(err)
+	}
 	for i := 0; i < n; i += 128 {
 		var ops []clientv3.Op
 		for j := i; j < min(n, i+128); j++ {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +63,17 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 	b := issue("b")
 	c.mustRun("mtls", "revoke", "--serial", a)
 
+	// Before the store is created, the etcd backend refuses: one line
+	// naming the prefix and the command that creates it (issue 15 fix 1).
+	writeStoreConfig(t, c, "etcd", cluster.Endpoints())
+	for _, args := range [][]string{{"mtls", "list"}, {"mtls", "revoke", "--serial", b}} {
+		_, stderr, code := c.run(args...)
+		if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 ||
+			!strings.Contains(stderr, "/cli-test/") || !strings.Contains(stderr, "nefia mtls store migrate --to etcd") {
+			t.Errorf("%v before the store exists: exit %d, %q; want one line naming /cli-test/ and the migrate command", args, code, stderr)
+		}
+	}
+
 	writeStoreConfig(t, c, "file", cluster.Endpoints())
 	for run, want := range []string{`"added_certificates": 2`, `"added_certificates": 0`} {
 		out := c.mustRun("mtls", "store", "migrate", "--to", "etcd", "--json")
@@ -102,9 +115,23 @@ func TestCLIOnEtcdAndMigrate(t *testing.T) {
 		}
 	}
 
-	// No CRL from the files while the revocations are in etcd.
-	if _, stderr, code := c.run("mtls", "crl"); code == 0 || !strings.Contains(stderr, "etcd backend") {
-		t.Errorf("mtls crl on etcd: exit %d, %q; want a refusal naming the etcd backend", code, stderr)
+	// The CRL is signed from the revocations in etcd (issue 15 fix 3):
+	// it lists both a (migrated) and b (revoked on etcd).
+	stdout, stderr, code := c.run("mtls", "crl")
+	blk, _ := pem.Decode([]byte(stdout))
+	if code != 0 || blk == nil {
+		t.Fatalf("mtls crl on etcd: exit %d, %q", code, stderr)
+	}
+	crl, err := x509.ParseRevocationList(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	for _, e := range crl.RevokedCertificateEntries {
+		listed[pki.FormatSerial(e.SerialNumber)] = true
+	}
+	if !listed[a] || !listed[b] || len(listed) != 2 {
+		t.Errorf("CRL from etcd lists %v, want %s and %s", listed, a, b)
 	}
 	// The audit records of the etcd-backed commands say which gateway
 	// (here: which host's CLI) acted.
@@ -150,5 +177,35 @@ func TestMigrateBadInput(t *testing.T) {
 				t.Error("the inventory changed")
 			}
 		})
+	}
+}
+
+// TestInitForceRefusedOnEtcd: 'nefia mtls init --force' with the etcd
+// backend would give this host a new CA while the shared store keeps the
+// old one's certificates, splitting the fleet: refused in one line, exit 2,
+// the CA files untouched and nothing archived (issue 15 fix 4).
+func TestInitForceRefusedOnEtcd(t *testing.T) {
+	t.Parallel()
+	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	writeStoreConfig(t, c, "file", cluster.Endpoints())
+	c.mustRun("mtls", "store", "migrate", "--to", "etcd")
+	writeStoreConfig(t, c, "etcd", cluster.Endpoints())
+	before, err := os.ReadFile(filepath.Join(c.stateDir, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(c.stateDir)
+	_, stderr, code := c.run("mtls", "init", "--force")
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "splitting the fleet") {
+		t.Errorf("init --force on etcd: exit %d, %q; want exit 2 and one line saying why", code, stderr)
+	}
+	after, err := os.ReadFile(filepath.Join(c.stateDir, pki.CACertFile))
+	if err != nil || string(after) != string(before) {
+		t.Errorf("the CA certificate changed (%v)", err)
+	}
+	if now, _ := os.ReadDir(c.stateDir); len(now) != len(entries) {
+		t.Errorf("the state directory changed: %d entries, was %d", len(now), len(entries))
 	}
 }

@@ -159,10 +159,11 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var revs revocationView = pki.NewRevocationChecker(s.store.Path(pki.RevokedFile))
+	var etcdView *etcdstore.Watcher
 	if es, ok := s.store.Records().(*etcdstore.Store); ok { // issue 15
 		w, stop := startWatcher(ctx, s, es, m.Store.MaxStaleness)
 		defer stop()
-		revs = w
+		revs, etcdView = w, w
 	}
 	var gw *server.Gateway
 	var mx *metrics.Metrics
@@ -196,10 +197,13 @@ func serveMTLS(ctx context.Context, s *session, deps tools.Deps, pol *policy.Pol
 	if err != nil {
 		return err
 	}
-	if s.store.Records() == nil {
-		// The CRL file is the file backend's; with etcd no CRL is signed
-		// (README, "Running several gateways").
+	if etcdView == nil {
 		defer startCRLRefresh(ctx, s.store, s.log, crlRefreshInterval)() // issue 13 item 6
+	} else {
+		// A gateway holding the CA key signs the CRL from etcd after each
+		// revocation (at most once a second); one without it says so once.
+		_, stop := etcdstore.KeepCRL(ctx, etcdView, s.store, etcdstore.CRLTimings{Debounce: time.Second, Check: crlRefreshInterval}, s.log)
+		defer stop()
 	}
 	expiryTick := time.NewTicker(expiryCheckInterval)
 	defer expiryTick.Stop()

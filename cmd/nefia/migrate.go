@@ -43,7 +43,9 @@ func newMigrateCmd(e *env, g *globals) *cobra.Command {
 		Short: "Copy the inventory and the revocations into etcd (--to etcd) or back into the state directory (--to file)",
 		Long: `Copies every issued certificate and every revocation from the state
 directory's files into etcd (mcp.mtls.store.etcd), or from etcd back into
-the files. Entries already at the destination are kept, so running it
+the files. --to etcd creates the store under the prefix (its marker key
+<prefix>meta) if it does not exist yet: gateways and the CLI refuse a
+prefix without one, so run it once even for an empty fleet. Entries already at the destination are kept, so running it
 again changes nothing; afterwards every source entry is read back from the
 destination and compared. Switch mcp.mtls.store.backend afterwards.`,
 		Example: `  nefia mtls store migrate --to etcd
@@ -80,6 +82,13 @@ destination and compared. Switch mcp.mtls.store.backend afterwards.`,
 			files := pki.NewStore(s.stateDir, pki.WithClock(e.clock), pki.WithLogger(s.log))
 			var res migrateResult
 			if to == config.StoreEtcd {
+				// The only way a store comes to exist under a prefix:
+				// a prefix without its marker is refused everywhere.
+				if _, created, err := etcd.Create(e.clock.Now()); err != nil {
+					return err
+				} else if created {
+					s.log.Info("etcd store created", "prefix", etcd.Prefix())
+				}
 				res, err = migrateToEtcd(files, etcd)
 			} else {
 				res, err = migrateToFile(etcd, files)

@@ -261,7 +261,7 @@ Give exactly one of:
 				}
 				serials, warnings = []string{sn}, w
 			case cmd.Flags().Changed("name"):
-				list, err := s.store.List()
+				list, err := s.store.ListNamed(name)
 				if err != nil {
 					return err
 				}

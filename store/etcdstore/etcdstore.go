@@ -9,6 +9,12 @@
 //	<prefix>issued/<serial>   JSON pki.IssuedCert
 //	<prefix>revoked/<serial>  JSON pki.Revocation
 //	<prefix>revoked-last      the serial of the latest revocation
+//	<prefix>names/<name>/<serial>  JSON pki.IssuedCert, the by-name index
+//	<prefix>meta              the store marker (meta.go)
+//	<prefix>crl-number        the last CRL number reserved (crl.go)
+//
+// Every operation requires the marker: a prefix without one is refused
+// (ErrNoStore), never read as an empty store.
 //
 // revoked-last is written by the same transaction as every revocation:
 // its ModRevision, read with a linearizable request, is the revision a
@@ -42,6 +48,7 @@ const (
 	issuedDir   = "issued/"
 	revokedDir  = "revoked/"
 	revokedLast = "revoked-last"
+	namesDir    = "names/"
 )
 
 // opTimeout bounds one request: a CLI command or a tool call against an
@@ -137,6 +144,11 @@ func (s *Store) Prefix() string { return s.prefix }
 func (s *Store) issuedKey(serial string) string  { return s.prefix + issuedDir + serial }
 func (s *Store) revokedKey(serial string) string { return s.prefix + revokedDir + serial }
 
+// nameDir is the by-name index directory of one certificate name; names
+// cannot contain "/" (pki.ValidateName), so one name's directory never
+// holds another's keys.
+func (s *Store) nameDir(name string) string { return s.prefix + namesDir + name + "/" }
+
 func ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), opTimeout)
 }
@@ -147,8 +159,9 @@ func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: etcd: %s: %w", pki.ErrRevocationUnavailable, what, err)
 }
 
-// AddIssued creates <prefix>issued/<serial> if, and only if, it does not
-// exist (pki.Records).
+// AddIssued creates <prefix>issued/<serial> and its by-name index key
+// <prefix>names/<name>/<serial> if, and only if, the serial is not
+// recorded yet and the store exists, in one transaction (pki.Records).
 func (s *Store) AddIssued(c pki.IssuedCert) error {
 	data, err := json.Marshal(c)
 	if err != nil {
@@ -158,13 +171,17 @@ func (s *Store) AddIssued(c pki.IssuedCert) error {
 	defer cancel()
 	key := s.issuedKey(c.Serial)
 	resp, err := s.cli.Txn(cx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(data))).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), s.metaExists()).
+		Then(clientv3.OpPut(key, string(data)), clientv3.OpPut(s.nameDir(c.Name)+c.Serial, string(data))).
+		Else(clientv3.OpGet(s.metaKey(), clientv3.WithCountOnly())).
 		Commit()
 	if err != nil {
 		return unavailable("record issued certificate "+c.Serial, err)
 	}
 	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().GetCount() == 0 {
+			return noStore(s.prefix)
+		}
 		return fmt.Errorf("%w: %s", pki.ErrSerialTaken, c.Serial)
 	}
 	return nil
@@ -181,15 +198,18 @@ func (s *Store) AddRevocation(r pki.Revocation) (pki.Revocation, error) {
 	defer cancel()
 	key := s.revokedKey(r.Serial)
 	resp, err := s.cli.Txn(cx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0), s.metaExists()).
 		Then(clientv3.OpPut(key, string(data)), clientv3.OpPut(s.prefix+revokedLast, r.Serial)).
-		Else(clientv3.OpGet(key)).
+		Else(clientv3.OpGet(key), clientv3.OpGet(s.metaKey(), clientv3.WithCountOnly())).
 		Commit()
 	if err != nil {
 		return pki.Revocation{}, unavailable("record revocation of "+r.Serial, err)
 	}
 	if resp.Succeeded {
 		return r, nil
+	}
+	if resp.Responses[1].GetResponseRange().GetCount() == 0 {
+		return pki.Revocation{}, noStore(s.prefix)
 	}
 	var old pki.Revocation
 	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
@@ -200,38 +220,81 @@ func (s *Store) AddRevocation(r pki.Revocation) (pki.Revocation, error) {
 	return old, pki.ErrAlreadyRevoked
 }
 
-// IssuedCert reads one inventory entry (pki.Records).
+// IssuedCert reads one inventory entry (pki.Records): one key, with the
+// marker checked in the same transaction.
 func (s *Store) IssuedCert(serial string) (pki.IssuedCert, bool, error) {
-	cx, cancel := ctx()
-	defer cancel()
-	resp, err := s.cli.Get(cx, s.issuedKey(serial))
-	if err != nil {
-		return pki.IssuedCert{}, false, unavailable("read inventory entry "+serial, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return pki.IssuedCert{}, false, nil
+	kv, ok, err := s.getOne(s.issuedKey(serial), "read inventory entry "+serial)
+	if err != nil || !ok {
+		return pki.IssuedCert{}, false, err
 	}
 	var c pki.IssuedCert
-	if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
-		return c, false, fmt.Errorf("%w: etcd key %s: %v", pki.ErrCorruptState, resp.Kvs[0].Key, err)
+	if err := json.Unmarshal(kv, &c); err != nil {
+		return c, false, fmt.Errorf("%w: etcd key %s: %v", pki.ErrCorruptState, s.issuedKey(serial), err)
 	}
 	return c, true, nil
 }
 
+// RevocationOf reads the revocation of one canonical serial
+// (pki.RevocationLookup): one key, never the whole set.
+func (s *Store) RevocationOf(serial string) (pki.Revocation, bool, error) {
+	kv, ok, err := s.getOne(s.revokedKey(serial), "read revocation of "+serial)
+	if err != nil || !ok {
+		return pki.Revocation{}, false, err
+	}
+	var r pki.Revocation
+	if err := json.Unmarshal(kv, &r); err != nil {
+		return r, false, fmt.Errorf("%w: etcd key %s: %v", pki.ErrCorruptState, s.revokedKey(serial), err)
+	}
+	return r, true, nil
+}
+
+// IssuedByName returns the inventory entries of one name from the by-name
+// index (pki.NameLookup): a prefix read of that name's keys only.
+func (s *Store) IssuedByName(name string) ([]pki.IssuedCert, error) {
+	if _, err := s.Meta(); err != nil {
+		return nil, err
+	}
+	return readAll[pki.IssuedCert](s.cli, s.nameDir(name))
+}
+
+// getOne reads key in a transaction that also confirms the marker.
+func (s *Store) getOne(key, what string) ([]byte, bool, error) {
+	cx, cancel := ctx()
+	defer cancel()
+	resp, err := s.cli.Txn(cx).If(s.metaExists()).Then(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return nil, false, unavailable(what, err)
+	}
+	if !resp.Succeeded {
+		return nil, false, noStore(s.prefix)
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return nil, false, nil
+	}
+	return kvs[0].Value, true, nil
+}
+
 // Issued reads the whole inventory (pki.Records).
 func (s *Store) Issued() ([]pki.IssuedCert, error) {
+	if _, err := s.Meta(); err != nil {
+		return nil, err
+	}
 	return readAll[pki.IssuedCert](s.cli, s.prefix+issuedDir)
 }
 
 // Revoked reads every revocation (pki.Records).
 func (s *Store) Revoked() ([]pki.Revocation, error) {
+	if _, err := s.Meta(); err != nil {
+		return nil, err
+	}
 	return readAll[pki.Revocation](s.cli, s.prefix+revokedDir)
 }
 
 // readAll decodes every value under dir, in pages read at one revision.
 func readAll[T any](cli *clientv3.Client, dir string) ([]T, error) {
 	var out []T
-	_, err := scan(context.Background(), cli, dir, false, func(key string, value []byte) error {
+	_, err := scan(context.Background(), cli, dir, false, 0, func(key string, value []byte) error {
 		var v T
 		if err := json.Unmarshal(value, &v); err != nil {
 			return fmt.Errorf("%w: etcd key %s: %v", pki.ErrCorruptState, key, err)
@@ -243,12 +306,11 @@ func readAll[T any](cli *clientv3.Client, dir string) ([]T, error) {
 }
 
 // scan calls fn for every key under dir, page by page, all read at the
-// revision of the first page (a consistent snapshot), and returns that
-// revision. keysOnly skips the values.
-func scan(parent context.Context, cli *clientv3.Client, dir string, keysOnly bool, fn func(key string, value []byte) error) (int64, error) {
+// revision of the first page (a consistent snapshot), or at rev when it is
+// not 0, and returns that revision. keysOnly skips the values.
+func scan(parent context.Context, cli *clientv3.Client, dir string, keysOnly bool, rev int64, fn func(key string, value []byte) error) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(dir)
 	from := dir
-	var rev int64
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
 		if rev != 0 {
@@ -280,15 +342,35 @@ func scan(parent context.Context, cli *clientv3.Client, dir string, keysOnly boo
 
 // Health says whether the store can be trusted now; status reports its
 // error. With a Watcher attached it is the view's staleness; otherwise a
-// linearizable read confirms that the cluster has a quorum and answers.
+// linearizable read of the store marker confirms that the cluster has a
+// quorum and that the store exists.
 func (s *Store) Health() error {
 	if w := s.view.Load(); w != nil {
 		return w.Refresh()
 	}
-	cx, cancel := ctx()
-	defer cancel()
-	if _, err := s.cli.Get(clientv3.WithRequireLeader(cx), s.prefix, clientv3.WithCountOnly()); err != nil {
-		return unavailable("confirm quorum", err)
+	_, err := s.Meta()
+	return err
+}
+
+// indexNames writes the by-name index key of every inventory entry that
+// lacks one (a store filled before the index existed); Create calls it.
+func (s *Store) indexNames() error {
+	certs, err := readAll[pki.IssuedCert](s.cli, s.prefix+issuedDir)
+	if err != nil {
+		return err
+	}
+	for _, c := range certs {
+		data, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("etcdstore: encode %s: %w", c.Serial, err)
+		}
+		key := s.nameDir(c.Name) + c.Serial
+		cx, cancel := ctx()
+		_, err = s.cli.Txn(cx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(data))).Commit()
+		cancel()
+		if err != nil {
+			return unavailable("index "+c.Serial+" by name", err)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ import (
 // applied), closing those revoked meanwhile.
 type Watcher struct {
 	cli      *clientv3.Client
+	prefix   string
 	dir      string
 	last     string // the revoked-last key
 	maxStale time.Duration
@@ -52,6 +54,10 @@ type Watcher struct {
 	mu      sync.RWMutex
 	serials map[string]struct{} // canonical hex serials
 
+	// gone holds the reason while the store marker is missing (never
+	// created, or deleted while running): checks fail at once, whatever
+	// the age of the last confirmation, until a resync finds it again.
+	gone      atomic.Pointer[error]
 	gen       atomic.Uint64
 	confirmed atomic.Int64 // UnixNano of the last confirmation; 0: never
 	why       atomic.Pointer[string]
@@ -68,7 +74,7 @@ func NewWatcher(cli *clientv3.Client, prefix string, maxStaleness time.Duration,
 		log = slog.New(slog.DiscardHandler)
 	}
 	every := min(max(maxStaleness/5, 20*time.Millisecond), time.Second)
-	w := &Watcher{cli: cli, dir: prefix + revokedDir, last: prefix + revokedLast, maxStale: maxStaleness, every: every, log: log,
+	w := &Watcher{cli: cli, prefix: prefix, dir: prefix + revokedDir, last: prefix + revokedLast, maxStale: maxStaleness, every: every, log: log,
 		serials: map[string]struct{}{}, changed: make(chan struct{}, 1), loaded: make(chan struct{})}
 	w.setWhy(errors.New("not loaded yet"))
 	return w
@@ -106,6 +112,9 @@ func (w *Watcher) IsRevoked(serial *big.Int) (bool, error) {
 // confirmed current, nil otherwise. It does no I/O: the watch keeps the
 // view current.
 func (w *Watcher) Refresh() error {
+	if g := w.gone.Load(); g != nil {
+		return *g // noStore: wraps pki.ErrRevocationUnavailable and ErrNoStore
+	}
 	c := w.confirmed.Load()
 	if c == 0 {
 		return fmt.Errorf("%w: etcd revocations not loaded yet: %s", pki.ErrRevocationUnavailable, *w.why.Load())
@@ -155,6 +164,11 @@ func (w *Watcher) Resyncs() uint64 { return w.resyncs.Load() }
 
 // Path names the store in the gateway's log lines.
 func (w *Watcher) Path() string { return "etcd " + w.dir }
+
+func (w *Watcher) setGone(err error) {
+	w.gone.Store(&err)
+	w.setWhy(err)
+}
 
 func (w *Watcher) setWhy(err error) {
 	s := err.Error()
@@ -234,12 +248,26 @@ func (w *Watcher) monitor(ctx context.Context, done <-chan struct{}) {
 	}
 }
 
-// resync reads every revoked serial with a linearizable read and replaces
-// the view; it returns the revision read.
+// resync reads the store marker and every revoked serial at the marker's
+// revision, with linearizable reads, and replaces the view; it returns
+// the revision read. Without a marker it fails (the view stays what it
+// was, and is refused): an empty set is only believed of a store that
+// exists.
 func (w *Watcher) resync(ctx context.Context) (int64, error) {
 	start := time.Now()
+	cx, cancel := context.WithTimeout(ctx, opTimeout)
+	mresp, err := w.cli.Get(cx, w.prefix+metaKey)
+	cancel()
+	if err != nil {
+		return 0, unavailable("read the store marker", err)
+	}
+	if len(mresp.Kvs) == 0 {
+		err := noStore(w.prefix)
+		w.setGone(err)
+		return 0, err
+	}
 	set := make(map[string]struct{}, w.Len())
-	rev, err := scan(ctx, w.cli, w.dir, true, func(key string, _ []byte) error {
+	rev, err := scan(ctx, w.cli, w.dir, true, mresp.Header.Revision, func(key string, _ []byte) error {
 		serial, err := serialOf(key, w.dir)
 		if err != nil {
 			w.log.Warn("ignoring an etcd key that is not a serial", "key", key)
@@ -251,6 +279,7 @@ func (w *Watcher) resync(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	w.gone.Store(nil)
 	w.resyncs.Add(1)
 	w.mu.Lock()
 	same := len(set) == len(w.serials)
@@ -283,7 +312,9 @@ type confirmation struct {
 func (w *Watcher) follow(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := w.cli.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	// The whole prefix, so that the marker's deletion arrives in the same
+	// response as the deletions of the revocations under it.
+	wch := w.cli.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	tick := time.NewTicker(w.every)
 	defer tick.Stop()
 	results := make(chan confirmation, 1)
@@ -303,7 +334,9 @@ func (w *Watcher) follow(ctx context.Context, rev int64) error {
 			if err := resp.Err(); err != nil {
 				return fmt.Errorf("watch: %w", err)
 			}
-			w.apply(resp.Events)
+			if err := w.apply(resp.Events); err != nil {
+				return err
+			}
 			for _, ev := range resp.Events {
 				applied = max(applied, ev.Kv.ModRevision)
 			}
@@ -345,14 +378,25 @@ func (w *Watcher) latestRevocation(ctx context.Context) confirmation {
 }
 
 // apply adds put serials to the view and drops deleted ones (an operator
-// who deletes a key by hand un-revokes it).
-func (w *Watcher) apply(events []*clientv3.Event) {
-	if len(events) == 0 {
-		return
+// who deletes a key by hand un-revokes it). Keys outside revoked/ are
+// skipped, but the deletion of the store marker makes the view
+// unavailable at once and is returned, before any other event of the
+// response is applied: a deleted store is not an empty one.
+func (w *Watcher) apply(events []*clientv3.Event) error {
+	for _, ev := range events {
+		if string(ev.Kv.Key) == w.prefix+metaKey && ev.Type == clientv3.EventTypeDelete {
+			err := noStore(w.prefix)
+			w.setGone(err)
+			w.log.Error("etcd store marker deleted: refusing new handshakes until the store exists again", "prefix", w.prefix, "error", err)
+			return err
+		}
 	}
 	changed := false
 	w.mu.Lock()
 	for _, ev := range events {
+		if !strings.HasPrefix(string(ev.Kv.Key), w.dir) {
+			continue
+		}
 		serial, err := serialOf(string(ev.Kv.Key), w.dir)
 		if err != nil {
 			w.log.Warn("ignoring an etcd key that is not a serial", "key", string(ev.Kv.Key))
@@ -372,4 +416,5 @@ func (w *Watcher) apply(events []*clientv3.Event) {
 	if changed {
 		w.bump()
 	}
+	return nil
 }

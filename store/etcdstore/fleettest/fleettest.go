@@ -52,6 +52,11 @@ type Options struct {
 	// they serve with the CA certificate from elsewhere (as
 	// mcp.mtls.ca_cert_file points to), like gateway B of the README.
 	NoCA map[int]bool
+	// Prefix is the etcd prefix the gateways use (default Prefix).
+	Prefix string
+	// NoCreate leaves the store uncreated (no marker): the gateways start
+	// without waiting for their view, which cannot load.
+	NoCreate bool
 	// Poll is the gateway's revocation poll (default 200ms, the
 	// gateway's); the watch notifies the gateway at once, so tests set it
 	// long to prove the notification does the work.
@@ -64,6 +69,9 @@ func Start(t testing.TB, c *etcdtest.Cluster, o Options) []Member {
 	t.Helper()
 	if o.Poll == 0 {
 		o.Poll = 200 * time.Millisecond
+	}
+	if o.Prefix == "" {
+		o.Prefix = Prefix
 	}
 	base := pkitest.NewStore(t)
 	var out []Member
@@ -87,15 +95,22 @@ func Start(t testing.TB, c *etcdtest.Cluster, o Options) []Member {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cli.Close() })
-		es := etcdstore.New(cli, Prefix)
+		es := etcdstore.New(cli, o.Prefix)
+		if !o.NoCreate {
+			if _, _, err := es.Create(time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
 		store := pki.NewStore(dir, pki.WithRecords(es))
-		w := etcdstore.NewWatcher(cli, Prefix, o.MaxStale, testLogger(t, fmt.Sprintf("gw%d", i)))
+		w := etcdstore.NewWatcher(cli, o.Prefix, o.MaxStale, testLogger(t, fmt.Sprintf("gw%d", i)))
 		es.Attach(w) // status reports the view's staleness, as on a gateway
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); w.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
-		WaitFor(t, "gateway's view loaded", func() bool { return w.Refresh() == nil })
+		if !o.NoCreate {
+			WaitFor(t, "gateway's view loaded", func() bool { return w.Refresh() == nil })
+		}
 		gw := servertest.StartWithStore(t, store, func(g *server.GatewayOptions) {
 			if o.NoCA[i] {
 				g.CACertFile = base.Path(pki.CACertFile)
