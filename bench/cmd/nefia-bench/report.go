@@ -255,6 +255,7 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	reportOpen(p, r)
 	reportUpstream(p, r)
 
 	if cs := r.cellsOf(phaseIssue); len(cs) > 0 {
