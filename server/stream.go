@@ -277,10 +277,10 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 	}
 
 	writerDone := make(chan struct{})
-	go func() {
+	handlerPool.Go(func() {
 		defer close(writerDone)
 		s.writeLoop()
-	}()
+	})
 
 	peerClosed := s.readLoop(handlerCtx)
 	if peerClosed {

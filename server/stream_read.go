@@ -57,10 +57,10 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 // identifiers: numbers, UUIDs.
 const maxIDBytes = 1 << 10
 
-// dispatch routes one message: requests to a handler goroutine (waiting for
-// a free slot first, which is the backpressure), notifications inline so that
-// they keep their order, and malformed input to an error response. It
-// returns false when the session is ending.
+// dispatch routes one message: requests to a handler goroutine of
+// handlerPool (waiting for a free slot first, which is the backpressure),
+// notifications inline so that they keep their order, and malformed input
+// to an error response. It returns false when the session is ending.
 func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	if len(line) == 0 || line[0] != '{' {
 		if !json.Valid(line) {
@@ -145,7 +145,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		return true
 	}
 	s.handlers.Add(1)
-	go func() {
+	handlerPool.Go(func() {
 		defer s.handlers.Done()
 		defer func() { <-s.slots }()
 		defer s.touch() // the idle time counts from the answer, not the request
@@ -158,7 +158,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		if resp != nil {
 			s.send(resp)
 		}
-	}()
+	})
 	return true
 }
 

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"fmt"
+	"runtime/metrics"
+	"sync"
+	"testing"
+	"time"
+)
+
+// goroutinesCreated is the process's count of goroutines ever created.
+func goroutinesCreated(t *testing.T) uint64 {
+	t.Helper()
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		t.Skip("runtime/metrics has no /sched/goroutines-created")
+	}
+	return s[0].Value.Uint64()
+}
+
+// TestHandlerGoroutinesReused: consecutive requests on a stream session
+// run on goroutines kept from the requests before them (issue 16 item 2),
+// whose stacks are already grown, instead of one new goroutine each. On
+// the base commit 200 calls created ≥ 200 goroutines. Not parallel: it
+// counts the process's goroutine creations.
+func TestHandlerGoroutinesReused(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := newTestServer(t)
+	ps := servePipe(t, ts.srv, StreamOptions{ContextFunc: withIdentity("agent-1")})
+	peer := newRawPeer(ps.client)
+	peer.send(t, request(0, "initialize", map[string]any{
+		"protocolVersion": "2025-11-25", "capabilities": map[string]any{},
+		"clientInfo": map[string]any{"name": "t", "version": "1"},
+	}))
+	peer.recv(t)
+	peer.sendLine(t, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	call := func(id int) {
+		peer.sendLine(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`, id))
+		if msg := peer.recv(t); msg["result"] == nil {
+			t.Fatalf("call %d: %v", id, msg)
+		}
+	}
+	for i := range 5 {
+		call(1 + i)
+	}
+	const n = 200
+	before := goroutinesCreated(t)
+	for i := range n {
+		call(10 + i)
+	}
+	created := goroutinesCreated(t) - before
+	t.Logf("%d calls created %d goroutines", n, created)
+	if created > n/4 {
+		t.Errorf("%d calls created %d goroutines, want ≤ %d: handler goroutines are not reused", n, created, n/4)
+	}
+}
+
+// TestWorkerPoolNeverQueues: every function handed to the pool starts at
+// once, even when all of them block until the last has started (a request
+// must never wait behind another, say a subscriptions/listen that lasts
+// the session), including beyond the pool's size.
+func TestWorkerPoolNeverQueues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		max  int32
+		n    int
+	}{
+		{name: "within the pool", max: 64, n: 32},
+		{name: "beyond the pool", max: 4, n: 32},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := newWorkerPool(tc.max, 50*time.Millisecond)
+			for round := range 3 { // later rounds run on idle workers
+				var started, done sync.WaitGroup
+				started.Add(tc.n)
+				done.Add(tc.n)
+				all := make(chan struct{})
+				for range tc.n {
+					p.Go(func() {
+						defer done.Done()
+						started.Done()
+						<-all
+					})
+				}
+				ok := make(chan struct{})
+				go func() { started.Wait(); close(ok) }()
+				select {
+				case <-ok:
+				case <-time.After(testTimeout):
+					t.Fatalf("round %d: not every function started", round)
+				}
+				close(all)
+				done.Wait()
+				if got := p.n.Load(); got > tc.max {
+					t.Fatalf("round %d: %d pooled workers, max %d", round, got, tc.max)
+				}
+			}
+		})
+	}
+}
