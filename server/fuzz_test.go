@@ -53,7 +53,7 @@ func FuzzStreamSession(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input []byte) {
 		running := goleak.IgnoreCurrent()
 		fuzzSession(t, srv, opts, input)
-		if err := goleak.Find(running, ignoreIdleWorkers); err != nil {
+		if err := goleak.Find(running); err != nil {
 			t.Fatalf("goroutines left behind: %v", err)
 		}
 	})

@@ -166,7 +166,7 @@ func startHTTP(t *testing.T, adjust ...func(*server.HTTPOptions)) *httpHarness {
 		case <-time.After(10 * time.Second):
 			t.Error("ServeConn did not return within 10s of its context ending")
 		}
-		goleak.VerifyNone(t, running, goleak.IgnoreTopFunction("github.com/nefia/nefia/server.(*workerPool).worker"))
+		goleak.VerifyNone(t, running)
 	}
 	t.Cleanup(h.stop)
 	return h

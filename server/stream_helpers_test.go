@@ -25,13 +25,8 @@ const testTimeout = 10 * time.Second
 func verifyNoLeaks(t *testing.T) {
 	t.Helper()
 	running := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, running, ignoreIdleWorkers) })
+	t.Cleanup(func() { goleak.VerifyNone(t, running) })
 }
-
-// ignoreIdleWorkers ignores handlerPool's idle workers, which outlive the
-// sessions they served by up to the pool's idle time. A worker still
-// running a handler is not idle: its top frame is the handler's.
-var ignoreIdleWorkers = goleak.IgnoreTopFunction("github.com/nefia/nefia/server.(*workerPool).worker")
 
 // identityKey carries a fake authenticated identity, as the gateway's
 // ContextFunc will carry the certificate's.

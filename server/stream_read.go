@@ -57,8 +57,8 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 // identifiers: numbers, UUIDs.
 const maxIDBytes = 1 << 10
 
-// dispatch routes one message: requests to a handler goroutine of
-// handlerPool (waiting for a free slot first, which is the backpressure),
+// dispatch routes one message: requests to a handler goroutine of the
+// session's workers (waiting for a free slot first, which is the backpressure),
 // notifications inline so that they keep their order, and malformed input
 // to an error response. It returns false when the session is ending.
 func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
@@ -145,7 +145,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		return true
 	}
 	s.handlers.Add(1)
-	handlerPool.Go(func() {
+	s.workers.Go(func() {
 		defer s.handlers.Done()
 		defer func() { <-s.slots }()
 		defer s.touch() // the idle time counts from the answer, not the request

@@ -56,48 +56,41 @@ func TestHandlerGoroutinesReused(t *testing.T) {
 	}
 }
 
-// TestWorkerPoolNeverQueues: every function handed to the pool starts at
-// once, even when all of them block until the last has started (a request
-// must never wait behind another, say a subscriptions/listen that lasts
-// the session), including beyond the pool's size.
-func TestWorkerPoolNeverQueues(t *testing.T) {
+// TestSessionWorkersNeverQueue: every function handed to the workers
+// starts at once, even when all of them block until the last has started
+// (a request must never wait behind another, say a subscriptions/listen
+// that lasts the session), and later rounds reuse the workers.
+func TestSessionWorkersNeverQueue(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		max  int32
-		n    int
-	}{
-		{name: "within the pool", max: 64, n: 32},
-		{name: "beyond the pool", max: 4, n: 32},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			p := newWorkerPool(tc.max, 50*time.Millisecond)
-			for round := range 3 { // later rounds run on idle workers
-				var started, done sync.WaitGroup
-				started.Add(tc.n)
-				done.Add(tc.n)
-				all := make(chan struct{})
-				for range tc.n {
-					p.Go(func() {
-						defer done.Done()
-						started.Done()
-						<-all
-					})
-				}
-				ok := make(chan struct{})
-				go func() { started.Wait(); close(ok) }()
-				select {
-				case <-ok:
-				case <-time.After(testTimeout):
-					t.Fatalf("round %d: not every function started", round)
-				}
-				close(all)
-				done.Wait()
-				if got := p.n.Load(); got > tc.max {
-					t.Fatalf("round %d: %d pooled workers, max %d", round, got, tc.max)
-				}
-			}
-		})
+	const n = 32
+	var w sessionWorkers
+	for round := range 3 {
+		var started, done sync.WaitGroup
+		started.Add(n)
+		done.Add(n)
+		all := make(chan struct{})
+		for range n {
+			w.Go(func() {
+				defer done.Done()
+				started.Done()
+				<-all
+			})
+		}
+		ok := make(chan struct{})
+		go func() { started.Wait(); close(ok) }()
+		select {
+		case <-ok:
+		case <-time.After(testTimeout):
+			t.Fatalf("round %d: not every function started", round)
+		}
+		close(all)
+		done.Wait()
+	}
+	stopped := make(chan struct{})
+	go func() { w.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(testTimeout):
+		t.Fatal("stop did not return")
 	}
 }
