@@ -129,6 +129,6 @@ func appendRawValue(b, raw []byte) ([]byte, bool) {
 var rawValueCache [16]atomic.Pointer[rawValue]
 
 // maxCachedRawValue bounds what one cache slot holds (twice this).
-const maxCachedRawValue = 64 << 10
+const maxCachedRawValue = 16 << 10
 
 type rawValue struct{ src, out []byte }

@@ -115,6 +115,16 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 			s.send(resp)
 		}
 		return true
+	case method == string(mcp.MethodPing) && len(s.slots) == 0:
+		// A ping with nothing else in flight (a health probe, the first
+		// message of a connection) is answered on the read loop: mcp-go
+		// answers it at once, so it needs no handler goroutine of its own
+		// (issue 16 item 3). With requests in flight it takes a slot as
+		// they do, so it cannot overtake the backpressure.
+		if resp := s.handle(ctx, env.ID, line); resp != nil {
+			s.send(resp)
+		}
+		return true
 	}
 
 	select {

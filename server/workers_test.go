@@ -94,3 +94,34 @@ func TestSessionWorkersNeverQueue(t *testing.T) {
 		t.Fatal("stop did not return")
 	}
 }
+
+// TestPingAnsweredOnReadLoop: the first ping of a connection (a health
+// probe, the handshake benchmark's one message per connection) is answered
+// without a goroutine of its own (issue 16 item 3): before, each such ping
+// started a handler goroutine (20 sessions, ≥ 20 goroutines).
+func TestPingAnsweredOnReadLoop(t *testing.T) {
+	verifyNoLeaks(t)
+	ts := newTestServer(t)
+	const n = 20
+	var created uint64
+	for i := range n {
+		ps := servePipe(t, ts.srv, StreamOptions{ContextFunc: withIdentity("agent-1")})
+		peer := newRawPeer(ps.client)
+		// Answered on the read loop by the writer: once it is back, Serve
+		// has started everything it starts per session.
+		peer.sendLine(t, `[]`)
+		if msg := peer.recv(t); msg["error"] == nil {
+			t.Fatalf("batch answered with %v", msg)
+		}
+		before := goroutinesCreated(t)
+		peer.sendLine(t, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, i))
+		if msg := peer.recv(t); msg["result"] == nil || msg["id"] != float64(i) {
+			t.Fatalf("ping %d: %v", i, msg)
+		}
+		created += goroutinesCreated(t) - before
+	}
+	t.Logf("the first ping of %d sessions created %d goroutines", n, created)
+	if created > n/4 {
+		t.Errorf("the first ping of %d sessions created %d goroutines, want ≤ %d", n, created, n/4)
+	}
+}
