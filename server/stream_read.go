@@ -97,6 +97,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		return true
 	}
 	hasID := env.HasID()
+	var pre []byte // a ping's answer made on the read loop, not yet sent
 
 	switch {
 	case method == "" && hasID && (env.Result.In() || env.Error.In()):
@@ -119,12 +120,13 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		// A ping with nothing else in flight (a health probe, the first
 		// message of a connection) is answered on the read loop: mcp-go
 		// answers it at once, so it needs no handler goroutine of its own
-		// (issue 16 item 3). With requests in flight it takes a slot as
-		// they do, so it cannot overtake the backpressure.
-		if resp := s.handle(ctx, env.ID, line); resp != nil {
-			s.send(resp)
+		// (issue 16 item 3). If the writer cannot take the answer at once
+		// (a peer that does not read), the answer waits in a slot like any
+		// request's, below, so backpressure is unchanged; with requests in
+		// flight a ping takes a slot as they do.
+		if pre = s.handle(ctx, env.ID, line); pre == nil || s.trySend(pre) {
+			return true
 		}
-		return true
 	}
 
 	select {
@@ -160,7 +162,10 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		defer func() { <-s.slots }()
 		defer s.touch() // the idle time counts from the answer, not the request
 		defer s.inflight.release(size)
-		resp := s.handle(ctx, env.ID, line)
+		resp := pre
+		if resp == nil {
+			resp = s.handle(ctx, env.ID, line)
+		}
 		line = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
