@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"sync/atomic"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -32,7 +33,13 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 		return b, false
 	}
 	start := len(b)
-	b = slices.Grow(b, 256+len(res.RawStructuredContent)+len(id))
+	size := 256 + len(res.RawStructuredContent) + len(id)
+	for _, c := range res.Content {
+		if t, ok := c.(mcp.TextContent); ok {
+			size += len(t.Text) + len(t.Text)/8 // room for some escapes
+		}
+	}
+	b = slices.Grow(b, size)
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = append(b, id...)
 	b = append(b, `,"result":{"content":[`...)
@@ -76,17 +83,52 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 		// What json.Marshal makes of a json.RawMessage: compacted, with
 		// <, >, &, U+2028 and U+2029 escaped; invalid JSON is an error.
 		b = append(b, `,"structuredContent":`...)
-		n := len(b)
-		c := bytes.NewBuffer(b[n:])
-		if err := json.Compact(c, structured); err != nil {
+		var ok bool
+		if b, ok = appendRawValue(b, structured); !ok {
 			return b[:start], false
-		}
-		b = append(b[:n], c.Bytes()...) // c wrote into b's spare capacity when it fit
-		if bytes.ContainsAny(b[n:], "<>&\u2028\u2029") {
-			var h bytes.Buffer
-			json.HTMLEscape(&h, b[n:])
-			b = append(b[:n], h.Bytes()...)
 		}
 	}
 	return append(b, "}}\n"...), true
 }
+
+// appendRawValue appends what json.Marshal makes of raw as a
+// json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped; it
+// reports false for invalid JSON.
+//
+// Pre-encoded structured content (the status tool's, rendered once per
+// change and caller) comes back call after call with the same bytes, and
+// compacting and escaping it was a tenth of a status call's CPU: the last
+// few results are kept, each with a copy of its input, and reused when the
+// input is byte for byte the same (compared in full, so a caller that
+// reuses its buffer for other bytes never gets a stale answer).
+func appendRawValue(b, raw []byte) ([]byte, bool) {
+	slot := &rawValueCache[len(raw)%len(rawValueCache)]
+	if e := slot.Load(); e != nil && bytes.Equal(e.src, raw) {
+		return append(b, e.out...), true
+	}
+	n := len(b)
+	c := bytes.NewBuffer(b[n:])
+	if err := json.Compact(c, raw); err != nil {
+		return b[:n], false
+	}
+	b = append(b[:n], c.Bytes()...) // c wrote into b's spare capacity when it fit
+	if bytes.ContainsAny(b[n:], "<>&\u2028\u2029") {
+		var h bytes.Buffer
+		json.HTMLEscape(&h, b[n:])
+		b = append(b[:n], h.Bytes()...)
+	}
+	if len(raw) <= maxCachedRawValue {
+		slot.Store(&rawValue{src: slices.Clone(raw), out: slices.Clone(b[n:])})
+	}
+	return b, true
+}
+
+// rawValueCache holds the last encodings of appendRawValue, a slot per
+// input length modulo its size (the status tool's agent and operator
+// responses differ in length); a collision only costs a recomputation.
+var rawValueCache [16]atomic.Pointer[rawValue]
+
+// maxCachedRawValue bounds what one cache slot holds (twice this).
+const maxCachedRawValue = 16 << 10
+
+type rawValue struct{ src, out []byte }

@@ -114,3 +114,34 @@ func BenchmarkToolResponse(b *testing.B) {
 		}
 	})
 }
+
+// TestToolResponseCachedRawValue: structured content served again from
+// appendRawValue's cache is byte for byte the generic encoding, and a
+// buffer reused for other bytes of the same length (the same cache slot,
+// the same backing array) never gets the previous answer, nor invalid JSON
+// a valid one's.
+func TestToolResponseCachedRawValue(t *testing.T) {
+	t.Parallel()
+	buf := json.RawMessage(`{"a":"<b>", "n":1}`)
+	call := func(raw json.RawMessage, hand bool) {
+		t.Helper()
+		checkToolResponse(t, mcp.NewJSONRPCResultResponse(mcp.NewRequestId(int64(1)),
+			&mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("x")}, RawStructuredContent: raw}), hand)
+	}
+	for _, step := range []struct {
+		name string
+		src  string // written into buf (same length), "" keeps it
+		hand bool
+	}{
+		{name: "first", hand: true},
+		{name: "again, from the cache", hand: true},
+		{name: "same buffer, other bytes", src: `{"a":"&c&", "n":2}`, hand: true},
+		{name: "same buffer, invalid", src: `{"a":"&c&", "n":2 `, hand: false},
+		{name: "same buffer, first bytes again", src: `{"a":"<b>", "n":1}`, hand: true},
+	} {
+		if step.src != "" {
+			copy(buf, step.src)
+		}
+		t.Run(step.name, func(t *testing.T) { call(buf, step.hand) })
+	}
+}

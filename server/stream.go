@@ -166,7 +166,8 @@ type StreamSession struct {
 	born       time.Time      // when the session was made; lastActive counts from it (monotonic)
 	lastActive atomic.Int64   // time.Since(born) at the last message read or request answered
 	inflight   byteBudget     // bytes of the in-flight requests, at most MaxInFlightBytes
-	handlers   sync.WaitGroup // request handler goroutines
+	handlers   sync.WaitGroup // request handlers running
+	workers    sessionWorkers // the goroutines they run on
 	out        chan []byte    // encoded responses for the writer, closed when no producer is left
 	writerDead chan struct{}  // closed when the writer has stopped, after s.out closed or a write failed
 }
@@ -291,6 +292,7 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 	}
 	cancel(s.endCause())
 	s.handlers.Wait()
+	s.workers.stop()
 	close(s.out) // no producer is left: the reader and every handler are done
 	<-writerDone
 

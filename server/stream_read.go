@@ -57,10 +57,10 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 // identifiers: numbers, UUIDs.
 const maxIDBytes = 1 << 10
 
-// dispatch routes one message: requests to a handler goroutine (waiting for
-// a free slot first, which is the backpressure), notifications inline so that
-// they keep their order, and malformed input to an error response. It
-// returns false when the session is ending.
+// dispatch routes one message: requests to a handler goroutine of the
+// session's workers (waiting for a free slot first, which is the backpressure),
+// notifications inline so that they keep their order, and malformed input
+// to an error response. It returns false when the session is ending.
 func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	if len(line) == 0 || line[0] != '{' {
 		if !json.Valid(line) {
@@ -97,6 +97,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		return true
 	}
 	hasID := env.HasID()
+	var pre []byte // a ping's answer made on the read loop, not yet sent
 
 	switch {
 	case method == "" && hasID && (env.Result.In() || env.Error.In()):
@@ -115,6 +116,17 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 			s.send(resp)
 		}
 		return true
+	case method == string(mcp.MethodPing) && len(s.slots) == 0:
+		// A ping with nothing else in flight (a health probe, the first
+		// message of a connection) is answered on the read loop: mcp-go
+		// answers it at once, so it needs no handler goroutine of its own
+		// (issue 16 item 3). If the writer cannot take the answer at once
+		// (a peer that does not read), the answer waits in a slot like any
+		// request's, below, so backpressure is unchanged; with requests in
+		// flight a ping takes a slot as they do.
+		if pre = s.handle(ctx, env.ID, line); pre == nil || s.trySend(pre) {
+			return true
+		}
 	}
 
 	select {
@@ -145,12 +157,15 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		return true
 	}
 	s.handlers.Add(1)
-	go func() {
+	s.workers.Go(func() {
 		defer s.handlers.Done()
 		defer func() { <-s.slots }()
 		defer s.touch() // the idle time counts from the answer, not the request
 		defer s.inflight.release(size)
-		resp := s.handle(ctx, env.ID, line)
+		resp := pre
+		if resp == nil {
+			resp = s.handle(ctx, env.ID, line)
+		}
 		line = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
@@ -158,7 +173,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		if resp != nil {
 			s.send(resp)
 		}
-	}()
+	})
 	return true
 }
 

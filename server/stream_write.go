@@ -112,6 +112,19 @@ func (s *StreamSession) send(line []byte) {
 	}
 }
 
+// trySend hands line to the writer if it can take it now (or is dead), and
+// reports whether it did.
+func (s *StreamSession) trySend(line []byte) bool {
+	select {
+	case s.out <- line:
+		return true
+	case <-s.writerDead:
+		return true
+	default:
+		return false
+	}
+}
+
 // isSubscriptionNotification reports whether a notification is one that
 // subscriptions/listen opts in to.
 func isSubscriptionNotification(method string) bool {

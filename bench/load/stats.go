@@ -11,6 +11,10 @@ type Result struct {
 	Ops     int64
 	Errors  int64
 	Resumed int64 // handshakes that resumed a session (ticket)
+	// Late counts operations of an open loop (RunOpen) that were never
+	// sent: the server fell so far behind that their turn came after the
+	// run's cut-off.
+	Late    int64
 	Elapsed time.Duration
 	// Latencies of the successful operations, sorted.
 	Latencies []time.Duration

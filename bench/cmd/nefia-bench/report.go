@@ -255,6 +255,7 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	reportOpen(p, r)
 	reportUpstream(p, r)
 
 	if cs := r.cellsOf(phaseIssue); len(cs) > 0 {
@@ -417,6 +418,13 @@ func (r *results) verdicts() []verdict {
 	g := r.group(phaseStatus, nameAuditOn, 50)
 	judge("status calls on 50 sessions, audit on ≥ 25,000/s", len(g.rate) > 0, fmt.Sprintf("%.0f/s (median)", median(g.rate)), median(g.rate) >= 25000)
 	judge("status p99 < 5 ms (50 sessions, audit on)", len(g.p99) > 0, fmt.Sprintf("%.2f ms", median(g.p99)), median(g.p99) < 5)
+	var open []float64
+	for _, c := range r.cellsOf(phaseOpen) {
+		if c.Offered == 10000 && c.Conc == 50 && c.Target == "nefia (binary)" {
+			open = append(open, c.P99us/1000)
+		}
+	}
+	judge("status p99 < 5 ms at 10,000/s offered (open loop, 50 sessions, nefia binary; issue 16)", len(open) > 0, fmt.Sprintf("%.2f ms (median over rounds)", median(open)), median(open) < 5)
 	s := r.ratio(phaseStatus, 50, nameAuditOn, nameAuditOff, rateOf)
 	judge("status rate audit on ≥ 0.8× audit off (50 sessions)", s.med > 0, s.ratio(), s.med >= 0.8)
 	s = r.ratio(phaseStatus, 50, nameAuditOff, nameAuditOn, cpuOf)

@@ -78,6 +78,10 @@ type cell struct {
 	// window, in cores (of NProc).
 	OtherCores float64 `json:"other_load_cores"`
 	Err        string  `json:"error,omitempty"`
+	// Offered is an open-loop cell's offered rate (calls/s in total over
+	// Conc sessions); Late its calls never sent (load.Result.Late).
+	Offered float64 `json:"offered_per_s,omitempty"`
+	Late    int64   `json:"late,omitempty"`
 }
 
 func (c *cell) fill(r load.Result) {

@@ -62,35 +62,37 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // options are run's flags.
 type options struct {
-	nefia      string
-	baseline   string // a second nefia binary measured alongside (--baseline)
-	self       string
-	out        string
-	work       string
-	smoke      bool
-	rounds     int
-	duration   time.Duration
-	warmup     time.Duration
-	concs      []int
-	external   bool
-	profile    bool
-	revSizes   []int
-	victims    int
-	bigVictims int
-	startups   int
-	issueDur   time.Duration
-	floorTime  time.Duration
-	keepWork   bool
-	statusSess []int
-	phases     []string
-	profiles   []string
+	nefia        string
+	baseline     string // a second nefia binary measured alongside (--baseline)
+	self         string
+	out          string
+	work         string
+	smoke        bool
+	rounds       int
+	duration     time.Duration
+	warmup       time.Duration
+	concs        []int
+	external     bool
+	profile      bool
+	revSizes     []int
+	victims      int
+	bigVictims   int
+	startups     int
+	issueDur     time.Duration
+	floorTime    time.Duration
+	keepWork     bool
+	statusSess   []int
+	rates        []int // open loop: offered status calls/s
+	openSessions int
+	phases       []string
+	profiles     []string
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var concs, revSizes, sess, phases, profiles string
+	var concs, revSizes, sess, phases, profiles, rates string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
 	fs.StringVar(&o.baseline, "baseline", "", "a second nefia binary (say, built from main) measured alongside --nefia in the handshake and status phases, alternated, for before/after ratios")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
@@ -101,6 +103,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up per cell")
 	fs.StringVar(&concs, "concurrency", "1,8,50", "concurrent handshake clients")
 	fs.StringVar(&sess, "sessions", "1,50", "established sessions for status calls")
+	fs.StringVar(&rates, "rates", "6000,10000", "openloop phase: offered status calls/s, in total over --open-sessions")
+	fs.IntVar(&o.openSessions, "open-sessions", 50, "openloop phase: sessions the offered calls are spread over")
 	fs.BoolVar(&o.external, "external", true, "compare with stunnel and nginx when installed")
 	fs.BoolVar(&o.profile, "profile", true, "write CPU profiles of the hot paths (needs 'go' on PATH for the top lists)")
 	fs.StringVar(&revSizes, "revoked", "0,1000,100000", "revoked-serial counts for the revocation check cost")
@@ -139,6 +143,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		// machine; a smoke run only proves the path works.
 		def("revoked", func() { revSizes = "0,1000,10000" })
 		def("startups", func() { o.startups = 2 })
+		// A rate any machine keeps up with: the smoke run proves the open
+		// loop works, it asserts no latency.
+		def("rates", func() { rates = "500" })
+		def("open-sessions", func() { o.openSessions = 10 })
 		def("issue-duration", func() { o.issueDur = 500 * time.Millisecond })
 		def("floor-time", func() { o.floorTime = 20 * time.Millisecond })
 	}
@@ -148,6 +156,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.statusSess, err = ints(sess); err != nil {
 		return o, fmt.Errorf("--sessions: %w", err)
+	}
+	if o.rates, err = ints(rates); err != nil {
+		return o, fmt.Errorf("--rates: %w", err)
 	}
 	if o.revSizes, err = ints(revSizes); err != nil {
 		return o, fmt.Errorf("--revoked: %w", err)
@@ -170,8 +181,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if _, err := os.Stat(o.nefia); err != nil {
 		return o, fmt.Errorf("--nefia: %w", err)
 	}
-	if o.rounds < 1 || o.duration <= 0 || o.victims < 1 || o.startups < 1 {
-		return o, errors.New("--rounds, --duration, --victims and --startups must be positive")
+	if o.rounds < 1 || o.duration <= 0 || o.victims < 1 || o.startups < 1 || o.openSessions < 1 || slices.Contains(o.rates, 0) {
+		return o, errors.New("--rounds, --duration, --victims, --startups, --open-sessions and --rates must be positive")
 	}
 	if o.self, err = os.Executable(); err != nil {
 		return o, err

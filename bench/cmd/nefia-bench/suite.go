@@ -16,7 +16,7 @@ import (
 )
 
 // phaseNames are the phases of a run, in the order they run.
-var phaseNames = []string{"floor", "handshake", "revocation", "status", "upstream", "issue", "revlatency", "memory", "profile"}
+var phaseNames = []string{"floor", "handshake", "revocation", "status", "openloop", "upstream", "issue", "revlatency", "memory", "profile"}
 
 // suite is one run of every measurement.
 type suite struct {
@@ -59,6 +59,7 @@ func runSuite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"handshake":  s.handshakePhase,
 		"revocation": s.revocationScalePhase,
 		"status":     s.statusPhase,
+		"openloop":   s.openLoopPhase,
 		"upstream":   s.upstreamPhase,
 		"issue":      s.issuePhase,
 		"revlatency": s.revocationLatencyPhase,
