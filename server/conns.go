@@ -209,16 +209,16 @@ func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.Connection
 	return err
 }
 
-// slotWait bounds how long a handshaken connection waits for a session
+// DefaultSlotWait bounds how long a handshaken connection waits for a session
 // slot when a limit is reached (issue 16 item 4): a client that closes a
 // connection and reconnects at once used to be refused now and then (13 to
 // 20 per 1,000 at 50 clients against the cap of 50), because its previous
 // connection's slot was released a moment after the new one asked. The
 // wait is short, and the connection still counts against MaxHandshakes
 // while it waits, so a flood cannot queue behind it.
-const slotWait = 250 * time.Millisecond
+const DefaultSlotWait = 250 * time.Millisecond
 
-// admitWithin is admit, waiting at most slotWait for a slot to be
+// admitWithin is admit, waiting at most GatewayOptions.SlotWait for a slot to be
 // released when a limit refuses the connection; ctx ends the wait (the
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
@@ -232,7 +232,7 @@ func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identi
 		if timer == nil {
 			g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
 				"remote_addr", tc.remote, "error", err)
-			timer = time.NewTimer(slotWait)
+			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
 		}
 		select {
@@ -245,7 +245,7 @@ func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identi
 	}
 }
 
-// waitForSlot waits at most slotWait for a session slot to be free, before
+// waitForSlot waits at most GatewayOptions.SlotWait for a session slot to be free, before
 // the handshake, when every slot was taken at accept: the client that just
 // closed its previous connection must not be refused because its slot is
 // released a moment later (issue 16 item 4). Until then a connection was
@@ -268,7 +268,7 @@ func (g *Gateway) waitForSlot(ctx context.Context) bool {
 		g.mu.Unlock()
 		if timer == nil {
 			g.log.Debug("connection waiting for a session slot before its handshake")
-			timer = time.NewTimer(slotWait)
+			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
 		}
 		select {

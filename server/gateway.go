@@ -118,6 +118,10 @@ type GatewayOptions struct {
 	// its handshake: a client that handshakes and then says nothing would
 	// otherwise hold a session slot forever. Default DefaultFirstByteTimeout.
 	FirstByteTimeout time.Duration
+	// SlotWait bounds how long a connection that finds its slots taken
+	// waits for one being released before it is refused. Default
+	// DefaultSlotWait.
+	SlotWait time.Duration
 	// MaxConnectionsPerClient caps the session slots one certificate (by
 	// serial) holds at once (mcp.mtls.max_connections_per_client), so one
 	// agent cannot take them all. Default DefaultMaxConnectionsPerClient;
@@ -225,6 +229,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	defaults.Set(&opts.WriteTimeout, DefaultWriteTimeout)
 	defaults.Set(&opts.HandshakeTimeout, DefaultHandshakeTimeout)
 	defaults.Set(&opts.FirstByteTimeout, DefaultFirstByteTimeout)
+	defaults.Set(&opts.SlotWait, DefaultSlotWait)
 	defaults.Set(&opts.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient)
 	switch opts.OperatorReserve {
 	case 0:

@@ -45,6 +45,11 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 				o.MaxConnections = 2 + max(tc.reserve, 0) // 2 slots for tc.role
 				o.OperatorReserve = tc.reserve
 				o.Logger = slog.New(logs)
+				if tc.release {
+					// Room for the release to be seen on a loaded machine;
+					// the refusals use the default wait.
+					o.SlotWait = 10 * time.Second
+				}
 			})
 			a := gw.Cert("a", tc.role)
 			first, err := dialRPC(gw, gw.ClientConfig(&a))
