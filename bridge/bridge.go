@@ -90,6 +90,8 @@ type bridge struct {
 	retiredMu sync.Mutex
 	retired   map[*conn]struct{} // old connections answering what they had in flight
 	wg        sync.WaitGroup     // renewLoop, retire and handOver goroutines
+
+	renewCheck renewCheck // warns when the policy hides nefia.mtls.renew
 }
 
 // Run bridges in (the client's requests) and out (where its answers go) to
@@ -412,6 +414,7 @@ func (b *bridge) send(c *conn, line []byte) error {
 	switch {
 	case m.kind == request:
 		b.inflight.add(m.id, m.rawID, c)
+		b.noteToolsList(m, line)
 		if m.method == "initialize" {
 			b.mu.Lock()
 			b.initLine = append([]byte(nil), line...)
@@ -459,6 +462,7 @@ func (b *bridge) deliver(line []byte, m message, emit func([]byte) error) error 
 		}
 		if m.id != "" {
 			b.inflight.done(m.id)
+			b.checkToolsList(m, line)
 		}
 	}
 	return emit(line)

@@ -23,10 +23,13 @@ const CAExpiryWarning = 365 * 24 * time.Hour
 // counts and every problem found. Problems name files by base name only, so
 // the report can be shown to a remote caller without revealing host paths.
 type Status struct {
-	CA       *CertInfo    `json:"ca"`
-	Server   *CertInfo    `json:"server"`
-	Clients  ClientCounts `json:"clients"`
-	Problems []string     `json:"problems"`
+	CA      *CertInfo    `json:"ca"`
+	Server  *CertInfo    `json:"server"`
+	Clients ClientCounts `json:"clients"`
+	// ClientsError is why Clients could not be counted (the store is
+	// unavailable); Clients is then all zero and must not be shown as counts.
+	ClientsError string   `json:"clients_error,omitempty"`
+	Problems     []string `json:"problems"`
 }
 
 // ClientCounts counts issued client certificates by state. Issued is the
@@ -82,12 +85,17 @@ func (s *Store) Status() Status {
 		if err := h.Health(); err != nil {
 			// The counts would wait for the same unreachable store.
 			problem("revocation store: %v", err)
+			st.ClientsError = fmt.Sprintf("store unavailable: %v", baseErr(err))
 			return st
 		}
 	}
 	list, err := s.List()
 	if err != nil {
 		problem("%v", baseErr(err))
+		if s.records != nil {
+			st.ClientsError = fmt.Sprintf("store unavailable: %v", baseErr(err))
+			return st
+		}
 	}
 	for _, c := range list {
 		st.Clients.Issued++

@@ -21,14 +21,17 @@ import (
 // `nefia mtls status --json` and the nefia.mtls.status tool so the two can
 // never disagree.
 type StatusReport struct {
-	Enabled    bool             `json:"enabled" jsonschema:"mcp.mtls.enabled in the configuration file"`
-	ListenAddr string           `json:"listen_addr" jsonschema:"mcp.mtls.listen_addr in the configuration file"`
-	StateDir   string           `json:"state_dir,omitempty" jsonschema:"absolute path of the state directory on the gateway's host; operators only"`
-	ConfigFile string           `json:"config_file,omitempty" jsonschema:"absolute path of the configuration file on the gateway's host; operators only"`
-	CA         *pki.CertInfo    `json:"ca" jsonschema:"the root CA; null when there is none"`
-	Server     *pki.CertInfo    `json:"server" jsonschema:"the gateway's server certificate; null when there is none"`
-	Clients    pki.ClientCounts `json:"clients" jsonschema:"client certificates by state"`
-	Problems   []string         `json:"problems" jsonschema:"everything found wrong, such as a missing file or a certificate close to expiry"`
+	Enabled    bool          `json:"enabled" jsonschema:"mcp.mtls.enabled in the configuration file"`
+	ListenAddr string        `json:"listen_addr" jsonschema:"mcp.mtls.listen_addr in the configuration file"`
+	StateDir   string        `json:"state_dir,omitempty" jsonschema:"absolute path of the state directory on the gateway's host; operators only"`
+	ConfigFile string        `json:"config_file,omitempty" jsonschema:"absolute path of the configuration file on the gateway's host; operators only"`
+	CA         *pki.CertInfo `json:"ca" jsonschema:"the root CA; null when there is none"`
+	Server     *pki.CertInfo `json:"server" jsonschema:"the gateway's server certificate; null when there is none"`
+	// Clients is nil when the store could not be read: zero counts would
+	// claim an empty fleet (issue 16 item 6).
+	Clients      *pki.ClientCounts `json:"clients" jsonschema:"client certificates by state; null when the store is unavailable (see clients_error)"`
+	ClientsError string            `json:"clients_error,omitempty" jsonschema:"why the client certificates could not be counted; absent when they were"`
+	Problems     []string          `json:"problems" jsonschema:"everything found wrong, such as a missing file or a certificate close to expiry"`
 	// Connections is the number of live mTLS connections; set only by a
 	// running gateway.
 	Connections *int `json:"connections,omitempty" jsonschema:"live mTLS connections; absent in stdio mode, where there is no listener"`
@@ -43,14 +46,18 @@ type StatusReport struct {
 func BuildStatus(store *pki.Store, cfg config.Loaded, cfgErr error) StatusReport {
 	st := store.Status()
 	r := StatusReport{
-		Enabled:    cfg.MCP.MTLS.Enabled,
-		ListenAddr: cfg.MCP.MTLS.ListenAddr,
-		StateDir:   store.Dir(),
-		ConfigFile: cfg.Path,
-		CA:         st.CA,
-		Server:     st.Server,
-		Clients:    st.Clients,
-		Problems:   st.Problems,
+		Enabled:      cfg.MCP.MTLS.Enabled,
+		ListenAddr:   cfg.MCP.MTLS.ListenAddr,
+		StateDir:     store.Dir(),
+		ConfigFile:   cfg.Path,
+		CA:           st.CA,
+		Server:       st.Server,
+		ClientsError: st.ClientsError,
+		Problems:     st.Problems,
+	}
+	if st.ClientsError == "" {
+		c := st.Clients
+		r.Clients = &c
 	}
 	if cfgErr != nil {
 		r.Problems = append(r.Problems, cfgErr.Error())
@@ -153,8 +160,12 @@ func statusText(r StatusReport) string {
 		}
 		b.WriteString("\n")
 	}
-	fmt.Fprintf(&b, "client certificates: %d issued, %d active, %d expired, %d revoked\n",
-		r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	if r.Clients == nil {
+		fmt.Fprintf(&b, "client certificates: unknown (%s)\n", r.ClientsError)
+	} else {
+		fmt.Fprintf(&b, "client certificates: %d issued, %d active, %d expired, %d revoked\n",
+			r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	}
 	if r.Connections != nil {
 		fmt.Fprintf(&b, "live connections: %d\n", *r.Connections)
 	}

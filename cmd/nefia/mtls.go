@@ -202,7 +202,11 @@ func printStatus(w io.Writer, r tools.StatusReport) {
 			fmt.Fprintf(w, "  SANs:        %s\n", termSafe(strings.Join(c.info.SANs, ", ")))
 		}
 	}
-	fmt.Fprintf(w, "clients: %d issued, %d active, %d expired, %d revoked\n", r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	if r.Clients == nil {
+		fmt.Fprintf(w, "clients: unknown (%s)\n", termSafe(r.ClientsError))
+	} else {
+		fmt.Fprintf(w, "clients: %d issued, %d active, %d expired, %d revoked\n", r.Clients.Issued, r.Clients.Active, r.Clients.Expired, r.Clients.Revoked)
+	}
 	if r.Connections != nil {
 		fmt.Fprintf(w, "connections: %d\n", *r.Connections)
 	}

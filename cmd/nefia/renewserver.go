@@ -51,7 +51,7 @@ connections; its live sessions continue.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&hosts, "hosts", "", "comma-separated DNS names and IP addresses (default: the current certificate's)")
+	f.StringVar(&hosts, "hosts", "", "comma-separated DNS names and IP addresses; replaces the current certificate's list (default: keep it); the listen address's host is always added")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
