@@ -304,7 +304,7 @@ func loadSerials(path string) (_ map[string]struct{}, hasLog bool, err error) {
 	if err := decodeJSON(path, data, &rf); err != nil {
 		return nil, false, err
 	}
-	if rf.Version != 1 {
+	if !knownRevokedVersion(rf.Version) || rf.Version == revokedVersionLog && !rf.Log {
 		return nil, false, fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
 	}
 	serials := make(map[string]struct{}, len(rf.Revoked))

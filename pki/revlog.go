@@ -143,7 +143,7 @@ func storeHead(data []byte) (rf revokedFile, ok bool) {
 	if bytes.HasSuffix(line, []byte(`"revoked":[`)) {
 		line = append(bytes.Clone(line), "]}"...)
 	}
-	if json.Unmarshal(line, &rf) != nil || rf.Version != 1 || rf.CRLNumber < 0 {
+	if json.Unmarshal(line, &rf) != nil || !knownRevokedVersion(rf.Version) || rf.CRLNumber < 0 {
 		return revokedFile{}, false
 	}
 	return rf, true

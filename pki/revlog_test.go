@@ -2,6 +2,7 @@ package pki_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"testing"
@@ -42,8 +43,13 @@ func TestRevocationLogStates(t *testing.T) {
 				t.Fatal(err)
 			}
 			data, _ := os.ReadFile(s.Path(pki.RevokedFile))
+			data = bytes.Replace(data, []byte(`{"version":2,`), []byte(`{"version":1,`), 1)
 			write(t, s.Path(pki.RevokedFile), bytes.Replace(data, []byte(`"log":true,`), nil, 1))
 			rm(t, s.Path(pki.RevokedLogFile))
+		}},
+		{name: "version 2 store without its log flag", failClosed: true, setup: func(t *testing.T, s *pki.Store) {
+			data, _ := os.ReadFile(s.Path(pki.RevokedFile))
+			write(t, s.Path(pki.RevokedFile), bytes.Replace(data, []byte(`"log":true,`), nil, 1))
 		}},
 		{name: "torn last line (no newline)", setup: func(t *testing.T, s *pki.Store) {
 			appendTo(t, s.Path(pki.RevokedLogFile), `{"serial":"abc","revoked_at":"2026-`)
@@ -231,5 +237,49 @@ func TestForceInitArchivesTheLog(t *testing.T) {
 	}
 	if revs, err := s.Revocations(); err != nil || len(revs) != 0 {
 		t.Fatalf("new generation's revocations = %+v, %v", revs, err)
+	}
+}
+
+// TestStoreWithLogIsVersion2: a store that keeps a log is written as
+// version 2, so a nefia from before the log — which read only version 1
+// and ignored the "log" field — refuses it (fails closed) instead of
+// admitting certificates that only the log says are revoked. A store from
+// before the log is converted with its (empty) log created first, so no
+// crash leaves a store that names a log with none beside it.
+func TestStoreWithLogIsVersion2(t *testing.T) {
+	t.Parallel()
+	s := pkitest.NewStore(t)
+	a := pkitest.Issue(t, s, "a", pki.RoleAgent, time.Hour)
+	if _, err := s.RefreshCRL(true); err != nil { // the store is written whole
+		t.Fatal(err)
+	}
+	// Back to the layout of the release before the log: version 1, no log.
+	data, _ := os.ReadFile(s.Path(pki.RevokedFile))
+	data = bytes.Replace(data, []byte(`{"version":2,`), []byte(`{"version":1,`), 1)
+	write(t, s.Path(pki.RevokedFile), bytes.Replace(data, []byte(`"log":true,`), nil, 1))
+	rm(t, s.Path(pki.RevokedLogFile))
+
+	if _, err := s.Revoke(a.Serial, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.Path(pki.RevokedLogFile)); err != nil {
+		t.Fatalf("no log after converting a store from before the log: %v", err)
+	}
+	if _, err := s.RefreshCRL(true); err != nil { // fold: the store is rewritten
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(s.Path(pki.RevokedFile))
+	if !bytes.HasPrefix(data, []byte(`{"version":2,`)) || !bytes.Contains(data, []byte(`"log":true`)) {
+		t.Fatalf("store with a log written as %.40q, want version 2 with \"log\":true", data)
+	}
+	// What the release before the log checked: version 1 only.
+	var old struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &old); err != nil || old.Version == 1 {
+		t.Fatalf("an older nefia would read this store as its own (version %d, %v)", old.Version, err)
+	}
+	if err := pki.NewRevocationChecker(s.Path(pki.RevokedFile)).Check(pkitest.KeyPair(t, a).Leaf); !errors.Is(err, pki.ErrRevoked) {
+		t.Errorf("checker = %v, want ErrRevoked", err)
 	}
 }

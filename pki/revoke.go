@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,20 @@ type Revocation struct {
 	Name      string    `json:"name"`
 }
 
+// Versions of the revocation store. A store with a log is version 2, so
+// that a nefia from before the log (which accepts only version 1 and
+// ignores unknown fields) refuses it and fails closed, rather than reading
+// the store alone and admitting what only the log says is revoked. Version
+// 1 is still read (a store from before the log, and one written with
+// "log":true before the version was raised).
+const (
+	revokedVersionNoLog = 1
+	revokedVersionLog   = 2
+)
+
+// knownRevokedVersion reports whether v is a store version this nefia reads.
+func knownRevokedVersion(v int) bool { return v == revokedVersionNoLog || v == revokedVersionLog }
+
 type revokedFile struct {
 	Version int `json:"version"`
 	// CRLNumber is the number of the last CRL signed, or about to be:
@@ -42,17 +57,25 @@ type revokedFile struct {
 // every revocation of the store and the log, then empties the log (a
 // fold). The store is durable before the log is replaced, both by rename:
 // a crash in between leaves the log's lines in both, which readRevoked
-// counts once.
+// counts once. A store that had no log yet gets an empty one first, so no
+// crash leaves a store that says it keeps a log with none beside it
+// (which would refuse every handshake until repaired).
 func (s *Store) writeRevoked(rf revokedFile) error {
+	logPath := s.Path(RevokedLogFile)
+	if _, err := os.Lstat(logPath); errors.Is(err, fs.ErrNotExist) {
+		if err := atomicfile.WriteFile(logPath, nil, recordMode); err != nil {
+			return err
+		}
+	}
 	head := ""
 	if rf.CRLNumber != 0 {
 		head = `"crl_number":` + strconv.FormatInt(rf.CRLNumber, 10) + `,`
 	}
 	head += `"log":true,`
-	if err := writeRecords(s.Path(RevokedFile), head, "revoked", rf.Revoked); err != nil {
+	if err := writeRecords(s.Path(RevokedFile), revokedVersionLog, head, "revoked", rf.Revoked); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(s.Path(RevokedLogFile), nil, recordMode)
+	return atomicfile.WriteFile(logPath, nil, recordMode)
 }
 
 // readRevoked loads the revocation store and its log for a
@@ -106,8 +129,11 @@ func (s *Store) readRevoked() (revokedFile, error) {
 }
 
 func validateRevoked(path string, rf revokedFile) error {
-	if rf.Version != 1 {
+	if !knownRevokedVersion(rf.Version) {
 		return fmt.Errorf("%w: %s: unsupported version %d", ErrCorruptState, path, rf.Version)
+	}
+	if rf.Version == revokedVersionLog && !rf.Log {
+		return fmt.Errorf("%w: %s: version %d without its log", ErrCorruptState, path, rf.Version)
 	}
 	if rf.CRLNumber < 0 {
 		return fmt.Errorf("%w: %s: negative crl_number %d", ErrCorruptState, path, rf.CRLNumber)

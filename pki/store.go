@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -142,12 +143,12 @@ func decodeJSON(path string, data []byte, v any) error {
 	return nil
 }
 
-// writeRecords writes a state file atomically as {"version":1,"KEY":[...]}
+// writeRecords writes a state file atomically as {"version":V,"KEY":[...]}
 // with one compact record per line: cheap to encode at 100,000 records, and
 // still readable (and diffable) by an operator. head, when not empty, is
 // rendered JSON members (ending in a comma) written before KEY.
-func writeRecords[T any](path, head, key string, items []T) error {
-	data, err := encodeRecords(path, head, key, items)
+func writeRecords[T any](path string, version int, head, key string, items []T) error {
+	data, err := encodeRecordsVersion(path, version, head, key, items)
 	if err != nil {
 		return err
 	}
@@ -157,9 +158,15 @@ func writeRecords[T any](path, head, key string, items []T) error {
 // encodeRecords is writeRecords' encoding: the straightforward one that
 // the inventory's appends must reproduce byte for byte.
 func encodeRecords[T any](path, head, key string, items []T) ([]byte, error) {
+	return encodeRecordsVersion(path, 1, head, key, items)
+}
+
+// encodeRecordsVersion is encodeRecords for a file of the given format
+// version.
+func encodeRecordsVersion[T any](path string, version int, head, key string, items []T) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(64 + len(head) + 200*len(items))
-	b.WriteString(`{"version":1,` + head + `"` + key + `":[`)
+	b.WriteString(`{"version":` + strconv.Itoa(version) + `,` + head + `"` + key + `":[`)
 	for i := range items {
 		if i > 0 {
 			b.WriteByte(',')
