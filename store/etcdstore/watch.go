@@ -53,6 +53,11 @@ type Watcher struct {
 
 	mu      sync.RWMutex
 	serials map[string]struct{} // canonical hex serials
+	// storeID is the store marker's id at the first load: a store
+	// replaced under the prefix (deleted and created again, a new id) is
+	// not the one whose revocations this gateway enforced, and is refused
+	// until the gateway restarts. Set and read by Run's goroutine only.
+	storeID string
 
 	// gone holds the reason while the store marker is missing (never
 	// created, or deleted while running): checks fail at once, whatever
@@ -266,6 +271,26 @@ func (w *Watcher) resync(ctx context.Context) (int64, error) {
 		w.setGone(err)
 		return 0, err
 	}
+	meta, err := decodeMeta(w.prefix+metaKey, mresp.Kvs[0].Value)
+	if err != nil {
+		err = unavailable("read the store marker", err)
+		w.setGone(err)
+		return 0, err
+	}
+	switch {
+	case w.storeID == "":
+		w.storeID = meta.StoreID
+	case w.storeID != meta.StoreID:
+		// An empty store created anew would otherwise un-revoke every
+		// serial: fail closed, as the file backend does for a lost store.
+		err := fmt.Errorf("%w: the store under %s was replaced (store id %s, now %s): its revocations are not the ones this gateway enforced; "+
+			"restore the old store, or restart the gateway to accept the new one", pki.ErrRevocationUnavailable, w.prefix, w.storeID, meta.StoreID)
+		if w.gone.Load() == nil || (*w.gone.Load()).Error() != err.Error() {
+			w.log.Error("etcd store replaced: refusing new handshakes", "prefix", w.prefix, "error", err)
+		}
+		w.setGone(err)
+		return 0, err
+	}
 	set := make(map[string]struct{}, w.Len())
 	rev, err := scan(ctx, w.cli, w.dir, true, mresp.Header.Revision, func(key string, _ []byte) error {
 		serial, err := serialOf(key, w.dir)
@@ -304,6 +329,10 @@ func (w *Watcher) resync(ctx context.Context) (int64, error) {
 type confirmation struct {
 	at  time.Time
 	rev int64
+	// hdr is etcd's current revision when it answered: below what the
+	// watch applied only when etcd went back in time (a snapshot restored
+	// without --bump-revision), where a resumed watch would miss writes.
+	hdr int64
 	err error
 }
 
@@ -351,6 +380,8 @@ func (w *Watcher) follow(ctx context.Context, rev int64) error {
 			switch {
 			case c.err != nil:
 				w.setWhy(c.err)
+			case c.hdr < applied:
+				return fmt.Errorf("etcd's revision %d is below the %d this gateway has applied (restored from a snapshot?): full resync", c.hdr, applied)
 			case applied >= c.rev:
 				w.confirm(c.at)
 			default:
@@ -372,9 +403,9 @@ func (w *Watcher) latestRevocation(ctx context.Context) confirmation {
 		return confirmation{err: fmt.Errorf("confirm the latest revocation: %w", err)}
 	}
 	if len(resp.Kvs) == 0 {
-		return confirmation{at: at}
+		return confirmation{at: at, hdr: resp.Header.Revision}
 	}
-	return confirmation{at: at, rev: resp.Kvs[0].ModRevision}
+	return confirmation{at: at, rev: resp.Kvs[0].ModRevision, hdr: resp.Header.Revision}
 }
 
 // apply adds put serials to the view and drops deleted ones (an operator
