@@ -83,14 +83,9 @@ func (l *callLimiter) flush() []suppressedCount {
 func (l *callLimiter) resetLocked(now time.Time) []suppressedCount {
 	var out []suppressedCount
 	for _, st := range l.serials {
-		if len(st.suppressed) == 0 {
-			continue
+		if c, ok := suppressedOf(st.name, st.serial, st.suppressed); ok {
+			out = append(out, c)
 		}
-		c := suppressedCount{addr: st.name, serial: st.serial, byReason: st.suppressed}
-		for _, n := range st.suppressed {
-			c.total += n
-		}
-		out = append(out, c)
 	}
 	l.start, l.serials = now, map[string]*callState{}
 	return foldSummaries(out, callMaxSummaries, callOthers)

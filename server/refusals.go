@@ -149,17 +149,26 @@ func (l *refusalLimiter) flush() []suppressedCount {
 func (l *refusalLimiter) resetLocked(now time.Time) []suppressedCount {
 	var out []suppressedCount
 	for _, st := range l.addrs {
-		if len(st.suppressed) == 0 {
-			continue
+		if c, ok := suppressedOf(st.addr, st.serial, st.suppressed); ok {
+			out = append(out, c)
 		}
-		c := suppressedCount{addr: st.addr, serial: st.serial, byReason: st.suppressed}
-		for _, n := range st.suppressed {
-			c.total += n
-		}
-		out = append(out, c)
 	}
 	l.start, l.addrs = now, map[string]*addrState{}
 	return foldSummaries(out, refusalMaxSummaries, refusalOthers)
+}
+
+// suppressedOf is one key's counts for a window summary (addr names the
+// key: an address, or a certificate's name); ok is false when nothing was
+// suppressed.
+func suppressedOf(addr, serial string, byReason map[string]int) (c suppressedCount, ok bool) {
+	if len(byReason) == 0 {
+		return c, false
+	}
+	c = suppressedCount{addr: addr, serial: serial, byReason: byReason}
+	for _, n := range byReason {
+		c.total += n
+	}
+	return c, true
 }
 
 // foldSummaries orders a window's suppressed counts, most first, and sums
