@@ -11,6 +11,10 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Agent, fetch as undiciFetch } from 'undici';
+
 const here = dirname(fileURLToPath(import.meta.url));
 export const repoRoot = resolve(here, '..');
 
@@ -123,4 +127,16 @@ export function structured(result) {
     throw new Error(`tool error: ${result.content?.map((c) => c.text).join(' ')}`);
   }
   return result.structuredContent;
+}
+
+// connectHTTP connects the TypeScript SDK to the gateway over mTLS
+// Streamable HTTP with the certificate of name; close ends the client and
+// its undici agent.
+export async function connectHTTP(state, addr, name, clientName = `nefia-e2e-${name}`) {
+  const agent = new Agent({ connect: { cert: state.pem(`${name}.crt`), key: state.pem(`${name}.key`), ca: state.pem('ca.crt') } });
+  const client = new Client({ name: clientName, version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`https://${addr}/mcp`), {
+    fetch: (input, init) => undiciFetch(input, { ...init, dispatcher: agent }),
+  }));
+  return { client, close: async () => { await client.close(); await agent.close(); } };
 }

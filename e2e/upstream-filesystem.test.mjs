@@ -11,10 +11,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { Agent, fetch as undiciFetch } from 'undici';
 
-import { State, connectArgs, nefiaBin, startGateway } from './helpers.mjs';
+import { State, connectArgs, connectHTTP, nefiaBin, startGateway } from './helpers.mjs';
 
 // The server's entry point, run with this node: no npx, no network.
 const require = createRequire(import.meta.url);
@@ -24,16 +22,6 @@ function text(result) {
   return result.content.map((c) => c.text).join('');
 }
 
-// httpClient connects the TypeScript SDK to the gateway over mTLS
-// Streamable HTTP with certificate name.
-async function httpClient(state, addr, name) {
-  const agent = new Agent({ connect: { cert: state.pem(`${name}.crt`), key: state.pem(`${name}.key`), ca: state.pem('ca.crt') } });
-  const client = new Client({ name: `nefia-e2e-fs-${name}`, version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`https://${addr}/mcp`), {
-    fetch: (input, init) => undiciFetch(input, { ...init, dispatcher: agent }),
-  }));
-  return { client, close: async () => { await client.close(); await agent.close(); } };
-}
 
 // waitForLog resolves when a gateway log line after index from has msg
 // (the gateway polls nefia.yaml every second).
@@ -83,7 +71,7 @@ mcp:
   });
 
   it('lists and calls the read tools for a reader over Streamable HTTP, and refuses writes', async () => {
-    const { client, close } = await httpClient(state, gw.addr, 'reader');
+    const { client, close } = await connectHTTP(state, gw.addr, 'reader', 'nefia-e2e-fs-reader');
     try {
       const names = (await client.listTools()).tools.map((t) => t.name);
       for (const want of ['fs.read_text_file', 'fs.list_directory', 'fs.list_allowed_directories']) {
@@ -128,7 +116,7 @@ mcp:
   });
 
   it('lets an operator write through the same upstream', async () => {
-    const { client, close } = await httpClient(state, gw.addr, 'ops');
+    const { client, close } = await connectHTTP(state, gw.addr, 'ops', 'nefia-e2e-fs-ops');
     try {
       const names = (await client.listTools()).tools.map((t) => t.name);
       assert.ok(names.includes('fs.write_file'), names.join(' '));
@@ -141,7 +129,7 @@ mcp:
   });
 
   it('refuses a live session\'s next call once an edit of nefia.yaml takes the tool away', async () => {
-    const { client, close } = await httpClient(state, gw.addr, 'reader');
+    const { client, close } = await connectHTTP(state, gw.addr, 'reader', 'nefia-e2e-fs-reader');
     try {
       const before = await client.callTool({ name: 'fs.list_directory', arguments: { path: shared } });
       assert.equal(before.isError ?? false, false, JSON.stringify(before));

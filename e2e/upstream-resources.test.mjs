@@ -11,24 +11,12 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { Agent, fetch as undiciFetch } from 'undici';
 
-import { State, startGateway } from './helpers.mjs';
+import { State, connectHTTP, startGateway } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const everything = join(dirname(require.resolve('@modelcontextprotocol/server-everything/package.json')), 'dist', 'index.js');
 
-// connectHTTP is the TS SDK client of certificate name over mTLS HTTP.
-async function connectHTTP(state, addr, name) {
-  const agent = new Agent({ connect: { cert: state.pem(`${name}.crt`), key: state.pem(`${name}.key`), ca: state.pem('ca.crt') } });
-  const client = new Client({ name: `nefia-e2e-resources-${name}`, version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`https://${addr}/mcp`), {
-    fetch: (input, init) => undiciFetch(input, { ...init, dispatcher: agent }),
-  }));
-  return { client, close: async () => { await client.close(); await agent.close(); } };
-}
 
 describe('server-everything resources and prompts behind the gateway', { timeout: 120_000 }, () => {
   const state = new State();
@@ -66,7 +54,7 @@ mcp:
   });
 
   it('lists, reads and gets what the policy allows, over Streamable HTTP', async () => {
-    const { client, close } = await connectHTTP(state, gw.addr, 'bot');
+    const { client, close } = await connectHTTP(state, gw.addr, 'bot', 'nefia-e2e-resources-bot');
     try {
       const caps = client.getServerCapabilities();
       assert.ok(caps.resources && caps.prompts, JSON.stringify(caps));
@@ -100,7 +88,7 @@ mcp:
   });
 
   it('hides them from an agent the policy gives none, and refuses its reads', async () => {
-    const { client, close } = await connectHTTP(state, gw.addr, 'other');
+    const { client, close } = await connectHTTP(state, gw.addr, 'other', 'nefia-e2e-resources-other');
     try {
       assert.deepEqual((await client.listPrompts()).prompts, []);
       assert.deepEqual((await client.listResources()).resources, []);
