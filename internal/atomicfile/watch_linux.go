@@ -3,7 +3,9 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -12,7 +14,9 @@ import (
 const watchMask = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.IN_CREATE | unix.IN_DELETE |
 	unix.IN_MOVED_FROM | unix.IN_MOVED_TO | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 
-// watcher is one inotify instance, non-blocking, read only by Changed.
+// watcher is one inotify instance, non-blocking. Changed reads it with a
+// non-blocking read; Wait's reader parks on it in Go's netpoller (the
+// descriptor is wrapped by os.NewFile), so waiting costs no CPU.
 type watcher struct {
 	fd  *fdBox
 	buf [4096]byte
@@ -30,7 +34,10 @@ func newWatcher(dirs []string) (*watcher, error) {
 			return nil, fmt.Errorf("watch %s: %w", d, err)
 		}
 	}
-	return &watcher{fd: &fdBox{fd: fd}}, nil
+	// A non-blocking descriptor given to os.NewFile is registered with
+	// the netpoller. Fd() is never called on f: it would make the
+	// descriptor blocking.
+	return &watcher{fd: &fdBox{fd: fd, f: os.NewFile(uintptr(fd), "inotify")}}, nil
 }
 
 // close closes the descriptor once.
@@ -65,17 +72,45 @@ func (w *watcher) drain() (bool, error) {
 	}
 }
 
+// await parks the calling goroutine until the descriptor is readable and
+// ready (called with nothing locked, it drains through poll) reports true,
+// the deadline set by interrupt passes, or the file is closed.
+func (w *watcher) await(ready func() bool) error {
+	rc, err := w.fd.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// The callback is called first at once, then each time the
+	// netpoller says the descriptor became readable; returning false
+	// parks again.
+	return rc.Read(func(uintptr) bool { return ready() })
+}
+
+// interrupt wakes a goroutine parked in await (when stop) or clears that
+// wake-up for the next await (when !stop).
+func (w *watcher) interrupt(stop bool) {
+	var t time.Time
+	if stop {
+		t = time.Unix(1, 0)
+	}
+	w.fd.f.SetReadDeadline(t)
+}
+
 // fdBox holds the descriptor apart from the watcher, so that the cleanup
 // NewWatch registers can close it without keeping the watcher alive, and
 // never closes it twice (after Close, the number may belong to another
-// file).
-type fdBox struct{ fd int }
+// file). fd is the same descriptor as f, kept as a number for the
+// non-blocking reads of drain.
+type fdBox struct {
+	fd int
+	f  *os.File
+}
 
 func (b *fdBox) close() error {
 	if b.fd < 0 {
 		return nil
 	}
-	err := unix.Close(b.fd)
+	err := b.f.Close()
 	b.fd = -1
 	return err
 }

@@ -1,10 +1,12 @@
 package atomicfile_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
@@ -129,5 +131,78 @@ func TestWatchViewsShareOneWatch(t *testing.T) {
 	}
 	if changed, err := a.Changed(); !changed || err == nil {
 		t.Fatalf("after Close: changed=%v, %v", changed, err)
+	}
+}
+
+// TestWatchWaitBlocksUntilChange (issue 16 item 1): Wait parks until a
+// change another process or goroutine makes, returns at once for a change
+// made before it was called, honours its context, and returns the watch's
+// error once it is closed, so a caller never waits on a dead watch.
+func TestWatchWaitBlocksUntilChange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "revoked.json")
+	w, err := atomicfile.NewWatch(file)
+	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := w.View()
+
+	// Nothing changed: Wait times out with the context's error.
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := v.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("quiet directory: Wait = %v, want the deadline", err)
+	}
+
+	// A change while waiting wakes it.
+	woke := make(chan error, 1)
+	go func() { woke <- v.Wait(t.Context()) }()
+	if err := atomicfile.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatalf("Wait after a change: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after a change")
+	}
+	if changed, err := v.Changed(); !changed || err != nil {
+		t.Fatalf("Changed after Wait: changed=%v, %v", changed, err)
+	}
+
+	// A change made before Wait (and read by another view) is not lost.
+	other := w.View()
+	if err := atomicfile.WriteFile(file, []byte("y"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, _ := other.Changed(); !changed {
+		t.Fatal("the other view missed the change")
+	}
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel2()
+	if err := v.Wait(ctx2); err != nil {
+		t.Fatalf("Wait for a change made before it: %v", err)
+	}
+	v.Changed()
+
+	// Close ends a waiting Wait with an error.
+	go func() { woke <- v.Wait(t.Context()) }()
+	time.AfterFunc(20*time.Millisecond, func() { w.Close() })
+	select {
+	case err := <-woke:
+		if err == nil {
+			t.Fatal("Wait on a closed watch returned no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after Close")
+	}
+	if err := v.Wait(t.Context()); err == nil {
+		t.Fatal("Wait after Close returned no error")
 	}
 }
