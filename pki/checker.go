@@ -34,6 +34,7 @@ type RevocationChecker struct {
 	reload sync.Mutex // one reload at a time; checks never wait on it unless the file changed
 	snap   atomic.Pointer[revocationSnapshot]
 	loads  atomic.Uint64 // file reads, for tests proving checks do not read
+	stats  atomic.Uint64 // checks that statted, for tests proving the watch spares them
 	// held is set once a loaded store held a revocation: from then on a
 	// missing store fails closed whatever the inventory says.
 	held atomic.Bool
@@ -189,6 +190,7 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 // statted is current without the watch: one stat of the log and one of
 // the store, and a reload when either changed.
 func (c *RevocationChecker) statted() (*revocationSnapshot, error) {
+	c.stats.Add(1)
 	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
 	// The log is looked at before the store, for the reason readRevoked
 	// reads it first: a fold writes the store, then empties the log.

@@ -170,3 +170,48 @@ func writeStore(tb testing.TB, path string, n int) {
 		tb.Fatal(err)
 	}
 }
+
+// TestRevocationCheckStatsOnlyAfterAChange (issue 16 item 2): with a
+// directory watch, checks against an unchanged store cost no stat (main:
+// two per check, the store's and its log's); a revocation makes the very
+// next check stat and see it, and a change elsewhere in the directory
+// costs one stat, not a reload.
+func TestRevocationCheckStatsOnlyAfterAChange(t *testing.T) {
+	t.Parallel()
+	s := pkitest.NewStore(t)
+	c := pki.NewRevocationChecker(s.Path(pki.RevokedFile))
+	if !c.Watched() {
+		t.Skip("no directory watch on this platform")
+	}
+	victim := pkitest.Issue(t, s, "victim", pki.RoleAgent, time.Hour)
+	serial, _ := new(big.Int).SetString(victim.Serial, 16)
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Statted()
+	for range 1000 {
+		if revoked, err := c.IsRevoked(serial); revoked || err != nil {
+			t.Fatal(revoked, err)
+		}
+	}
+	if n := c.Statted() - before; n != 0 {
+		t.Fatalf("1000 checks of an unchanged store statted %d times, want 0", n)
+	}
+	if _, err := s.Revoke(victim.Serial, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if revoked, err := c.IsRevoked(serial); !revoked || err != nil {
+		t.Fatalf("the check right after the revocation: revoked=%v, %v", revoked, err)
+	}
+	loads := c.Loads()
+	if err := os.WriteFile(filepath.Join(s.Dir(), "unrelated"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before = c.Statted()
+	for range 10 {
+		c.IsRevoked(serial)
+	}
+	if n, l := c.Statted()-before, c.Loads()-loads; n != 1 || l != 0 {
+		t.Fatalf("after an unrelated file changed: %d stats, %d loads, want 1 and 0", n, l)
+	}
+}

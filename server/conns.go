@@ -80,7 +80,22 @@ type trackedConn struct {
 	closer func(cause error)   // ends the connection in its current state
 	cause  error               // why the gateway closed it; nil until then
 	act    *connActivity       // set on admission; never changed after
+	// counted is set once a CloseSerial counted this connection as closed
+	// by its revocation (issue 16 item 3): the revocation watch may close
+	// it first, even end it, before the tool's CloseSerial, which must
+	// still count it, and count it once.
+	counted bool
+	// ended, when set, makes this entry the trace of a connection closed
+	// for revocation that ended before any CloseSerial counted it: it has
+	// no conn, no slot, no activity, only the agent and the mark, and
+	// stays in the table until counted or for endedKept.
+	ended time.Time
 }
+
+// endedKept is how long the trace of a connection closed for revocation
+// waits for CloseSerial to count it: a revocation by the tool calls it
+// within the tool call; one by the CLI never does.
+const endedKept = time.Minute
 
 // Causes the gateway closes a connection with; their text is the close
 // reason in the log and the audit trail.
@@ -164,10 +179,42 @@ func (g *Gateway) untrack(tc *trackedConn) {
 	tc.mu.Lock()
 	slot, serial := tc.slot, tc.agent.Serial
 	tc.slot = false
+	if slot && tc.cause == errRevoked && !tc.counted {
+		// Closed by the revocation watch, not counted yet: its trace
+		// waits for the revoking tool's CloseSerial. A fresh entry
+		// (no remote address, no activity) so that nothing but
+		// CloseSerial can take it for a live connection.
+		g.conns[&trackedConn{agent: identity.Agent{Name: tc.agent.Name, Serial: serial}, cause: errRevoked,
+			closer: func(error) {}, ended: time.Now()}] = struct{}{}
+	}
 	tc.mu.Unlock()
 	if slot {
 		g.release(serial)
 	}
+}
+
+// countRevoked counts, and marks counted, the connections of serial in
+// the table that were closed for revocation and not counted yet, live or
+// ended (issue 16 item 3), and drops the traces of ended ones it counted
+// and of any ended longer than endedKept ago. Under g.mu, as untrack, so
+// a connection is counted either live or as its trace, once.
+func (g *Gateway) countRevoked(serial string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for tc := range g.conns {
+		tc.mu.Lock()
+		if serial != "" && tc.agent.Serial == serial && tc.cause == errRevoked && !tc.counted {
+			tc.counted = true
+			n++
+		}
+		drop := !tc.ended.IsZero() && (tc.counted || time.Since(tc.ended) > endedKept)
+		tc.mu.Unlock()
+		if drop {
+			delete(g.conns, tc)
+		}
+	}
+	return n
 }
 
 // release gives back one session slot of serial; g.mu must be held.

@@ -196,14 +196,6 @@ type Gateway struct {
 	addr      atomic.Pointer[net.Addr]
 	ready     chan struct{}
 	readyOne  sync.Once
-	// watchClosed holds, per serial, the connections the revocation watch
-	// closed before CloseSerial was called for it: a revocation by the
-	// tool is seen by the watch (issue 16) within milliseconds, often
-	// before the tool's own CloseSerial, which still reports them as
-	// closed by that revocation (each connection once). A serial is
-	// revoked once, so every such close is that revocation's.
-	watchMu     sync.Mutex
-	watchClosed map[string]watchClose
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -776,61 +768,19 @@ const (
 // CloseSerial ends every connection of the certificate with this serial
 // (canonical form), whatever its state (see connState), ends the HTTP
 // sessions it created, and returns how many connections it closed. Their
-// session slots are free once their goroutines have returned.
+// session slots are free once their goroutines have returned. The count
+// includes the connections the revocation watch closed for this serial
+// before it (issue 16: the watch sees a revocation by the tool within
+// milliseconds, often before the tool's own CloseSerial), each once: the
+// count is a mark on each connection (trackedConn.counted), not a table
+// of its own.
 func (g *Gateway) CloseSerial(serial string) int {
-	closed := g.closeSerial(serial)
-	g.watchMu.Lock()
-	byWatch := g.watchClosed[serial].conns
-	delete(g.watchClosed, serial)
-	g.watchMu.Unlock()
-	n := len(byWatch)
-	for _, tc := range closed {
-		if _, ok := byWatch[tc]; !ok {
-			n++
-		}
-	}
-	return n
+	g.closeSerial(serial)
+	return g.countRevoked(serial)
 }
 
-// watchClose is what the revocation watch closed for one serial, and when.
-type watchClose struct {
-	conns map[*trackedConn]struct{}
-	at    time.Time
-}
-
-// watchCloseKept is how long the watch's closes wait for the tool's
-// CloseSerial; a revocation by the CLI has none, so its entry goes then.
-const watchCloseKept = time.Minute
-
-// noteWatchClosed remembers the connections the watch closed for serial.
-func (g *Gateway) noteWatchClosed(serial string, closed []*trackedConn) {
-	now := time.Now()
-	g.watchMu.Lock()
-	defer g.watchMu.Unlock()
-	for s, w := range g.watchClosed {
-		if now.Sub(w.at) > watchCloseKept {
-			delete(g.watchClosed, s)
-		}
-	}
-	if len(closed) == 0 {
-		return
-	}
-	if g.watchClosed == nil {
-		g.watchClosed = map[string]watchClose{}
-	}
-	w, ok := g.watchClosed[serial]
-	if !ok {
-		w = watchClose{conns: map[*trackedConn]struct{}{}, at: now}
-	}
-	for _, tc := range closed {
-		w.conns[tc] = struct{}{}
-	}
-	g.watchClosed[serial] = w
-}
-
-// closeSerial is CloseSerial without the watch's count: the connections
-// it closed.
-func (g *Gateway) closeSerial(serial string) []*trackedConn {
+// closeSerial is CloseSerial without the count, for the revocation watch.
+func (g *Gateway) closeSerial(serial string) {
 	victims := g.admitted(func(a identity.Agent) bool { return a.Serial == serial })
 	for _, tc := range victims {
 		g.closeConn(tc, errRevoked)
@@ -838,7 +788,6 @@ func (g *Gateway) closeSerial(serial string) []*trackedConn {
 	// Ends the HTTP sessions bound to the serial; its connections are
 	// closed above already.
 	g.http.CloseSerial(serial)
-	return victims
 }
 
 // serveHTTP serves one connection as MCP Streamable HTTP; identity is taken
@@ -934,8 +883,9 @@ func (g *Gateway) pollRevocations(ctx context.Context) {
 			}
 		}
 		for serial := range revoked {
-			g.noteWatchClosed(serial, g.closeSerial(serial))
+			g.closeSerial(serial)
 		}
+		g.countRevoked("") // drops the traces no CloseSerial claimed
 	}
 }
 
