@@ -37,6 +37,10 @@ import (
 //	                    serial's HTTP sessions ended;       transport's timeouts       per refused request
 //	                    identity re-checked per request
 //
+// A connection closed for revocation that ended before a CloseSerial
+// counted it leaves a trace in the table (trackedConn.ended: no conn, no
+// slot) until one counts it, or for endedKept; nothing else sees traces.
+//
 // Revocation through the nefia.mtls.revoke tool closes the serial's
 // connections at once (CloseSerial); one written to the store by the CLI is
 // seen by the revocation poll within RevocationPoll; a CA replacement makes
