@@ -34,7 +34,7 @@ type RevocationChecker struct {
 	reload sync.Mutex // one reload at a time; checks never wait on it unless the file changed
 	snap   atomic.Pointer[revocationSnapshot]
 	loads  atomic.Uint64 // file reads, for tests proving checks do not read
-	stats  atomic.Uint64 // checks that statted, for tests proving the watch spares them
+	stats  atomic.Uint64 // stat rounds (checks and Watch), for tests proving the watch spares them
 	// held is set once a loaded store held a revocation: from then on a
 	// missing store fails closed whatever the inventory says.
 	held atomic.Bool
@@ -426,6 +426,7 @@ func (c *RevocationChecker) Watch(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
 	look := func() [2]atomicfile.Version {
+		c.stats.Add(1)
 		s, _ := atomicfile.VersionOf(c.path)
 		l, _ := atomicfile.VersionOf(logPath)
 		return [2]atomicfile.Version{s, l}

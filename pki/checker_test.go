@@ -215,3 +215,37 @@ func TestRevocationCheckStatsOnlyAfterAChange(t *testing.T) {
 		t.Fatalf("after an unrelated file changed: %d stats, %d loads, want 1 and 0", n, l)
 	}
 }
+
+// TestRevocationWatchIsIdleUntilAChange (issue 16 item 1): Watch used to
+// stat the store and its log every 10 ms (an idle gateway spent 2.7% of a
+// core on it); with a directory watch it sleeps until the kernel reports
+// a change, then delivers at once.
+func TestRevocationWatchIsIdleUntilAChange(t *testing.T) {
+	t.Parallel()
+	s := pkitest.NewStore(t)
+	c := pki.NewRevocationChecker(s.Path(pki.RevokedFile))
+	if !c.Watched() {
+		t.Skip("no directory watch on this platform")
+	}
+	victim := pkitest.Issue(t, s, "victim", pki.RoleAgent, time.Hour)
+	ch := c.Watch(t.Context())
+	before := c.Statted()
+	// Idleness is measured over time: 300 ms is 30 rounds of the old poll.
+	time.Sleep(300 * time.Millisecond)
+	if n := c.Statted() - before; n > 1 {
+		t.Fatalf("an idle watch statted %d times in 300 ms, want at most the first look", n)
+	}
+	select {
+	case <-ch:
+		t.Fatal("a delivery without a change")
+	default:
+	}
+	if _, err := s.Revoke(victim.Serial, "test"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery after a revocation")
+	}
+}

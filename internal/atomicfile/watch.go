@@ -94,11 +94,12 @@ func NewWatch(paths ...string) (*Watch, error) {
 }
 
 // View returns a new consumer's view, which reports changes made from now
-// on.
+// on (not those made before, even if nobody has read them yet).
 func (w *Watch) View() *View {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return &View{w: w, seen: w.gen}
+	// Events the kernel queued before the call are read first: they are
+	// not this view's to report.
+	gen, _ := w.poll()
+	return &View{w: w, seen: gen}
 }
 
 // Changed reports whether a watched directory saw any change since the
