@@ -475,9 +475,10 @@ const (
 // read loop acquires from it; the HTTP transport's requests only try
 // (tryAcquire) and never wait. So there is no queue of waiters to be fair to.
 type byteBudget struct {
-	mu   sync.Mutex
-	free int
-	wake chan struct{} // closed, and replaced, whenever bytes are released
+	mu      sync.Mutex
+	free    int
+	wake    chan struct{} // closed, and replaced, when bytes are released while waited for
+	waiting bool          // someone waits on wake (a channel per release cost an allocation per request)
 }
 
 func newByteBudget(n int) byteBudget {
@@ -495,6 +496,7 @@ func (b *byteBudget) acquire(ctx context.Context, n int) error {
 			return nil
 		}
 		wake := b.wake
+		b.waiting = true
 		b.mu.Unlock()
 		select {
 		case <-wake:
@@ -522,6 +524,8 @@ func (b *byteBudget) release(n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.free += n
-	close(b.wake)
-	b.wake = make(chan struct{})
+	if b.waiting {
+		close(b.wake)
+		b.wake, b.waiting = make(chan struct{}), false
+	}
 }

@@ -44,8 +44,8 @@ func decodeArgs(req mcp.CallToolRequest, spec map[string]arg) error {
 		return err
 	}
 	var obj map[string]json.RawMessage
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte("{}")) {
+		return nil // no arguments: nothing to decode (issue 16 item 3: a map and a scan per status call)
 	}
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return fmt.Errorf("arguments must be a JSON object (%s)", accepted(spec))
