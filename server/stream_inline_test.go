@@ -157,3 +157,42 @@ func TestSlowLoneRequestKeepsReading(t *testing.T) {
 		})
 	}
 }
+
+// TestByteBudgetReleaseNoAlloc (issue 16 item 3): taking and giving back a
+// request's bytes allocates nothing when nobody waits for them (every
+// request on a session that is not at its limit): before, each release
+// made a new wake channel. A waiter is still woken by a release.
+func TestByteBudgetReleaseNoAlloc(t *testing.T) {
+	b := newByteBudget(100)
+	if n := testing.AllocsPerRun(100, func() {
+		if err := b.acquire(context.Background(), 60); err != nil {
+			t.Fatal(err)
+		}
+		b.release(60)
+	}); n != 0 {
+		t.Errorf("%v allocations per request's bytes, want 0", n)
+	}
+	if err := b.acquire(context.Background(), 60); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(context.Background(), 60) }()
+	for { // until the second acquire waits: it took the lock and found too little
+		b.mu.Lock()
+		waiting := b.waiting
+		b.mu.Unlock()
+		if waiting {
+			break
+		}
+		runtime.Gosched()
+	}
+	b.release(60)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("a release did not wake the waiting acquire")
+	}
+}

@@ -86,7 +86,7 @@ func statusTool() mcp.Tool {
 // connections is omitted rather than 0: there is no listener whose
 // connections could be counted, and 0 would claim there is one.
 func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	if err := decodeArgs(req, map[string]arg{}); err != nil {
+	if err := decodeArgs(req, noArgs); err != nil {
 		return refuse("%v", err), nil
 	}
 	r, gen := ts.status.get(ts.store, ts.configPath, time.Now())
