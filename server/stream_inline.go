@@ -42,8 +42,11 @@ import (
 //     response is written or handed over, so a peer that does not read
 //     stops the reading (backpressure) and WriteTimeout ends the session;
 //     Close unblocks the write by closing the stream. An inline request's
-//     response that the writer cannot take at once waits on a worker
-//     instead of the read loop when writes are not direct.
+//     response that can be neither written directly nor taken by the
+//     writer at once waits on a worker, not on the read loop. A direct
+//     write on the read loop may block (a peer that does not read): the
+//     loop then reads nothing more, which is the backpressure, until the
+//     write goes through or WriteTimeout ends the session.
 //
 // On a lone status call this means no goroutine hand-off at all: the read
 // loop reads, runs and writes, and reads on.
