@@ -15,11 +15,8 @@ var DefaultAgentTools = []string{"nefia.mtls.status", "nefia.mtls.renew"}
 // existed: operators may call every tool, agents DefaultAgentTools. It
 // applies when mcp.policy is absent or empty.
 func Default() *Policy {
-	return &Policy{
-		source: SourceDefault,
-		rules: []Rule{
-			{Role: pki.RoleOperator, Allow: []string{"*"}},
-			{Role: pki.RoleAgent, Allow: append([]string(nil), DefaultAgentTools...)},
-		},
-	}
+	return newPolicy([]Rule{
+		{Role: pki.RoleOperator, Allow: []string{"*"}},
+		{Role: pki.RoleAgent, Allow: append([]string(nil), DefaultAgentTools...)},
+	}, SourceDefault)
 }

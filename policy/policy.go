@@ -65,6 +65,26 @@ func (r Rule) matches(a identity.Agent) bool {
 type Policy struct {
 	rules  []Rule
 	source string
+	// Per rule, what an allowing Decision says of it: its match as
+	// nefia.yaml writes it and, per allow glob, the reason. They are fixed
+	// by the rules, so they are made once (newPolicy), not per call: agents
+	// poll status (issue 16 item 3).
+	matchText []string
+	reasons   [][]string
+}
+
+// newPolicy returns the policy of rules (owned by it from now on) from
+// source.
+func newPolicy(rules []Rule, source string) *Policy {
+	p := &Policy{rules: rules, source: source, matchText: make([]string, len(rules)), reasons: make([][]string, len(rules))}
+	for i, r := range rules {
+		p.matchText[i] = r.String()
+		p.reasons[i] = make([]string, len(r.Allow))
+		for j, pat := range r.Allow {
+			p.reasons[i][j] = fmt.Sprintf("%s[%d] %s allows %q", source, i, p.matchText[i], pat)
+		}
+	}
+	return p
 }
 
 // New builds a policy from rules, which come from mcp.policy. No rules
@@ -86,7 +106,7 @@ func New(rules []Rule) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Policy{rules: own, source: SourceConfig}, nil
+	return newPolicy(own, SourceConfig), nil
 }
 
 func checkRule(at string, r Rule) []error {
@@ -199,10 +219,10 @@ func (p *Policy) Decide(agent identity.Agent, tool string) Decision {
 			continue
 		}
 		matched = true
-		for _, pat := range r.Allow {
+		for j, pat := range r.Allow {
 			if match(pat, tool) {
-				d.Allowed, d.Rule, d.Match, d.Pattern = true, i, r.String(), pat
-				d.Reason = fmt.Sprintf("%s[%d] %s allows %q", p.source, i, r.String(), pat)
+				d.Allowed, d.Rule, d.Match, d.Pattern = true, i, p.matchText[i], pat
+				d.Reason = p.reasons[i][j]
 				return d
 			}
 		}

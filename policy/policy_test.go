@@ -228,3 +228,33 @@ func TestDecisionContext(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestDecideAllowedNoAlloc (issue 16 item 3): an allowed call's decision
+// (every status poll's) is made without formatting anything: its match text
+// and reason were made with the policy. Before, 8 allocations per decision.
+// The texts are those formatted the straightforward way. Not parallel:
+// AllocsPerRun.
+func TestDecideAllowedNoAlloc(t *testing.T) {
+	custom, err := policy.New([]policy.Rule{{Role: pki.RoleAgent, Name: "bot-*", Allow: []string{"nefia.mtls.status", "up.*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		p      *policy.Policy
+		tool   string
+		reason string
+	}{
+		{"default", policy.Default(), "nefia.mtls.status", `default[1] {role: agent} allows "nefia.mtls.status"`},
+		{"custom", custom, "up.echo", `mcp.policy[0] {role: agent, name: "bot-*"} allows "up.*"`},
+	} {
+		a := agent("bot-1", pki.RoleAgent)
+		d := tc.p.Decide(a, tc.tool)
+		if !d.Allowed || d.Reason != tc.reason {
+			t.Fatalf("%s: %+v, want allowed: %s", tc.name, d, tc.reason)
+		}
+		if n := testing.AllocsPerRun(100, func() { tc.p.Decide(a, tc.tool) }); n != 0 {
+			t.Errorf("%s: %v allocations per allowed decision, want 0", tc.name, n)
+		}
+	}
+}

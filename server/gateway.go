@@ -673,6 +673,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 		MaxMessageBytes: g.opts.MaxMessageBytes,
 		WriteTimeout:    g.opts.WriteTimeout,
 		IdleTimeout:     g.opts.IdleTimeout,
+		DirectWrites:    true, // TLS over TCP: the kernel buffers writes
 		Logger:          g.log,
 		// Captures agent, whose SessionID is filled in below before Serve.
 		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
-	"sync/atomic"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -17,7 +16,8 @@ import (
 // 16 item 3: the generic path builds a map of the result, encodes it with
 // reflection and compacts it twice). Any other shape reports false, and
 // the caller encodes it the generic way: results with _meta, multi
-// round-trip fields, or content that is not plain text.
+// round-trip fields, or content that is not plain text. Structured content
+// given as a jsonrpc.Encoded is appended as it is.
 // TestToolResponseMatchesEncodeLine and FuzzToolResponse hold it to that.
 func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 	resp, ok := msg.(mcp.JSONRPCResponse)
@@ -34,6 +34,9 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 	}
 	start := len(b)
 	size := 256 + len(res.RawStructuredContent) + len(id)
+	if e, ok := res.StructuredContent.(jsonrpc.Encoded); ok {
+		size += e.Len()
+	}
 	for _, c := range res.Content {
 		if t, ok := c.(mcp.TextContent); ok {
 			size += len(t.Text) + len(t.Text)/8 // room for some escapes
@@ -65,15 +68,26 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 		b = append(b, `,"resultType":`...)
 		b = jsonrpc.AppendString(b, string(res.ResultType))
 	}
+	switch sc := res.StructuredContent.(type) {
+	case jsonrpc.Encoded:
+		if len(res.RawStructuredContent) == 0 {
+			// json.Marshal's output by construction (issue 16 item 1):
+			// appended as it is, nothing to check, compact or escape.
+			b = append(b, `,"structuredContent":`...)
+			b = sc.AppendTo(b)
+			return append(b, "}}\n"...), true
+		}
+	case json.RawMessage:
+		if sc == nil && len(res.RawStructuredContent) == 0 { // json.Marshal writes null for it
+			return b[:start], false
+		}
+	}
 	var structured []byte
 	switch {
 	case len(res.RawStructuredContent) > 0:
 		structured = res.RawStructuredContent
 	case res.StructuredContent != nil:
 		if raw, isRaw := res.StructuredContent.(json.RawMessage); isRaw {
-			if raw == nil { // json.Marshal writes null for it
-				return b[:start], false
-			}
 			structured = raw
 		} else if structured, err = json.Marshal(res.StructuredContent); err != nil {
 			return b[:start], false
@@ -93,19 +107,11 @@ func appendToolResponse(b []byte, msg mcp.JSONRPCMessage) ([]byte, bool) {
 
 // appendRawValue appends what json.Marshal makes of raw as a
 // json.RawMessage: compacted, with <, >, &, U+2028 and U+2029 escaped; it
-// reports false for invalid JSON.
-//
-// Pre-encoded structured content (the status tool's, rendered once per
-// change and caller) comes back call after call with the same bytes, and
-// compacting and escaping it was a tenth of a status call's CPU: the last
-// few results are kept, each with a copy of its input, and reused when the
-// input is byte for byte the same (compared in full, so a caller that
-// reuses its buffer for other bytes never gets a stale answer).
+// reports false for invalid JSON. Structured content that is sent again and
+// again (the status tool's) comes as a jsonrpc.Encoded and never gets
+// here; what does (an upstream server's bytes, forwarded once) is checked
+// each time, so there is no cache of past encodings to keep right.
 func appendRawValue(b, raw []byte) ([]byte, bool) {
-	slot := &rawValueCache[len(raw)%len(rawValueCache)]
-	if e := slot.Load(); e != nil && bytes.Equal(e.src, raw) {
-		return append(b, e.out...), true
-	}
 	n := len(b)
 	c := bytes.NewBuffer(b[n:])
 	if err := json.Compact(c, raw); err != nil {
@@ -117,18 +123,5 @@ func appendRawValue(b, raw []byte) ([]byte, bool) {
 		json.HTMLEscape(&h, b[n:])
 		b = append(b[:n], h.Bytes()...)
 	}
-	if len(raw) <= maxCachedRawValue {
-		slot.Store(&rawValue{src: slices.Clone(raw), out: slices.Clone(b[n:])})
-	}
 	return b, true
 }
-
-// rawValueCache holds the last encodings of appendRawValue, a slot per
-// input length modulo its size (the status tool's agent and operator
-// responses differ in length); a collision only costs a recomputation.
-var rawValueCache [16]atomic.Pointer[rawValue]
-
-// maxCachedRawValue bounds what one cache slot holds (twice this).
-const maxCachedRawValue = 16 << 10
-
-type rawValue struct{ src, out []byte }

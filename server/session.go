@@ -24,6 +24,11 @@ type sessionState struct {
 	// hooks, server/session.go sendNotificationCore), so its capacity is what
 	// bounds notification memory for a peer that stops reading.
 	notifications chan mcp.JSONRPCNotification
+	// notes counts calls of NotificationChannel, which mcp-go makes for
+	// every notification it sends (server/session.go): a request whose
+	// count did not move while it ran sent none, so its response may skip
+	// the writer's queue (StreamSession.tryWrite).
+	notes atomic.Uint64
 
 	initialized     atomic.Bool
 	logLevel        atomic.Value // mcp.LoggingLevel
@@ -71,6 +76,7 @@ func (s *sessionState) Initialized() bool { return s.initialized.Load() }
 // NotificationChannel returns the channel mcp-go sends notifications into; the
 // session's writer forwards them to the peer.
 func (s *sessionState) NotificationChannel() chan<- mcp.JSONRPCNotification {
+	s.notes.Add(1)
 	return s.notifications
 }
 

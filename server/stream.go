@@ -16,6 +16,7 @@ import (
 
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/internal/defaults"
+	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
 // Defaults for StreamOptions. They are limits on what one peer can make the
@@ -86,6 +87,16 @@ type StreamOptions struct {
 	// carries the session (mcpserver.ClientSessionFromContext), and must
 	// return a context derived from it.
 	ContextFunc func(ctx context.Context) context.Context
+
+	// DirectWrites lets the goroutine that has a response write it to the
+	// stream itself when nothing else is being written, instead of waking
+	// the session's writer (issue 16 item 2). Set it only for a stream
+	// whose writes are buffered (a TCP or TLS connection, whose kernel
+	// takes a response while the peer is still sending): on an unbuffered
+	// one (net.Pipe) a peer that sends its next request before reading the
+	// previous answer would wait for the read loop, blocked in that
+	// answer's write, until WriteTimeout. The gateway sets it.
+	DirectWrites bool
 
 	// Logger receives diagnostics (never message contents). Nil discards.
 	Logger *slog.Logger
@@ -168,6 +179,8 @@ type StreamSession struct {
 	inflight   byteBudget     // bytes of the in-flight requests, at most MaxInFlightBytes
 	handlers   sync.WaitGroup // request handlers running
 	workers    sessionWorkers // the goroutines they run on
+	rd         streamReader   // the read loop's state, which may move between goroutines
+	wmu        sync.Mutex     // held while writing to rw (by the writer, or a direct write)
 	out        chan []byte    // encoded responses for the writer, closed when no producer is left
 	writerDead chan struct{}  // closed when the writer has stopped, after s.out closed or a write failed
 }
@@ -283,14 +296,27 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 		s.writeLoop()
 	}()
 
-	peerClosed := s.readLoop(handlerCtx)
-	if peerClosed {
-		s.drain(handlerCtx)
+	// The read loop may move to another goroutine while a lone request
+	// runs on this one (see runInline); whichever goroutine reads last
+	// runs finish.
+	s.rd.lines = jsonrpc.NewLineReader(s.rw, s.opts.MaxMessageBytes)
+	s.rd.ctx = handlerCtx
+	s.rd.ended = make(chan struct{})
+	s.rd.finish = func(peerClosed bool) {
+		if peerClosed {
+			s.drain(handlerCtx)
+		}
+		if ctx.Err() != nil { // the watcher may not have run yet
+			s.end(context.Cause(ctx))
+		}
+		cancel(s.endCause())
 	}
-	if ctx.Err() != nil { // the watcher may not have run yet
-		s.end(context.Cause(ctx))
+	s.runReader()
+	<-s.rd.ended
+	s.rd.movers.Wait()
+	if s.rd.watch != nil {
+		s.rd.watch.Stop()
 	}
-	cancel(s.endCause())
 	s.handlers.Wait()
 	s.workers.stop()
 	close(s.out) // no producer is left: the reader and every handler are done
@@ -449,9 +475,10 @@ const (
 // read loop acquires from it; the HTTP transport's requests only try
 // (tryAcquire) and never wait. So there is no queue of waiters to be fair to.
 type byteBudget struct {
-	mu   sync.Mutex
-	free int
-	wake chan struct{} // closed, and replaced, whenever bytes are released
+	mu      sync.Mutex
+	free    int
+	wake    chan struct{} // closed, and replaced, when bytes are released while waited for
+	waiting bool          // someone waits on wake (a channel per release cost an allocation per request)
 }
 
 func newByteBudget(n int) byteBudget {
@@ -469,6 +496,7 @@ func (b *byteBudget) acquire(ctx context.Context, n int) error {
 			return nil
 		}
 		wake := b.wake
+		b.waiting = true
 		b.mu.Unlock()
 		select {
 		case <-wake:
@@ -496,6 +524,8 @@ func (b *byteBudget) release(n int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.free += n
-	close(b.wake)
-	b.wake = make(chan struct{})
+	if b.waiting {
+		close(b.wake)
+		b.wake, b.waiting = make(chan struct{}), false
+	}
 }

@@ -13,18 +13,21 @@ import (
 	"github.com/nefia/nefia/policy"
 )
 
-// readLoop reads and dispatches messages until the stream ends. It reports
+// readLoop reads and dispatches messages until the stream ends, or until
+// the loop moves to another goroutine (moved: see runInline). It reports
 // whether the peer closed the stream cleanly (EOF), in which case in-flight
 // requests are allowed to finish.
-func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
-	lines := jsonrpc.NewLineReader(s.rw, s.opts.MaxMessageBytes)
+func (s *StreamSession) readLoop(ctx context.Context) (peerClosed, moved bool) {
 	for {
-		line, err := lines.Next()
+		line, err := s.rd.lines.Next()
 		switch {
 		case err == nil:
 			s.touch() // before dispatch takes a slot: the idle watch sees one or the other
-			if !s.dispatch(ctx, line) {
-				return false
+			switch s.dispatch(ctx, line) {
+			case readStop:
+				return false, false
+			case readMoved:
+				return false, true
 			}
 		case errors.Is(err, jsonrpc.ErrLineTooLong):
 			s.log.WarnContext(ctx, "stream message over size limit, closing session",
@@ -33,18 +36,18 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 				fmt.Sprintf("message exceeds the limit of %d bytes per JSON-RPC message; closing the connection", s.opts.MaxMessageBytes),
 				map[string]any{"maxMessageBytes": s.opts.MaxMessageBytes}))
 			s.end(fmt.Errorf("%w: over %d bytes", ErrMessageTooLarge, s.opts.MaxMessageBytes))
-			return false
+			return false, false
 		case errors.Is(err, io.EOF):
 			s.end(nil)
-			return s.endCause() == nil // EOF can also follow a Close
+			return s.endCause() == nil, false // EOF can also follow a Close
 		case s.finishing.Load():
 			// Finish stopped the reading: like a peer that closed its
 			// side, Serve lets the requests in flight finish (Finish
 			// bounds how long).
-			return true
+			return true, false
 		default:
 			s.end(fmt.Errorf("server: read stream: %w", err)) // no-op if Close or ctx caused it
-			return false
+			return false, false
 		}
 	}
 }
@@ -57,22 +60,23 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed bool) {
 // identifiers: numbers, UUIDs.
 const maxIDBytes = 1 << 10
 
-// dispatch routes one message: requests to a handler goroutine of the
-// session's workers (waiting for a free slot first, which is the backpressure),
+// dispatch routes one message: a lone request to the read loop itself
+// (runInline), other requests to a handler goroutine of the session's
+// workers (waiting for a free slot first, which is the backpressure),
 // notifications inline so that they keep their order, and malformed input
-// to an error response. It returns false when the session is ending.
-func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
+// to an error response. It says whether the read loop goes on.
+func (s *StreamSession) dispatch(ctx context.Context, line []byte) readNext {
 	if len(line) == 0 || line[0] != '{' {
 		if !json.Valid(line) {
 			s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
-			return true
+			return readOn
 		}
 		msg := "Invalid Request: expected a JSON-RPC message object"
 		if line[0] == '[' {
 			msg = "Invalid Request: JSON-RPC batches are not supported"
 		}
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, msg, nil))
-		return true
+		return readOn
 	}
 	// No json.Valid first (issue 16 item 3): Decode checks the whole line
 	// before decoding anything and fails with a *json.SyntaxError exactly
@@ -81,33 +85,32 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	if err := jsonrpc.Decode(line, &env); err != nil || !jsonrpc.ValidID(env.ID) {
 		if _, syntax := errors.AsType[*json.SyntaxError](err); syntax {
 			s.send(jsonrpc.EncodeError(nil, mcp.PARSE_ERROR, "Parse error", nil))
-			return true
+			return readOn
 		}
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST, "Invalid Request: bad id", nil))
-		return true
+		return readOn
 	}
 	if len(env.ID) > maxIDBytes {
 		s.send(jsonrpc.EncodeError(nil, mcp.INVALID_REQUEST,
 			fmt.Sprintf("Invalid Request: id longer than %d bytes", maxIDBytes), map[string]any{"maxIdBytes": maxIDBytes}))
-		return true
+		return readOn
 	}
 	method, err := env.MethodName()
 	if err != nil {
 		s.send(jsonrpc.EncodeError(env.ID, mcp.INVALID_REQUEST, "Invalid Request: method is not a string", nil))
-		return true
+		return readOn
 	}
 	hasID := env.HasID()
-	var pre []byte // a ping's answer made on the read loop, not yet sent
 
 	switch {
 	case method == "" && hasID && (env.Result.In() || env.Error.In()):
 		// A response to a server-initiated request. This session sends none
 		// (see StreamSession), so there is nothing waiting for it.
 		s.log.DebugContext(ctx, "dropping unsolicited response", streamLogSession, s.id)
-		return true
+		return readOn
 	case method == "":
 		s.send(jsonrpc.EncodeError(env.ID, mcp.INVALID_REQUEST, "Invalid Request: no method", nil))
-		return true
+		return readOn
 	case !hasID:
 		// Notifications are handled in order on the read loop, as mcp-go's
 		// StdioServer does: notifications/initialized must take effect
@@ -115,25 +118,14 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 		if resp := s.handle(ctx, nil, line); resp != nil {
 			s.send(resp)
 		}
-		return true
-	case method == string(mcp.MethodPing) && len(s.slots) == 0:
-		// A ping with nothing else in flight (a health probe, the first
-		// message of a connection) is answered on the read loop: mcp-go
-		// answers it at once, so it needs no handler goroutine of its own
-		// (issue 16 item 3). If the writer cannot take the answer at once
-		// (a peer that does not read), the answer waits in a slot like any
-		// request's, below, so backpressure is unchanged; with requests in
-		// flight a ping takes a slot as they do.
-		if pre = s.handle(ctx, env.ID, line); pre == nil || s.trySend(pre) {
-			return true
-		}
+		return readOn
 	}
 
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
 		s.end(context.Cause(ctx))
-		return false
+		return readStop
 	}
 	listen := method == string(mcp.MethodSubscriptionsListen) && isModernRequest(line)
 	// The line's bytes stay counted until its answer is handed to the
@@ -148,33 +140,28 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) bool {
 	if err := s.inflight.acquire(ctx, size); err != nil {
 		<-s.slots
 		s.end(err)
-		return false
+		return readStop
 	}
 	if listen && !s.beginListen(env.ID) {
 		<-s.slots
 		s.send(jsonrpc.EncodeError(env.ID, mcp.INVALID_REQUEST,
 			"Invalid Request: a subscriptions/listen stream is already open on this connection", nil))
-		return true
+		return readOn
 	}
 	s.handlers.Add(1)
+	if !listen && len(s.slots) == 1 { // only this request's: it is alone
+		return s.runInline(ctx, env.ID, line, size)
+	}
 	s.workers.Go(func() {
-		defer s.handlers.Done()
-		defer func() { <-s.slots }()
-		defer s.touch() // the idle time counts from the answer, not the request
-		defer s.inflight.release(size)
-		resp := pre
-		if resp == nil {
-			resp = s.handle(ctx, env.ID, line)
-		}
+		notes := s.notes.Load()
+		resp := s.handle(ctx, env.ID, line)
 		line = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
 		}
-		if resp != nil {
-			s.send(resp)
-		}
+		s.answer(resp, notes, size)
 	})
-	return true
+	return readOn
 }
 
 // isModernRequest reports whether a request's params declare protocol

@@ -13,9 +13,11 @@ import (
 	"github.com/nefia/nefia/internal/jsonrpc"
 )
 
-// writeLoop is the only goroutine that writes to the stream. It forwards
-// encoded responses from s.out and notifications from the session's channel,
-// one line each, until s.out is closed or a write fails.
+// writeLoop is the session's writer. It forwards encoded responses from
+// s.out and notifications from the session's channel, one line each, until
+// s.out is closed or a write fails. It holds s.wmu while it writes: a
+// request's goroutine may write its own response when the writer is idle
+// (tryWrite), and only then.
 //
 // Before each response it first writes the notifications already queued, so
 // that a request's progress and log notifications reach the peer before its
@@ -28,11 +30,17 @@ func (s *StreamSession) writeLoop() {
 			if !ok {
 				return
 			}
-			if !s.flushNotifications() || !s.write(line) {
+			s.wmu.Lock()
+			ok = s.flushNotifications() && s.write(line)
+			s.wmu.Unlock()
+			if !ok {
 				return
 			}
 		case n := <-s.notifications:
-			if !s.writeNotification(n) {
+			s.wmu.Lock()
+			ok := s.writeNotification(n)
+			s.wmu.Unlock()
+			if !ok {
 				return
 			}
 		}

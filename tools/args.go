@@ -18,6 +18,10 @@ type arg struct {
 	kind string
 }
 
+// noArgs is the spec of a tool without arguments, made once: a literal
+// per call escaped to the heap (issue 16 item 3). decodeArgs only reads it.
+var noArgs = map[string]arg{}
+
 func stringArg(p *string) arg       { return arg{p, "a string"} }
 func boolArg(p *bool) arg           { return arg{p, "a boolean (true or false)"} }
 func stringListArg(p *[]string) arg { return arg{p, "an array of strings"} }
@@ -43,10 +47,10 @@ func decodeArgs(req mcp.CallToolRequest, spec map[string]arg) error {
 	if err != nil {
 		return err
 	}
-	var obj map[string]json.RawMessage
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) || bytes.Equal(raw, []byte("{}")) {
+		return nil // no arguments: nothing to decode (issue 16 item 3: a map and a scan per status call)
 	}
+	var obj map[string]json.RawMessage // escapes (Unmarshal): not made before it is needed
 	if err := json.Unmarshal(raw, &obj); err != nil {
 		return fmt.Errorf("arguments must be a JSON object (%s)", accepted(spec))
 	}

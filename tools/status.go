@@ -2,7 +2,6 @@ package tools
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/nefia/nefia/audit"
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
+	"github.com/nefia/nefia/internal/jsonrpc"
 	"github.com/nefia/nefia/pki"
 )
 
@@ -86,7 +86,7 @@ func statusTool() mcp.Tool {
 // connections is omitted rather than 0: there is no listener whose
 // connections could be counted, and 0 would claim there is one.
 func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	if err := decodeArgs(req, map[string]arg{}); err != nil {
+	if err := decodeArgs(req, noArgs); err != nil {
 		return refuse("%v", err), nil
 	}
 	r, gen := ts.status.get(ts.store, ts.configPath, time.Now())
@@ -105,7 +105,7 @@ func (ts *toolset) handleStatus(ctx context.Context, req mcp.CallToolRequest) (*
 			r.Caller = &a
 		}
 		r = ts.forCaller(r, key.known && key.caller.Role == pki.RoleOperator)
-		data, err := json.Marshal(r)
+		data, err := jsonrpc.Marshal(r)
 		return rendered{structured: data, text: statusText(r)}, err
 	})
 	if err != nil {

@@ -1,7 +1,6 @@
 package tools
 
 import (
-	"encoding/json"
 	"slices"
 	"sync"
 	"time"
@@ -49,10 +48,10 @@ type renderKey struct {
 }
 
 // rendered is one caller's response: its structured content encoded once
-// (json.RawMessage encodes to the same bytes as the report itself) and
-// its text.
+// (a jsonrpc.Encoded encodes to the same bytes as the report itself, and
+// the stream transport appends it as it is) and its text.
 type rendered struct {
-	structured json.RawMessage
+	structured any // a jsonrpc.Encoded, boxed once here rather than per call
 	text       string
 }
 
