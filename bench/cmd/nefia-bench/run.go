@@ -86,13 +86,14 @@ type options struct {
 	openSessions int
 	phases       []string
 	profiles     []string
+	echoStdios   []string // serve-echo --stdio-server of the stdio echo upstream, one nefia each in the upstream phase
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var concs, revSizes, sess, phases, profiles, rates string
+	var concs, revSizes, sess, phases, profiles, rates, echoStdios string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
 	fs.StringVar(&o.baseline, "baseline", "", "a second nefia binary (say, built from main) measured alongside --nefia in the handshake and status phases, alternated, for before/after ratios")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
@@ -115,6 +116,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.floorTime, "floor-time", 300*time.Millisecond, "CPU time per crypto floor operation")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory")
 	fs.StringVar(&phases, "phases", strings.Join(phaseNames, ","), "phases to run, comma-separated")
+	fs.StringVar(&echoStdios, "echo-stdio", stdioStream, "how the stdio echo upstream serves ("+stdioStream+" or "+stdioMCPGo+"), comma-separated: the upstream phase measures one nefia per value, the profile phase uses the first")
 	fs.StringVar(&profiles, "profiles", "", "profile phase: only these workloads, comma-separated (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -123,6 +125,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if p = strings.TrimSpace(p); p != "" {
 			o.profiles = append(o.profiles, p)
 		}
+	}
+	for _, h := range strings.Split(echoStdios, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if h != stdioStream && h != stdioMCPGo || slices.Contains(o.echoStdios, h) {
+			return o, fmt.Errorf("--echo-stdio: want %s and/or %s once each, not %q", stdioStream, stdioMCPGo, echoStdios)
+		}
+		o.echoStdios = append(o.echoStdios, h)
+	}
+	if len(o.echoStdios) == 0 {
+		return o, fmt.Errorf("--echo-stdio: want %s or %s", stdioStream, stdioMCPGo)
 	}
 	if o.smoke {
 		set := map[string]bool{}
