@@ -1,0 +1,140 @@
+package upstream
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"testing"
+)
+
+// TestForwardedArgumentsCheckAllocations: the duplicate-key check every
+// forwarded call runs allocates nothing for ordinary arguments. The
+// json.Decoder.Token walk it replaces (issue 12 item 2) allocated per
+// token, formatting an error value for every scalar, tens of µs a call.
+func TestForwardedArgumentsCheckAllocations(t *testing.T) {
+	for _, tt := range []struct{ name, args string }{
+		{name: "the benchmark's echo", args: `{"text":"hello through the gateway"}`},
+		{name: "nested", args: `{"path":"/srv/a","opts":{"depth":2,"follow":false,"tags":["a","b"]},"n":null}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(tt.args)
+			if ambiguous(data) {
+				t.Fatalf("ambiguous(%s) = true", data)
+			}
+			if n := testing.AllocsPerRun(100, func() { ambiguous(data) }); n != 0 {
+				t.Errorf("ambiguous(%s) allocates %.0f times per call, want 0", data, n)
+			}
+		})
+	}
+}
+
+// TestForwardedArgumentsAmbiguousDecoded: keys are compared as a JSON
+// decoder reads them, invalid UTF-8 included (read as U+FFFD).
+func TestForwardedArgumentsAmbiguousDecoded(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name, args string
+		want       bool
+	}{
+		{name: "two invalid bytes read as one key", args: "{\"\xff\":1,\"\xfe\":2}", want: true},
+		{name: "escaped quote in a key", args: `{"a\"":1,"a":2}`},
+		{name: "escaped backslash before the closing quote", args: `{"a\\":1,"b":{"a\\":2}}`},
+		{name: "same key escaped two ways", args: `{"\u00e9":1,"é":2}`, want: true},
+		{name: "duplicate after a closed array", args: `{"a":[1,[2,{"a":3}]],"a":4}`, want: true},
+		{name: "deeper than the stack buffer", args: `[[[[[[[[[[[[[[[[[[[[{"k":1,"k":2}]]]]]]]]]]]]]]]]]]]`, want: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := ambiguous([]byte(tt.args)); got != tt.want {
+				t.Errorf("ambiguous(%q) = %v, want %v", tt.args, got, tt.want)
+			}
+			if ref := ambiguousByTokens([]byte(tt.args)); ref != tt.want {
+				t.Errorf("reference ambiguousByTokens(%q) = %v, want %v", tt.args, ref, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzAmbiguous: the byte scanner agrees with a json.Decoder.Token walk
+// (the previous implementation) on every input.
+func FuzzAmbiguous(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"b":"x"}`, `{"a":{"a":1},"a":2}`, `{"a":1,"\u0061":2}`, `[1,{"k":[{"k":1,"k":2}]}]`,
+		`{"a":1`, `{} {}`, ` "s" `, "{\"\xff\":1,\"\xfe\":2}", `{"a\\":1,"a\\\\":2}`, `{"x":"}","x":"{"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if got, want := ambiguous(data), ambiguousByTokens(data); got != want {
+			t.Errorf("ambiguous(%q) = %v, the token walk says %v", data, got, want)
+		}
+	})
+}
+
+// ambiguousByTokens is the previous ambiguous, kept as the reference.
+func ambiguousByTokens(data []byte) bool {
+	type frame struct {
+		obj, wantKey bool
+		keys         map[string]struct{}
+	}
+	var stack []frame
+	values := 0
+	value := func() {
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		} else if n == 0 {
+			values++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return len(stack) != 0 || values != 1
+		}
+		if err != nil {
+			return true
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				value()
+				stack = append(stack, frame{obj: d == '{', wantKey: d == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
+			f := &stack[n-1]
+			k, _ := tok.(string)
+			if _, dup := f.keys[k]; dup {
+				return true
+			}
+			if f.keys == nil {
+				f.keys = map[string]struct{}{}
+			}
+			f.keys[k] = struct{}{}
+			f.wantKey = false
+			continue
+		}
+		value()
+	}
+}
+
+// BenchmarkAmbiguous compares the check with its reference on the
+// benchmark's echo arguments.
+func BenchmarkAmbiguous(b *testing.B) {
+	data := []byte(`{"text":"hello through the gateway"}`)
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			ambiguous(data)
+		}
+	})
+	b.Run("tokens", func(b *testing.B) {
+		for b.Loop() {
+			ambiguousByTokens(data)
+		}
+	})
+}
