@@ -161,8 +161,10 @@ func ambiguous(data []byte) bool {
 // has two keys that decode to the same string.
 func duplicateKey(data []byte) bool {
 	// Per open container: where its keys begin in keys, -1 for an array.
-	var stackBuf [16]int
-	var keysBuf [32][]byte
+	// Small buffers: a larger frame made this the call that grew the
+	// stack of the request's goroutine (new per HTTP/2 request).
+	var stackBuf [8]int
+	var keysBuf [8][]byte
 	stack, keys := stackBuf[:0], keysBuf[:0]
 	wantKey := false // the next string is a key of the innermost object
 	for i := 0; i < len(data); i++ {
