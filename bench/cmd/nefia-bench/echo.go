@@ -72,7 +72,7 @@ func serveEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	defer stop()
 	srv := newEchoServer()
 	if *stdio {
-		return serveEchoStdio(ctx, srv, *stdioServer)
+		return serveEchoStdio(ctx, srv, *stdioServer, os.Stdin, os.Stdout)
 	}
 	cfg, err := echoTLS(*cert, *key, *ca)
 	if err != nil {
@@ -108,14 +108,15 @@ func serveEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
-// serveEchoStdio serves one session of srv on stdin/stdout until stdin
-// closes, with the code named by how (stdioStream or stdioMCPGo).
-func serveEchoStdio(ctx context.Context, srv *mcpserver.MCPServer, how string) error {
+// serveEchoStdio serves one session of srv on in and out (the process's
+// stdin and stdout) until in ends, with the code named by how
+// (stdioStream or stdioMCPGo).
+func serveEchoStdio(ctx context.Context, srv *mcpserver.MCPServer, how string, in io.Reader, out io.Writer) error {
 	var err error
 	if how == stdioMCPGo {
-		err = mcpserver.NewStdioServer(srv).Listen(ctx, os.Stdin, os.Stdout)
+		err = mcpserver.NewStdioServer(srv).Listen(ctx, in, out)
 	} else {
-		err = server.ServeStream(ctx, stdioStreams{os.Stdin, os.Stdout}, srv, server.StreamOptions{})
+		err = server.ServeStream(ctx, stdioStreams{in, out}, srv, server.StreamOptions{})
 	}
 	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
 		return nil
