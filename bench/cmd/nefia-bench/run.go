@@ -23,7 +23,8 @@ Usage:
   nefia-bench serve-baseline --cert F --key F --ca F [--listen ADDR]
   nefia-bench serve-backend [--listen ADDR]
   nefia-bench serve-gateway --state-dir D --config F [--audit=false] [--cpuprofile F]
-  nefia-bench serve-echo (--stdio | --cert F --key F [--ca F] [--http] [--listen ADDR])
+  nefia-bench serve-echo (--stdio [--stdio-server stream|mcp-go] | --cert F --key F [--ca F] [--http] [--listen ADDR]) [--cpuprofile F]
+  nefia-bench serve-proxy --to URL --upstream-ca F --cert F --key F --ca F [--listen ADDR]
 
 'run' starts every server itself (the real nefia binary, nefia's gateway
 in-process in a nefia-bench child, the bare crypto/tls ceiling, and stunnel
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serveGateway(ctx, args[1:], stdout, stderr)
 	case "serve-echo":
 		return serveEcho(ctx, args[1:], stdout)
+	case "serve-proxy":
+		return serveProxy(ctx, args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usageText)
 		return nil

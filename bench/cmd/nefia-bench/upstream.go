@@ -34,6 +34,7 @@ const (
 	nameEchoNefia     = "echo via nefia"
 	echoUpstream      = "echo" // its tools appear as echo.<tool>
 	nameEchoBaseline  = "echo via nefia (baseline)"
+	nameEchoProxy     = "echo via a bare Go reverse proxy"
 )
 
 // echoViaName is the target name of nefia serving the stdio echo upstream
@@ -138,6 +139,16 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	targets = append(targets, via)
 	via.extra = []int{up.pid()} // the upstream is part of the cost of serving through nefia
 	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
+	// The floor of any net/http gateway: a bare reverse proxy to the same
+	// upstream (serve-proxy), alternated with nefia like the rest.
+	proxy, err := startSelf(ctx, s.o.self, nameEchoProxy, "serve-proxy", "--to", "https://"+up.addr+server.MCPPath, "--upstream-ca", s.caFile,
+		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+	if err != nil {
+		return err
+	}
+	targets = append(targets, proxy)
+	proxy.extra = []int{up.pid()}
+	tool[nameEchoProxy] = "echo"
 	if s.o.baseline != "" { // the same upstream, alternated, so never both at once
 		if state, err = s.fx.copyState("upstream-http-baseline"); err != nil {
 			return err
@@ -288,7 +299,7 @@ func reportUpstream(p func(string, ...any), r *results) {
 		{phaseUpstream, "raw stream",
 			"%s = a Go MCP server (mcp-go, tool echo) on its own mutual-TLS raw stream; %s = the nefia binary running the same server as a stdio upstream (mcp.upstreams), called as echo.echo (policy, audit on, identity assertion). Server CPU includes the upstream process; the main process is nefia alone."},
 		{phaseUpstreamHTTP, "Streamable HTTP",
-			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers). Server CPU includes the upstream process; the main process is nefia alone."},
+			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers); " + nameEchoProxy + " = net/http's ReverseProxy (mutual TLS) in front of that same upstream, the floor of any Go gateway (serve-proxy). Server CPU includes the upstream process; the main process is nefia (or the proxy) alone."},
 	} {
 		ts := r.targets(ph.phase)
 		if len(ts) == 0 {
