@@ -420,6 +420,9 @@ func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, er
 // serveHTTP is the policy in front of mcp-go, run for every request.
 // budget is the in-flight byte budget of the request's connection.
 func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget *byteBudget) {
+	if r.Method == http.MethodPost {
+		presizeStack() // see there
+	}
 	if r.URL.Path != MCPPath {
 		// Nothing useful: no body, no hint of what is served where.
 		w.WriteHeader(http.StatusNotFound)
