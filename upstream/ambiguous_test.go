@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestForwardedArgumentsCheckAllocations: the duplicate-key check every
@@ -43,6 +46,11 @@ func TestForwardedArgumentsAmbiguousDecoded(t *testing.T) {
 		{name: "escaped backslash before the closing quote", args: `{"a\\":1,"b":{"a\\":2}}`},
 		{name: "same key escaped two ways", args: `{"\u00e9":1,"é":2}`, want: true},
 		{name: "duplicate after a closed array", args: `{"a":[1,[2,{"a":3}]],"a":4}`, want: true},
+		{name: "many keys, none twice", args: manyKeys(40, -1)},
+		{name: "many keys, the last one twice", args: manyKeys(40, 39), want: true},
+		{name: "many keys, one twice across the move to a set", args: manyKeys(40, 3), want: true},
+		{name: "many keys in a nested object, one twice", args: `{"a":` + manyKeys(40, 30) + `}`, want: true},
+		{name: "many keys in an object, the same in a nested one", args: strings.TrimSuffix(manyKeys(20, -1), "}") + `,"in":` + manyKeys(20, -1) + `,"k0x":1}`},
 		{name: "deeper than the stack buffer", args: `[[[[[[[[[[[[[[[[[[[[{"k":1,"k":2}]]]]]]]]]]]]]]]]]]]`, want: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -57,6 +65,35 @@ func TestForwardedArgumentsAmbiguousDecoded(t *testing.T) {
 	}
 }
 
+// manyKeys is an object with n keys k0..k(n-1) and, for dup >= 0, key
+// k<dup> once more at the end.
+func manyKeys(n, dup int) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range n {
+		fmt.Fprintf(&b, `"k%d":%d,`, i, i)
+	}
+	if dup >= 0 {
+		fmt.Fprintf(&b, `"k%d":0,`, dup)
+	}
+	return strings.TrimSuffix(b.String(), ",") + "}"
+}
+
+// TestForwardedArgumentsManyKeys: an object with many keys (a caller's
+// arguments, up to the 4 MiB message limit) is checked in linear time: a
+// list compared key by key would take seconds for this one.
+func TestForwardedArgumentsManyKeys(t *testing.T) {
+	t.Parallel()
+	data := []byte(manyKeys(200_000, 199_999))
+	start := time.Now()
+	if !ambiguous(data) {
+		t.Fatal("duplicate key not found")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("checking %d bytes with 200,000 keys took %s", len(data), d)
+	}
+}
+
 // FuzzAmbiguous: the byte scanner agrees with a json.Decoder.Token walk
 // (the previous implementation) on every input.
 func FuzzAmbiguous(f *testing.F) {
@@ -66,6 +103,8 @@ func FuzzAmbiguous(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	f.Add([]byte(manyKeys(20, 5)))
+	f.Add([]byte(`{"a":` + manyKeys(18, -1) + `,"b":[` + manyKeys(17, 16) + `]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if got, want := ambiguous(data), ambiguousByTokens(data); got != want {
 			t.Errorf("ambiguous(%q) = %v, the token walk says %v", data, got, want)

@@ -158,31 +158,37 @@ func ambiguous(data []byte) bool {
 }
 
 // duplicateKey reports whether an object in data, a valid JSON document,
-// has two keys that decode to the same string.
+// has two keys that decode to the same string. An object's first keys are
+// compared in a list; past linearKeys it moves them to a set, so that an
+// object with many keys costs linear time, not quadratic.
 func duplicateKey(data []byte) bool {
-	// Per open container: where its keys begin in keys, -1 for an array.
-	// Small buffers: a larger frame made this the call that grew the
-	// stack of the request's goroutine (new per HTTP/2 request).
-	var stackBuf [8]int
+	// Per open container: where its listed keys begin in keys (-1 for an
+	// array), or its set once it has one. Small buffers: a larger frame
+	// made this the call that grew the stack of the request's goroutine.
+	type frame struct {
+		from int
+		set  map[string]struct{}
+	}
+	var stackBuf [8]frame
 	var keysBuf [8][]byte
 	stack, keys := stackBuf[:0], keysBuf[:0]
 	wantKey := false // the next string is a key of the innermost object
 	for i := 0; i < len(data); i++ {
 		switch data[i] {
 		case '{':
-			stack = append(stack, len(keys))
+			stack = append(stack, frame{from: len(keys)})
 			wantKey = true
 		case '[':
-			stack = append(stack, -1)
+			stack = append(stack, frame{from: -1})
 			wantKey = false
 		case '}', ']':
-			if from := stack[len(stack)-1]; from >= 0 {
+			if from := stack[len(stack)-1].from; from >= 0 {
 				keys = keys[:from]
 			}
 			stack = stack[:len(stack)-1]
 			wantKey = false
 		case ',':
-			wantKey = stack[len(stack)-1] >= 0
+			wantKey = stack[len(stack)-1].from >= 0
 		case ':':
 			wantKey = false
 		case '"':
@@ -202,12 +208,26 @@ func duplicateKey(data []byte) bool {
 					_ = json.Unmarshal(data[i:j+1], &k)
 					key = []byte(k)
 				}
-				for _, seen := range keys[stack[len(stack)-1]:] {
-					if bytes.Equal(seen, key) {
+				f := &stack[len(stack)-1]
+				if f.set != nil {
+					if _, dup := f.set[string(key)]; dup {
 						return true
 					}
+					f.set[string(key)] = struct{}{}
+				} else {
+					for _, seen := range keys[f.from:] {
+						if bytes.Equal(seen, key) {
+							return true
+						}
+					}
+					if keys = append(keys, key); len(keys)-f.from > linearKeys {
+						f.set = make(map[string]struct{}, 2*linearKeys)
+						for _, k := range keys[f.from:] {
+							f.set[string(k)] = struct{}{}
+						}
+						keys = keys[:f.from]
+					}
 				}
-				keys = append(keys, key)
 				wantKey = false
 			}
 			i = j
@@ -215,6 +235,10 @@ func duplicateKey(data []byte) bool {
 	}
 	return false
 }
+
+// linearKeys is how many keys of one object duplicateKey compares in a
+// list before it moves them to a set.
+const linearKeys = 16
 
 // callParams are the params of a forwarded tools/call: the upstream's
 // own tool name, the caller's arguments as they sent them (nil leaves them
