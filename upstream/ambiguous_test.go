@@ -95,7 +95,7 @@ func TestForwardedArgumentsManyKeys(t *testing.T) {
 }
 
 // FuzzAmbiguous: the byte scanner agrees with a json.Decoder.Token walk
-// (the previous implementation) on every input.
+// (the previous implementation) on every input a handler can receive.
 func FuzzAmbiguous(f *testing.F) {
 	for _, s := range []string{
 		`{"a":1,"b":"x"}`, `{"a":{"a":1},"a":2}`, `{"a":1,"\u0061":2}`, `[1,{"k":[{"k":1,"k":2}]}]`,
@@ -106,6 +106,13 @@ func FuzzAmbiguous(f *testing.F) {
 	f.Add([]byte(manyKeys(20, 5)))
 	f.Add([]byte(`{"a":` + manyKeys(18, -1) + `,"b":[` + manyKeys(17, 16) + `]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var v any
+		if json.Valid(data) && json.Unmarshal(data, &v) != nil {
+			// Well-formed but not decodable (a number beyond float64):
+			// mcp-go refuses such arguments before any handler, and the
+			// token walk, decoding numbers, called them ambiguous.
+			t.Skip()
+		}
 		if got, want := ambiguous(data), ambiguousByTokens(data); got != want {
 			t.Errorf("ambiguous(%q) = %v, the token walk says %v", data, got, want)
 		}
