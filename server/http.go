@@ -420,9 +420,6 @@ func (h *HTTPTransport) identify(state *tls.ConnectionState) (identity.Agent, er
 // serveHTTP is the policy in front of mcp-go, run for every request.
 // budget is the in-flight byte budget of the request's connection.
 func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget *byteBudget) {
-	if r.Method == http.MethodPost {
-		presizeStack() // see there
-	}
 	if r.URL.Path != MCPPath {
 		// Nothing useful: no body, no hint of what is served where.
 		w.WriteHeader(http.StatusNotFound)
@@ -496,6 +493,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 		}
 		r.Body = io.NopCloser(body)
 		r.ContentLength = int64(n)
+		presizeStack() // a message for mcp-go: see there
 	}
 
 	// A POST carries one message: its own authorization decision slot.
