@@ -493,6 +493,7 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 		}
 		r.Body = io.NopCloser(body)
 		r.ContentLength = int64(n)
+		presizeStack() // a message for mcp-go: see there
 	}
 
 	// A POST carries one message: its own authorization decision slot.

@@ -239,11 +239,12 @@ func (s *suite) profilePhase(ctx context.Context) error {
 	}
 	dur := max(s.o.duration, 5*time.Second)
 	upCfg := filepath.Join(s.o.work, "nefia-upstream-profile.yaml")
-	if err := writeUpstreamConfig(s.fx.configPath, upCfg, stdioEcho(s.o.self)); err != nil {
+	if err := writeUpstreamConfig(s.fx.configPath, upCfg, stdioEcho(s.o.self, "--stdio-server", s.o.echoStdios[0],
+		"--cpuprofile", filepath.Join(dir, "upstream_echo_s50.upstream.pprof"))); err != nil {
 		return err
 	}
 	upHTTPCfg := filepath.Join(s.o.work, "nefia-upstream-http-profile.yaml")
-	upHTTP, err := s.startHTTPEcho(ctx, upHTTPCfg)
+	upHTTP, err := s.startHTTPEcho(ctx, upHTTPCfg, "--cpuprofile", filepath.Join(dir, "upstream_echo_http_s50.upstream.pprof"))
 	if err != nil {
 		return err
 	}
@@ -257,22 +258,32 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		conc     int
 		baseline bool   // profile the crypto/tls ceiling instead of nefia
 		config   string // nefia.yaml of the gateway, "" for the fixture's
+		echo     string // profile the echo server called directly instead of nefia: "stream" or "http"
 		nw       func(addr string) load.NewWorker
 	}{
-		{"handshake_full_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"baseline_handshake_full_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"handshake_resumed_c50", 50, false, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"baseline_handshake_resumed_c50", 50, true, "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"status_s50", 50, false, "", func(addr string) load.NewWorker {
+		{"handshake_full_c50", 50, false, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"baseline_handshake_full_c50", 50, true, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"handshake_resumed_c50", 50, false, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"baseline_handshake_resumed_c50", 50, true, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"status_s50", 50, false, "", "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
 		}},
-		{"upstream_echo_s50", 50, false, upCfg, func(addr string) load.NewWorker {
+		{"echo_direct_s50", 50, false, "", "stream", func(addr string) load.NewWorker {
+			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, "echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"upstream_echo_s50", 50, false, upCfg, "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"upstream_echo_http_s50", 50, false, upHTTPCfg, func(addr string) load.NewWorker {
+		{"echo_direct_http_s50", 50, false, "", "http", func(addr string) load.NewWorker {
+			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, "echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"upstream_echo_http_s50", 50, false, upHTTPCfg, "", func(addr string) load.NewWorker {
 			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"issue_client_8ops", 8, false, "", func(addr string) load.NewWorker {
+		{"upstream_echo_http_s1", 1, false, upHTTPCfg, "", func(addr string) load.NewWorker {
+			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
+		}},
+		{"issue_client_8ops", 8, false, "", "", func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(i int) *tls.Config { return opCfgs[i] }, toolIssue, func(i int, n int64) []byte {
 				return fmt.Appendf(nil, `{"name":"prof-%d-%d","duration":"1h","out_dir":"op%d"}`, i, n, i)
 			})
@@ -294,10 +305,17 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		}
 		prof := filepath.Join(dir, w.name+".pprof")
 		var t *target
-		if w.baseline {
+		switch {
+		case w.echo != "":
+			args := []string{"serve-echo", "--cpuprofile", prof, "--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile}
+			if w.echo == "http" {
+				args = append(args, "--http")
+			}
+			t, err = startSelf(ctx, s.o.self, nameEchoDirect, args...)
+		case w.baseline:
 			t, err = startSelf(ctx, s.o.self, nameBaseline, "serve-baseline", "--cpuprofile", prof,
 				"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
-		} else {
+		default:
 			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, cfgPath, true, prof)
 		}
 		if err != nil {

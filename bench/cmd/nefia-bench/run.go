@@ -23,7 +23,8 @@ Usage:
   nefia-bench serve-baseline --cert F --key F --ca F [--listen ADDR]
   nefia-bench serve-backend [--listen ADDR]
   nefia-bench serve-gateway --state-dir D --config F [--audit=false] [--cpuprofile F]
-  nefia-bench serve-echo (--stdio | --cert F --key F [--ca F] [--http] [--listen ADDR])
+  nefia-bench serve-echo (--stdio [--stdio-server stream|mcp-go] | --cert F --key F [--ca F] [--http] [--listen ADDR]) [--cpuprofile F]
+  nefia-bench serve-proxy --to URL --upstream-ca F --cert F --key F --ca F [--listen ADDR]
 
 'run' starts every server itself (the real nefia binary, nefia's gateway
 in-process in a nefia-bench child, the bare crypto/tls ceiling, and stunnel
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serveGateway(ctx, args[1:], stdout, stderr)
 	case "serve-echo":
 		return serveEcho(ctx, args[1:], stdout)
+	case "serve-proxy":
+		return serveProxy(ctx, args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usageText)
 		return nil
@@ -86,13 +89,14 @@ type options struct {
 	openSessions int
 	phases       []string
 	profiles     []string
+	echoStdios   []string // serve-echo --stdio-server of the stdio echo upstream, one nefia each in the upstream phase
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var concs, revSizes, sess, phases, profiles, rates string
+	var concs, revSizes, sess, phases, profiles, rates, echoStdios string
 	fs.StringVar(&o.nefia, "nefia", "", "the nefia binary to measure (go build -o nefia ./cmd/nefia)")
 	fs.StringVar(&o.baseline, "baseline", "", "a second nefia binary (say, built from main) measured alongside --nefia in the handshake and status phases, alternated, for before/after ratios")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for results.md, results.json and profiles")
@@ -115,6 +119,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.floorTime, "floor-time", 300*time.Millisecond, "CPU time per crypto floor operation")
 	fs.BoolVar(&o.keepWork, "keep", false, "keep the work directory")
 	fs.StringVar(&phases, "phases", strings.Join(phaseNames, ","), "phases to run, comma-separated")
+	fs.StringVar(&echoStdios, "echo-stdio", stdioStream, "how the stdio echo upstream serves ("+stdioStream+" or "+stdioMCPGo+"), comma-separated: the upstream phase measures one nefia per value, the profile phase uses the first")
 	fs.StringVar(&profiles, "profiles", "", "profile phase: only these workloads, comma-separated (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -123,6 +128,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if p = strings.TrimSpace(p); p != "" {
 			o.profiles = append(o.profiles, p)
 		}
+	}
+	for _, h := range strings.Split(echoStdios, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if h != stdioStream && h != stdioMCPGo || slices.Contains(o.echoStdios, h) {
+			return o, fmt.Errorf("--echo-stdio: want %s and/or %s once each, not %q", stdioStream, stdioMCPGo, echoStdios)
+		}
+		o.echoStdios = append(o.echoStdios, h)
+	}
+	if len(o.echoStdios) == 0 {
+		return o, fmt.Errorf("--echo-stdio: want %s or %s", stdioStream, stdioMCPGo)
 	}
 	if o.smoke {
 		set := map[string]bool{}

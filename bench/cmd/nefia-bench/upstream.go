@@ -3,22 +3,13 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/goccy/go-yaml"
-	"github.com/mark3labs/mcp-go/mcp"
-	mcpserver "github.com/mark3labs/mcp-go/server"
 
-	"github.com/nefia/nefia/bench/baseline"
 	"github.com/nefia/nefia/bench/load"
 	"github.com/nefia/nefia/bench/proc"
 	"github.com/nefia/nefia/pki"
@@ -42,7 +33,18 @@ const (
 	nameEchoDirect    = "echo direct"
 	nameEchoNefia     = "echo via nefia"
 	echoUpstream      = "echo" // its tools appear as echo.<tool>
+	nameEchoBaseline  = "echo via nefia (baseline)"
+	nameEchoProxy     = "echo via a bare Go reverse proxy"
 )
+
+// echoViaName is the target name of nefia serving the stdio echo upstream
+// served as how (serve-echo --stdio-server).
+func echoViaName(how string) string {
+	if how == stdioStream {
+		return nameEchoNefia
+	}
+	return nameEchoNefia + " (upstream on " + how + ")"
+}
 
 // echoArgs is the call's arguments: a short text, echoed back.
 var echoArgs = []byte(`{"text":"hello through the gateway"}`)
@@ -64,29 +66,42 @@ func (s *suite) upstreamStream(ctx context.Context) error {
 		return err
 	}
 	targets = append(targets, direct)
-	state, err := s.fx.copyState("upstream")
-	if err != nil {
-		return err
+	tool := map[string]string{nameEchoDirect: "echo"}
+	// One nefia per way of serving the upstream (--echo-stdio), then the
+	// --baseline binary with the first: each runs its own upstream process.
+	type via struct{ name, bin, how string }
+	var vias []via
+	for _, how := range s.o.echoStdios {
+		vias = append(vias, via{echoViaName(how), s.o.nefia, how})
 	}
-	cfgPath := filepath.Join(s.o.work, "nefia-upstream.yaml")
-	if err := writeUpstreamConfig(s.fx.configPath, cfgPath, stdioEcho(s.o.self)); err != nil {
-		return err
+	if s.o.baseline != "" {
+		vias = append(vias, via{nameEchoBaseline, s.o.baseline, s.o.echoStdios[0]})
 	}
-	via, err := startNefia(ctx, s.o.nefia, nameEchoNefia, state, cfgPath, "127.0.0.1:0")
-	if err != nil {
-		return err
+	for i, v := range vias {
+		state, err := s.fx.copyState(fmt.Sprintf("upstream-%d", i))
+		if err != nil {
+			return err
+		}
+		cfgPath := filepath.Join(s.o.work, fmt.Sprintf("nefia-upstream-%d.yaml", i))
+		if err := writeUpstreamConfig(s.fx.configPath, cfgPath, stdioEcho(s.o.self, "--stdio-server", v.how)); err != nil {
+			return err
+		}
+		t, err := startNefia(ctx, v.bin, v.name, state, cfgPath, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		// The upstream process is part of the cost of serving through nefia.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(t.extra) == 0 && time.Now().Before(deadline) {
+			t.extra = proc.Children(t.pid())
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(t.extra) == 0 {
+			return fmt.Errorf("%s: no upstream process under nefia", v.name)
+		}
+		tool[v.name] = echoUpstream + ".echo"
 	}
-	targets = append(targets, via)
-	// The upstream process is part of the cost of serving through nefia.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(via.extra) == 0 && time.Now().Before(deadline) {
-		via.extra = proc.Children(via.pid())
-		time.Sleep(10 * time.Millisecond)
-	}
-	if len(via.extra) == 0 {
-		return errors.New("no upstream process under nefia")
-	}
-	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
 	for _, t := range targets {
 		if err := s.checkEcho(ctx, t, tool[t.name]); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
@@ -124,6 +139,28 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	targets = append(targets, via)
 	via.extra = []int{up.pid()} // the upstream is part of the cost of serving through nefia
 	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
+	// The floor of any net/http gateway: a bare reverse proxy to the same
+	// upstream (serve-proxy), alternated with nefia like the rest.
+	proxy, err := startSelf(ctx, s.o.self, nameEchoProxy, "serve-proxy", "--to", "https://"+up.addr+server.MCPPath, "--upstream-ca", s.caFile,
+		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+	if err != nil {
+		return err
+	}
+	targets = append(targets, proxy)
+	proxy.extra = []int{up.pid()}
+	tool[nameEchoProxy] = "echo"
+	if s.o.baseline != "" { // the same upstream, alternated, so never both at once
+		if state, err = s.fx.copyState("upstream-http-baseline"); err != nil {
+			return err
+		}
+		base, err := startNefia(ctx, s.o.baseline, nameEchoBaseline, state, cfgPath, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, base)
+		base.extra = []int{up.pid()}
+		tool[nameEchoBaseline] = echoUpstream + ".echo"
+	}
 	url := func(t *target) string { return "https://" + t.addr + server.MCPPath }
 	cfgs, err := s.httpClientConfigs()
 	if err != nil {
@@ -153,11 +190,11 @@ func (s *suite) upstreamWindow() time.Duration {
 }
 
 // startHTTPEcho starts the echo server nefia reaches as a url upstream
-// (HTTPS, server-authenticated) and writes cfgPath, a nefia.yaml with it
+// (HTTPS, server-authenticated; extra: more serve-echo flags) and writes cfgPath, a nefia.yaml with it
 // as the upstream.
-func (s *suite) startHTTPEcho(ctx context.Context, cfgPath string) (*target, error) {
-	up, err := startSelf(ctx, s.o.self, "echo upstream (HTTP)", "serve-echo", "--http",
-		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile))
+func (s *suite) startHTTPEcho(ctx context.Context, cfgPath string, extra ...string) (*target, error) {
+	up, err := startSelf(ctx, s.o.self, "echo upstream (HTTP)", append([]string{"serve-echo", "--http",
+		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile)}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -219,9 +256,10 @@ func checkEchoLine(line []byte) error {
 	return nil
 }
 
-// stdioEcho is the mcp.upstreams entry of the echo server on stdio.
-func stdioEcho(self string) map[string]any {
-	return map[string]any{"name": echoUpstream, "command": []string{self, "serve-echo", "--stdio"}, "call_timeout": "30s"}
+// stdioEcho is the mcp.upstreams entry of the echo server on stdio,
+// extra being more serve-echo flags (--stdio-server, --cpuprofile).
+func stdioEcho(self string, extra ...string) map[string]any {
+	return map[string]any{"name": echoUpstream, "command": append([]string{self, "serve-echo", "--stdio"}, extra...), "call_timeout": "30s"}
 }
 
 // writeUpstreamConfig writes to dst the benchmark's nefia.yaml (src) with
@@ -253,104 +291,6 @@ func writeUpstreamConfig(src, dst string, entry map[string]any) error {
 	return os.WriteFile(dst, out, 0o600)
 }
 
-// newEchoServer is the Go upstream: one tool, echo, returning its text as
-// structured content and as text.
-func newEchoServer() *mcpserver.MCPServer {
-	srv := mcpserver.NewMCPServer("bench-echo", "1")
-	srv.AddTool(mcp.NewTool("echo", mcp.WithDescription("Echo the text."), mcp.WithString("text", mcp.Required())),
-		func(_ context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			text := req.GetString("text", "")
-			return mcp.NewToolResultStructured(map[string]any{"text": text}, text), nil
-		})
-	return srv
-}
-
-// serveEcho runs the echo server over stdio (--stdio: as nefia's upstream)
-// or on a mutual-TLS listener (newline-delimited JSON-RPC per connection,
-// the transport the load clients speak), to be called directly.
-func serveEcho(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("serve-echo", flag.ContinueOnError)
-	stdio := fs.Bool("stdio", false, "serve one session on stdin/stdout")
-	httpMode := fs.Bool("http", false, "serve Streamable HTTP at /mcp instead of the raw stream (client certificates required only with --ca)")
-	addr := fs.String("listen", "127.0.0.1:0", "address")
-	cert := fs.String("cert", "", "server certificate (PEM)")
-	key := fs.String("key", "", "server key (PEM)")
-	ca := fs.String("ca", "", "CA client certificates must chain to")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	srv := newEchoServer()
-	if *stdio {
-		err := mcpserver.NewStdioServer(srv).Listen(ctx, os.Stdin, os.Stdout)
-		if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
-			return nil
-		}
-		return err
-	}
-	cfg, err := echoTLS(*cert, *key, *ca)
-	if err != nil {
-		return err
-	}
-	ln, err := listen(*addr, stdout)
-	if err != nil {
-		return err
-	}
-	if *httpMode {
-		return serveEchoHTTP(ctx, ln, cfg, srv)
-	}
-	ln = tls.NewListener(ln, cfg)
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = server.ServeStream(ctx, conn, srv, server.StreamOptions{})
-		}()
-	}
-}
-
-// echoTLS is the echo server's TLS: nefia's client-certificate check
-// (baseline.Config) with a CA, server authentication only without (the
-// HTTP upstream nefia reaches with ca_file).
-func echoTLS(cert, key, ca string) (*tls.Config, error) {
-	if ca != "" {
-		return baseline.Config(cert, key, ca)
-	}
-	kp, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{kp}}, nil
-}
-
-// serveEchoHTTP serves srv over Streamable HTTP (mcp-go's server, HTTP/2
-// or HTTP/1.1 over TLS) at /mcp on ln until ctx ends.
-func serveEchoHTTP(ctx context.Context, ln net.Listener, cfg *tls.Config, srv *mcpserver.MCPServer) error {
-	mux := http.NewServeMux()
-	mux.Handle(server.MCPPath, mcpserver.NewStreamableHTTPServer(srv))
-	hs := &http.Server{Handler: mux, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = hs.Close()
-	}()
-	if err := hs.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
-
 // reportUpstream renders the upstream phases: each target's figures, and
 // per session count what nefia adds (p50 and p99, median over rounds of
 // the per-round difference) and the throughput ratio via ÷ direct.
@@ -359,7 +299,7 @@ func reportUpstream(p func(string, ...any), r *results) {
 		{phaseUpstream, "raw stream",
 			"%s = a Go MCP server (mcp-go, tool echo) on its own mutual-TLS raw stream; %s = the nefia binary running the same server as a stdio upstream (mcp.upstreams), called as echo.echo (policy, audit on, identity assertion). Server CPU includes the upstream process; the main process is nefia alone."},
 		{phaseUpstreamHTTP, "Streamable HTTP",
-			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers). Server CPU includes the upstream process; the main process is nefia alone."},
+			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers); " + nameEchoProxy + " = net/http's ReverseProxy (mutual TLS) in front of that same upstream, the floor of any Go gateway (serve-proxy). Server CPU includes the upstream process; the main process is nefia (or the proxy) alone."},
 	} {
 		ts := r.targets(ph.phase)
 		if len(ts) == 0 {
@@ -378,12 +318,17 @@ func reportUpstream(p func(string, ...any), r *results) {
 				p("| %d | %s | %s | %.2f | %.2f | %.0f | %.0f | %d |", conc, t, spreadOf(g.rate), median(g.p50), median(g.p99), median(g.cpu), median(g.main), g.errors)
 			}
 		}
-		p("")
-		for _, conc := range r.concs(ph.phase) {
-			p("- %d session(s): added latency (min / median / max over rounds) p50 %s ms, p99 %s ms; throughput via nefia ÷ direct %s", conc,
-				r.difference(ph.phase, conc, nameEchoNefia, nameEchoDirect, func(c cell) float64 { return c.P50us / 1000 }),
-				r.difference(ph.phase, conc, nameEchoNefia, nameEchoDirect, func(c cell) float64 { return c.P99us / 1000 }),
-				r.ratio(ph.phase, conc, nameEchoNefia, nameEchoDirect, rateOf).ratio())
+		for _, via := range ts {
+			if via == nameEchoDirect {
+				continue
+			}
+			p("")
+			for _, conc := range r.concs(ph.phase) {
+				p("- %s, %d session(s): added latency (min / median / max over rounds) p50 %s ms, p99 %s ms; throughput ÷ direct %s", via, conc,
+					r.difference(ph.phase, conc, via, nameEchoDirect, func(c cell) float64 { return c.P50us / 1000 }),
+					r.difference(ph.phase, conc, via, nameEchoDirect, func(c cell) float64 { return c.P99us / 1000 }),
+					r.ratio(ph.phase, conc, via, nameEchoDirect, rateOf).ratio())
+			}
 		}
 	}
 }
