@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/nefia/nefia/internal/atomicfile"
 )
@@ -121,8 +120,8 @@ func (s *Store) appendInventory(certs []IssuedCert) error {
 		return fmt.Errorf("pki: encode %s: %w", path, err)
 	}
 	off := size - int64(len(closing(m)))
-	if err := writeAtSync(path, tail, off); err != nil {
-		return err
+	if err := atomicfile.WriteAtSync(path, tail, off); err != nil {
+		return fmt.Errorf("pki: %w", err)
 	}
 	nver, verErr := atomicfile.VersionOf(path)
 	s.invMu.Lock()
@@ -162,27 +161,6 @@ func appendEncoding(m int, certs []IssuedCert) ([]byte, error) {
 	}
 	b.WriteString("\n]}\n")
 	return b.Bytes(), nil
-}
-
-// writeAtSync writes data at off in the existing file path and fsyncs it.
-// data is longer than what it overwrites, so no truncation is needed.
-func writeAtSync(path string, data []byte, off int64) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("pki: open %s: %w", path, err)
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("pki: close %s: %w", path, cerr)
-		}
-	}()
-	if _, err := f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("pki: append to %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("pki: fsync %s: %w", path, err)
-	}
-	return nil
 }
 
 // decodeInventory parses the inventory's bytes. appendable is true when

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -81,7 +80,7 @@ func (s *Store) readInventory() (inventoryFile, error) {
 	}
 	s.invMu.Unlock()
 
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadFileShared(path) // never mid-append
 	if errors.Is(err, fs.ErrNotExist) {
 		return inventoryFile{Version: 1}, nil
 	}
@@ -107,7 +106,7 @@ func (s *Store) readInventory() (inventoryFile, error) {
 // readInventoryFile is readInventory without a Store: the inventory at
 // path, torn tails repaired, a missing file reported as fs.ErrNotExist.
 func readInventoryFile(path string) (inventoryFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadFileShared(path)
 	if err != nil {
 		return inventoryFile{}, fmt.Errorf("pki: read %s: %w", path, err)
 	}

@@ -148,7 +148,7 @@ func (s *Store) inventoryEntry(canon string) (name string, count int, err error)
 		return name, count, nil
 	}
 	s.invMu.Unlock()
-	data, err := os.ReadFile(path)
+	data, err := atomicfile.ReadFileShared(path) // never mid-append
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", 0, nil
 	}

@@ -24,3 +24,16 @@ func LockFile(f *os.File) error {
 
 // UnlockFile releases LockFile's lock; closing f releases it too.
 func UnlockFile(f *os.File) { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN) }
+
+// LockFileShared takes a shared lock on f's open file description,
+// blocking while another description holds LockFile's exclusive lock:
+// readers of a file written in place (the inventory's appends) hold it so
+// that they never read a write half done.
+func LockFileShared(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_SH)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}

@@ -23,3 +23,10 @@ func UnlockFile(f *os.File) {
 	ol := new(windows.Overlapped)
 	_ = windows.UnlockFileEx(windows.Handle(f.Fd()), 0, lockRange, 0, ol)
 }
+
+// LockFileShared takes a shared lock on f, blocking while another handle
+// holds LockFile's exclusive lock (see the Unix version).
+func LockFileShared(f *os.File) error {
+	ol := new(windows.Overlapped)
+	return windows.LockFileEx(windows.Handle(f.Fd()), 0, 0, lockRange, 0, ol)
+}
