@@ -63,3 +63,46 @@ func TestFinishRunsNoRequestReadAfterIt(t *testing.T) {
 		t.Errorf("the call read behind the one during which the session was finished (revoked) ran %d time(s) after Finish (answers to ids %v), want 0: Finish reads nothing more, but the read loop took it from its buffer", n, ids)
 	}
 }
+
+// TestClosedSessionRunsNoBufferedRequest (attack review of issue 16 item
+// 2): Close (a certificate that expired mid-session, shutdown) cancels the
+// handlers' context and closes the stream, but a call already in the
+// LineReader's buffer is still dispatched: dispatch's select between a
+// free slot and the cancelled context picks at random, and a tool that
+// does not poll its context (most of nefia's: they write the store) runs
+// for a session that has ended. Pipelined behind an inline call during
+// which the session is closed, it ran in about half the runs.
+func TestClosedSessionRunsNoBufferedRequest(t *testing.T) {
+	verifyNoLeaks(t)
+	var after atomic.Int32
+	const runs = 20
+	for range runs {
+		ts := newTestServer(t)
+		var sess atomic.Pointer[StreamSession]
+		ts.srv.AddTool(mcp.NewTool("close-me", mcp.WithDescription("Close the caller's session.")),
+			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				sess.Load().Close()
+				return mcp.NewToolResultText("closed"), nil
+			})
+		ts.srv.AddTool(mcp.NewTool("effect", mcp.WithDescription("Count calls.")),
+			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				after.Add(1)
+				return mcp.NewToolResultText("done"), nil
+			})
+		client, conn := tcpPair(t)
+		ps := serveConn(t, client, conn, ts.srv, StreamOptions{DirectWrites: true, ContextFunc: withIdentity("agent-1")})
+		sess.Store(ps.sess)
+		peer := newRawPeer(client)
+		initialize(t, peer)
+		peer.sendLine(t, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"close-me","arguments":{}}}`+"\n"+
+			`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"effect","arguments":{}}}`)
+		select {
+		case <-ps.sess.Done():
+		case <-time.After(testTimeout):
+			t.Fatal("the closed session did not end")
+		}
+	}
+	if n := after.Load(); n != 0 {
+		t.Errorf("in %d runs, a call read before Close but dispatched after it ran %d time(s), want 0", runs, n)
+	}
+}
