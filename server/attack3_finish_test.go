@@ -28,15 +28,19 @@ func TestFinishRunsNoRequestReadAfterIt(t *testing.T) {
 	ts := newTestServer(t)
 	var sess atomic.Pointer[StreamSession]
 	var after atomic.Int32
+	var finished atomic.Bool // Finish has returned: what runs from now on started after the revocation
 	revoked := errors.New("test: certificate revoked")
 	ts.srv.AddTool(mcp.NewTool("revoke-me", mcp.WithDescription("Finish the caller's session, as a revocation does.")),
 		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 			sess.Load().Finish(revoked, testTimeout)
+			finished.Store(true)
 			return mcp.NewToolResultText("revoked"), nil
 		})
 	ts.srv.AddTool(mcp.NewTool("effect", mcp.WithDescription("Count calls.")),
 		func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			after.Add(1)
+			if finished.Load() {
+				after.Add(1)
+			}
 			return mcp.NewToolResultText("done"), nil
 		})
 	client, conn := tcpPair(t)
@@ -60,7 +64,7 @@ func TestFinishRunsNoRequestReadAfterIt(t *testing.T) {
 		t.Fatal("the finished session did not end")
 	}
 	if n := after.Load(); n != 0 {
-		t.Errorf("the call read behind the one during which the session was finished (revoked) ran %d time(s) after Finish (answers to ids %v), want 0: Finish reads nothing more, but the read loop took it from its buffer", n, ids)
+		t.Errorf("the call read behind the one during which the session was finished (revoked) started %d time(s) after Finish returned (answers to ids %v), want 0: Finish reads nothing more, but the read loop took it from its buffer", n, ids)
 	}
 }
 
@@ -75,18 +79,23 @@ func TestFinishRunsNoRequestReadAfterIt(t *testing.T) {
 func TestClosedSessionRunsNoBufferedRequest(t *testing.T) {
 	verifyNoLeaks(t)
 	var after atomic.Int32
+	var closed atomic.Bool // Close has returned: what starts from now on started after it
 	const runs = 20
 	for range runs {
+		closed.Store(false)
 		ts := newTestServer(t)
 		var sess atomic.Pointer[StreamSession]
 		ts.srv.AddTool(mcp.NewTool("close-me", mcp.WithDescription("Close the caller's session.")),
 			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 				sess.Load().Close()
+				closed.Store(true)
 				return mcp.NewToolResultText("closed"), nil
 			})
 		ts.srv.AddTool(mcp.NewTool("effect", mcp.WithDescription("Count calls.")),
 			func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				after.Add(1)
+				if closed.Load() {
+					after.Add(1)
+				}
 				return mcp.NewToolResultText("done"), nil
 			})
 		client, conn := tcpPair(t)
@@ -103,6 +112,6 @@ func TestClosedSessionRunsNoBufferedRequest(t *testing.T) {
 		}
 	}
 	if n := after.Load(); n != 0 {
-		t.Errorf("in %d runs, a call read before Close but dispatched after it ran %d time(s), want 0", runs, n)
+		t.Errorf("in %d runs, a call read before Close started %d time(s) after Close returned, want 0", runs, n)
 	}
 }
