@@ -168,7 +168,12 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 	// which reads the queue, has moved past every verified generation,
 	// and this check stats. A generation is recorded only with stats made
 	// after it was read, so a verified pair never covers a change its
-	// stats missed; pairs stored out of order only cost a stat.
+	// stats missed; pairs stored out of order only cost a stat. Another
+	// directory put behind the state directory's path (a parent renamed,
+	// a symlink re-pointed) breaks the watch, which then stats on every
+	// check (atomicfile.Watch); only what inotify cannot see at all (a
+	// network file system changed by another host) waits for the 1 s
+	// re-stat.
 	var gen uint64
 	watched := false
 	if c.watch != nil {

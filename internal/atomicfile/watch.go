@@ -29,11 +29,14 @@ var ErrWatchUnsupported = errors.New("file watch not supported on this platform"
 // removed or moved) or is closed reports a change and an error from then
 // on, and callers fall back to statting.
 //
-// What a Watch cannot see is a change above the watched directories (a
-// parent directory renamed) and a symlink re-pointed: NewWatch refuses
-// files and directories that are symlinks, and callers still stat now and
-// then (at least once a second) to bound how long such a change goes
-// unseen.
+// A change above the watched directories that puts another directory
+// behind their path (a parent renamed away and another renamed in, a
+// symlinked parent re-pointed) raises no event in them: every ancestor is
+// watched too, for the entry that leads on, and such a change breaks the
+// Watch (attack review 3). NewWatch refuses files and directories that are
+// symlinks themselves. What inotify cannot see at all (a change made on a
+// network file system by another host, a file bind-mounted over) is why
+// callers still stat now and then (at least once a second).
 //
 // Wait blocks until a change instead of polling Changed: the goroutine that
 // reads the kernel's queue for waiters is parked in Go's netpoller, so an

@@ -1,9 +1,11 @@
 package atomicfile
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 	"unsafe"
@@ -20,7 +22,17 @@ const watchMask = unix.IN_MODIFY | unix.IN_ATTRIB | unix.IN_CLOSE_WRITE | unix.I
 type watcher struct {
 	fd  *fdBox
 	buf [4096]byte
+	// path maps the watch descriptor of an ancestor of a watched
+	// directory to the names in it that lead to one (see ancestors); a
+	// descriptor not in it is a watched directory, where any event counts.
+	path map[int32][]string
 }
+
+// ancestorMask is what an ancestor's watch reports: an entry on the way to
+// a watched directory created, removed or renamed (a symlink re-pointed, a
+// directory swapped in under the same name), or the ancestor itself gone.
+const ancestorMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
+	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_MASK_ADD
 
 func newWatcher(dirs []string) (*watcher, error) {
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
@@ -28,23 +40,52 @@ func newWatcher(dirs []string) (*watcher, error) {
 		return nil, fmt.Errorf("watch: inotify: %w", err)
 	}
 	slices.Sort(dirs)
-	for _, d := range slices.Compact(dirs) {
-		if _, err := unix.InotifyAddWatch(fd, d, watchMask); err != nil {
+	dirs = slices.Compact(dirs)
+	full := map[int32]bool{}
+	for _, d := range dirs {
+		wd, err := unix.InotifyAddWatch(fd, d, watchMask)
+		if err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("watch %s: %w", d, err)
+		}
+		full[int32(wd)] = true
+	}
+	// A watch follows the directory it was given, not its path: a parent
+	// renamed away and another renamed in, or a symlink on the way
+	// re-pointed, puts another directory behind the path without an
+	// event in the watched one (attack review 3). So every ancestor is
+	// watched too, for the one name in it that leads on.
+	path := map[int32][]string{}
+	for _, d := range dirs {
+		steps, err := ancestors(d)
+		if err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		for _, st := range steps {
+			wd, err := unix.InotifyAddWatch(fd, st.dir, ancestorMask)
+			if err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("watch %s: %w", st.dir, err)
+			}
+			if !full[int32(wd)] && !slices.Contains(path[int32(wd)], st.name) {
+				path[int32(wd)] = append(path[int32(wd)], st.name)
+			}
 		}
 	}
 	// A non-blocking descriptor given to os.NewFile is registered with
 	// the netpoller. Fd() is never called on f: it would make the
 	// descriptor blocking.
-	return &watcher{fd: &fdBox{fd: fd, f: os.NewFile(uintptr(fd), "inotify")}}, nil
+	return &watcher{fd: &fdBox{fd: fd, f: os.NewFile(uintptr(fd), "inotify")}, path: path}, nil
 }
 
 // close closes the descriptor once.
 func (w *watcher) close() error { return w.fd.close() }
 
-// drain reads every queued event; any event is a change. Events that make
-// the watch unreliable (overflow, a watched directory gone) are errors.
+// drain reads every queued event; any event in a watched directory is a
+// change, an ancestor's only for the name that leads on, and that one is an
+// error like every event that makes the watch unreliable (overflow, a
+// watched directory gone).
 func (w *watcher) drain() (bool, error) {
 	changed := false
 	for {
@@ -61,13 +102,25 @@ func (w *watcher) drain() (bool, error) {
 		if n <= 0 {
 			return true, errors.New("watch: closed")
 		}
-		changed = true
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&w.buf[off]))
 			if ev.Mask&(unix.IN_Q_OVERFLOW|unix.IN_IGNORED|unix.IN_DELETE_SELF|unix.IN_MOVE_SELF|unix.IN_UNMOUNT) != 0 {
-				return true, fmt.Errorf("watch: event %#x: a watched directory went away or events were lost", ev.Mask)
+				return true, fmt.Errorf("watch: event %#x: a watched directory or one of its ancestors went away, or events were lost", ev.Mask)
 			}
+			name := w.buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
 			off += unix.SizeofInotifyEvent + int(ev.Len)
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			names, ancestor := w.path[ev.Wd]
+			switch {
+			case !ancestor:
+				changed = true
+			case slices.Contains(names, string(name)):
+				// The way to a watched directory changed: from here on
+				// the watch may follow the wrong directory.
+				return true, fmt.Errorf("watch: %q, on the way to a watched directory, was replaced", name)
+			} // else another entry of an ancestor: not on the way
 		}
 	}
 }
@@ -113,4 +166,25 @@ func (b *fdBox) close() error {
 	err := b.f.Close()
 	b.fd = -1
 	return err
+}
+
+// step is an ancestor directory of a watched one and the name in it that
+// leads there.
+type step struct{ dir, name string }
+
+// ancestors lists the steps from the root down to dir (absolute).
+func ancestors(dir string) ([]step, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", dir, err)
+	}
+	var steps []step
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return steps, nil
+		}
+		steps = append(steps, step{dir: parent, name: filepath.Base(dir)})
+		dir = parent
+	}
 }
