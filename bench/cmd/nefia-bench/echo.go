@@ -151,8 +151,13 @@ func echoTLS(cert, key, ca string) (*tls.Config, error) {
 // serveEchoHTTP serves srv over Streamable HTTP (mcp-go's server, HTTP/2
 // or HTTP/1.1 over TLS) at /mcp on ln until ctx ends.
 func serveEchoHTTP(ctx context.Context, ln net.Listener, cfg *tls.Config, srv *mcpserver.MCPServer) error {
+	return serveMCPPath(ctx, ln, cfg, mcpserver.NewStreamableHTTPServer(srv))
+}
+
+// serveMCPPath serves h at /mcp over TLS on ln until ctx ends.
+func serveMCPPath(ctx context.Context, ln net.Listener, cfg *tls.Config, h http.Handler) error {
 	mux := http.NewServeMux()
-	mux.Handle(server.MCPPath, mcpserver.NewStreamableHTTPServer(srv))
+	mux.Handle(server.MCPPath, h)
 	hs := &http.Server{Handler: mux, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,9 +11,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"time"
-
-	"github.com/nefia/nefia/server"
 )
 
 // serveProxy runs the floor of any Go gateway in front of an HTTP
@@ -59,19 +55,9 @@ func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 		Transport:     ht,
 		FlushInterval: -1, // SSE answers go on at once
 	}
-	mux := http.NewServeMux()
-	mux.Handle(server.MCPPath, rp)
 	ln, err := listen(*addr, stdout)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: mux, TLSConfig: cfg, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = hs.Close()
-	}()
-	if err := hs.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveMCPPath(ctx, ln, cfg, rp)
 }
