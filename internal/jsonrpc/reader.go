@@ -73,6 +73,12 @@ func (l *LineReader) readLine() ([]byte, error) {
 	l.buf = l.buf[:0]
 	for {
 		frag, err := l.br.ReadSlice('\n')
+		if err == nil && len(l.buf) == 0 {
+			// The whole line is in the bufio buffer: Next copies it out, so
+			// there is no need to assemble it first (issue 16: a buffer of
+			// ReadBuffer bytes per connection, for a ping).
+			return l.checked(bytes.TrimSuffix(bytes.TrimSuffix(frag, []byte("\n")), []byte("\r")))
+		}
 		// The line may carry "\r\n" on top of the cap; anything more is too long.
 		if len(l.buf)+len(frag) > l.max+2 {
 			return nil, ErrLineTooLong
