@@ -170,6 +170,10 @@ type StreamSession struct {
 	mu     sync.Mutex
 	cause  error                   // why the session ended; first one wins
 	cancel context.CancelCauseFunc // cancels request handlers; nil before Serve
+	// idle fires checkIdle (StreamOptions.IdleTimeout); idleStopped is set
+	// when Serve stops it, after which it is never set again.
+	idle        *time.Timer
+	idleStopped bool
 
 	closeRW sync.Once // rw is closed exactly once
 
@@ -279,15 +283,12 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 	s.log.DebugContext(ctx, "stream session started", streamLogSession, s.id)
 
 	if s.opts.IdleTimeout > 0 {
-		stop, stopped := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(stopped)
-			s.watchIdle(stop)
-		}()
-		defer func() {
-			close(stop)
-			<-stopped
-		}()
+		// A timer, not a goroutine waiting on one (issue 16: one goroutine
+		// fewer per connection).
+		s.mu.Lock()
+		s.idle = time.AfterFunc(s.opts.IdleTimeout, s.checkIdle)
+		s.mu.Unlock()
+		defer s.stopIdle()
 	}
 
 	writerDone := make(chan struct{})
@@ -366,30 +367,35 @@ func (s *StreamSession) Finish(cause error, grace time.Duration) {
 // touch records activity: a message read, or a request answered.
 func (s *StreamSession) touch() { s.lastActive.Store(int64(time.Since(s.born))) }
 
-// watchIdle ends the session when it has been idle for IdleTimeout (see
-// StreamOptions.IdleTimeout), until stop is closed.
-func (s *StreamSession) watchIdle(stop <-chan struct{}) {
+// checkIdle ends the session when it has been idle for IdleTimeout (see
+// StreamOptions.IdleTimeout); otherwise it sets the idle timer to fire when
+// it could be, unless Serve has stopped it (stopIdle).
+func (s *StreamSession) checkIdle() {
 	limit := s.opts.IdleTimeout
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		if len(s.slots) > 0 { // a request in flight is activity
-			t.Reset(limit)
-			continue
-		}
+	next := limit // a request in flight is activity
+	if len(s.slots) == 0 {
 		idle := time.Since(s.born) - time.Duration(s.lastActive.Load())
 		if idle >= limit {
 			s.log.Info("stream session idle, closing it", streamLogSession, s.id, "idle", idle.Round(time.Millisecond))
 			s.kill(ErrIdleTimeout)
 			return
 		}
-		t.Reset(limit - idle)
+		next = limit - idle
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.idleStopped {
+		s.idle.Reset(next)
+	}
+}
+
+// stopIdle stops the idle timer for good: a checkIdle running meanwhile
+// does not set it again.
+func (s *StreamSession) stopIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.idleStopped = true
+	s.idle.Stop()
 }
 
 // Done returns a channel that is closed when Serve has returned.
@@ -398,6 +404,13 @@ func (s *StreamSession) Done() <-chan struct{} { return s.done }
 // drain lets in-flight requests finish after the peer closed its side, for at
 // most DrainTimeout, so their responses can still be written.
 func (s *StreamSession) drain(ctx context.Context) {
+	if len(s.slots) == 0 {
+		// Nothing in flight: every answer was written or handed to the
+		// writer, which cancelling the handlers does not stop. No goroutine
+		// and timer to wait for nothing (issue 16: a ping then a close).
+		// No request can start meanwhile: the reading has ended.
+		return
+	}
 	idle := make(chan struct{})
 	go func() {
 		s.handlers.Wait()
