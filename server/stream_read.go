@@ -215,6 +215,9 @@ func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg []by
 	if line, ok := appendToolResponse(nil, resp); ok {
 		return line
 	}
+	if line, ok := appendEmptyResponse(nil, resp); ok {
+		return line
+	}
 	out, err := jsonrpc.EncodeLine(resp)
 	if err != nil {
 		s.log.ErrorContext(ctx, "encoding MCP response", streamLogSession, s.id, streamLogError, err)
