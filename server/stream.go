@@ -315,6 +315,7 @@ func (s *StreamSession) Serve(ctx context.Context) error {
 	s.runReader()
 	<-s.rd.ended
 	s.rd.movers.Wait()
+	s.rd.lines.Release() // nothing reads any more: its buffer serves the next session
 	if s.rd.watch != nil {
 		s.rd.watch.Stop()
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrLineTooLong is returned by LineReader.Next for a line over the cap.
@@ -24,15 +25,42 @@ const ReadBuffer = 4 << 10
 // hold more memory than one message; and it accepts "\n" and "\r\n"
 // terminators and a last line without one.
 type LineReader struct {
-	br  *bufio.Reader
-	max int    // cap on one line, terminator excluded
-	buf []byte // assembles a line longer than the bufio buffer
+	br     *bufio.Reader
+	max    int    // cap on one line, terminator excluded
+	buf    []byte // assembles a line longer than the bufio buffer
+	pooled bool   // br came from readerPool: Release gives it back
 }
 
+// readerPool holds bufio readers of ReadBuffer bytes that Release gave
+// back, for the next connection (issue 16: one 4 KB buffer per
+// connection, most of which read one ping). Lines never alias them: Next
+// copies every line out.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, ReadBuffer) }}
+
 // NewLineReader returns a LineReader of r whose lines may be at most
-// maxBytes long, terminator excluded.
+// maxBytes long, terminator excluded. Call Release when done with it.
 func NewLineReader(r io.Reader, maxBytes int) *LineReader {
-	return &LineReader{br: bufio.NewReaderSize(r, min(ReadBuffer, maxBytes+2)), max: maxBytes}
+	size := min(ReadBuffer, maxBytes+2)
+	if br, ok := r.(*bufio.Reader); size < ReadBuffer || (ok && br.Size() >= size) {
+		return &LineReader{br: bufio.NewReaderSize(r, size), max: maxBytes}
+	}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &LineReader{br: br, max: maxBytes, pooled: true}
+}
+
+// Release gives the reader's buffer back for another LineReader. The
+// caller must not use l afterwards, nor have any Next call running; the
+// lines already returned stay valid (they are the caller's). Releasing a
+// reader more than once, or one of a small cap, does nothing.
+func (l *LineReader) Release() {
+	if !l.pooled {
+		return
+	}
+	l.pooled = false
+	l.br.Reset(nil) // no reference to the stream, nothing left buffered
+	readerPool.Put(l.br)
+	l.br = nil
 }
 
 // Next returns the next line that is not blank, trimmed of JSON whitespace,
