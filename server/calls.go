@@ -74,9 +74,11 @@ func (c *callHooks) report(ctx context.Context, req *mcp.CallToolRequest, outcom
 		}
 	}
 	e.Upstream = c.upstreamOf(e.Tool)
+	now := time.Now()
 	if start, ok := c.starts.LoadAndDelete(req); ok {
-		e.Duration = time.Since(start.(time.Time))
+		e.Duration = now.Sub(start.(time.Time))
 	}
+	c.counted(ctx, e.Known, now)
 	c.obs.Call(e)
 }
 
@@ -97,4 +99,16 @@ func (c *callHooks) upstreamOf(tool string) string {
 	}
 	name, _ := st.Tool.Meta.AdditionalFields[observe.MetaUpstream].(string)
 	return name
+}
+
+// counted counts the call against the gateway connection it came on, for
+// the session listing (ConnInfo.Calls, LastActivity): a caller with an
+// identity, on a connection whose context carries its activity record.
+func (c *callHooks) counted(ctx context.Context, known bool, now time.Time) {
+	if !known {
+		return
+	}
+	if act := activityOf(ctx); act != nil {
+		act.called(now.UnixNano())
+	}
 }

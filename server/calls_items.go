@@ -62,9 +62,11 @@ func (c *callHooks) reportItem(ctx context.Context, key any, method mcp.MCPMetho
 			e.Outcome = audit.OutcomeDenied
 		}
 	}
+	now := time.Now()
 	if start, ok := c.starts.LoadAndDelete(key); ok {
-		e.Duration = time.Since(start.(time.Time))
+		e.Duration = now.Sub(start.(time.Time))
 	}
+	c.counted(ctx, e.Known, now)
 	c.obs.Call(e)
 }
 
