@@ -2,16 +2,28 @@ package policy
 
 import (
 	"context"
-	"sync/atomic"
+	"sync"
 )
 
 // slot holds the decision of one request. It is a pointer shared by every
 // context derived from the one WithSlot returned, so a decision recorded
 // deep in a handler chain is visible to code that holds the outer context
 // (mcp-go's AfterCallTool hooks get the context the request arrived with,
-// not the one a ToolHandlerMiddleware passes on). Atomic because a
-// task-augmented call may run its handler on another goroutine.
-type slot struct{ d atomic.Pointer[Decision] }
+// not the one a ToolHandlerMiddleware passes on). Locked because a
+// task-augmented call may run its handler on another goroutine. The
+// decision is held in the slot rather than pointed to, so recording one
+// allocates nothing (issue 16: one allocation per call before).
+type slot struct {
+	mu  sync.Mutex
+	d   Decision
+	set bool
+}
+
+func (s *slot) store(d Decision) {
+	s.mu.Lock()
+	s.d, s.set = d, true
+	s.mu.Unlock()
+}
 
 type slotKey struct{}
 
@@ -29,11 +41,11 @@ func WithSlot(ctx context.Context) context.Context {
 // the code it is passed to.
 func WithDecision(ctx context.Context, d Decision) context.Context {
 	if s, ok := ctx.Value(slotKey{}).(*slot); ok {
-		s.d.Store(&d)
+		s.store(d)
 		return ctx
 	}
 	s := &slot{}
-	s.d.Store(&d)
+	s.store(d)
 	return context.WithValue(ctx, slotKey{}, s)
 }
 
@@ -44,9 +56,7 @@ func DecisionFromContext(ctx context.Context) (d Decision, ok bool) {
 	if s == nil {
 		return Decision{}, false
 	}
-	p := s.d.Load()
-	if p == nil {
-		return Decision{}, false
-	}
-	return *p, true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.d, s.set
 }

@@ -258,3 +258,20 @@ func TestDecideAllowedNoAlloc(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordDecisionNoAlloc (issue 16, second wave, item 2): recording a
+// call's decision in its request's slot and reading it back for the audit
+// record allocate nothing. Before, the slot pointed to a copy of the
+// decision: one allocation per call. Not parallel: AllocsPerRun.
+func TestRecordDecisionNoAlloc(t *testing.T) {
+	ctx := policy.WithSlot(t.Context())
+	d := policy.Default().Decide(agent("bot", pki.RoleAgent), "nefia.mtls.status")
+	if n := testing.AllocsPerRun(100, func() {
+		policy.WithDecision(ctx, d)
+		if got, ok := policy.DecisionFromContext(ctx); !ok || got != d {
+			t.Fatalf("read back %+v, %v; want %+v", got, ok, d)
+		}
+	}); n != 0 {
+		t.Errorf("recording and reading a decision: %v allocations, want 0", n)
+	}
+}
