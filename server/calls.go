@@ -14,6 +14,7 @@ import (
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/identity"
 	"github.com/nefia/nefia/observe"
+	"github.com/nefia/nefia/policy"
 )
 
 // callHooks turns mcp-go's hooks into one observe.CallEvent per tool call.
@@ -30,14 +31,16 @@ type callHooks struct {
 	srv func() *mcpserver.MCPServer
 	// starts maps a call's request (mcp-go passes the same
 	// *CallToolRequest to BeforeCallTool and to AfterCallTool or OnError) to
-	// when it began. Session ids would not do: stateless 2026-07-28 HTTP
-	// requests have none, and JSON-RPC ids repeat across clients.
+	// when it began, for requests whose context has no slot of their own
+	// (policy.MarkStart: the transports give each message one). Session
+	// ids would not do: stateless 2026-07-28 HTTP requests have none, and
+	// JSON-RPC ids repeat across clients.
 	starts sync.Map
 }
 
 func (c *callHooks) install(h *mcpserver.Hooks) {
-	h.AddBeforeCallTool(func(_ context.Context, _ any, req *mcp.CallToolRequest) {
-		c.starts.Store(req, time.Now())
+	h.AddBeforeCallTool(func(ctx context.Context, _ any, req *mcp.CallToolRequest) {
+		c.begin(ctx, req)
 	})
 	h.AddAfterCallTool(func(ctx context.Context, _ any, req *mcp.CallToolRequest, result any) {
 		outcome, errText := audit.OutcomeOK, ""
@@ -77,9 +80,7 @@ func (c *callHooks) report(ctx context.Context, req *mcp.CallToolRequest, outcom
 	}
 	e.Upstream = c.upstreamOf(e.Tool)
 	now := time.Now()
-	if start, ok := c.starts.LoadAndDelete(req); ok {
-		e.Duration = now.Sub(start.(time.Time))
-	}
+	e.Duration = c.lasted(ctx, req, now)
 	c.counted(ctx, e.Known, now)
 	c.obs.Call(e)
 }
@@ -121,4 +122,25 @@ func (c *callHooks) counted(ctx context.Context, known bool, now time.Time) {
 	if act := activityOf(ctx); act != nil {
 		act.called(now.UnixNano())
 	}
+}
+
+// begin records when the call of req begins: in its message's slot, or
+// else in starts under req.
+func (c *callHooks) begin(ctx context.Context, req any) {
+	now := time.Now()
+	if !policy.MarkStart(ctx, now) {
+		c.starts.Store(req, now)
+	}
+}
+
+// lasted returns how long the call of req has lasted at now (begin); 0
+// for a call that never began (a protocol error before its handler).
+func (c *callHooks) lasted(ctx context.Context, req any, now time.Time) time.Duration {
+	if start, ok := policy.Started(ctx); ok {
+		return now.Sub(start)
+	}
+	if start, ok := c.starts.LoadAndDelete(req); ok {
+		return now.Sub(start.(time.Time))
+	}
+	return 0
 }
