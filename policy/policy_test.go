@@ -258,3 +258,44 @@ func TestDecideAllowedNoAlloc(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordDecisionNoAlloc (issue 16, second wave, item 2): recording a
+// call's decision in its request's slot and reading it back for the audit
+// record allocate nothing. Before, the slot pointed to a copy of the
+// decision: one allocation per call. Not parallel: AllocsPerRun.
+func TestRecordDecisionNoAlloc(t *testing.T) {
+	ctx := policy.WithSlot(t.Context())
+	d := policy.Default().Decide(agent("bot", pki.RoleAgent), "nefia.mtls.status")
+	if n := testing.AllocsPerRun(100, func() {
+		policy.WithDecision(ctx, d)
+		if got, ok := policy.DecisionFromContext(ctx); !ok || got != d {
+			t.Fatalf("read back %+v, %v; want %+v", got, ok, d)
+		}
+	}); n != 0 {
+		t.Errorf("recording and reading a decision: %v allocations, want 0", n)
+	}
+}
+
+// TestDecisionStringNoAlloc (issue 16, second wave, item 2): the audit
+// record's decision text of an allowed call is made with the policy, not
+// per call (1 allocation per audited call before), and is the text made
+// the straightforward way, also when a copy's reason was changed since.
+// Not parallel: AllocsPerRun.
+func TestDecisionStringNoAlloc(t *testing.T) {
+	d := policy.Default().Decide(agent("bot", pki.RoleAgent), "nefia.mtls.status")
+	if want := "allowed: " + d.Reason; d.String() != want {
+		t.Fatalf("String() = %q, want %q", d.String(), want)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = d.String() }); n != 0 {
+		t.Errorf("String of an allowed decision: %v allocations, want 0", n)
+	}
+	changed := d
+	changed.Reason = "something else"
+	if got := changed.String(); got != "allowed: something else" {
+		t.Errorf("String after the reason changed = %q", got)
+	}
+	denied := policy.Default().Decide(agent("bot", pki.RoleAgent), "nefia.mtls.init")
+	if want := "denied: " + denied.Reason; denied.Allowed || denied.String() != want {
+		t.Errorf("denied String() = %q, want %q", denied.String(), want)
+	}
+}

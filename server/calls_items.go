@@ -19,14 +19,14 @@ import (
 // offer are forwarded calls too (issue 12 item 2), audited with the
 // decision their handler enforced.
 func (c *callHooks) installItems(h *mcpserver.Hooks) {
-	h.AddBeforeReadResource(func(_ context.Context, _ any, req *mcp.ReadResourceRequest) {
-		c.starts.Store(req, time.Now())
+	h.AddBeforeReadResource(func(ctx context.Context, _ any, req *mcp.ReadResourceRequest) {
+		c.begin(ctx, req)
 	})
 	h.AddAfterReadResource(func(ctx context.Context, _ any, req *mcp.ReadResourceRequest, _ *mcp.ReadResourceResult) {
 		c.reportItem(ctx, req, mcp.MethodResourcesRead, req.Params.URI, map[string]any{"uri": req.Params.URI}, audit.OutcomeOK, "")
 	})
-	h.AddBeforeGetPrompt(func(_ context.Context, _ any, req *mcp.GetPromptRequest) {
-		c.starts.Store(req, time.Now())
+	h.AddBeforeGetPrompt(func(ctx context.Context, _ any, req *mcp.GetPromptRequest) {
+		c.begin(ctx, req)
 	})
 	h.AddAfterGetPrompt(func(ctx context.Context, _ any, req *mcp.GetPromptRequest, _ *mcp.GetPromptResult) {
 		c.reportItem(ctx, req, mcp.MethodPromptsGet, req.Params.Name, promptArgs(req), audit.OutcomeOK, "")
@@ -62,9 +62,9 @@ func (c *callHooks) reportItem(ctx context.Context, key any, method mcp.MCPMetho
 			e.Outcome = audit.OutcomeDenied
 		}
 	}
-	if start, ok := c.starts.LoadAndDelete(key); ok {
-		e.Duration = time.Since(start.(time.Time))
-	}
+	now := time.Now()
+	e.Duration = c.lasted(ctx, key, now)
+	c.counted(ctx, e.Known, now)
 	c.obs.Call(e)
 }
 

@@ -276,7 +276,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	deps := opts.Tools
 	deps.Sessions = g
-	obs := observe.Multi{logObserver{opts.Logger}, activityObserver{g}}
+	obs := observe.Multi{logObserver{opts.Logger}} // calls are counted per connection by callHooks
 	if opts.Audit != nil {
 		g.audit = newAuditor(opts.Audit, opts.Logger)
 		obs = append(obs, g.audit)
@@ -676,7 +676,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 		DirectWrites:    true, // TLS over TCP: the kernel buffers writes
 		Logger:          g.log,
 		// Captures agent, whose SessionID is filled in below before Serve.
-		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(ctx, agent) },
+		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(withActivity(ctx, tc.act), agent) },
 	})
 	if err != nil {
 		g.log.Error("session setup failed", "error", err)
@@ -795,7 +795,7 @@ func (g *Gateway) closeSerial(serial string) {
 // again from the connection's certificate on every request.
 func (g *Gateway) serveHTTP(ctx context.Context, tc *trackedConn, conn net.Conn, agent identity.Agent) {
 	agent.Transport = identity.TransportHTTP
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := context.WithCancelCause(withActivity(ctx, tc.act))
 	defer cancel(nil)
 	if !tc.enter(stateHTTP, cancel) {
 		conn.Close()

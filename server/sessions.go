@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nefia/nefia/identity"
-	"github.com/nefia/nefia/observe"
 )
 
 // ConnInfo is one live, admitted connection, as 'nefia mtls sessions'
@@ -114,23 +114,38 @@ func (g *Gateway) Disconnect(id, serial string) ([]ConnInfo, error) {
 	return closed, nil
 }
 
-// activityObserver counts each tool call against the connection it came
-// on, found by its remote address (unique among live connections).
-type activityObserver struct{ g *Gateway }
+// activityKey is the context key of the activity record of the connection
+// a request came on.
+type activityKey struct{}
 
-func (activityObserver) Connection(observe.ConnEvent) {}
-
-func (o activityObserver) Call(e observe.CallEvent) {
-	if !e.Known || e.Agent.RemoteAddr == "" {
-		return
+// withActivity returns ctx carrying act, the record of the connection
+// whose requests are served with it (once per connection: the raw
+// stream's session context, the HTTP connection's base context).
+func withActivity(ctx context.Context, act *connActivity) context.Context {
+	if act == nil {
+		return ctx
 	}
-	now := time.Now().UnixNano()
-	o.g.mu.Lock()
-	defer o.g.mu.Unlock()
-	for tc := range o.g.conns {
-		if tc.remote == e.Agent.RemoteAddr && tc.act != nil {
-			tc.act.calls.Add(1)
-			tc.act.last.Store(now)
+	return context.WithValue(ctx, activityKey{}, act)
+}
+
+// activityOf returns the activity record of the connection ctx's request
+// came on; nil outside a gateway connection (stdio mode, tests).
+func activityOf(ctx context.Context) *connActivity {
+	act, _ := ctx.Value(activityKey{}).(*connActivity)
+	return act
+}
+
+// called counts one call at now (unix nanoseconds). Issue 16: each call
+// used to look for its connection among all of them, by remote address,
+// under the gateway's lock (O(connections), and every session's calls
+// queued on one mutex); the record reached through the request's context
+// is the same one, without a lock. last only moves forward, so that calls
+// finishing out of order on one connection cannot set it back.
+func (a *connActivity) called(now int64) {
+	a.calls.Add(1)
+	for {
+		last := a.last.Load()
+		if last >= now || a.last.CompareAndSwap(last, now) {
 			return
 		}
 	}

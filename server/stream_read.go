@@ -167,10 +167,13 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) readNext {
 	if !listen && len(s.slots) == 1 { // only this request's: it is alone
 		return s.runInline(ctx, env.ID, line, size)
 	}
+	// Its own variable, declared here: the closure clears it, which puts
+	// it on the heap, and a line run inline must not pay for that.
+	work := line
 	s.workers.Go(func() {
 		notes := s.notes.Load()
-		resp := s.handle(ctx, env.ID, line)
-		line = nil // not needed while the answer waits for the writer
+		resp := s.handle(ctx, env.ID, work)
+		work = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
 		}

@@ -1,8 +1,44 @@
 package jsonrpc
 
-import "unicode/utf8"
+import (
+	"math/bits"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
+
+// plain marks the ASCII bytes AppendString copies as they are: one load per
+// byte instead of six comparisons (issue 16, second wave: the status
+// text, hundreds of bytes, is appended to every response).
+var plain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+const (
+	ones = 0x0101010101010101
+	high = 0x8080808080808080
+)
+
+// word is src[i:i+8] as a little-endian word (one load).
+func word(src string, i int) uint64 {
+	_ = src[i+7]
+	return uint64(src[i]) | uint64(src[i+1])<<8 | uint64(src[i+2])<<16 | uint64(src[i+3])<<24 |
+		uint64(src[i+4])<<32 | uint64(src[i+5])<<40 | uint64(src[i+6])<<48 | uint64(src[i+7])<<56
+}
+
+// special marks, in the high bit of its byte, the first byte of w that
+// is not plain: below 0x20, not ASCII, or one of " \\ < > &; 0 when all
+// are plain. Each term is the "some byte is zero" (or "is less than n",
+// n <= 128) bit trick, whose lowest mark is always exact (a borrow only
+// runs upwards), so the lowest mark of their union is the first such byte.
+func special(w uint64) uint64 {
+	zero := func(v uint64) uint64 { return (v - ones) &^ v & high }
+	return (w-ones*0x20)&^w&high | w&high | zero(w^(ones*'"')) | zero(w^(ones*'\\')) |
+		zero(w^(ones*'<')) | zero(w^(ones*'>')) | zero(w^(ones*'&'))
+}
 
 // AppendString appends src as a JSON string exactly as json.Marshal writes
 // it (HTML escaping on): control characters, quotes, backslashes, <, > and
@@ -13,8 +49,19 @@ func AppendString(dst []byte, src string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(src); {
+		// Plain bytes eight at a time, up to the first that is not.
+		for i+8 <= len(src) {
+			if m := special(word(src, i)); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
+		}
+		if i >= len(src) {
+			break
+		}
 		if c := src[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if plain[c] {
 				i++
 				continue
 			}
