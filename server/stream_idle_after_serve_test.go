@@ -18,8 +18,8 @@ type idleLogGate struct {
 }
 
 func (h *idleLogGate) Enabled(context.Context, slog.Level) bool { return true }
-func (h *idleLogGate) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *idleLogGate) WithGroup(string) slog.Handler           { return h }
+func (h *idleLogGate) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *idleLogGate) WithGroup(string) slog.Handler            { return h }
 func (h *idleLogGate) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "stream session idle, closing it" {
 		h.once.Do(func() { close(h.entered) })
