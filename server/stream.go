@@ -174,6 +174,7 @@ type StreamSession struct {
 	// when Serve stops it, after which it is never set again.
 	idle        *time.Timer
 	idleStopped bool
+	idleRun     sync.WaitGroup // checkIdle calls under way: stopIdle waits for them
 
 	closeRW sync.Once // rw is closed exactly once
 
@@ -372,6 +373,14 @@ func (s *StreamSession) touch() { s.lastActive.Store(int64(time.Since(s.born))) 
 // StreamOptions.IdleTimeout); otherwise it sets the idle timer to fire when
 // it could be, unless Serve has stopped it (stopIdle).
 func (s *StreamSession) checkIdle() {
+	s.mu.Lock()
+	if s.idleStopped {
+		s.mu.Unlock()
+		return
+	}
+	s.idleRun.Add(1) // under mu, so stopIdle's Wait cannot begin before it
+	s.mu.Unlock()
+	defer s.idleRun.Done()
 	limit := s.opts.IdleTimeout
 	next := limit // a request in flight is activity
 	if len(s.slots) == 0 {
@@ -390,13 +399,16 @@ func (s *StreamSession) checkIdle() {
 	}
 }
 
-// stopIdle stops the idle timer for good: a checkIdle running meanwhile
-// does not set it again.
+// stopIdle stops the idle timer for good and waits for a checkIdle under
+// way, so that none outlives Serve (it would log a wrong cause and kill
+// an ended session: attack review 4). The wait is outside mu, which kill
+// takes.
 func (s *StreamSession) stopIdle() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.idleStopped = true
 	s.idle.Stop()
+	s.mu.Unlock()
+	s.idleRun.Wait()
 }
 
 // Done returns a channel that is closed when Serve has returned.
