@@ -274,15 +274,25 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
+	return g.untilFreed(ctx, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
+		g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
+			"remote_addr", tc.remote, "error", err)
+	})
+}
+
+// untilFreed calls try until it succeeds, waiting between tries for the
+// channel try returns (closed when a slot is next released), at most
+// GatewayOptions.SlotWait in all; ctx ends the wait. waiting is called
+// once, when the first try fails. It returns try's last error.
+func (g *Gateway) untilFreed(ctx context.Context, try func() (<-chan struct{}, error), waiting func(error)) error {
 	var timer *time.Timer
 	for {
-		freed, err := g.tryAdmit(tc, agent, cs)
+		freed, err := try()
 		if err == nil {
 			return nil
 		}
 		if timer == nil {
-			g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
-				"remote_addr", tc.remote, "error", err)
+			waiting(err)
 			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
 		}
@@ -296,6 +306,15 @@ func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identi
 	}
 }
 
+// slotFreedLocked returns the channel closed at the next slot release;
+// g.mu must be held.
+func (g *Gateway) slotFreedLocked() <-chan struct{} {
+	if g.slotFreed == nil {
+		g.slotFreed = make(chan struct{})
+	}
+	return g.slotFreed
+}
+
 // waitForSlot waits at most GatewayOptions.SlotWait for a session slot to be free, before
 // the handshake, when every slot was taken at accept: the client that just
 // closed its previous connection must not be refused because its slot is
@@ -305,32 +324,18 @@ func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identi
 // cut beyond it), and no handshake is spent on it before a slot is free.
 // ctx ends the wait. It reports whether a slot is free.
 func (g *Gateway) waitForSlot(ctx context.Context) bool {
-	var timer *time.Timer
-	for {
+	return g.untilFreed(ctx, func() (<-chan struct{}, error) {
 		g.mu.Lock()
+		defer g.mu.Unlock()
 		if g.held < g.opts.MaxConnections {
-			g.mu.Unlock()
-			return true
+			return nil, nil
 		}
-		if g.slotFreed == nil {
-			g.slotFreed = make(chan struct{})
-		}
-		freed := g.slotFreed
-		g.mu.Unlock()
-		if timer == nil {
-			g.log.Debug("connection waiting for a session slot before its handshake")
-			timer = time.NewTimer(g.opts.SlotWait)
-			defer timer.Stop()
-		}
-		select {
-		case <-freed:
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+		return g.slotFreedLocked(), errSlotsTaken
+	}, func(error) { g.log.Debug("connection waiting for a session slot before its handshake") }) == nil
 }
+
+// errSlotsTaken is waitForSlot's reason to wait: every session slot is held.
+var errSlotsTaken = errors.New("every session slot is taken")
 
 // tryAdmit is admit; when a limit refuses, it also returns a channel that
 // is closed when a slot is next released.
@@ -349,10 +354,7 @@ func (g *Gateway) tryAdmit(tc *trackedConn, agent identity.Agent, cs tls.Connect
 		err = &limitError{limit: limitOperatorReserve, value: g.opts.OperatorReserve}
 	}
 	if err != nil {
-		if g.slotFreed == nil {
-			g.slotFreed = make(chan struct{})
-		}
-		return g.slotFreed, err
+		return g.slotFreedLocked(), err
 	}
 	g.held++
 	g.established.Store(int64(g.held))

@@ -39,22 +39,10 @@ var errSetup = errors.New("load: worker setup failed")
 // the measured window saw. Every worker is prepared first; if one cannot
 // be, the others are cleaned up and Run fails.
 func Run(ctx context.Context, workers int, win Window, newWorker NewWorker) (Result, error) {
-	ops := make([]Op, workers)
-	cleanups := make([]func(), 0, workers)
-	defer func() {
-		for _, c := range cleanups {
-			c()
-		}
-	}()
-	for i := range workers {
-		op, cleanup, err := newWorker(i)
-		if err != nil {
-			return Result{}, fmt.Errorf("%w: worker %d: %v", errSetup, i, err)
-		}
-		ops[i] = op
-		if cleanup != nil {
-			cleanups = append(cleanups, cleanup)
-		}
+	ops, cleanup, err := prepare(workers, newWorker)
+	defer cleanup()
+	if err != nil {
+		return Result{}, err
 	}
 	var phase atomic.Int32
 	var rec recorder
@@ -114,4 +102,27 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// prepare makes every worker's Op; cleanup undoes what was made, also
+// when one worker could not be prepared (err).
+func prepare(workers int, newWorker NewWorker) (ops []Op, cleanup func(), err error) {
+	ops = make([]Op, workers)
+	cleanups := make([]func(), 0, workers)
+	cleanup = func() {
+		for _, c := range cleanups {
+			c()
+		}
+	}
+	for i := range workers {
+		op, c, err := newWorker(i)
+		if err != nil {
+			return nil, cleanup, fmt.Errorf("%w: worker %d: %v", errSetup, i, err)
+		}
+		ops[i] = op
+		if c != nil {
+			cleanups = append(cleanups, c)
+		}
+	}
+	return ops, cleanup, nil
 }

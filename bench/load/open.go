@@ -28,22 +28,10 @@ func RunOpen(ctx context.Context, workers int, rate float64, win Window, newWork
 	if workers < 1 || rate <= 0 {
 		return Result{}, fmt.Errorf("load: open loop needs workers ≥ 1 and a positive rate, got %d and %v", workers, rate)
 	}
-	ops := make([]Op, workers)
-	cleanups := make([]func(), 0, workers)
-	defer func() {
-		for _, c := range cleanups {
-			c()
-		}
-	}()
-	for i := range workers {
-		op, cleanup, err := newWorker(i)
-		if err != nil {
-			return Result{}, fmt.Errorf("%w: worker %d: %v", errSetup, i, err)
-		}
-		ops[i] = op
-		if cleanup != nil {
-			cleanups = append(cleanups, cleanup)
-		}
+	ops, cleanup, err := prepare(workers, newWorker)
+	defer cleanup()
+	if err != nil {
+		return Result{}, err
 	}
 	interval := time.Duration(float64(workers) / rate * float64(time.Second))
 	t0 := time.Now().Add(10 * time.Millisecond)

@@ -4,12 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os"
 	"slices"
-	"time"
 
 	"github.com/nefia/nefia/bench/load"
-	"github.com/nefia/nefia/bench/proc"
 )
 
 // phaseOpen is the open-loop status phase in results.json.
@@ -60,45 +57,9 @@ func (s *suite) openLoopPhase(ctx context.Context) error {
 
 // measureOpen runs one open-loop cell and records it.
 func (s *suite) measureOpen(ctx context.Context, t *target, sessions, rate, round int, nw load.NewWorker) {
-	c := cell{Phase: phaseOpen, Target: t.name, Conc: sessions, Round: round, Offered: float64(rate)}
-	var cpu0, cpu1, self0, self1 time.Duration
-	var m0, m1 proc.Machine
-	var sampleErr error
-	sample := func(cpu, self *time.Duration, m *proc.Machine) {
-		var err error
-		if *cpu, err = t.cpu(); err != nil {
-			sampleErr = err
-		}
-		*self, _ = proc.CPU(os.Getpid())
-		*m, _ = proc.SampleMachine()
-	}
-	win := load.Window{
-		Warmup:   s.o.warmup,
-		Duration: s.o.duration,
-		OnStart:  func() { sample(&cpu0, &self0, &m0) },
-		OnEnd:    func() { sample(&cpu1, &self1, &m1) },
-	}
-	res, err := load.RunOpen(ctx, sessions, float64(rate), win, nw)
-	c.fill(res)
+	c, res := s.runCell(t, cell{Phase: phaseOpen, Target: t.name, Conc: sessions, Round: round, Offered: float64(rate)}, s.o.duration,
+		func(win load.Window) (load.Result, error) { return load.RunOpen(ctx, sessions, float64(rate), win, nw) })
 	c.Late = res.Late
-	if res.Ops > 0 {
-		c.ServerCPUus = us(cpu1-cpu0) / float64(res.Ops)
-		c.ClientCPUus = us(self1-self0) / float64(res.Ops)
-	}
-	if res.Elapsed > 0 {
-		busy := m1.Sub(m0).Busy - (cpu1 - cpu0) - (self1 - self0)
-		c.OtherCores = max(0, busy.Seconds()/res.Elapsed.Seconds())
-	}
-	switch {
-	case err != nil:
-		c.Err = err.Error()
-	case sampleErr != nil:
-		c.Err = sampleErr.Error()
-	case res.Errors > 0:
-		c.Err = fmt.Sprintf("%d of %d operations failed; first: %s", res.Errors, res.Errors+res.Ops, res.FirstError)
-	case res.Ops == 0:
-		c.Err = "no operation completed"
-	}
 	if c.Err != "" {
 		s.fail("%s %s %d/s round %d: %s", phaseOpen, t.name, rate, round, c.Err)
 	}

@@ -103,48 +103,9 @@ func (s *suite) fail(format string, args ...any) {
 
 // measure runs one closed-loop cell against t and records it.
 func (s *suite) measure(ctx context.Context, phase string, t *target, conc, round int, dur time.Duration, nw load.NewWorker) cell {
-	c := cell{Phase: phase, Target: t.name, Conc: conc, Round: round}
-	var cpu0, cpu1, main0, main1, self0, self1 time.Duration
-	var m0, m1 proc.Machine
-	var sampleErr error
-	sample := func(cpu, main, self *time.Duration, m *proc.Machine) {
-		var err error
-		if *cpu, err = t.cpu(); err != nil {
-			sampleErr = err
-		}
-		if len(t.procs) > 0 {
-			*main, _ = proc.CPU(t.pid())
-		}
-		*self, _ = proc.CPU(os.Getpid())
-		*m, _ = proc.SampleMachine()
-	}
-	win := load.Window{
-		Warmup:   s.o.warmup,
-		Duration: dur,
-		OnStart:  func() { sample(&cpu0, &main0, &self0, &m0) },
-		OnEnd:    func() { sample(&cpu1, &main1, &self1, &m1) },
-	}
-	res, err := load.Run(ctx, conc, win, nw)
-	c.fill(res)
-	if res.Ops > 0 {
-		c.ServerCPUus = us(cpu1-cpu0) / float64(res.Ops)
-		c.MainCPUus = us(main1-main0) / float64(res.Ops)
-		c.ClientCPUus = us(self1-self0) / float64(res.Ops)
-	}
-	if res.Elapsed > 0 {
-		busy := m1.Sub(m0).Busy - (cpu1 - cpu0) - (self1 - self0)
-		c.OtherCores = max(0, busy.Seconds()/res.Elapsed.Seconds())
-	}
-	switch {
-	case err != nil:
-		c.Err = err.Error()
-	case sampleErr != nil:
-		c.Err = sampleErr.Error()
-	case res.Errors > 0:
-		c.Err = fmt.Sprintf("%d of %d operations failed; first: %s", res.Errors, res.Errors+res.Ops, res.FirstError)
-	case res.Ops == 0:
-		c.Err = "no operation completed"
-	}
+	c, _ := s.runCell(t, cell{Phase: phase, Target: t.name, Conc: conc, Round: round}, dur, func(win load.Window) (load.Result, error) {
+		return load.Run(ctx, conc, win, nw)
+	})
 	if c.Err != "" {
 		s.fail("%s %s c=%d round %d: %s", phase, t.name, conc, round, c.Err)
 	}
@@ -648,4 +609,53 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// runCell runs one cell's load (run, over a window of dur) against t and
+// fills c with what it measured: rates and latencies, the server's,
+// nefia's main process's and this process's CPU per operation, the load of
+// other processes, and the cell's error if any.
+func (s *suite) runCell(t *target, c cell, dur time.Duration, run func(load.Window) (load.Result, error)) (cell, load.Result) {
+	var cpu0, cpu1, main0, main1, self0, self1 time.Duration
+	var m0, m1 proc.Machine
+	var sampleErr error
+	sample := func(cpu, main, self *time.Duration, m *proc.Machine) {
+		var err error
+		if *cpu, err = t.cpu(); err != nil {
+			sampleErr = err
+		}
+		if len(t.procs) > 0 {
+			*main, _ = proc.CPU(t.pid())
+		}
+		*self, _ = proc.CPU(os.Getpid())
+		*m, _ = proc.SampleMachine()
+	}
+	win := load.Window{
+		Warmup:   s.o.warmup,
+		Duration: dur,
+		OnStart:  func() { sample(&cpu0, &main0, &self0, &m0) },
+		OnEnd:    func() { sample(&cpu1, &main1, &self1, &m1) },
+	}
+	res, err := run(win)
+	c.fill(res)
+	if res.Ops > 0 {
+		c.ServerCPUus = us(cpu1-cpu0) / float64(res.Ops)
+		c.MainCPUus = us(main1-main0) / float64(res.Ops)
+		c.ClientCPUus = us(self1-self0) / float64(res.Ops)
+	}
+	if res.Elapsed > 0 {
+		busy := m1.Sub(m0).Busy - (cpu1 - cpu0) - (self1 - self0)
+		c.OtherCores = max(0, busy.Seconds()/res.Elapsed.Seconds())
+	}
+	switch {
+	case err != nil:
+		c.Err = err.Error()
+	case sampleErr != nil:
+		c.Err = sampleErr.Error()
+	case res.Errors > 0:
+		c.Err = fmt.Sprintf("%d of %d operations failed; first: %s", res.Errors, res.Errors+res.Ops, res.FirstError)
+	case res.Ops == 0:
+		c.Err = "no operation completed"
+	}
+	return c, res
 }
