@@ -87,17 +87,11 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	b = appendField(b, `,"session_id":`, r.SessionID)
 	b = appendField(b, `,"remote_addr":`, r.RemoteAddr)
 	b = appendField(b, `,"transport":`, r.Transport)
-	if len(r.Args) > 0 {
-		b = append(b, `,"args":`...)
-		if b, err = appendObject(b, r.Args); err != nil {
-			return b, err
-		}
+	if b, err = appendObjectField(b, `,"args":`, r.Args); err != nil {
+		return b, err
 	}
-	if len(r.Result) > 0 {
-		b = append(b, `,"result":`...)
-		if b, err = appendObject(b, r.Result); err != nil {
-			return b, err
-		}
+	if b, err = appendObjectField(b, `,"result":`, r.Result); err != nil {
+		return b, err
 	}
 	b = appendField(b, `,"outcome":`, r.Outcome)
 	b = appendField(b, `,"reason":`, r.Reason)
@@ -123,6 +117,14 @@ func appendField(b []byte, name, v string) []byte {
 		return b
 	}
 	return jsonrpc.AppendString(append(b, name...), v)
+}
+
+// appendObjectField appends an omitempty object field.
+func appendObjectField(b []byte, key string, m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return b, nil
+	}
+	return appendObject(append(b, key...), m)
 }
 
 // appendObject encodes m with its keys sorted, as json.Marshal does.
