@@ -120,13 +120,7 @@ func TestInventoryTornAppend(t *testing.T) {
 	for _, st := range states {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
-			s := NewStore(filepath.Join(t.TempDir(), "state"))
-			if err := s.ensureDir(); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(s.Path(IssuedFile), st.data, recordMode); err != nil {
-				t.Fatal(err)
-			}
+			s := storeWithInventory(t, st.data)
 			inv, err := s.readInventory()
 			if err != nil {
 				t.Fatalf("a torn tail must be repaired, got %v", err)
@@ -164,13 +158,7 @@ func TestInventoryTornAppend(t *testing.T) {
 	for _, st := range failClosed {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
-			s := NewStore(filepath.Join(t.TempDir(), "state"))
-			if err := s.ensureDir(); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(s.Path(IssuedFile), st.data, recordMode); err != nil {
-				t.Fatal(err)
-			}
+			s := storeWithInventory(t, st.data)
 			if _, err := s.readInventory(); !errors.Is(err, ErrCorruptState) {
 				t.Fatalf("want ErrCorruptState, got %v", err)
 			}
@@ -229,4 +217,17 @@ func TestInventoryConcurrentIssuers(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("file is not the full encoding of its records")
 	}
+}
+
+// storeWithInventory is a new Store whose inventory file holds data as it is.
+func storeWithInventory(t *testing.T, data []byte) *Store {
+	t.Helper()
+	s := NewStore(filepath.Join(t.TempDir(), "state"))
+	if err := s.ensureDir(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.Path(IssuedFile), data, recordMode); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
