@@ -30,11 +30,12 @@ import (
 // that provably never recorded a revocation, and never once this checker
 // has loaded a store that held one. It is safe for concurrent use.
 type RevocationChecker struct {
-	path   string
-	reload sync.Mutex // one reload at a time; checks never wait on it unless the file changed
-	snap   atomic.Pointer[revocationSnapshot]
-	loads  atomic.Uint64 // file reads, for tests proving checks do not read
-	stats  atomic.Uint64 // stat rounds (checks and Watch), for tests proving the watch spares them
+	path    string
+	logPath string     // the revocation log beside it (RevokedLogFile)
+	reload  sync.Mutex // one reload at a time; checks never wait on it unless the file changed
+	snap    atomic.Pointer[revocationSnapshot]
+	loads   atomic.Uint64 // file reads, for tests proving checks do not read
+	stats   atomic.Uint64 // stat rounds (checks and Watch), for tests proving the watch spares them
 	// held is set once a loaded store held a revocation: from then on a
 	// missing store fails closed whatever the inventory says.
 	held atomic.Bool
@@ -66,8 +67,8 @@ type verifiedSnapshot struct {
 const watchRecheck = time.Second
 
 type missingVerdict struct {
-	inv  atomicfile.Version
-	snap *revocationSnapshot
+	inv, log atomicfile.Version
+	snap     *revocationSnapshot
 }
 
 type revocationSnapshot struct {
@@ -101,9 +102,9 @@ type logReader struct {
 // NewRevocationChecker returns a checker for the store at path (normally
 // Store.Path(RevokedFile)). It loads lazily, on the first check.
 func NewRevocationChecker(path string) *RevocationChecker {
-	c := &RevocationChecker{path: path}
+	c := &RevocationChecker{path: path, logPath: filepath.Join(filepath.Dir(path), RevokedLogFile)}
 	// A missing state directory or a symlink: no watch, checks stat.
-	c.watch, _ = atomicfile.NewWatch(path, filepath.Join(filepath.Dir(path), RevokedLogFile))
+	c.watch, _ = atomicfile.NewWatch(path, c.logPath)
 	return c
 }
 
@@ -196,7 +197,7 @@ func (c *RevocationChecker) current() (*revocationSnapshot, error) {
 // the store, and a reload when either changed.
 func (c *RevocationChecker) statted() (*revocationSnapshot, error) {
 	c.stats.Add(1)
-	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	logPath := c.logPath
 	// The log is looked at before the store, for the reason readRevoked
 	// reads it first: a fold writes the store, then empties the log.
 	lid, lerr := atomicfile.VersionOf(logPath)
@@ -205,7 +206,7 @@ func (c *RevocationChecker) statted() (*revocationSnapshot, error) {
 	}
 	id, err := atomicfile.VersionOf(c.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c.whenMissing(logPath)
+		return c.whenMissing(lid)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
@@ -249,14 +250,14 @@ func (c *RevocationChecker) readLogOn(prev *revocationSnapshot, lid atomicfile.V
 	if s.logged == nil {
 		s.logged = map[string]struct{}{}
 	}
-	if err := c.log.readOn(c.path, s.logged); err != nil {
+	if err := c.log.readOn(c.logPath, s.logged); err != nil {
 		return &revocationSnapshot{id: prev.id, logID: lid, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
 	}
 	return s
 }
 
 // readOn adds the serials of the log's complete lines after l.off.
-func (l *logReader) readOn(storePath string, into map[string]struct{}) error {
+func (l *logReader) readOn(path string, into map[string]struct{}) error {
 	fi, err := l.f.Stat()
 	if err != nil {
 		return err
@@ -271,7 +272,6 @@ func (l *logReader) readOn(storePath string, into map[string]struct{}) error {
 	}
 	var buf [20]byte
 	var used int64
-	path := filepath.Join(filepath.Dir(storePath), RevokedLogFile)
 	err = parseLogLines(path, data[:n], l.off, func(e logEntry) {
 		b, _ := canonicalSerialBytes(e.Serial, buf[:0]) // parseLogLines checked it
 		into[string(b)] = struct{}{}
@@ -286,7 +286,7 @@ func (c *RevocationChecker) loadAll(id, lid atomicfile.Version, logExists bool) 
 		c.log.f.Close()
 		c.log = logReader{}
 	}
-	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	logPath := c.logPath
 	fail := func(err error) *revocationSnapshot {
 		return &revocationSnapshot{id: id, logID: lid, err: fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)}
 	}
@@ -301,7 +301,7 @@ func (c *RevocationChecker) loadAll(id, lid atomicfile.Version, logExists bool) 
 		}
 		if err == nil {
 			c.log = logReader{f: f}
-			if err := c.log.readOn(c.path, logged); err != nil {
+			if err := c.log.readOn(c.logPath, logged); err != nil {
 				return fail(err)
 			}
 		}
@@ -319,26 +319,29 @@ func (c *RevocationChecker) loadAll(id, lid atomicfile.Version, logExists bool) 
 // whenMissing judges a missing store (issue 10 item 4): an empty set where
 // checkMissingStore allows one, else ErrRevocationUnavailable naming the
 // file and saying why.
-func (c *RevocationChecker) whenMissing(logPath string) (*revocationSnapshot, error) {
+func (c *RevocationChecker) whenMissing(lid atomicfile.Version) (*revocationSnapshot, error) {
 	if c.held.Load() {
 		err := fmt.Errorf("%w: %s is missing, but it held revocations when last read; restore it from a backup", ErrRevocationUnavailable, c.path)
 		return nil, err
 	}
-	if lg, err := readRevLog(logPath); err != nil || len(lg.entries) > 0 {
-		return nil, fmt.Errorf("%w: %s is missing, but its log %s holds revocations or cannot be read (%v); restore it from a backup",
-			ErrRevocationUnavailable, c.path, RevokedLogFile, err)
-	}
+	// The verdict stands while neither the inventory nor the log changed
+	// (lid: the log's version statted just before, zero when it is
+	// missing), so a handshake reads neither file again.
 	dir := filepath.Dir(c.path)
 	inv, invErr := atomicfile.VersionOf(filepath.Join(dir, IssuedFile))
-	if v := c.missing.Load(); invErr == nil && v != nil && v.inv == inv {
+	if v := c.missing.Load(); invErr == nil && v != nil && v.inv == inv && v.log == lid {
 		return v.snap, v.snap.err
+	}
+	if lg, err := readRevLog(c.logPath); err != nil || len(lg.entries) > 0 {
+		return nil, fmt.Errorf("%w: %s is missing, but its log %s holds revocations or cannot be read (%v); restore it from a backup",
+			ErrRevocationUnavailable, c.path, RevokedLogFile, err)
 	}
 	s := &revocationSnapshot{serials: map[string]struct{}{}}
 	if err := checkMissingStore(dir); err != nil {
 		s.err = fmt.Errorf("%w: %v", ErrRevocationUnavailable, err)
 	}
 	if invErr == nil {
-		c.missing.Store(&missingVerdict{inv: inv, snap: s})
+		c.missing.Store(&missingVerdict{inv: inv, log: lid, snap: s})
 	}
 	return s, s.err
 }
@@ -429,7 +432,7 @@ const watchEvery = 10 * time.Millisecond
 // watch fails, it stats every watchEvery.
 func (c *RevocationChecker) Watch(ctx context.Context) <-chan struct{} {
 	ch := make(chan struct{}, 1)
-	logPath := filepath.Join(filepath.Dir(c.path), RevokedLogFile)
+	logPath := c.logPath
 	look := func() [2]atomicfile.Version {
 		c.stats.Add(1)
 		s, _ := atomicfile.VersionOf(c.path)
