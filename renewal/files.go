@@ -44,18 +44,11 @@ func (f Files) Lock() (unlock func(), err error) {
 		}
 		d.Close()
 	}
-	lf, err := os.OpenFile(f.Cert+LockSuffix, os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err = atomicfile.Lock(f.Cert + LockSuffix)
 	if err != nil {
-		return nil, fmt.Errorf("renewal: open the lock file: %w", err)
+		return nil, fmt.Errorf("renewal: %w", err)
 	}
-	if err := atomicfile.LockFile(lf); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("renewal: lock %s: %w", lf.Name(), err)
-	}
-	return func() {
-		atomicfile.UnlockFile(lf)
-		lf.Close()
-	}, nil
+	return unlock, nil
 }
 
 // Files are the key and certificate a renewal replaces.

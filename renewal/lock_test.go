@@ -3,7 +3,6 @@ package renewal_test
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -78,7 +77,7 @@ func TestRenewersOnOneDirectoryRenewOnce(t *testing.T) {
 		state[c.Serial] = c.State
 	}
 	for i, r := range results {
-		serial := fmt.Sprintf("%032x", r.KeyPair.Leaf.SerialNumber)
+		serial := pki.FormatSerial(r.KeyPair.Leaf.SerialNumber)
 		if state[serial] != pki.StateActive {
 			t.Errorf("renewer %d holds certificate %s, which is %s", i, serial, state[serial])
 		}
@@ -88,7 +87,7 @@ func TestRenewersOnOneDirectoryRenewOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf := kp.Leaf
-	if serial := fmt.Sprintf("%032x", leaf.SerialNumber); state[serial] != pki.StateActive {
+	if serial := pki.FormatSerial(leaf.SerialNumber); state[serial] != pki.StateActive {
 		t.Errorf("the files hold certificate %s, which is %s", serial, state[serial])
 	}
 	if runtime.GOOS != "windows" {
