@@ -252,14 +252,6 @@ func (e *limitError) Error() string {
 	return fmt.Sprintf("%s (%d) reached", e.limit, e.value)
 }
 
-// admit takes a session slot for a connection whose handshake succeeded
-// and records its identity, which makes it reachable by serial. It returns
-// a *limitError when a limit refuses it.
-func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	_, err := g.tryAdmit(tc, agent, cs)
-	return err
-}
-
 // DefaultSlotWait bounds how long a handshaken connection waits for a session
 // slot when a limit is reached (issue 16 item 4): a client that closes a
 // connection and reconnects at once used to be refused now and then (13 to
@@ -269,7 +261,7 @@ func (g *Gateway) admit(tc *trackedConn, agent identity.Agent, cs tls.Connection
 // while it waits, so a flood cannot queue behind it.
 const DefaultSlotWait = 250 * time.Millisecond
 
-// admitWithin is admit, waiting at most GatewayOptions.SlotWait for a slot to be
+// admitWithin is tryAdmit, waiting at most GatewayOptions.SlotWait for a slot to be
 // released when a limit refuses the connection; ctx ends the wait (the
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
@@ -337,8 +329,10 @@ func (g *Gateway) waitForSlot(ctx context.Context) bool {
 // errSlotsTaken is waitForSlot's reason to wait: every session slot is held.
 var errSlotsTaken = errors.New("every session slot is taken")
 
-// tryAdmit is admit; when a limit refuses, it also returns a channel that
-// is closed when a slot is next released.
+// tryAdmit takes a session slot for a connection whose handshake succeeded
+// and records its identity, which makes it reachable by serial. When a
+// limit refuses it, it returns a *limitError and a channel that is closed
+// when a slot is next released.
 func (g *Gateway) tryAdmit(tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) (<-chan struct{}, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()

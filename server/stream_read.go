@@ -26,12 +26,6 @@ func (s *StreamSession) readLoop(ctx context.Context) (peerClosed, moved bool) {
 			// already in the read buffer never meets: nothing read after
 			// Finish is served, buffered or not (attack review 3).
 			return true, false
-		case err == nil && ctx.Err() != nil:
-			// Closed (revoked, expired, idle, shutdown): likewise, a
-			// buffered line is not dispatched, where dispatch's select
-			// would pick it or the closed context at random.
-			s.end(context.Cause(ctx))
-			return false, false
 		case err == nil:
 			s.touch() // before dispatch takes a slot: the idle watch sees one or the other
 			switch s.dispatch(ctx, line) {
@@ -132,7 +126,10 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) readNext {
 		return readOn
 	}
 
-	if ctx.Err() != nil { // closed while this line was being decoded
+	if ctx.Err() != nil {
+		// Closed (revoked, expired, idle, shutdown): a line read from
+		// the buffer since is not served, where the select below would
+		// pick it or the closed context at random.
 		s.end(context.Cause(ctx))
 		return readStop
 	}
