@@ -40,13 +40,16 @@ func TestEtcdOperationsReadPerKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Someone else's entry, unreadable.
-	for _, key := range []string{prefix + "issued/ffff", prefix + "names/other/ffff"} {
+	for _, key := range []string{prefix + "issued/ffff", prefix + "names/other/ffff", prefix + "revoked/ffff"} {
 		if _, err := cli.Put(ctx, key, "{not json"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := store.List(); err == nil {
 		t.Fatal("List read past the unreadable entry: the test proves nothing")
+	}
+	if _, err := store.Revocations(); err == nil {
+		t.Fatal("Revocations read past the unreadable revocation: the test proves nothing")
 	}
 	second, err := svc.Issue(ctx, operator, ops.IssueRequest{Name: "a", Duration: "1h", OutDir: t.TempDir(), Force: true})
 	if err != nil {
