@@ -231,14 +231,10 @@ func recordLine(line []byte) (c IssuedCert, rest []byte, ok bool) {
 // writes it: everything but the certificates. ok is false for any other
 // layout.
 func inventoryHead(data []byte) (inv inventoryFile, ok bool) {
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	if !bytes.HasPrefix(line, []byte(`{"version":1,`)) {
+	if !bytes.HasPrefix(data, []byte(`{"version":1,`)) {
 		return inventoryFile{}, false
 	}
-	if bytes.HasSuffix(line, []byte(`"certificates":[`)) {
-		line = append(bytes.Clone(line), "]}"...)
-	}
-	if json.Unmarshal(line, &inv) != nil || inv.Version != 1 {
+	if json.Unmarshal(headLine(data, "certificates"), &inv) != nil || inv.Version != 1 {
 		return inventoryFile{}, false
 	}
 	inv.Certificates = nil

@@ -139,14 +139,21 @@ func appendRevLog(path string, size int64, e logEntry) error {
 // revocations. ok is false when the store is not laid out as
 // writeRevoked writes it (then the caller reads it whole).
 func storeHead(data []byte) (rf revokedFile, ok bool) {
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	if bytes.HasSuffix(line, []byte(`"revoked":[`)) {
-		line = append(bytes.Clone(line), "]}"...)
-	}
-	if json.Unmarshal(line, &rf) != nil || !knownRevokedVersion(rf.Version) || rf.CRLNumber < 0 {
+	if json.Unmarshal(headLine(data, "revoked"), &rf) != nil || !knownRevokedVersion(rf.Version) || rf.CRLNumber < 0 {
 		return revokedFile{}, false
 	}
 	return rf, true
+}
+
+// headLine is the first line of a record file as writeRecords writes it
+// (every field, then the list key and its opening bracket), closed into an
+// object of its own: the fields without the list.
+func headLine(data []byte, listKey string) []byte {
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	if bytes.HasSuffix(line, []byte(`"`+listKey+`":[`)) {
+		line = append(bytes.Clone(line), "]}"...)
+	}
+	return line
 }
 
 // serialKey is how a serial appears in the store and the log, as
