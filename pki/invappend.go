@@ -148,18 +148,10 @@ func closing(m int) string {
 // written it.
 func appendEncoding(m int, certs []IssuedCert) ([]byte, error) {
 	var b bytes.Buffer
-	for i := range certs {
-		if m+i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("\n  ")
-		data, err := json.Marshal(certs[i])
-		if err != nil {
-			return nil, err
-		}
-		b.Write(data)
+	if err := appendItems(&b, m, certs); err != nil {
+		return nil, err
 	}
-	b.WriteString("\n]}\n")
+	b.WriteString(closing(m + len(certs)))
 	return b.Bytes(), nil
 }
 

@@ -167,22 +167,30 @@ func encodeRecordsVersion[T any](path string, version int, head, key string, ite
 	var b bytes.Buffer
 	b.Grow(64 + len(head) + 200*len(items))
 	b.WriteString(`{"version":` + strconv.Itoa(version) + `,` + head + `"` + key + `":[`)
+	if err := appendItems(&b, 0, items); err != nil {
+		return nil, fmt.Errorf("pki: encode %s: %w", path, err)
+	}
+	b.WriteString(closing(len(items)))
+	return b.Bytes(), nil
+}
+
+// appendItems writes items as list entries following first entries
+// already written: one per line, comma-separated. The inventory's appends
+// (appendEncoding) and the whole-file encoding share it, so their bytes
+// cannot drift apart.
+func appendItems[T any](b *bytes.Buffer, first int, items []T) error {
 	for i := range items {
-		if i > 0 {
+		if first+i > 0 {
 			b.WriteByte(',')
 		}
 		b.WriteString("\n  ")
 		data, err := json.Marshal(items[i])
 		if err != nil {
-			return nil, fmt.Errorf("pki: encode %s: %w", path, err)
+			return err
 		}
 		b.Write(data)
 	}
-	if len(items) > 0 {
-		b.WriteByte('\n')
-	}
-	b.WriteString("]}\n")
-	return b.Bytes(), nil
+	return nil
 }
 
 func exists(path string) (bool, error) {
