@@ -266,17 +266,46 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	return g.untilFreed(ctx, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
+	return g.untilFreed(ctx, false, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
 		g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
 			"remote_addr", tc.remote, "error", err)
 	})
 }
 
+// maxSlotWaiters is how many connections may wait for a session slot at
+// once: an eighth of GatewayOptions.MaxHandshakes (64 by default), at least
+// one. A waiting connection keeps its pending-handshake place, so waiters
+// alone can never take the places and cut handshakes in progress; the
+// bound is still far above what reconnections need (a wait lasts at most
+// SlotWait). Beyond it a connection is refused at once, as before the
+// wait existed.
+func (g *Gateway) maxSlotWaiters() int32 {
+	return int32(max(g.opts.MaxHandshakes/8, 1))
+}
+
+// takeWaiter takes one of the maxSlotWaiters places, if one is free;
+// dropWaiter gives it back.
+func (g *Gateway) takeWaiter() bool {
+	for {
+		n := g.slotWaiters.Load()
+		if n >= g.maxSlotWaiters() {
+			return false
+		}
+		if g.slotWaiters.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (g *Gateway) dropWaiter() { g.slotWaiters.Add(-1) }
+
 // untilFreed calls try until it succeeds, waiting between tries for the
 // channel try returns (closed when a slot is next released), at most
-// GatewayOptions.SlotWait in all; ctx ends the wait. waiting is called
-// once, when the first try fails. It returns try's last error.
-func (g *Gateway) untilFreed(ctx context.Context, try func() (<-chan struct{}, error), waiting func(error)) error {
+// GatewayOptions.SlotWait in all; ctx ends the wait. A wait takes one of
+// the waiting places (takeWaiter) unless held says the caller holds one;
+// with none free, try's first error is returned at once. waiting is
+// called once, when the wait begins. It returns try's last error.
+func (g *Gateway) untilFreed(ctx context.Context, held bool, try func() (<-chan struct{}, error), waiting func(error)) error {
 	var timer *time.Timer
 	for {
 		freed, err := try()
@@ -284,6 +313,12 @@ func (g *Gateway) untilFreed(ctx context.Context, try func() (<-chan struct{}, e
 			return nil
 		}
 		if timer == nil {
+			if !held {
+				if !g.takeWaiter() {
+					return err
+				}
+				defer g.dropWaiter()
+			}
 			waiting(err)
 			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
@@ -312,11 +347,15 @@ func (g *Gateway) slotFreedLocked() <-chan struct{} {
 // closed its previous connection must not be refused because its slot is
 // released a moment later (issue 16 item 4). Until then a connection was
 // refused at once; a short bounded wait is not a queue a flood can build:
-// the connection counts against MaxHandshakes while it waits (the oldest
-// cut beyond it), and no handshake is spent on it before a slot is free.
-// ctx ends the wait. It reports whether a slot is free.
+// at most maxSlotWaiters connections wait (the accept loop refuses the
+// others at once, before they take a pending-handshake place), each
+// counts against MaxHandshakes while it waits, and no handshake is spent
+// on it before a slot is free.
+// ctx ends the wait. The caller holds a waiting place (takeWaiter), which
+// this gives back. It reports whether a slot is free.
 func (g *Gateway) waitForSlot(ctx context.Context) bool {
-	return g.untilFreed(ctx, func() (<-chan struct{}, error) {
+	defer g.dropWaiter()
+	return g.untilFreed(ctx, true, func() (<-chan struct{}, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.held < g.opts.MaxConnections {

@@ -98,9 +98,12 @@ type GatewayOptions struct {
 	ControlSocket string
 
 	// MaxConnections caps established sessions: connections whose
-	// handshake succeeded (mcp.mtls.max_connections). One more is refused at
-	// once, never queued: at accept when every slot is already taken, else
-	// as soon as its handshake completes, before it can send a request.
+	// handshake succeeded (mcp.mtls.max_connections). One more waits at most
+	// SlotWait for a slot to be released, and is refused then: before its
+	// handshake when every slot is already taken at accept, else as soon as
+	// its handshake completes, before it can send a request. At most
+	// MaxHandshakes/8 connections wait at once (maxSlotWaiters); beyond
+	// that one is refused at once, at accept when every slot is taken.
 	MaxConnections int
 	// MaxHandshakes caps connections still in their TLS handshake. It is a
 	// budget of its own, not a share of MaxConnections: otherwise clients
@@ -192,10 +195,13 @@ type Gateway struct {
 	held      int                       // session slots taken (at most MaxConnections)
 	perSerial map[string]int            // slots taken per certificate serial
 	slotFreed chan struct{}             // closed at the next release; nil when nobody waits
-	handlers  sync.WaitGroup
-	addr      atomic.Pointer[net.Addr]
-	ready     chan struct{}
-	readyOne  sync.Once
+	// slotWaiters counts connections waiting for a session slot (before
+	// their handshake or after it); at most maxSlotWaiters.
+	slotWaiters atomic.Int32
+	handlers    sync.WaitGroup
+	addr        atomic.Pointer[net.Addr]
+	ready       chan struct{}
+	readyOne    sync.Once
 }
 
 // pendingHandshake is one connection in its TLS handshake, an element of
@@ -501,13 +507,26 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			err = fmt.Errorf("server: accept: %w", err)
 			break
 		}
+		// Every slot taken: the connection may wait for one, as one of at
+		// most maxSlotWaiters, else it is refused here, before it takes a
+		// pending-handshake place: a flood of connections while the
+		// gateway is full must not cut handshakes in progress
+		// (beginHandshake cuts the oldest when the places are taken).
+		waiter := false
+		if g.full() {
+			if waiter = g.takeWaiter(); !waiter {
+				conn.Close()
+				g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
+				continue
+			}
+		}
 		hsCtx, hs := g.beginHandshake(ctx)
 		tc := g.track(conn)
 		g.handlers.Add(1)
 		go func() {
 			defer g.handlers.Done()
 			defer g.untrack(tc)
-			g.handle(ctx, hsCtx, hs, tc)
+			g.handle(ctx, hsCtx, hs, tc, waiter)
 		}()
 	}
 	cancel()
@@ -583,12 +602,14 @@ func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
 // handshake under a deadline (hsCtx also ends it when the connection is cut
 // to make room, see beginHandshake), then, if the limits admit it, one MCP
 // session until either side ends it. The connection's state in the table
-// follows each step (see connState).
-func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn) {
+// follows each step (see connState). waiter says the accept loop found
+// every slot taken and gave the connection one of the waiting places
+// (takeWaiter), which waitForSlot gives back.
+func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn, waiter bool) {
 	defer hs.cancel(nil)
 	defer g.endHandshake(hs)
 	raw, remote := tc.raw, tc.remote
-	if g.full() && !g.waitForSlot(hsCtx) {
+	if waiter && !g.waitForSlot(hsCtx) {
 		// Every session slot is still taken: refused before a handshake is
 		// spent on it. A racing handshake may still fill the last slot;
 		// admission checks again when the handshake is done. Out of the

@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"errors"
 	"log/slog"
+	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -88,6 +91,101 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 				serial = "" // refused before its handshake: no one known
 			}
 			waitFor(t, func() bool { return limitRefusal(gw, serial, tc.limit) })
+		})
+	}
+}
+
+// TestSlotWaitersAreBounded: while every session slot is taken, at most
+// MaxHandshakes/8 connections wait for one; the others are refused at
+// once, before their handshake (at accept) or right after it (a limit of
+// their certificate), and audited. Before the bound, each waited SlotWait
+// holding a pending-handshake place, so a flood of connections to a full
+// gateway took every place and cut a handshake in progress (the oldest),
+// and a client with a valid certificate could hold any number of waits.
+func TestSlotWaitersAreBounded(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		// afterHandshake floods with handshakes of a certificate at its
+		// per-client limit, else with bare TCP connections to a full gateway.
+		afterHandshake bool
+		maxHandshakes  int // MaxHandshakes/8 may wait
+	}{
+		{name: "bare connections to a full gateway", maxHandshakes: 8},
+		// Room for the flood's own handshakes besides the one in progress.
+		{name: "handshaken connections at the per-client limit", afterHandshake: true, maxHandshakes: 16},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const flood = 12
+			gw := servertest.Start(t, func(o *server.GatewayOptions) {
+				o.MaxHandshakes = tc.maxHandshakes
+				o.MaxConnections = 1
+				o.OperatorReserve = server.NoOperatorReserve
+				if tc.afterHandshake {
+					o.MaxConnections = 4
+					o.MaxConnectionsPerClient = 1
+				}
+				o.SlotWait = time.Minute // a waiter outlives the test
+				o.HandshakeTimeout = time.Minute
+			})
+			// A handshake in progress, begun while a slot was free.
+			stalled, err := net.Dial("tcp", gw.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stalled.Close()
+			waitFor(t, func() bool { return gw.Count() == 1 })
+			holder := gw.Cert("holder", pki.RoleOperator)
+			openRPC(t, gw, holder, 1)
+
+			refused := make(chan error, flood)
+			for range flood {
+				go func() {
+					if tc.afterHandshake {
+						refused <- gw.Probe(gw.ClientConfig(&holder))
+						return
+					}
+					c, err := net.Dial("tcp", gw.Addr)
+					if err != nil {
+						refused <- err
+						return
+					}
+					defer c.Close()
+					_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+					_, err = c.Read(make([]byte, 1))
+					refused <- err
+				}()
+			}
+			// All but the waiters are refused, well within SlotWait.
+			waiters := tc.maxHandshakes / 8
+			deadline := time.After(waitLimit)
+			for i := range flood - waiters {
+				select {
+				case err := <-refused:
+					if err == nil {
+						t.Fatalf("connection %d admitted with the slots taken", i+1)
+					}
+				case <-deadline:
+					t.Fatalf("%d of %d connections refused; the others wait: the waits are not bounded", i, flood-waiters)
+				}
+			}
+			select {
+			case err := <-refused:
+				t.Fatalf("every connection refused (%v): none waited for a slot", err)
+			default:
+			}
+			// The handshake in progress was not cut to make room.
+			_ = stalled.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := stalled.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the handshake in progress was cut by the flood: %v", err)
+			}
+			serial, limit := "", "mcp.mtls.max_connections (1)"
+			if tc.afterHandshake {
+				serial, limit = pki.FormatSerial(holder.Leaf.SerialNumber), "mcp.mtls.max_connections_per_client (1)"
+			}
+			waitFor(t, func() bool { return limitRefusal(gw, serial, limit) })
 		})
 	}
 }
