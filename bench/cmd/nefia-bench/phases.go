@@ -259,31 +259,35 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		baseline bool   // profile the crypto/tls ceiling instead of nefia
 		config   string // nefia.yaml of the gateway, "" for the fixture's
 		echo     string // profile the echo server called directly instead of nefia: "stream" or "http"
+		rate     int    // offered calls/s in total (open loop, load.RunOpen); 0 for a closed loop
 		nw       func(addr string) load.NewWorker
 	}{
-		{"handshake_full_c50", 50, false, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"baseline_handshake_full_c50", 50, true, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
-		{"handshake_resumed_c50", 50, false, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"baseline_handshake_resumed_c50", 50, true, "", "", func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
-		{"status_s50", 50, false, "", "", func(addr string) load.NewWorker {
+		{"handshake_full_c50", 50, false, "", "", 0, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"baseline_handshake_full_c50", 50, true, "", "", 0, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, false) }},
+		{"handshake_resumed_c50", 50, false, "", "", 0, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"baseline_handshake_resumed_c50", 50, true, "", "", 0, func(addr string) load.NewWorker { return load.HandshakeWorkers(ctx, addr, s.agentCfg, true) }},
+		{"status_s50", 50, false, "", "", 0, func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
 		}},
-		{"echo_direct_s50", 50, false, "", "stream", func(addr string) load.NewWorker {
+		{"status_open10k_s50", 50, false, "", "", 10000, func(addr string) load.NewWorker {
+			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
+		}},
+		{"echo_direct_s50", 50, false, "", "stream", 0, func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, "echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"upstream_echo_s50", 50, false, upCfg, "", func(addr string) load.NewWorker {
+		{"upstream_echo_s50", 50, false, upCfg, "", 0, func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(int) *tls.Config { return s.agentCfg }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"echo_direct_http_s50", 50, false, "", "http", func(addr string) load.NewWorker {
+		{"echo_direct_http_s50", 50, false, "", "http", 0, func(addr string) load.NewWorker {
 			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, "echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"upstream_echo_http_s50", 50, false, upHTTPCfg, "", func(addr string) load.NewWorker {
+		{"upstream_echo_http_s50", 50, false, upHTTPCfg, "", 0, func(addr string) load.NewWorker {
 			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"upstream_echo_http_s1", 1, false, upHTTPCfg, "", func(addr string) load.NewWorker {
+		{"upstream_echo_http_s1", 1, false, upHTTPCfg, "", 0, func(addr string) load.NewWorker {
 			return load.HTTPToolWorkers(ctx, "https://"+addr+server.MCPPath, func(i int) *tls.Config { return httpCfgs[i%len(httpCfgs)] }, echoUpstream+".echo", func(int, int64) []byte { return echoArgs })
 		}},
-		{"issue_client_8ops", 8, false, "", "", func(addr string) load.NewWorker {
+		{"issue_client_8ops", 8, false, "", "", 0, func(addr string) load.NewWorker {
 			return load.ToolWorkers(ctx, addr, func(i int) *tls.Config { return opCfgs[i] }, toolIssue, func(i int, n int64) []byte {
 				return fmt.Appendf(nil, `{"name":"prof-%d-%d","duration":"1h","out_dir":"op%d"}`, i, n, i)
 			})
@@ -321,7 +325,11 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.measure(ctx, phaseProfile+":"+w.name, t, w.conc, 0, dur, w.nw(t.addr))
+		if w.rate > 0 {
+			s.measureOpen(ctx, t, w.conc, w.rate, 0, w.nw(t.addr))
+		} else {
+			s.measure(ctx, phaseProfile+":"+w.name, t, w.conc, 0, dur, w.nw(t.addr))
+		}
 		s.stopAll(t)
 		pp := profile{Name: w.name, Path: prof}
 		for _, mode := range []string{"flat", "cum", "all"} {
