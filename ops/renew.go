@@ -70,7 +70,7 @@ func (s *Service) Renew(ctx context.Context, actor identity.Agent, req RenewRequ
 		// look again now that the successor is in the inventory: a
 		// predecessor revoked (or a chain renewed past it) meanwhile is
 		// refused like one revoked before.
-		return audit.ToMap(iss.IssuedCert), s.renewConflict(prev, iss.Serial)
+		return audit.ToMap(iss.IssuedCert), s.renewConflict(prev, iss.Serial, d)
 	})
 	if out.Issued != nil && err != nil && !errors.Is(err, ErrOutcomeUnrecorded) {
 		s.withdraw(ctx, actor, out.Serial, err)
@@ -111,15 +111,20 @@ const WithdrawnReason = "renewal refused after issuance"
 // renewed in turn. The predecessor's renewal keeps the bridge's lost-answer
 // retry working (supersede then revokes the successor nobody holds); an
 // older ancestor renewing would revoke the chain's newest certificate and
-// fork the chain (issue 13, attack item 3). Run again after issuance, it
-// closes the window between checkRenew and Store.Issue, which no lock
-// spans: a revocation or a chain renewal that lands in it is seen here.
-func (s *Service) renewConflict(prev, next string) error {
+// fork the chain (issue 13, attack item 3). The chain must also be under
+// MaxRenewalsPerLifetime renewals within window, the lifetime its next
+// certificate gets (renewRateIn). Run again after issuance, it closes the
+// window between checkRenew and Store.Issue, which no lock spans: a
+// revocation or a chain renewal that lands in it is seen here.
+func (s *Service) renewConflict(prev, next string, window time.Duration) error {
 	list, err := s.Store.List()
 	if err != nil {
 		return fmt.Errorf("read the inventory: %w", err)
 	}
-	return renewConflictIn(list, prev, next)
+	if err := renewConflictIn(list, prev, next); err != nil {
+		return err
+	}
+	return renewRateIn(list, prev, next, s.Store.Now(), window)
 }
 
 func renewConflictIn(list []pki.ListedCert, prev, next string) error {
@@ -267,10 +272,6 @@ func (s *Service) checkRenew(ctx context.Context, actor identity.Agent, req Rene
 	if err != nil {
 		return "", 0, fmt.Errorf("read the inventory: %w", err)
 	}
-	if err := s.renewConflict(serial, ""); err != nil {
-		s.logFor(ctx, actor).Warn("renewal refused", logKeySerial, serial, logKeyError, err)
-		return "", 0, err
-	}
 	var d time.Duration
 	switch {
 	case known:
@@ -293,6 +294,10 @@ func (s *Service) checkRenew(ctx context.Context, actor identity.Agent, req Rene
 	}
 	if d < config.MinClientDuration {
 		d = config.MinClientDuration
+	}
+	if err := s.renewConflict(serial, "", d); err != nil {
+		s.logFor(ctx, actor).Warn("renewal refused", logKeySerial, serial, logKeyError, err)
+		return "", 0, err
 	}
 	return serial, d, nil
 }
