@@ -18,8 +18,15 @@ type Upstream struct {
 	Name string `yaml:"name"`
 	// Command is the program and its arguments, run without a shell.
 	Command []string `yaml:"command"`
-	// Env is added to the environment the command inherits.
+	// Env is added to the environment the command inherits, which is
+	// only a few variables of nefia's own (PATH, HOME and the like; see
+	// upstream.commandEnv): anything else it needs is set here, or named
+	// in InheritEnv.
 	Env map[string]string `yaml:"env"`
+	// InheritEnv names more variables of nefia's own environment the
+	// command inherits (a token or a proxy it needs), so that a secret
+	// need not be written in nefia.yaml to reach it.
+	InheritEnv []string `yaml:"inherit_env"`
 	// URL is a Streamable HTTP endpoint: https, or http on a loopback
 	// address only, so that identities and headers never cross a network
 	// in clear text.
@@ -134,6 +141,11 @@ func checkUpstreams(key string, ups []Upstream) []error {
 					errs = append(errs, invalid(at+".env", "%q is not an environment variable name", k))
 				}
 			}
+			for _, k := range u.InheritEnv {
+				if k == "" || strings.ContainsAny(k, "=\x00") {
+					errs = append(errs, invalid(at+".inherit_env", "%q is not an environment variable name", k))
+				}
+			}
 			for _, k := range []struct{ key, v string }{{"headers_file", u.HeadersFile}, {"ca_file", u.CAFile}, {"cert_file", u.CertFile}, {"key_file", u.KeyFile}} {
 				if k.v != "" {
 					errs = append(errs, invalid(at+"."+k.key, "applies to url upstreams only"))
@@ -145,6 +157,9 @@ func checkUpstreams(key string, ups []Upstream) []error {
 			}
 			if len(u.Env) > 0 {
 				errs = append(errs, invalid(at+".env", "applies to command upstreams only"))
+			}
+			if len(u.InheritEnv) > 0 {
+				errs = append(errs, invalid(at+".inherit_env", "applies to command upstreams only"))
 			}
 		}
 		if (u.CertFile == "") != (u.KeyFile == "") {

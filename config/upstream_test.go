@@ -33,6 +33,8 @@ func TestValidateUpstreams(t *testing.T) {
 		{name: "credentials in url", ups: []Upstream{{Name: "a", URL: "https://u:p@x/mcp"}}, want: []string{`mcp.upstreams[0].url: must be an absolute URL`}},
 		{name: "http options on stdio", ups: []Upstream{{Name: "a", Command: []string{"x"}, HeadersFile: "/h", CAFile: "/c"}}, want: []string{"mcp.upstreams[0].headers_file: applies to url", "mcp.upstreams[0].ca_file: applies to url"}},
 		{name: "bad env name", ups: []Upstream{{Name: "a", Command: []string{"x"}, Env: map[string]string{"A=B": "c"}}}, want: []string{`mcp.upstreams[0].env: "A=B" is not an environment variable name`}},
+		{name: "bad inherit_env name", ups: []Upstream{{Name: "a", Command: []string{"x"}, InheritEnv: []string{"TOKEN", ""}}}, want: []string{`mcp.upstreams[0].inherit_env: "" is not an environment variable name`}},
+		{name: "inherit_env on url", ups: []Upstream{{Name: "a", URL: "https://x", InheritEnv: []string{"TOKEN"}}}, want: []string{"mcp.upstreams[0].inherit_env: applies to command"}},
 		{name: "env on url", ups: []Upstream{{Name: "a", URL: "https://x", Env: map[string]string{"A": "b"}}}, want: []string{"mcp.upstreams[0].env: applies to command"}},
 		{name: "cert without key", ups: []Upstream{{Name: "a", URL: "https://x", CertFile: "/c"}}, want: []string{"mcp.upstreams[0].key_file: cert_file and key_file go together"}},
 		{name: "nul in path", ups: []Upstream{{Name: "a", URL: "https://x", CAFile: "a\x00b"}}, want: []string{"mcp.upstreams[0].ca_file: must not contain a NUL"}},

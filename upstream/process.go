@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"sort"
 	"sync"
 	"time"
 
@@ -28,15 +27,7 @@ const stopGrace = 2 * time.Second
 func (u *upstream) spawn(ctx context.Context) (*conn, error) {
 	argv := u.cfg.Command
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = os.Environ()
-	keys := make([]string, 0, len(u.cfg.Env))
-	for k := range u.cfg.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		cmd.Env = append(cmd.Env, k+"="+u.cfg.Env[k])
-	}
+	cmd.Env = commandEnv(os.Environ(), u.cfg.InheritEnv, u.cfg.Env)
 	// Never nefia's stdout, which carries JSON-RPC in stdio mode.
 	stderr := &logWriter{log: u.log}
 	cmd.Stderr = stderr

@@ -63,6 +63,8 @@ type echoOut struct {
 	Transport string            `json:"transport"`
 	// Args are the call's arguments as this upstream received them.
 	Args string `json:"args"`
+	// Env is the names in this process's environment.
+	Env []string `json:"env,omitempty"`
 }
 
 type sleepIn struct {
@@ -84,6 +86,10 @@ func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, Title: "Echo"}},
 		func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, echoOut, error) {
 			out := echoOut{Text: in.Text, Meta: req.Params.Meta, PID: os.Getpid(), Transport: "stdio", Args: string(req.Params.Arguments)}
+			for _, kv := range os.Environ() {
+				k, _, _ := strings.Cut(kv, "=")
+				out.Env = append(out.Env, k)
+			}
 			if req.Extra != nil && req.Extra.Header != nil {
 				out.Transport = "http"
 				out.Headers = map[string]string{}
