@@ -113,6 +113,8 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 		if archived, err = s.archive(); err != nil {
 			return nil, err
 		}
+	} else if err := s.checkNoFleet(); err != nil {
+		return nil, err
 	}
 
 	now := s.now()
@@ -165,6 +167,29 @@ func (s *Store) caPresent() (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// checkNoFleet lets Init create a CA on a host without one unless the
+// inventory and revocations are shared records that already exist (a
+// fleet with its own CA: ErrJoinSharedCA). Shared records that cannot
+// say, or cannot be reached, refuse too: a new CA is not undone by
+// learning later that a fleet was there.
+func (s *Store) checkNoFleet() error {
+	if s.records == nil {
+		return nil
+	}
+	h, ok := s.records.(healthReporter)
+	if !ok {
+		return ErrJoinSharedCA
+	}
+	switch err := h.Health(); {
+	case err == nil:
+		return ErrJoinSharedCA
+	case errors.Is(err, ErrSharedStoreAbsent):
+		return nil
+	default:
+		return fmt.Errorf("pki: init cannot tell whether the shared store already serves a fleet with its own CA, so no CA was created: %w", err)
+	}
 }
 
 // describeExistingCA builds the refusal that tells the operator what a forced

@@ -29,6 +29,22 @@ var ErrReplaceSharedCA = errors.New("pki: init --force would replace the CA of t
 	"To start over with a new CA, set mcp.mtls.store.backend to file, run 'nefia mtls init --force', " +
 	"choose a new mcp.mtls.store.etcd.prefix, run 'nefia mtls store migrate --to etcd', switch back to etcd and distribute the new CA files to every gateway")
 
+// ErrJoinSharedCA refuses 'init' on a host without a CA while the
+// inventory and the revocations are a shared store (etcd) that already
+// exists: that store serves a fleet whose CA is elsewhere, and a new CA of
+// this host's would split the fleet between two CAs, silently (issue 15's
+// init --force refusal covered only a host that already had a CA).
+// Nothing is changed.
+var ErrJoinSharedCA = errors.New("pki: init would create a new CA for this host only, while the shared store " +
+	"(mcp.mtls.store.backend: etcd) already serves a fleet with its own CA; nothing was changed. " +
+	"Copy mtls_ca.crt (and mtls_ca.key, on a gateway that issues), mtls_server.crt and mtls_server.key from a gateway of the fleet " +
+	"(or point mcp.mtls.ca_cert_file, cert_file and key_file at copies); for a new fleet, choose a new mcp.mtls.store.etcd.prefix")
+
+// ErrSharedStoreAbsent is wrapped by the errors of shared records whose
+// store was never created (etcd: no marker under the prefix): no fleet
+// uses it yet, so 'init' may create a CA to migrate into it.
+var ErrSharedStoreAbsent = errors.New("the shared store does not exist")
+
 // ErrNoCAKey is returned when the CA certificate is present but its key is
 // not: a gateway that shares a store but does not issue runs without the
 // key, and refuses issuance with this error.

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,5 +209,61 @@ func TestInitForceRefusedOnEtcd(t *testing.T) {
 	}
 	if now, _ := os.ReadDir(c.stateDir); len(now) != len(entries) {
 		t.Errorf("the state directory changed: %d entries, was %d", len(now), len(entries))
+	}
+}
+
+// TestInitJoiningAFleetRefused: plain 'nefia mtls init' on a host without
+// a CA whose backend is an etcd store that already exists would give this
+// host a CA of its own beside the fleet's, splitting it silently: refused
+// in one line, exit 2, no CA written. With no store under the prefix yet
+// (a new fleet, to be migrated into), init goes ahead; with etcd out of
+// reach, nobody can tell, and it refuses.
+func TestInitJoiningAFleetRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		store    bool // the fleet's store exists under the prefix
+		down     bool // etcd is not reachable
+		wantCode int
+		want     string
+	}{
+		{name: "store exists", store: true, wantCode: 2, want: "already serves a fleet with its own CA"},
+		{name: "no store yet", wantCode: 0},
+		{name: "etcd out of reach", down: true, wantCode: 3, want: "cannot tell whether the shared store already serves a fleet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
+			if tt.store {
+				fleet := newCLI(t)
+				fleet.mustRun("mtls", "init")
+				writeStoreConfig(t, fleet, "file", cluster.Endpoints())
+				fleet.mustRun("mtls", "store", "migrate", "--to", "etcd")
+			}
+			eps := cluster.Endpoints()
+			if tt.down {
+				eps = []string{"http://127.0.0.1:1"}
+			}
+			host := newCLI(t)
+			if err := os.MkdirAll(filepath.Dir(host.config), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeStoreConfig(t, host, "etcd", eps)
+			_, stderr, code := host.run("mtls", "init")
+			_, caErr := os.Stat(filepath.Join(host.stateDir, pki.CACertFile))
+			if tt.wantCode == 0 {
+				if code != 0 || caErr != nil {
+					t.Fatalf("init with no store yet: exit %d, %q, CA file: %v", code, stderr, caErr)
+				}
+				return
+			}
+			if code != tt.wantCode || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("init: exit %d, %q; want exit %d and one line saying %q", code, stderr, tt.wantCode, tt.want)
+			}
+			if !errors.Is(caErr, fs.ErrNotExist) {
+				t.Errorf("a CA certificate was written (%v)", caErr)
+			}
+		})
 	}
 }

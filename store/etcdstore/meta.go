@@ -45,8 +45,8 @@ func (s *Store) metaKey() string { return s.prefix + metaKey }
 // and the command that creates the store, and wraps
 // pki.ErrRevocationUnavailable so handshakes and the CLI fail closed.
 func noStore(prefix string) error {
-	return fmt.Errorf("%w: %w at etcd prefix %s (key %s%s is missing): create it with 'nefia mtls store migrate --to etcd', or check mcp.mtls.store.etcd.prefix",
-		pki.ErrRevocationUnavailable, ErrNoStore, prefix, prefix, metaKey)
+	return fmt.Errorf("%w: %w at etcd prefix %s (key %s%s is missing: %w): create it with 'nefia mtls store migrate --to etcd', or check mcp.mtls.store.etcd.prefix",
+		pki.ErrRevocationUnavailable, ErrNoStore, prefix, prefix, metaKey, pki.ErrSharedStoreAbsent)
 }
 
 // metaExists is the transaction guard every write carries.
