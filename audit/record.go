@@ -45,6 +45,10 @@ const (
 	// <upstream>.prompt:<name>; issue 12 item 2).
 	EventResourceRead = "resource_read"
 	EventPromptGet    = "prompt_get"
+	// EventComplete is a client's completion/complete of an upstream
+	// prompt's argument or resource template's variable: a read-like
+	// request forwarded with the caller's identity, audited like a read.
+	EventComplete = "completion"
 	// EventRecovered records that Open cut a torn last line (a crash in the
 	// middle of a write) off the trail before continuing it.
 	EventRecovered = "audit.recovered"

@@ -88,6 +88,26 @@ func (a *Authorizer) withEnforcer(ctx context.Context, log *slog.Logger) context
 	})
 }
 
+// Enforcing gives ctx an enforcer (policy.Enforce) bound to its caller
+// (identity.WithAgent must have put it there), deciding each subject with
+// the policy in force at that moment. Transports add it with the caller's
+// identity, so that a handler that routes a request itself (a completion:
+// only the upstream package knows which prompt or template it names, and
+// mcp-go has no middleware for it) can decide it; without an enforcer,
+// Enforce denies. Reads and gets get the policy in force when they arrived
+// on top of it (withEnforcer).
+func (a *Authorizer) Enforcing(ctx context.Context, log *slog.Logger) context.Context {
+	agent, _ := identity.FromContext(ctx)
+	return policy.WithEnforcer(ctx, func(subject string) policy.Decision {
+		d := a.Policy().Decide(agent, subject)
+		if !d.Allowed {
+			log.Warn("request denied", "subject", subject, "name", agent.Name, "serial", agent.Serial,
+				"role", agent.Role, "reason", d.Reason)
+		}
+		return d
+	})
+}
+
 // metaUpstream is the upstream a listed item came from
 // (observe.MetaUpstream in its _meta); "" for none.
 func metaUpstream(m *mcp.Meta) string {

@@ -31,8 +31,18 @@ func (c *callHooks) installItems(h *mcpserver.Hooks) {
 	h.AddAfterGetPrompt(func(ctx context.Context, _ any, req *mcp.GetPromptRequest, _ *mcp.GetPromptResult) {
 		c.reportItem(ctx, req, mcp.MethodPromptsGet, req.Params.Name, promptArgs(req), audit.OutcomeOK, "")
 	})
+	h.AddBeforeComplete(func(ctx context.Context, _ any, req *mcp.CompleteRequest) {
+		c.begin(ctx, req)
+	})
+	h.AddAfterComplete(func(ctx context.Context, _ any, req *mcp.CompleteRequest, _ *mcp.CompleteResult) {
+		c.reportItem(ctx, req, mcp.MethodCompletionComplete, completeRef(req), completeArgs(req), audit.OutcomeOK, "")
+	})
 	h.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, message any, err error) {
 		switch req := message.(type) {
+		case *mcp.CompleteRequest:
+			if method == mcp.MethodCompletionComplete {
+				c.reportItem(ctx, req, method, completeRef(req), completeArgs(req), audit.OutcomeError, err.Error())
+			}
 		case *mcp.ReadResourceRequest:
 			if method == mcp.MethodResourcesRead {
 				c.reportItem(ctx, req, method, req.Params.URI, map[string]any{"uri": req.Params.URI}, audit.OutcomeError, err.Error())
@@ -69,17 +79,40 @@ func (c *callHooks) reportItem(ctx context.Context, key any, method mcp.MCPMetho
 }
 
 // decidesItem reports whether subject is the policy subject of what a
-// read (a URI) or get (a listed prompt name) asked for.
+// read (a URI), a get (a listed prompt name) or a completion (either)
+// asked for.
 func decidesItem(subject string, method mcp.MCPMethod, asked string) bool {
 	up := policy.UpstreamOf(subject)
 	if up == "" {
 		return false
 	}
-	if method == mcp.MethodResourcesRead {
-		return subject == policy.ResourceSubject(up, asked)
+	if subject == policy.ResourceSubject(up, asked) && method != mcp.MethodPromptsGet {
+		return true
 	}
 	name, ok := strings.CutPrefix(asked, up+".")
-	return ok && subject == policy.PromptSubject(up, name)
+	return ok && subject == policy.PromptSubject(up, name) && method != mcp.MethodResourcesRead
+}
+
+// completeRef is what a completion asked about: the prompt's listed name
+// or the resource's URI (template text).
+func completeRef(req *mcp.CompleteRequest) string {
+	switch ref := req.Params.Ref.(type) {
+	case mcp.PromptReference:
+		return ref.Name
+	case mcp.ResourceReference:
+		return ref.URI
+	}
+	return ""
+}
+
+// completeArgs are a completion's audited arguments: which argument, the
+// text typed so far, and the arguments already resolved.
+func completeArgs(req *mcp.CompleteRequest) map[string]any {
+	args := map[string]any{"argument": req.Params.Argument.Name, "value": req.Params.Argument.Value}
+	if len(req.Params.Context.Arguments) > 0 {
+		args["context"] = req.Params.Context.Arguments
+	}
+	return args
 }
 
 func promptArgs(req *mcp.GetPromptRequest) map[string]any {
@@ -97,6 +130,8 @@ func callEvent(method string) string {
 		return audit.EventResourceRead
 	case mcp.MethodPromptsGet:
 		return audit.EventPromptGet
+	case mcp.MethodCompletionComplete:
+		return audit.EventComplete
 	}
 	return audit.EventToolCall
 }

@@ -303,6 +303,7 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 	}
 	g.http, err = NewHTTPTransport(g.mcp, HTTPOptions{
 		Identify:        g.identify,
+		ContextFunc:     func(ctx context.Context) context.Context { return g.authz.Enforcing(ctx, g.log) },
 		MaxMessageBytes: opts.MaxMessageBytes,
 		AllowedOrigins:  opts.AllowedOrigins,
 		Refused: func(remote string, agent *identity.Agent, reason string, err error) {
@@ -697,7 +698,9 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 		DirectWrites:    true, // TLS over TCP: the kernel buffers writes
 		Logger:          g.log,
 		// Captures agent, whose SessionID is filled in below before Serve.
-		ContextFunc: func(ctx context.Context) context.Context { return identity.WithAgent(withActivity(ctx, tc.act), agent) },
+		ContextFunc: func(ctx context.Context) context.Context {
+			return g.authz.Enforcing(identity.WithAgent(withActivity(ctx, tc.act), agent), g.log)
+		},
 	})
 	if err != nil {
 		g.log.Error("session setup failed", "error", err)

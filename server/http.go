@@ -85,6 +85,9 @@ type HTTPOptions struct {
 	// request: the identity always comes from the verified chain, never
 	// from a session id. Required.
 	Identify func(*tls.ConnectionState) (identity.Agent, error)
+	// ContextFunc, if set, derives each request's context once the
+	// caller's identity is in it (the gateway adds its policy enforcer).
+	ContextFunc func(context.Context) context.Context
 
 	// MaxMessageBytes caps one request body (one JSON-RPC message). mcp-go
 	// reads the whole body into memory with no limit of its own; a larger
@@ -497,7 +500,11 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 	}
 
 	// A POST carries one message: its own authorization decision slot.
-	ctx := policy.WithSlot(identity.WithAgent(r.Context(), agent))
+	ctx := identity.WithAgent(r.Context(), agent)
+	if h.opts.ContextFunc != nil {
+		ctx = h.opts.ContextFunc(ctx)
+	}
+	ctx = policy.WithSlot(ctx)
 	if sessionDone != nil {
 		ctx = identity.WithSessionDone(ctx, sessionDone)
 	}

@@ -129,6 +129,11 @@ func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 		// are configured. Before serving, so nothing reads them meanwhile.
 		mcpserver.WithResourceCapabilities(false, true)(srv)
 		mcpserver.WithPromptCapabilities(true)(srv)
+		// Completions of their prompts' arguments and their templates'
+		// variables are forwarded too (complete.go).
+		mcpserver.WithCompletions()(srv)
+		mcpserver.WithPromptCompletionProvider(completer{m.idx})(srv)
+		mcpserver.WithResourceCompletionProvider(completer{m.idx})(srv)
 	}
 	for _, u := range m.ups {
 		m.start(u)

@@ -81,7 +81,7 @@ type sleepIn struct {
 // returns what it received, sleep hangs, fail returns isError, grow adds a
 // tool (list_changed), big answers too much.
 func newTestServer(pubKeyFile string, hdrSeen func(http.Header)) *sdk.Server {
-	srv := sdk.NewServer(&sdk.Implementation{Name: "test-upstream", Version: "1"}, nil)
+	srv := sdk.NewServer(&sdk.Implementation{Name: "test-upstream", Version: "1"}, &sdk.ServerOptions{CompletionHandler: suggest})
 	sdk.AddTool(srv, &sdk.Tool{Name: "echo", Description: "Echo the text and the _meta received.",
 		Annotations: &sdk.ToolAnnotations{ReadOnlyHint: true, Title: "Echo"}},
 		func(ctx context.Context, req *sdk.CallToolRequest, in echoIn) (*sdk.CallToolResult, echoOut, error) {
@@ -203,6 +203,30 @@ func addTestItems(srv *sdk.Server, pubKeyFile string) {
 				})
 			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: "grown"}}}, nil, nil
 		})
+}
+
+// suggest suggests values for greet's "who" and item's "id" that start
+// with what was typed, then one value that says who asked (the agent name
+// in nefia's _meta), so a test sees the identity travel.
+func suggest(_ context.Context, req *sdk.CompleteRequest) (*sdk.CompleteResult, error) {
+	var all []string
+	switch {
+	case req.Params.Ref.Type == "ref/prompt" && req.Params.Ref.Name == "greet":
+		all = []string{"alice", "albert", "bob"}
+	case req.Params.Ref.Type == "ref/resource" && req.Params.Ref.URI == "test://up/item/{id}":
+		all = []string{"1", "12", "2"}
+	default:
+		return nil, fmt.Errorf("no completions for %+v", req.Params.Ref)
+	}
+	var out []string
+	for _, v := range all {
+		if strings.HasPrefix(v, req.Params.Argument.Value) {
+			out = append(out, v)
+		}
+	}
+	agent, _ := req.Params.Meta["io.nefia/agent"].(map[string]any)
+	out = append(out, fmt.Sprintf("asked-by:%v", agent["name"]))
+	return &sdk.CompleteResult{Completion: sdk.CompletionResultDetails{Values: out}}, nil
 }
 
 // verify checks the assertion as a real upstream would: with the public
