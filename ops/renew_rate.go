@@ -29,7 +29,10 @@ func renewRateIn(list []pki.ListedCert, prev, next string, now time.Time, window
 	children := map[string][]string{}
 	issued := make(map[string]time.Time, len(list))
 	for _, c := range list {
-		issued[c.Serial] = c.NotBefore
+		// When it was issued: NotBefore is backdated for clock skew, and
+		// counting from it would shorten the window by pki.Backdate (to
+		// nothing for one-minute certificates).
+		issued[c.Serial] = c.NotBefore.Add(pki.Backdate)
 		if c.Renews != "" {
 			parent[c.Serial] = c.Renews
 			children[c.Renews] = append(children[c.Renews], c.Serial)

@@ -84,3 +84,46 @@ func TestRenewalsPerLifetimeBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewalBoundCountsFromIssuance: the bound counts a renewal from when
+// it was issued, not from its NotBefore, which issuance backdates by
+// pki.Backdate (one minute) for clock skew. Before, the window lost that
+// minute: one-minute certificates (config.MinClientDuration) were never
+// counted, so a chain renewed any number of times, and ten renewals of a
+// one-hour chain no longer counted 59 minutes later.
+func TestRenewalBoundCountsFromIssuance(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		life  time.Duration
+		later time.Duration // from the ten renewals to the eleventh
+	}{
+		{name: "one-minute certificates renewing at once", life: time.Minute},
+		{name: "one-hour certificates, the eleventh 59 minutes later", life: time.Hour, later: 59 * time.Minute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			svc, _ := newService(t, false)
+			clk := pkitest.NewClock(time.Now())
+			svc.Store = pki.NewStore(svc.Store.Dir(), pki.WithClock(clk))
+			renewing := pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, tc.life)
+			renew := func() (*pki.Issued, error) {
+				csr, _ := pkitest.CSR(t, pkix.Name{})
+				res, err := svc.Renew(t.Context(), actorOf(t, renewing), ops.RenewRequest{CSRPEM: csr})
+				return res.Issued, err
+			}
+			for i := range ops.MaxRenewalsPerLifetime {
+				next, err := renew()
+				if err != nil {
+					t.Fatalf("renewal %d of %d refused: %v", i+1, ops.MaxRenewalsPerLifetime, err)
+				}
+				renewing = next
+			}
+			clk.Advance(tc.later)
+			if _, err := renew(); !errors.Is(err, ops.ErrPermission) || !strings.Contains(err.Error(), "renewals per lifetime") {
+				t.Fatalf("renewal %d within one lifetime (%s): err = %v, want a refusal naming the bound", ops.MaxRenewalsPerLifetime+1, tc.life, err)
+			}
+		})
+	}
+}

@@ -173,7 +173,10 @@ func (s *Store) caPresent() (bool, error) {
 // inventory and revocations are shared records that already exist (a
 // fleet with its own CA: ErrJoinSharedCA). Shared records that cannot
 // say, or cannot be reached, refuse too: a new CA is not undone by
-// learning later that a fleet was there.
+// learning later that a fleet was there. Absent shared records are
+// created here (sharedCreator), before the CA: otherwise every host
+// initialized before the first 'store migrate --to etcd' got a CA of its
+// own, and all of them then issued into the one store.
 func (s *Store) checkNoFleet() error {
 	if s.records == nil {
 		return nil
@@ -186,6 +189,17 @@ func (s *Store) checkNoFleet() error {
 	case err == nil:
 		return ErrJoinSharedCA
 	case errors.Is(err, ErrSharedStoreAbsent):
+		c, ok := s.records.(sharedCreator)
+		if !ok {
+			return nil
+		}
+		created, err := c.CreateShared(s.now())
+		switch {
+		case err != nil:
+			return fmt.Errorf("pki: init could not create the shared store for a new fleet, so no CA was created: %w", err)
+		case !created: // another host's init (or a migrate) created it meanwhile
+			return ErrJoinSharedCA
+		}
 		return nil
 	default:
 		return fmt.Errorf("pki: init cannot tell whether the shared store already serves a fleet with its own CA, so no CA was created: %w", err)

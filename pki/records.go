@@ -77,6 +77,15 @@ type Records interface {
 // staleness); Status reports its error as a problem.
 type healthReporter interface{ Health() error }
 
+// sharedCreator is the optional capability of shared Records whose store
+// must be created before use (etcd: its marker under the prefix). Init on
+// a host without a CA creates it when absent: created says whether this
+// call did, so that of two hosts initializing a new fleet only the first
+// gets a CA of its own, and the second is refused (ErrJoinSharedCA).
+type sharedCreator interface {
+	CreateShared(now time.Time) (created bool, err error)
+}
+
 // WithRecords keeps the inventory and the revocations in r instead of the
 // state directory's files; the CA and server files stay in the directory.
 func WithRecords(r Records) Option { return func(s *Store) { s.records = r } }

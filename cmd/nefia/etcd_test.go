@@ -267,3 +267,38 @@ func TestInitJoiningAFleetRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestInitOnTwoHostsOfANewFleet: two hosts configured for the same etcd
+// prefix, neither with a CA, no store under the prefix yet: the first
+// 'nefia mtls init' creates the store (its marker), so the second is
+// refused like a host joining an existing fleet, before it writes a CA.
+// Before, only 'store migrate --to etcd' created the store, so every init
+// run before the first migrate (a provisioning script initializing each
+// host, then migrating) gave its host a CA of its own, and once the store
+// existed each issued into it: the fleet split between CAs, silently.
+func TestInitOnTwoHostsOfANewFleet(t *testing.T) {
+	t.Parallel()
+	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
+	first, second := newCLI(t), newCLI(t)
+	for _, h := range []*cli{first, second} {
+		if err := os.MkdirAll(filepath.Dir(h.config), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		writeStoreConfig(t, h, "etcd", cluster.Endpoints())
+	}
+	first.mustRun("mtls", "init")
+	_, stderr, code := second.run("mtls", "init")
+	_, caErr := os.Stat(filepath.Join(second.stateDir, pki.CACertFile))
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "already serves a fleet with its own CA") ||
+		!errors.Is(caErr, fs.ErrNotExist) {
+		t.Fatalf("init on a second host after the first: exit %d, %q, CA file: %v; want exit 2, one line, no CA", code, stderr, caErr)
+	}
+	// The first host's records go into the store its init created.
+	writeStoreConfig(t, first, "file", cluster.Endpoints())
+	first.mustRun("mtls", "issue-client", "--name", "a", "--out-dir", first.outDir())
+	first.mustRun("mtls", "store", "migrate", "--to", "etcd")
+	writeStoreConfig(t, first, "etcd", cluster.Endpoints())
+	if got := certStates(t, first); got["a"] != "active" || len(got) != 1 {
+		t.Fatalf("list on etcd after migrate: %v", got)
+	}
+}

@@ -82,8 +82,9 @@ destination and compared. Switch mcp.mtls.store.backend afterwards.`,
 			files := pki.NewStore(s.stateDir, pki.WithClock(e.clock), pki.WithLogger(s.log))
 			var res migrateResult
 			if to == config.StoreEtcd {
-				// The only way a store comes to exist under a prefix:
-				// a prefix without its marker is refused everywhere.
+				// With init on a host without a CA (pki's checkNoFleet),
+				// the only way a store comes to exist under a prefix: a
+				// prefix without its marker is refused everywhere.
 				if _, created, err := etcd.Create(e.clock.Now()); err != nil {
 					return err
 				} else if created {

@@ -93,6 +93,15 @@ func (s *Store) Create(now time.Time) (m Meta, created bool, err error) {
 	return m, resp.Succeeded, nil
 }
 
+// CreateShared is Create for pki.Store.Init on a host without a CA (see
+// pki's sharedCreator): the first init of a new fleet creates the store,
+// so that a second host's init is refused rather than given a CA of its
+// own. created says whether this call did.
+func (s *Store) CreateShared(now time.Time) (created bool, err error) {
+	_, created, err = s.Create(now)
+	return created, err
+}
+
 func decodeMeta(key string, value []byte) (Meta, error) {
 	var m Meta
 	if err := json.Unmarshal(value, &m); err != nil {
