@@ -266,7 +266,8 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	return g.untilFreed(ctx, false, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
+	enter := func() (func(), bool) { return g.enterWait(agent.Serial) }
+	return g.untilFreed(ctx, enter, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
 		g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
 			"remote_addr", tc.remote, "error", err)
 	})
@@ -299,13 +300,43 @@ func (g *Gateway) takeWaiter() bool {
 
 func (g *Gateway) dropWaiter() { g.slotWaiters.Add(-1) }
 
+// maxSerialWaiters is how many of the waiting places one certificate may
+// hold: a client reconnecting at its per-client limit needs one or two,
+// and one certificate must not take every place and leave other clients'
+// reconnections to be refused at once.
+const maxSerialWaiters = 2
+
+// enterWait takes a waiting place for a connection of serial, one of
+// maxSlotWaiters and of its certificate's maxSerialWaiters; the returned
+// func gives both back.
+func (g *Gateway) enterWait(serial string) (leave func(), ok bool) {
+	if !g.takeWaiter() {
+		return nil, false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.serialWaits[serial] >= maxSerialWaiters {
+		g.dropWaiter()
+		return nil, false
+	}
+	g.serialWaits[serial]++
+	return func() {
+		g.mu.Lock()
+		if g.serialWaits[serial]--; g.serialWaits[serial] <= 0 {
+			delete(g.serialWaits, serial)
+		}
+		g.mu.Unlock()
+		g.dropWaiter()
+	}, true
+}
+
 // untilFreed calls try until it succeeds, waiting between tries for the
 // channel try returns (closed when a slot is next released), at most
-// GatewayOptions.SlotWait in all; ctx ends the wait. A wait takes one of
-// the waiting places (takeWaiter) unless held says the caller holds one;
-// with none free, try's first error is returned at once. waiting is
-// called once, when the wait begins. It returns try's last error.
-func (g *Gateway) untilFreed(ctx context.Context, held bool, try func() (<-chan struct{}, error), waiting func(error)) error {
+// GatewayOptions.SlotWait in all; ctx ends the wait. A wait first takes
+// a waiting place with enter, and gives it back when it ends; when enter
+// finds none, try's first error is returned at once. waiting is called
+// once, when the wait begins. It returns try's last error.
+func (g *Gateway) untilFreed(ctx context.Context, enter func() (leave func(), ok bool), try func() (<-chan struct{}, error), waiting func(error)) error {
 	var timer *time.Timer
 	for {
 		freed, err := try()
@@ -313,12 +344,11 @@ func (g *Gateway) untilFreed(ctx context.Context, held bool, try func() (<-chan 
 			return nil
 		}
 		if timer == nil {
-			if !held {
-				if !g.takeWaiter() {
-					return err
-				}
-				defer g.dropWaiter()
+			leave, ok := enter()
+			if !ok {
+				return err
 			}
+			defer leave()
 			waiting(err)
 			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
@@ -355,7 +385,8 @@ func (g *Gateway) slotFreedLocked() <-chan struct{} {
 // this gives back. It reports whether a slot is free.
 func (g *Gateway) waitForSlot(ctx context.Context) bool {
 	defer g.dropWaiter()
-	return g.untilFreed(ctx, true, func() (<-chan struct{}, error) {
+	held := func() (func(), bool) { return func() {}, true } // the accept loop's place
+	return g.untilFreed(ctx, held, func() (<-chan struct{}, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.held < g.opts.MaxConnections {

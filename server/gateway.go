@@ -198,6 +198,7 @@ type Gateway struct {
 	// slotWaiters counts connections waiting for a session slot (before
 	// their handshake or after it); at most maxSlotWaiters.
 	slotWaiters atomic.Int32
+	serialWaits map[string]int // waiting places per certificate serial (enterWait), under mu
 	handlers    sync.WaitGroup
 	addr        atomic.Pointer[net.Addr]
 	ready       chan struct{}
@@ -270,15 +271,16 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		opts.Logger.Error("revocation store unavailable: refusing all handshakes until it is fixed", "error", err)
 	}
 	g := &Gateway{
-		opts:      opts,
-		log:       opts.Logger,
-		watch:     watch,
-		certs:     certs,
-		ca:        ca,
-		pending:   list.New(),
-		conns:     map[*trackedConn]struct{}{},
-		perSerial: map[string]int{},
-		ready:     make(chan struct{}),
+		opts:        opts,
+		log:         opts.Logger,
+		watch:       watch,
+		certs:       certs,
+		ca:          ca,
+		pending:     list.New(),
+		conns:       map[*trackedConn]struct{}{},
+		perSerial:   map[string]int{},
+		serialWaits: map[string]int{},
+		ready:       make(chan struct{}),
 	}
 	deps := opts.Tools
 	deps.Sessions = g

@@ -120,8 +120,10 @@ func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Po
 	s.log.Info("serving MCP on stdio for the local operator (run 'nefia mtls init' to enable mTLS; --stdio serves stdio even then)", "state_dir", s.stateDir)
 	agent := identity.LocalOperator(identity.TransportStdio)
 	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
-		ContextFunc: func(ctx context.Context) context.Context { return authz.Enforcing(identity.WithAgent(ctx, agent), s.log) },
-		Logger:      s.log,
+		ContextFunc: func(ctx context.Context) context.Context {
+			return authz.Enforcing(identity.WithAgent(ctx, agent), s.log)
+		},
+		Logger: s.log,
 	})
 	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
 		return nil
