@@ -113,8 +113,6 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 		if archived, err = s.archive(); err != nil {
 			return nil, err
 		}
-	} else if err := s.checkNoFleet(); err != nil {
-		return nil, err
 	}
 
 	now := s.now()
@@ -125,6 +123,13 @@ func (s *Store) Init(opts InitOptions) (*InitResult, error) {
 	caCert, err := s.createCA(caKey, now)
 	if err != nil {
 		return nil, err
+	}
+	if archived == "" {
+		// A first CA, so far in memory only: with shared records, it may
+		// be made only for a new fleet, whose store records it as its CA.
+		if err := s.checkNoFleet(Fingerprint(caCert)); err != nil {
+			return nil, err
+		}
 	}
 	srvKey, err := newKey()
 	if err != nil {
@@ -177,7 +182,7 @@ func (s *Store) caPresent() (bool, error) {
 // created here (sharedCreator), before the CA: otherwise every host
 // initialized before the first 'store migrate --to etcd' got a CA of its
 // own, and all of them then issued into the one store.
-func (s *Store) checkNoFleet() error {
+func (s *Store) checkNoFleet(caFingerprint string) error {
 	if s.records == nil {
 		return nil
 	}
@@ -193,7 +198,7 @@ func (s *Store) checkNoFleet() error {
 		if !ok {
 			return nil
 		}
-		created, err := c.CreateShared(s.now())
+		created, err := c.CreateShared(s.now(), caFingerprint)
 		switch {
 		case err != nil:
 			return fmt.Errorf("pki: init could not create the shared store for a new fleet, so no CA was created: %w", err)
@@ -346,6 +351,20 @@ func (s *Store) LoadCA() (*x509.Certificate, crypto.Signer, error) {
 		return nil, nil, fmt.Errorf("%w: %s does not match %s", ErrCorruptState, s.Path(CAKeyFile), s.Path(CACertFile))
 	}
 	return cert, key, nil
+}
+
+// CAFingerprint is the Fingerprint of the CA certificate in the state
+// directory (ErrNoCA, wrapped, when there is none): what a shared store
+// records as its fleet's CA.
+func (s *Store) CAFingerprint() (string, error) {
+	c, err := readCert(s.Path(CACertFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("%w in %s", ErrNoCA, s.dir)
+	}
+	if err != nil {
+		return "", err
+	}
+	return Fingerprint(c), nil
 }
 
 // CACertPEM returns the CA certificate file's contents, for client bundles.

@@ -76,6 +76,11 @@ func (s *Store) Issue(req IssueRequest) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := s.records.(caChecker); ok {
+		if err := c.CheckCA(Fingerprint(caCert)); err != nil {
+			return nil, err
+		}
+	}
 	now := s.now()
 	notAfter := now.Add(req.Duration)
 	if notAfter.After(caCert.NotAfter) {

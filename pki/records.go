@@ -83,8 +83,25 @@ type healthReporter interface{ Health() error }
 // call did, so that of two hosts initializing a new fleet only the first
 // gets a CA of its own, and the second is refused (ErrJoinSharedCA).
 type sharedCreator interface {
-	CreateShared(now time.Time) (created bool, err error)
+	// CreateShared creates the store, recording caFingerprint (Fingerprint
+	// of the CA certificate) as the CA of its fleet.
+	CreateShared(now time.Time, caFingerprint string) (created bool, err error)
 }
+
+// caChecker is the optional capability of shared Records that know the CA
+// of their fleet: CheckCA fails, wrapping ErrForeignCA, when it is not the
+// one whose Fingerprint is caFingerprint. Issuance asks before it records
+// a certificate, so that a host with a CA of its own (a file store
+// migrated into the wrong prefix, a fleet started over without a new
+// prefix) cannot fill the fleet's inventory with certificates no other
+// gateway accepts.
+type caChecker interface {
+	CheckCA(caFingerprint string) error
+}
+
+// ErrForeignCA is returned when shared records belong to a fleet with
+// another CA than this host's; nothing is recorded.
+var ErrForeignCA = errors.New("pki: the shared store belongs to a fleet with another CA than this host's")
 
 // WithRecords keeps the inventory and the revocations in r instead of the
 // state directory's files; the CA and server files stay in the directory.

@@ -27,7 +27,7 @@ func usage(err error) error { return usageError{err} }
 // wrong.
 var inputErrors = []error{
 	pki.ErrInvalidName, pki.ErrInvalidRole, pki.ErrInvalidDuration, pki.ErrInvalidHost,
-	pki.ErrInvalidCSR, pki.ErrInvalidSerial, pki.ErrCAExists, pki.ErrNoCA, pki.ErrReplaceSharedCA, pki.ErrJoinSharedCA,
+	pki.ErrInvalidCSR, pki.ErrInvalidSerial, pki.ErrCAExists, pki.ErrNoCA, pki.ErrReplaceSharedCA, pki.ErrJoinSharedCA, pki.ErrForeignCA,
 	pki.ErrFileExists, pki.ErrInvalidOutDir, pki.ErrInvalidReason,
 	config.ErrMalformed, config.ErrUnknownKey, config.ErrVersion, config.ErrInvalid,
 }

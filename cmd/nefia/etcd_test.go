@@ -302,3 +302,49 @@ func TestInitOnTwoHostsOfANewFleet(t *testing.T) {
 		t.Fatalf("list on etcd after migrate: %v", got)
 	}
 }
+
+// TestForeignCAKeptOutOfTheFleetStore: the fleet's store records the CA
+// of the host that created it; a host with a CA of its own (initialized
+// on the file backend) can neither migrate its store into the fleet's
+// prefix nor, switched to etcd, issue into it: exit 2, one line, nothing
+// recorded. The fleet's own host still issues. Before, both went through
+// and the fleet's inventory filled with certificates no gateway of it
+// accepts.
+func TestForeignCAKeptOutOfTheFleetStore(t *testing.T) {
+	t.Parallel()
+	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
+	fleet := newCLI(t)
+	fleet.mustRun("mtls", "init")
+	writeStoreConfig(t, fleet, "file", cluster.Endpoints())
+	fleet.mustRun("mtls", "store", "migrate", "--to", "etcd")
+	writeStoreConfig(t, fleet, "etcd", cluster.Endpoints())
+
+	other := newCLI(t)
+	other.mustRun("mtls", "init")
+	other.mustRun("mtls", "issue-client", "--name", "stray", "--out-dir", other.outDir())
+	writeStoreConfig(t, other, "file", cluster.Endpoints())
+	for _, step := range []struct {
+		name    string
+		backend string
+		args    []string
+	}{
+		{name: "migrate into the fleet's prefix", backend: "file", args: []string{"mtls", "store", "migrate", "--to", "etcd"}},
+		{name: "issue into the fleet's store", backend: "etcd", args: []string{"mtls", "issue-client", "--name", "stray2", "--out-dir", other.outDir()}},
+	} {
+		writeStoreConfig(t, other, step.backend, cluster.Endpoints())
+		_, stderr, code := other.run(step.args...)
+		if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "another CA than this host's") {
+			t.Errorf("%s: exit %d, %q; want exit 2 and one line naming the CA", step.name, code, stderr)
+		}
+	}
+	fleet.mustRun("mtls", "issue-client", "--name", "own", "--out-dir", fleet.outDir())
+	states := certStates(t, fleet)
+	if _, ok := states["own"]; !ok {
+		t.Errorf("the fleet's own issuance is missing: %v", states)
+	}
+	for _, name := range []string{"stray", "stray2"} {
+		if _, ok := states[name]; ok {
+			t.Errorf("%s, of another CA, reached the fleet's store: %v", name, states)
+		}
+	}
+}

@@ -85,7 +85,13 @@ destination and compared. Switch mcp.mtls.store.backend afterwards.`,
 				// With init on a host without a CA (pki's checkNoFleet),
 				// the only way a store comes to exist under a prefix: a
 				// prefix without its marker is refused everywhere.
-				if _, created, err := etcd.Create(e.clock.Now()); err != nil {
+				// The store records this host's CA as its fleet's, and a
+				// store that records another refuses the copy.
+				ca, err := files.CAFingerprint()
+				if err != nil && !errors.Is(err, pki.ErrNoCA) {
+					return err
+				}
+				if _, created, err := etcd.CreateWithCA(e.clock.Now(), ca); err != nil {
 					return err
 				} else if created {
 					s.log.Info("etcd store created", "prefix", etcd.Prefix())

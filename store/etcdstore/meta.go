@@ -37,6 +37,11 @@ type Meta struct {
 	StoreID   string    `json:"store_id"`
 	Format    int       `json:"format"`
 	CreatedAt time.Time `json:"created_at"`
+	// CAFingerprint is the SHA-256 of the fleet's CA certificate
+	// (pki.Fingerprint), recorded when the store is created for a CA
+	// (CreateWithCA); empty in a store created before it was recorded,
+	// until a migrate from a host with a CA records it.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 func (s *Store) metaKey() string { return s.prefix + metaKey }
@@ -57,13 +62,22 @@ func (s *Store) metaExists() clientv3.Cmp {
 // Create creates the store under the prefix, if it does not exist yet,
 // in one transaction; created says whether this call did. Existing
 // entries under the prefix are kept (and indexed by name), so running it
-// twice changes nothing.
+// twice changes nothing. It records no CA: see CreateWithCA.
 func (s *Store) Create(now time.Time) (m Meta, created bool, err error) {
+	return s.CreateWithCA(now, "")
+}
+
+// CreateWithCA is Create for a host whose CA certificate has fingerprint
+// ca (pki.Fingerprint): a new store records it as its fleet's CA; an
+// existing one that records another is refused (pki.ErrForeignCA: a host
+// with a CA of its own must not join the fleet's store), and one created
+// before the CA was recorded is given it.
+func (s *Store) CreateWithCA(now time.Time, ca string) (m Meta, created bool, err error) {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return Meta{}, false, fmt.Errorf("etcdstore: store id: %w", err)
 	}
-	m = Meta{StoreID: hex.EncodeToString(id), Format: FormatVersion, CreatedAt: now.UTC()}
+	m = Meta{StoreID: hex.EncodeToString(id), Format: FormatVersion, CreatedAt: now.UTC(), CAFingerprint: ca}
 	data, err := json.Marshal(m)
 	if err != nil {
 		return Meta{}, false, fmt.Errorf("etcdstore: encode the store marker: %w", err)
@@ -86,6 +100,9 @@ func (s *Store) Create(now time.Time) (m Meta, created bool, err error) {
 		if m, err = decodeMeta(s.metaKey(), kvs[0].Value); err != nil {
 			return Meta{}, false, err
 		}
+		if m, err = s.adoptCA(m, kvs[0].Value, ca); err != nil {
+			return Meta{}, false, err
+		}
 	}
 	if err := s.indexNames(); err != nil {
 		return m, resp.Succeeded, err
@@ -93,13 +110,74 @@ func (s *Store) Create(now time.Time) (m Meta, created bool, err error) {
 	return m, resp.Succeeded, nil
 }
 
-// CreateShared is Create for pki.Store.Init on a host without a CA (see
-// pki's sharedCreator): the first init of a new fleet creates the store,
-// so that a second host's init is refused rather than given a CA of its
-// own. created says whether this call did.
-func (s *Store) CreateShared(now time.Time) (created bool, err error) {
-	_, created, err = s.Create(now)
+// CreateShared is CreateWithCA for pki.Store.Init on a host without a CA
+// (see pki's sharedCreator): the first init of a new fleet creates the
+// store, recording the CA it is about to write, so that a second host's
+// init is refused rather than given a CA of its own. created says whether
+// this call did.
+func (s *Store) CreateShared(now time.Time, ca string) (created bool, err error) {
+	_, created, err = s.CreateWithCA(now, ca)
+	if errors.Is(err, pki.ErrForeignCA) {
+		return false, nil // a fleet is there: the caller refuses
+	}
 	return created, err
+}
+
+// adoptCA checks the existing marker m (raw, as stored) against the CA
+// fingerprint ca of the caller: another CA is pki.ErrForeignCA; no CA
+// recorded yet (a store created before) records ca, in a transaction that
+// fails if the marker changed meanwhile. An empty ca checks nothing.
+func (s *Store) adoptCA(m Meta, raw []byte, ca string) (Meta, error) {
+	switch {
+	case ca == "" || m.CAFingerprint == ca:
+		return m, nil
+	case m.CAFingerprint != "":
+		return Meta{}, foreignCA(s.prefix, m.CAFingerprint, ca)
+	}
+	m.CAFingerprint = ca
+	data, err := json.Marshal(m)
+	if err != nil {
+		return Meta{}, fmt.Errorf("etcdstore: encode the store marker: %w", err)
+	}
+	cx, cancel := ctx()
+	defer cancel()
+	resp, err := s.cli.Txn(cx).
+		If(clientv3.Compare(clientv3.Value(s.metaKey()), "=", string(raw))).
+		Then(clientv3.OpPut(s.metaKey(), string(data))).
+		Commit()
+	if err != nil {
+		return Meta{}, unavailable("record the CA in the store marker "+s.metaKey(), err)
+	}
+	if !resp.Succeeded {
+		return Meta{}, fmt.Errorf("%w: the store marker %s changed while its CA was being recorded; run the command again", pki.ErrRevocationUnavailable, s.metaKey())
+	}
+	return m, nil
+}
+
+// foreignCA is the refusal of a host whose CA (ours) is not the one the
+// store at prefix records (theirs).
+func foreignCA(prefix, theirs, ours string) error {
+	return fmt.Errorf("%w: the store at etcd prefix %s records CA sha256:%s…, this host's is sha256:%s…; nothing was recorded. "+
+		"Copy the fleet's CA files to this host, or use another mcp.mtls.store.etcd.prefix for a fleet of this CA",
+		pki.ErrForeignCA, prefix, short(theirs), short(ours))
+}
+
+func short(fp string) string { return fp[:min(len(fp), 16)] }
+
+// CheckCA fails, wrapping pki.ErrForeignCA, when the store records a CA
+// other than the one of fingerprint ca (pki's caChecker: issuance asks
+// first). A store that records none passes. The marker is read each
+// time (one linearizable read): a store deleted and created again under
+// the prefix may record another CA.
+func (s *Store) CheckCA(ca string) error {
+	m, err := s.Meta()
+	if err != nil {
+		return err
+	}
+	if m.CAFingerprint != "" && m.CAFingerprint != ca {
+		return foreignCA(s.prefix, m.CAFingerprint, ca)
+	}
+	return nil
 }
 
 func decodeMeta(key string, value []byte) (Meta, error) {
