@@ -22,6 +22,12 @@ func lifecycleProblems(store *pki.Store, cfg config.Loaded, st pki.Status) []str
 	if p := uncoveredListenHost(st.Server, cfg.MCP.MTLS.ListenAddr); p != "" {
 		out = append(out, p)
 	}
+	if st.ClientsError != "" {
+		// The inventory could not be read a moment ago (etcd out of reach:
+		// 5 s): reading it again would only double the wait, and Status
+		// reports why already.
+		return out
+	}
 	return append(out, expiringClients(store, cfg.MCP.MTLS.ExpiryWarning)...)
 }
 

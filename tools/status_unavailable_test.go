@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/nefia/nefia/config"
@@ -83,5 +84,37 @@ func TestStatusFileBackendJSONUnchanged(t *testing.T) {
 	}
 	if !strings.Contains(string(data), `"clients":{"issued":0,"active":0,"expired":0,"revoked":0}`) || strings.Contains(string(data), "clients_error") {
 		t.Errorf("JSON: %s", data)
+	}
+}
+
+// countingRecords is unhealthyRecords counting every access, each of
+// which would wait for etcd's 5 s timeout.
+type countingRecords struct {
+	unhealthyRecords
+	n *atomic.Int32
+}
+
+func (c countingRecords) Health() error { c.n.Add(1); return errUnreachable }
+func (c countingRecords) Issued() ([]pki.IssuedCert, error) {
+	c.n.Add(1)
+	return nil, errUnreachable
+}
+func (c countingRecords) Revoked() ([]pki.Revocation, error) {
+	c.n.Add(1)
+	return nil, errUnreachable
+}
+
+// TestStatusStoreUnavailableAsksOnce: with the store out of reach, status
+// asks it once; it used to ask again for the expiring certificates, so
+// 'nefia mtls status' took two etcd timeouts (10 s) instead of one.
+func TestStatusStoreUnavailableAsksOnce(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	s := pki.NewStore(pkitest.NewStore(t).Dir(), pki.WithRecords(countingRecords{n: &n}))
+	if r := tools.BuildStatus(s, config.Loaded{Config: config.Default()}, nil); r.ClientsError == "" {
+		t.Fatal("status found the store available")
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("status asked the unreachable store %d times, want 1", got)
 	}
 }
