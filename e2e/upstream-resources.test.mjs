@@ -38,6 +38,7 @@ mcp:
       allow:
         - "every.prompt:simple-prompt"
         - "every.prompt:args-prompt"
+        - "every.prompt:completable-prompt"
         - "every.resource:demo://resource/static/*"
         - "every.resource:demo://resource/dynamic/text/*"
     - match: {role: agent}
@@ -60,7 +61,7 @@ mcp:
       assert.ok(caps.resources && caps.prompts, JSON.stringify(caps));
 
       const prompts = (await client.listPrompts()).prompts.map((p) => p.name).sort();
-      assert.deepEqual(prompts, ['every.args-prompt', 'every.simple-prompt']);
+      assert.deepEqual(prompts, ['every.args-prompt', 'every.completable-prompt', 'every.simple-prompt']);
       const got = await client.getPrompt({ name: 'every.args-prompt', arguments: { city: 'Paris', state: 'TX' } });
       assert.equal(got.messages[0].content.text, "What's weather in Paris, TX?");
 
@@ -87,6 +88,25 @@ mcp:
     }
   });
 
+  it('forwards completions of prompt arguments and template variables it may get or read', async () => {
+    const { client, close } = await connectHTTP(state, gw.addr, 'bot', 'nefia-e2e-completions-bot');
+    try {
+      assert.ok(client.getServerCapabilities().completions, 'no completions capability');
+      const prompt = { type: 'ref/prompt', name: 'every.completable-prompt' };
+      let res = await client.complete({ ref: prompt, argument: { name: 'department', value: 'E' } });
+      assert.deepEqual(res.completion.values, ['Engineering']);
+      // The context (arguments already chosen) reaches the upstream too.
+      res = await client.complete({ ref: prompt, argument: { name: 'name', value: '' }, context: { arguments: { department: 'Sales' } } });
+      assert.deepEqual(res.completion.values, ['David', 'Eve', 'Frank']);
+      const template = { type: 'ref/resource', uri: 'demo://resource/dynamic/text/{resourceId}' };
+      res = await client.complete({ ref: template, argument: { name: 'resourceId', value: '7' } });
+      assert.deepEqual(res.completion.values, ['7']);
+      await assert.rejects(client.complete({ ref: { type: 'ref/resource', uri: 'demo://resource/dynamic/blob/{resourceId}' }, argument: { name: 'resourceId', value: '7' } }), /permission denied/);
+    } finally {
+      await close();
+    }
+  });
+
   it('hides them from an agent the policy gives none, and refuses its reads', async () => {
     const { client, close } = await connectHTTP(state, gw.addr, 'other', 'nefia-e2e-resources-other');
     try {
@@ -95,6 +115,7 @@ mcp:
       assert.deepEqual((await client.listResourceTemplates()).resourceTemplates, []);
       await assert.rejects(client.readResource({ uri: 'demo://resource/dynamic/text/1' }), /permission denied/);
       await assert.rejects(client.getPrompt({ name: 'every.simple-prompt' }), /permission denied/);
+      await assert.rejects(client.complete({ ref: { type: 'ref/prompt', name: 'every.completable-prompt' }, argument: { name: 'department', value: 'E' } }), /permission denied/);
     } finally {
       await close();
     }
