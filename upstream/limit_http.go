@@ -25,15 +25,33 @@ type limitTransport struct {
 	max  int
 }
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. The request goes out with a
+// context of its own: the caller's cancellation ends it at once until the
+// response's headers are in, and after that lets its body linger
+// (lingerBody), so that an answer read to its last event keeps its
+// connection.
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.Body == nil {
+	caller := req.Context()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(caller))
+	stop := context.AfterFunc(caller, func() { cancel(context.Cause(caller)) })
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	stop()
+	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+		// Nothing more to read: the connection, if any, is back already.
+		cancel(nil)
 		return resp, err
 	}
-	hit := limitFlag(req.Context())
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	resp.Body = &bodyLimit{rc: resp.Body, max: t.max, sse: mt == "text/event-stream", hit: hit}
+	b := &lingerBody{
+		r:      &bodyLimit{rc: resp.Body, max: t.max, sse: mt == "text/event-stream", hit: limitFlag(caller)},
+		raw:    resp.Body,
+		cancel: cancel,
+	}
+	// A caller that ended before the body did (a cancelled call, or a
+	// closed transport's GET stream) is given up on within lingerGrace
+	// even if the body is never closed.
+	b.stop = context.AfterFunc(caller, b.giveUp)
+	resp.Body = b
 	return resp, nil
 }
 
