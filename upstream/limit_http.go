@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 )
 
@@ -33,26 +33,39 @@ type limitTransport struct {
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	caller := req.Context()
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(caller))
-	stop := context.AfterFunc(caller, func() { cancel(context.Cause(caller)) })
+	b := &lingerBody{cancel: cancel}
+	// One watch of the caller for both: before the headers it cancels the
+	// request; after, it gives the body up (lingerBody.giveUp), so that a
+	// caller that ended first (a cancelled call, or a closed transport's
+	// GET stream) is done with within lingerGrace even if the body is
+	// never closed.
+	b.stop = context.AfterFunc(caller, func() {
+		if b.started.Load() {
+			b.giveUp()
+		} else {
+			cancel(context.Cause(caller))
+		}
+	})
 	resp, err := t.base.RoundTrip(req.WithContext(ctx))
-	stop()
 	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
 		// Nothing more to read: the connection, if any, is back already.
+		b.stop()
 		cancel(nil)
 		return resp, err
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	b := &lingerBody{
-		r:      &bodyLimit{rc: resp.Body, max: t.max, sse: mt == "text/event-stream", hit: limitFlag(caller)},
-		raw:    resp.Body,
-		cancel: cancel,
-	}
-	// A caller that ended before the body did (a cancelled call, or a
-	// closed transport's GET stream) is given up on within lingerGrace
-	// even if the body is never closed.
-	b.stop = context.AfterFunc(caller, b.giveUp)
+	b.raw = resp.Body
+	b.r = &bodyLimit{rc: resp.Body, max: t.max, sse: isEventStream(resp.Header.Get("Content-Type")), hit: limitFlag(caller)}
+	b.started.Store(true)
 	resp.Body = b
 	return resp, nil
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream, as
+// mime.ParseMediaType reads it, without the map of parameters that builds
+// per response.
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // CloseIdleConnections passes http.Client.CloseIdleConnections on.

@@ -48,11 +48,12 @@ type lingerBody struct {
 	cancel context.CancelCauseFunc
 	stop   func() bool // unregisters the watch of the caller's context
 
-	eof    atomic.Bool // the transport's body returned io.EOF
-	closed atomic.Bool
-	once   sync.Once // Close's work
-	arm    sync.Once // the grace timer
-	timer  *time.Timer
+	started atomic.Bool // r and raw are set: the response's headers are in
+	eof     atomic.Bool // the transport's body returned io.EOF
+	closed  atomic.Bool
+	once    sync.Once // Close's work
+	arm     sync.Once // the grace timer
+	timer   *time.Timer
 }
 
 // Read implements io.Reader; nothing read after Close is returned.
