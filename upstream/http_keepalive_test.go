@@ -27,8 +27,8 @@ import (
 // HTTP/1.1 with keep-alive to an https upstream that also offers HTTP/2,
 // and keeps one connection across sequential calls, whether the upstream
 // answers calls with a JSON body or with an SSE stream (the official SDKs'
-// default, whose end mcp-go does not wait for: TestHTTPUpstreamKeepAlive
-// saw 7 new connections in 50 calls before lingerBody). Over it, as over
+// default, whose end mcp-go does not wait for: 2 to 7 new connections in
+// 100 calls before lingerBody, 0 or 1 after). Over it, as over
 // HTTP/2 before: 80 concurrent calls, more than the idle pool holds, all
 // complete; progress notifications arrive on a call's SSE answer;
 // list_changed arrives on the GET stream, which holds a connection of its
