@@ -19,9 +19,9 @@ import (
 // and nothing else: no MCP parsing, no policy, no audit, no identity. It
 // speaks each side's protocol as nefia does: HTTP/2 (or HTTP/1.1, by ALPN)
 // to its clients, HTTP/1.1 with keep-alive to the upstream (nefia's
-// dialHTTP, issue 12 item 1), so that the floor stays comparable. What it adds to the direct call is the
-// second HTTP round trip itself, which no gateway written with net/http
-// avoids.
+// dialHTTP, issue 12 item 1), so that the floor stays comparable. What it
+// adds to the direct call is the second HTTP round trip itself, which no
+// gateway written with net/http avoids.
 func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve-proxy", flag.ContinueOnError)
 	addr := fs.String("listen", "127.0.0.1:0", "address")
