@@ -377,17 +377,30 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 // a nefia role. A refusal is a *rejection naming the reason and the
 // certificate, for the log and the audit trail.
 func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
+	_, err := g.admit(&cs)
+	return err
+}
+
+// admit is verifyConnection returning the identity the certificate
+// carries, which its role check builds anyway.
+func (g *Gateway) admit(cs *tls.ConnectionState) (identity.Agent, error) {
 	pool, _, err := g.ca.get()
 	if err != nil {
-		return &rejection{reason: ReasonOther, err: err}
+		return identity.Agent{}, &rejection{reason: ReasonOther, err: err}
 	}
-	return g.verifyAgainst(*pool, cs)
+	return g.admitAgainst(*pool, cs)
 }
 
 // verifyAgainst applies verifyConnection's policy with roots as the CA.
 func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) error {
+	_, err := g.admitAgainst(roots, &cs)
+	return err
+}
+
+// admitAgainst is verifyAgainst returning the certificate's identity.
+func (g *Gateway) admitAgainst(roots *x509.CertPool, cs *tls.ConnectionState) (identity.Agent, error) {
 	if len(cs.PeerCertificates) == 0 {
-		return &rejection{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
+		return identity.Agent{}, &rejection{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 	}
 	leaf := cs.PeerCertificates[0]
 	rejected := func(reason string, err error) error {
@@ -407,23 +420,24 @@ func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) er
 			g.verified.remember(roots, cs.PeerCertificates, chains[0])
 		}
 		if err != nil {
-			return &rejection{reason: verifyReason(err, leaf, now), name: leaf.Subject.CommonName,
+			return identity.Agent{}, &rejection{reason: verifyReason(err, leaf, now), name: leaf.Subject.CommonName,
 				serial: pki.FormatSerial(leaf.SerialNumber), unverified: true, err: err}
 		}
 	}
 	if err := requireClientAuth(leaf); err != nil {
-		return rejected(ReasonBadUsage, err)
+		return identity.Agent{}, rejected(ReasonBadUsage, err)
 	}
 	if err := g.opts.Revocations.Check(leaf); err != nil {
 		if errors.Is(err, pki.ErrRevoked) {
-			return rejected(ReasonRevoked, err)
+			return identity.Agent{}, rejected(ReasonRevoked, err)
 		}
-		return rejected(ReasonRevocationErr, err)
+		return identity.Agent{}, rejected(ReasonRevocationErr, err)
 	}
-	if _, err := identity.FromCertificate(leaf); err != nil {
-		return rejected(ReasonNoRole, err)
+	agent, err := identity.FromCertificate(leaf)
+	if err != nil {
+		return identity.Agent{}, rejected(ReasonNoRole, err)
 	}
-	return nil
+	return agent, nil
 }
 
 // MCPServer returns the MCP server behind the gateway.
@@ -839,10 +853,7 @@ func (g *Gateway) serveHTTP(ctx context.Context, tc *trackedConn, conn net.Conn,
 // identify re-runs the handshake policy for one HTTP request: a kept-alive
 // connection can outlive its certificate's revocation or expiry.
 func (g *Gateway) identify(cs *tls.ConnectionState) (identity.Agent, error) {
-	if err := g.verifyConnection(*cs); err != nil {
-		return identity.Agent{}, err
-	}
-	return identity.FromCertificate(cs.PeerCertificates[0])
+	return g.admit(cs)
 }
 
 // pollRevocations closes connections, in any state (see connState), whose

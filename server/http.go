@@ -435,6 +435,11 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		return
 	}
+	if r.Method == http.MethodPost {
+		// A message for mcp-go: see there. First, so that the checks
+		// below, identify's above all, do not grow the stack once more.
+		presizeStack()
+	}
 	if err := h.origins.check(r); err != nil {
 		h.refuse(r, presented(r.TLS), ReasonOrigin, err)
 		http.Error(w, "forbidden origin", http.StatusForbidden)
@@ -496,7 +501,6 @@ func (h *HTTPTransport) serveHTTP(w http.ResponseWriter, r *http.Request, budget
 		}
 		r.Body = io.NopCloser(body)
 		r.ContentLength = int64(n)
-		presizeStack() // a message for mcp-go: see there
 	}
 
 	// A POST carries one message: its own authorization decision slot.

@@ -15,14 +15,16 @@ package server
 //go:noinline
 func presizeStack() {
 	var frame [presizeFrame]byte
-	stackSink = frame[stackIndex] // keeps frame (and the frame size) alive
+	keepFrame(&frame) // keeps frame (and the frame size) alive
 }
+
+// keepFrame does nothing with its argument, which makes the compiler keep
+// presizeStack's frame. (A write of one of its bytes to a package variable
+// did too, but was a data race between concurrent requests.)
+//
+//go:noinline
+func keepFrame(*[presizeFrame]byte) {}
 
 // presizeFrame is the frame presizeStack needs: the runtime grows the
 // stack to at least twice its size plus the frames already on it.
 const presizeFrame = 16 << 10
-
-var (
-	stackSink  byte
-	stackIndex int
-)

@@ -43,7 +43,7 @@ func startGateway(t *testing.T, mk func(pub string) config.Upstream) *fixture {
 }
 
 // startGatewayUps is startGateway with several upstreams.
-func startGatewayUps(t *testing.T, mk func(pub string) []config.Upstream) *fixture {
+func startGatewayUps(t testing.TB, mk func(pub string) []config.Upstream) *fixture {
 	t.Helper()
 	store := pkitest.NewStore(t)
 	signer, err := upstream.LoadSigner(store)

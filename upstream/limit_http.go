@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 )
 
@@ -25,16 +25,47 @@ type limitTransport struct {
 	max  int
 }
 
-// RoundTrip implements http.RoundTripper.
+// RoundTrip implements http.RoundTripper. The request goes out with a
+// context of its own: the caller's cancellation ends it at once until the
+// response's headers are in, and after that lets its body linger
+// (lingerBody), so that an answer read to its last event keeps its
+// connection.
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.Body == nil {
+	caller := req.Context()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(caller))
+	b := &lingerBody{cancel: cancel}
+	// One watch of the caller for both: before the headers it cancels the
+	// request; after, it gives the body up (lingerBody.giveUp), so that a
+	// caller that ended first (a cancelled call, or a closed transport's
+	// GET stream) is done with within lingerGrace even if the body is
+	// never closed.
+	b.stop = context.AfterFunc(caller, func() {
+		if b.started.Load() {
+			b.giveUp()
+		} else {
+			cancel(context.Cause(caller))
+		}
+	})
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil || resp.Body == nil || resp.Body == http.NoBody {
+		// Nothing more to read: the connection, if any, is back already.
+		b.stop()
+		cancel(nil)
 		return resp, err
 	}
-	hit := limitFlag(req.Context())
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	resp.Body = &bodyLimit{rc: resp.Body, max: t.max, sse: mt == "text/event-stream", hit: hit}
+	b.raw = resp.Body
+	b.r = &bodyLimit{rc: resp.Body, max: t.max, sse: isEventStream(resp.Header.Get("Content-Type")), hit: limitFlag(caller)}
+	b.started.Store(true)
+	resp.Body = b
 	return resp, nil
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream, as
+// mime.ParseMediaType reads it, without the map of parameters that builds
+// per response.
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // CloseIdleConnections passes http.Client.CloseIdleConnections on.

@@ -16,10 +16,12 @@ import (
 // serveProxy runs the floor of any Go gateway in front of an HTTP
 // upstream (issue 12 item 2): net/http's reverse proxy, mutual TLS in
 // front (nefia's certificate check, baseline.Config), HTTPS to --to behind,
-// HTTP/2 on both sides as with nefia, and nothing else: no MCP parsing, no
-// policy, no audit, no identity. What it adds to the direct call is the
-// second HTTP round trip itself, which no gateway written with net/http
-// avoids.
+// and nothing else: no MCP parsing, no policy, no audit, no identity. It
+// speaks each side's protocol as nefia does: HTTP/2 (or HTTP/1.1, by ALPN)
+// to its clients, HTTP/1.1 with keep-alive to the upstream (nefia's
+// dialHTTP, issue 12 item 1), so that the floor stays comparable. What it
+// adds to the direct call is the second HTTP round trip itself, which no
+// gateway written with net/http avoids.
 func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve-proxy", flag.ContinueOnError)
 	addr := fs.String("listen", "127.0.0.1:0", "address")
@@ -49,6 +51,9 @@ func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ht := http.DefaultTransport.(*http.Transport).Clone()
 	ht.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}
+	// HTTP/1.1 to the upstream, as nefia speaks to its url upstreams.
+	ht.Protocols = new(http.Protocols)
+	ht.Protocols.SetHTTP1(true)
 	ht.MaxIdleConnsPerHost = 64
 	rp := &httputil.ReverseProxy{
 		Rewrite:       func(r *httputil.ProxyRequest) { r.SetURL(target); r.Out.URL.Path = target.Path },

@@ -25,6 +25,7 @@ Usage:
   nefia-bench serve-gateway --state-dir D --config F [--audit=false] [--cpuprofile F]
   nefia-bench serve-echo (--stdio [--stdio-server stream|mcp-go] | --cert F --key F [--ca F] [--http] [--listen ADDR]) [--cpuprofile F]
   nefia-bench serve-proxy --to URL --upstream-ca F --cert F --key F --ca F [--listen ADDR]
+                                # net/http's ReverseProxy: HTTP/1.1 keep-alive to --to, as nefia
 
 'run' starts every server itself (the real nefia binary, nefia's gateway
 in-process in a nefia-bench child, the bare crypto/tls ceiling, and stunnel

@@ -299,7 +299,7 @@ func reportUpstream(p func(string, ...any), r *results) {
 		{phaseUpstream, "raw stream",
 			"%s = a Go MCP server (mcp-go, tool echo) on its own mutual-TLS raw stream; %s = the nefia binary running the same server as a stdio upstream (mcp.upstreams), called as echo.echo (policy, audit on, identity assertion). Server CPU includes the upstream process; the main process is nefia alone."},
 		{phaseUpstreamHTTP, "Streamable HTTP",
-			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers); " + nameEchoProxy + " = net/http's ReverseProxy (mutual TLS) in front of that same upstream, the floor of any Go gateway (serve-proxy). Server CPU includes the upstream process; the main process is nefia (or the proxy) alone."},
+			"%s = the same Go MCP server on its own mutual-TLS Streamable HTTP endpoint (mcp-go); %s = nefia's /mcp (mutual TLS) forwarding to a second such server as a url upstream over HTTPS, called as echo.echo (policy, audit on, identity assertion in _meta and headers); " + nameEchoProxy + " = net/http's ReverseProxy (mutual TLS) in front of that same upstream, speaking HTTP/1.1 with keep-alive to it as nefia does, the floor of any Go gateway (serve-proxy). Server CPU includes the upstream process; the main process is nefia (or the proxy) alone."},
 	} {
 		ts := r.targets(ph.phase)
 		if len(ts) == 0 {
