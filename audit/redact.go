@@ -40,9 +40,12 @@ func Redact(args map[string]any) map[string]any {
 	return out
 }
 
+// Redacted is what Redact records in place of a secret's value.
+const Redacted = "[redacted]"
+
 func redactValue(key string, v any) any {
-	if secretKey(key) {
-		return "[redacted]"
+	if SecretKey(key) {
+		return Redacted
 	}
 	switch t := v.(type) {
 	case string:
@@ -67,7 +70,11 @@ func redactValue(key string, v any) any {
 	return v
 }
 
-func secretKey(k string) bool {
+// SecretKey reports whether an argument named k holds a secret, whose
+// value Redact removes: for records that carry a value apart from its
+// name (a completion's typed text is under "value", its argument's name
+// under "argument").
+func SecretKey(k string) bool {
 	k = strings.ToLower(k)
 	for _, s := range []string{"password", "secret", "token", "private", "passphrase"} {
 		if strings.Contains(k, s) {

@@ -106,11 +106,22 @@ func completeRef(req *mcp.CompleteRequest) string {
 }
 
 // completeArgs are a completion's audited arguments: which argument, the
-// text typed so far, and the arguments already resolved.
+// text typed so far, and the arguments already resolved. audit.Redact
+// decides by key, so the typed text of a secret-named argument is
+// redacted here, and the context is a map[string]any, which Redact walks
+// (a map[string]string it passes through whole).
 func completeArgs(req *mcp.CompleteRequest) map[string]any {
-	args := map[string]any{"argument": req.Params.Argument.Name, "value": req.Params.Argument.Value}
+	var value any = req.Params.Argument.Value
+	if audit.SecretKey(req.Params.Argument.Name) {
+		value = audit.Redacted
+	}
+	args := map[string]any{"argument": req.Params.Argument.Name, "value": value}
 	if len(req.Params.Context.Arguments) > 0 {
-		args["context"] = req.Params.Context.Arguments
+		resolved := make(map[string]any, len(req.Params.Context.Arguments))
+		for k, v := range req.Params.Context.Arguments {
+			resolved[k] = v
+		}
+		args["context"] = resolved
 	}
 	return args
 }

@@ -2,6 +2,7 @@ package upstream_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +101,46 @@ func TestUpstreamCompletions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompletionAuditRedactsSecrets: a completion's audit record redacts
+// what a prompts/get's would: the text typed into an argument whose name
+// names a secret, and the secret-named arguments of its context. Before,
+// the typed text went under the key "value" and the context as a
+// map[string]string, which audit.Redact passes through, so the trail held
+// "s3cr3t-typed" and "hunter2" in clear.
+func TestCompletionAuditRedactsSecrets(t *testing.T) {
+	t.Parallel()
+	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	c := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	req := mcp.CompleteRequest{}
+	req.Params.Ref = mcp.PromptReference{Type: "ref/prompt", Name: "up.greet"}
+	req.Params.Argument = mcp.CompleteArgument{Name: "api_token", Value: "s3cr3t-typed"}
+	req.Params.Context = mcp.CompleteContext{Arguments: map[string]string{"password": "hunter2", "who": "al"}}
+	if _, err := c.Complete(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range f.g.AuditRecords() {
+		if r.Event != "completion" {
+			continue
+		}
+		found = true
+		line, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"s3cr3t-typed", "hunter2"} {
+			if strings.Contains(string(line), secret) {
+				t.Errorf("the completion record holds %q in clear: %s", secret, line)
+			}
+		}
+		if !strings.Contains(string(line), `"al"`) {
+			t.Errorf("the completion record lost the context's plain argument: %s", line)
+		}
+	}
+	if !found {
+		t.Fatal("no completion record")
 	}
 }

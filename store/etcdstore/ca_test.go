@@ -13,7 +13,8 @@ import (
 // TestStoreRecordsItsCA: a store created for a CA records it; another CA
 // is refused by CreateWithCA and CheckCA (pki.ErrForeignCA); a store
 // created before the CA was recorded takes the first CA it is given and
-// refuses others from then on; CheckCA passes a store that records none.
+// refuses others from then on (for a first issuance's CA, see
+// TestStoreCreatedBeforeTakesTheFirstIssuersCA).
 func TestStoreRecordsItsCA(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
@@ -33,9 +34,6 @@ func TestStoreRecordsItsCA(t *testing.T) {
 		{name: "created before, CA recorded later", create: func(s *etcdstore.Store) error {
 			if _, _, err := s.Create(now); err != nil {
 				return err
-			}
-			if err := s.CheckCA("bb"); err != nil {
-				t.Errorf("a store that records no CA refused issuance: %v", err)
 			}
 			_, created, err := s.CreateWithCA(now, "aa")
 			if created {
@@ -67,5 +65,33 @@ func TestStoreRecordsItsCA(t *testing.T) {
 				t.Errorf("CreateShared on an existing store: created %v, %v; want false, nil (the caller refuses)", created, err)
 			}
 		})
+	}
+}
+
+// TestStoreCreatedBeforeTakesTheFirstIssuersCA: a store created before
+// the CA was recorded (every store of a fleet that upgraded, and one a
+// host without a CA migrated into) records the CA of its first issuance,
+// and from then on refuses another CA's. Before, such a store recorded a
+// CA only when a migrate ran into it again, which an upgraded fleet never
+// does: CheckCA passed every CA, so a host with a CA of its own issued
+// into the fleet's store for good.
+func TestStoreCreatedBeforeTakesTheFirstIssuersCA(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	s := etcdstore.New(c.Client(t), "/legacy/")
+	if _, _, err := s.Create(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckCA("aa"); err != nil {
+		t.Fatalf("the first issuance into a store that records no CA: %v", err)
+	}
+	if err := s.CheckCA("bb"); !errors.Is(err, pki.ErrForeignCA) {
+		t.Errorf("an issuance of another CA after the fleet's first: %v, want ErrForeignCA", err)
+	}
+	if err := s.CheckCA("aa"); err != nil {
+		t.Errorf("the fleet's own CA refused: %v", err)
+	}
+	if m, err := s.Meta(); err != nil || m.CAFingerprint != "aa" {
+		t.Errorf("marker %+v, %v; want CA aa", m, err)
 	}
 }

@@ -166,15 +166,31 @@ func short(fp string) string { return fp[:min(len(fp), 16)] }
 
 // CheckCA fails, wrapping pki.ErrForeignCA, when the store records a CA
 // other than the one of fingerprint ca (pki's caChecker: issuance asks
-// first). A store that records none passes. The marker is read each
-// time (one linearizable read): a store deleted and created again under
-// the prefix may record another CA.
+// first). A store that records none (created before the CA was recorded:
+// every store of an upgraded fleet) records ca, as a migrate into it
+// would: otherwise it would pass every CA for good, since an upgraded
+// fleet never migrates again. The marker is read each time (one
+// linearizable read): a store deleted and created again under the prefix
+// may record another CA.
 func (s *Store) CheckCA(ca string) error {
-	m, err := s.Meta()
+	m, raw, err := s.readMeta()
 	if err != nil {
 		return err
 	}
-	if m.CAFingerprint != "" && m.CAFingerprint != ca {
+	if m.CAFingerprint == "" {
+		if _, err := s.adoptCA(m, raw, ca); err != nil {
+			// Another host's first issuance may have recorded one
+			// meanwhile: decide on what is recorded now.
+			if now, merr := s.Meta(); merr == nil && now.CAFingerprint != "" {
+				m = now
+			} else {
+				return err
+			}
+		} else {
+			return nil
+		}
+	}
+	if m.CAFingerprint != ca {
 		return foreignCA(s.prefix, m.CAFingerprint, ca)
 	}
 	return nil
@@ -194,14 +210,22 @@ func decodeMeta(key string, value []byte) (Meta, error) {
 // Meta reads the marker with a linearizable request: ErrNoStore (wrapped,
 // naming the prefix) when there is none.
 func (s *Store) Meta() (Meta, error) {
+	m, _, err := s.readMeta()
+	return m, err
+}
+
+// readMeta is Meta, with the marker as stored (for adoptCA's
+// compare-and-swap).
+func (s *Store) readMeta() (Meta, []byte, error) {
 	cx, cancel := ctx()
 	defer cancel()
 	resp, err := s.cli.Get(clientv3.WithRequireLeader(cx), s.metaKey())
 	if err != nil {
-		return Meta{}, unavailable("read the store marker", err)
+		return Meta{}, nil, unavailable("read the store marker", err)
 	}
 	if len(resp.Kvs) == 0 {
-		return Meta{}, noStore(s.prefix)
+		return Meta{}, nil, noStore(s.prefix)
 	}
-	return decodeMeta(s.metaKey(), resp.Kvs[0].Value)
+	m, err := decodeMeta(s.metaKey(), resp.Kvs[0].Value)
+	return m, resp.Kvs[0].Value, err
 }
