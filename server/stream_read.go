@@ -120,7 +120,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) readNext {
 		// Notifications are handled in order on the read loop, as mcp-go's
 		// StdioServer does: notifications/initialized must take effect
 		// before the requests that follow it are dispatched.
-		if resp := s.handle(ctx, nil, line); resp != nil {
+		if resp := s.handle(ctx, nil, line, nil); resp != nil {
 			s.send(resp)
 		}
 		return readOn
@@ -169,7 +169,7 @@ func (s *StreamSession) dispatch(ctx context.Context, line []byte) readNext {
 	work := line
 	s.workers.Go(func() {
 		notes := s.notes.Load()
-		resp := s.handle(ctx, env.ID, work)
+		resp := s.handle(ctx, env.ID, work, nil)
 		work = nil // not needed while the answer waits for the writer
 		if listen {
 			s.endListen() // before the final response: nothing after it is tagged
@@ -193,9 +193,10 @@ func isModernRequest(msg []byte) bool {
 }
 
 // handle runs one message through mcp-go and returns the encoded response,
-// or nil if there is none. A panicking handler must not take the process
+// or nil if there is none; a tool's or an empty response is appended to
+// dst (see runInline). A panicking handler must not take the process
 // down: a request gets an internal error, a notification nothing.
-func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg []byte) (out []byte) {
+func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg, dst []byte) (out []byte) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.ErrorContext(ctx, "panic in MCP message handler",
@@ -212,10 +213,10 @@ func (s *StreamSession) handle(ctx context.Context, id json.RawMessage, msg []by
 	if resp == nil {
 		return nil
 	}
-	if line, ok := appendToolResponse(nil, resp); ok {
+	if line, ok := appendToolResponse(dst, resp); ok {
 		return line
 	}
-	if line, ok := appendEmptyResponse(nil, resp); ok {
+	if line, ok := appendEmptyResponse(dst, resp); ok {
 		return line
 	}
 	out, err := jsonrpc.EncodeLine(resp)
