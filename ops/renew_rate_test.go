@@ -33,9 +33,7 @@ func TestRenewalsPerLifetimeBounded(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			svc, _ := newService(t, false)
-			clk := pkitest.NewClock(time.Now())
-			svc.Store = pki.NewStore(svc.Store.Dir(), pki.WithClock(clk))
+			svc, clk := clockedService(t)
 			const life = 2 * time.Hour
 			renewing := pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, life)
 			renew := func() (*pki.Issued, error) {
@@ -104,9 +102,7 @@ func TestRenewalBoundCountsFromIssuance(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			svc, _ := newService(t, false)
-			clk := pkitest.NewClock(time.Now())
-			svc.Store = pki.NewStore(svc.Store.Dir(), pki.WithClock(clk))
+			svc, clk := clockedService(t)
 			renewing := pkitest.Issue(t, svc.Store, "bot", pki.RoleAgent, tc.life)
 			renew := func() (*pki.Issued, error) {
 				csr, _ := pkitest.CSR(t, pkix.Name{})
@@ -126,4 +122,13 @@ func TestRenewalBoundCountsFromIssuance(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clockedService is newService with a store on a clock the test moves.
+func clockedService(t *testing.T) (*ops.Service, *pkitest.Clock) {
+	t.Helper()
+	svc, _ := newService(t, false)
+	clk := pkitest.NewClock(time.Now())
+	svc.Store = pki.NewStore(svc.Store.Dir(), pki.WithClock(clk))
+	return svc, clk
 }

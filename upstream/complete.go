@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
 
@@ -137,25 +136,12 @@ func (u *upstream) complete(ctx context.Context, subject string, ref completeRef
 	}
 	defer cancel()
 	what := "completion/complete " + ref.Name + ref.URI
-	tr := cn.c.GetTransport()
-	req := transport.JSONRPCRequest{
-		JSONRPC: mcp.JSONRPC_VERSION,
-		ID:      mcp.NewRequestId("nefia-complete-" + strconv.FormatInt(completeIDs.Add(1), 10)),
-		Method:  string(mcp.MethodCompletionComplete),
-		Params:  p,
-	}
-	resp, err := tr.SendRequest(cctx, req)
+	raw, err := sendRequest(cctx, cn, mcp.MethodCompletionComplete, "nefia-complete-"+strconv.FormatInt(completeIDs.Add(1), 10), p)
 	if err != nil {
-		if cctx.Err() != nil {
-			cancelUpstream(cctx, tr, req.ID)
-		}
-		return nil, u.forwardError(ctx, cctx, cn, what, transport.NewError(err))
-	}
-	if resp.Error != nil {
-		return nil, resp.Error.AsError()
+		return nil, u.forwardError(ctx, cctx, cn, what, err)
 	}
 	var res mcp.CompleteResult
-	if err := json.Unmarshal(resp.Result, &res); err != nil {
+	if err := json.Unmarshal(raw, &res); err != nil {
 		return nil, fmt.Errorf("upstream %q: %s: a malformed answer: %w", u.cfg.Name, what, err)
 	}
 	c := res.Completion

@@ -35,18 +35,7 @@ func complete(c *client.Client, ref any, arg, value string) ([]string, error) {
 // completions, so a client could not complete upstream arguments at all.
 func TestUpstreamCompletions(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name     string
-		upstream func(t *testing.T) func(pub string) config.Upstream
-	}{
-		{name: "stdio", upstream: func(*testing.T) func(string) config.Upstream {
-			return func(pub string) config.Upstream { return stdioUpstream("up", pub) }
-		}},
-		{name: "http", upstream: func(t *testing.T) func(string) config.Upstream {
-			return func(pub string) config.Upstream { return config.Upstream{Name: "up", URL: startHTTPUpstream(t, pub)} }
-		}},
-	}
-	for _, tt := range tests {
+	for _, tt := range bothTransports {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := startGateway(t, tt.upstream(t))

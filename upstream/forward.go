@@ -43,13 +43,20 @@ func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallT
 	if err := ctx.Err(); err != nil {
 		return nil, transport.NewError(err) // not sent, nothing to cancel
 	}
-	tr := cn.c.GetTransport()
-	req := transport.JSONRPCRequest{
-		JSONRPC: mcp.JSONRPC_VERSION,
-		ID:      mcp.NewRequestId("nefia-call-" + strconv.FormatInt(callIDs.Add(1), 10)),
-		Method:  string(mcp.MethodToolsCall),
-		Params:  params,
+	res, err := sendRequest(ctx, cn, mcp.MethodToolsCall, "nefia-call-"+strconv.FormatInt(callIDs.Add(1), 10), params)
+	if err != nil {
+		return nil, err
 	}
+	return callResult(res)
+}
+
+// sendRequest sends one request of nefia's own (id, params) on cn's
+// transport and returns its result: a transport failure as a
+// *transport.Error, after cancelling the request upstream when ctx ended
+// first; a JSON-RPC error as its error.
+func sendRequest(ctx context.Context, cn *conn, method mcp.MCPMethod, id string, params any) (json.RawMessage, error) {
+	tr := cn.c.GetTransport()
+	req := transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(id), Method: string(method), Params: params}
 	resp, err := tr.SendRequest(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -60,7 +67,7 @@ func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallT
 	if resp.Error != nil {
 		return nil, resp.Error.AsError()
 	}
-	return callResult(resp.Result)
+	return resp.Result, nil
 }
 
 // cancelUpstream tells a stdio upstream to stop working on request id, as

@@ -9,7 +9,6 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
 	"github.com/nefia/nefia/pki/pkitest"
 	"github.com/nefia/nefia/server/servertest"
@@ -24,18 +23,7 @@ import (
 // unless a key appears twice.
 func TestForwardedCallHotPath(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name     string
-		upstream func(t *testing.T) func(pub string) config.Upstream
-	}{
-		{name: "stdio", upstream: func(*testing.T) func(string) config.Upstream {
-			return func(pub string) config.Upstream { return stdioUpstream("up", pub) }
-		}},
-		{name: "http", upstream: func(t *testing.T) func(string) config.Upstream {
-			return func(pub string) config.Upstream { return config.Upstream{Name: "up", URL: startHTTPUpstream(t, pub)} }
-		}},
-	}
-	for _, tt := range tests {
+	for _, tt := range bothTransports {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := startGateway(t, tt.upstream(t))

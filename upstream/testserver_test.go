@@ -14,6 +14,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/upstream"
 )
 
@@ -260,4 +261,18 @@ func startHTTPUpstream(t *testing.T, pubKeyFile string) string {
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	return ts.URL + "/mcp"
+}
+
+// bothTransports runs a test against the Go test upstream over stdio and
+// over Streamable HTTP: the name of each case and the upstream to start.
+var bothTransports = []struct {
+	name     string
+	upstream func(t *testing.T) func(pub string) config.Upstream
+}{
+	{name: "stdio", upstream: func(*testing.T) func(string) config.Upstream {
+		return func(pub string) config.Upstream { return stdioUpstream("up", pub) }
+	}},
+	{name: "http", upstream: func(t *testing.T) func(string) config.Upstream {
+		return func(pub string) config.Upstream { return config.Upstream{Name: "up", URL: startHTTPUpstream(t, pub)} }
+	}},
 }
