@@ -301,10 +301,14 @@ func (g *Gateway) takeWaiter() bool {
 func (g *Gateway) dropWaiter() { g.slotWaiters.Add(-1) }
 
 // maxSerialWaiters is how many of the waiting places one certificate may
-// hold: a client reconnecting at its per-client limit needs one or two,
-// and one certificate must not take every place and leave other clients'
-// reconnections to be refused at once.
-const maxSerialWaiters = 2
+// hold: a quarter of maxSlotWaiters (16 by default), at least one, so that
+// one certificate cannot take every place and leave other clients'
+// reconnections to be refused at once. Not fewer: clients that share one
+// certificate reconnect together (with 2, bench/refusals.sh's 50 clients
+// of one certificate at 50 slots saw up to 2.3 refusals per 1,000).
+func (g *Gateway) maxSerialWaiters() int {
+	return max(int(g.maxSlotWaiters())/4, 1)
+}
 
 // enterWait takes a waiting place for a connection of serial, one of
 // maxSlotWaiters and of its certificate's maxSerialWaiters; the returned
@@ -315,7 +319,7 @@ func (g *Gateway) enterWait(serial string) (leave func(), ok bool) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.serialWaits[serial] >= maxSerialWaiters {
+	if g.serialWaits[serial] >= g.maxSerialWaiters() {
 		g.dropWaiter()
 		return nil, false
 	}

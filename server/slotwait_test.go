@@ -96,8 +96,8 @@ func TestReconnectWaitsForReleasedSlot(t *testing.T) {
 }
 
 // TestSlotWaitersAreBounded: while every session slot is taken, at most
-// MaxHandshakes/8 connections wait for one, at most 2 of them with one
-// certificate (so one client cannot take every place); the others are refused at
+// MaxHandshakes/8 connections wait for one, at most a quarter of them with
+// one certificate (so one client cannot take every place); the others are refused at
 // once, before their handshake (at accept) or right after it (a limit of
 // their certificate), and audited. Before the bound, each waited SlotWait
 // holding a pending-handshake place, so a flood of connections to a full
@@ -114,7 +114,7 @@ func TestSlotWaitersAreBounded(t *testing.T) {
 	}{
 		{name: "bare connections to a full gateway", maxHandshakes: 8},
 		// Room for the flood's own handshakes besides the one in progress.
-		// MaxHandshakes/8 = 4 places, at most 2 of them for one certificate.
+		// MaxHandshakes/8 = 4 places, at most 1 of them for one certificate.
 		{name: "handshaken connections at the per-client limit", afterHandshake: true, maxHandshakes: 32},
 	}
 	for _, tc := range tests {
@@ -163,7 +163,7 @@ func TestSlotWaitersAreBounded(t *testing.T) {
 			// All but the waiters are refused, well within SlotWait.
 			waiters := tc.maxHandshakes / 8
 			if tc.afterHandshake {
-				waiters = min(waiters, 2) // per certificate
+				waiters = max(waiters/4, 1) // per certificate
 			}
 			deadline := time.After(waitLimit)
 			for i := range flood - waiters {
