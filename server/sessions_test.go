@@ -86,7 +86,17 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 	if _, err := bot.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}}); err == nil {
 		t.Error("the disconnected raw session still answers")
 	}
-	left := askControl(t, sock, server.ControlRequest{Op: server.ControlSessions}).Connections
+	// The closed connection leaves the table when its goroutine has
+	// finished, a moment after the client sees the close.
+	var left []server.ConnInfo
+	deadline := time.Now().Add(waitLimit)
+	for {
+		left = askControl(t, sock, server.ControlRequest{Op: server.ControlSessions}).Connections
+		if len(left) == 1 && left[0].ID == web.ID || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(left) != 1 || left[0].ID != web.ID {
 		t.Errorf("after disconnecting %s: %+v, want the HTTP connection alone", raw.ID, left)
 	}
@@ -99,7 +109,7 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 	}
 
 	var audited, byOperator bool
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for !(audited && byOperator) && time.Now().Before(deadline) {
 		for _, r := range g.AuditRecords() {
 			if r.Event == audit.EventConnectionClose && r.Reason == server.ReasonCloseDisconnected && r.Agent != nil && r.Agent.Name == "bot" {
