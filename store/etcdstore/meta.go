@@ -177,23 +177,15 @@ func (s *Store) CheckCA(ca string) error {
 	if err != nil {
 		return err
 	}
-	if m.CAFingerprint == "" {
-		if _, err := s.adoptCA(m, raw, ca); err != nil {
-			// Another host's first issuance may have recorded one
-			// meanwhile: decide on what is recorded now.
-			if now, merr := s.Meta(); merr == nil && now.CAFingerprint != "" {
-				m = now
-			} else {
-				return err
-			}
-		} else {
-			return nil
+	_, err = s.adoptCA(m, raw, ca)
+	if err != nil && m.CAFingerprint == "" {
+		// Another host's first issuance may have recorded one
+		// meanwhile: decide on what is recorded now.
+		if now, nowRaw, merr := s.readMeta(); merr == nil && now.CAFingerprint != "" {
+			_, err = s.adoptCA(now, nowRaw, ca)
 		}
 	}
-	if m.CAFingerprint != ca {
-		return foreignCA(s.prefix, m.CAFingerprint, ca)
-	}
-	return nil
+	return err
 }
 
 func decodeMeta(key string, value []byte) (Meta, error) {
