@@ -201,36 +201,56 @@ func (s *Service) supersede(ctx context.Context, actor identity.Agent, prev, nex
 // chainOf returns the active certificates of the renewal chain serial is
 // in: its ancestors through Renews and every descendant of the oldest.
 func chainOf(list []pki.ListedCert, serial string) []string {
-	parent := make(map[string]string, len(list))
-	children := map[string][]string{}
-	active := map[string]bool{}
-	for _, c := range list {
-		if c.Renews != "" {
-			parent[c.Serial] = c.Renews
-			children[c.Renews] = append(children[c.Renews], c.Serial)
-		}
-		active[c.Serial] = c.State == pki.StateActive || c.State == pki.StateNotYet
-	}
-	root := serial
-	for seen := 0; parent[root] != "" && seen < len(list); seen++ {
-		root = parent[root]
-	}
+	_, members := chainIn(list, serial)
 	var out []string
-	queue, visited := []string{root}, map[string]bool{root: true}
-	for len(queue) > 0 {
-		c := queue[0]
-		queue = queue[1:]
-		if active[c] {
-			out = append(out, c)
-		}
-		for _, k := range children[c] {
-			if !visited[k] {
-				visited[k] = true
-				queue = append(queue, k)
-			}
+	for _, c := range members {
+		if c.State == pki.StateActive || c.State == pki.StateNotYet {
+			out = append(out, c.Serial)
 		}
 	}
 	return out
+}
+
+// chainIn returns the renewal chain serial is in: root, its oldest
+// ancestor through Renews (which the inventory may no longer hold), and
+// the certificates of list in the chain, root first when list holds it,
+// then every certificate renewed from it, directly or not, each once,
+// nearest first.
+func chainIn(list []pki.ListedCert, serial string) (root string, members []*pki.ListedCert) {
+	parent := make(map[string]string, len(list))
+	children := map[string][]*pki.ListedCert{}
+	for i := range list {
+		if c := &list[i]; c.Renews != "" {
+			parent[c.Serial] = c.Renews
+			children[c.Renews] = append(children[c.Renews], c)
+		}
+	}
+	root = serial
+	for seen := map[string]bool{root: true}; ; {
+		p, ok := parent[root]
+		if !ok || seen[p] {
+			break
+		}
+		seen[p] = true
+		root = p
+	}
+	for i := range list {
+		if list[i].Serial == root {
+			members = append(members, &list[i])
+			break
+		}
+	}
+	visited := map[string]bool{root: true}
+	for queue := []string{root}; len(queue) > 0; queue = queue[1:] {
+		for _, k := range children[queue[0]] {
+			if !visited[k.Serial] {
+				visited[k.Serial] = true
+				members = append(members, k)
+				queue = append(queue, k.Serial)
+			}
+		}
+	}
+	return root, members
 }
 
 // checkRenew is everything Renew refuses before it records anything: it

@@ -25,42 +25,16 @@ const MaxRenewalsPerLifetime = 10
 // empty, is the successor just issued (counted, so the bound holds against
 // renewals that raced past the check before issuance).
 func renewRateIn(list []pki.ListedCert, prev, next string, now time.Time, window time.Duration) error {
-	parent := make(map[string]string, len(list))
-	children := map[string][]string{}
-	issued := make(map[string]time.Time, len(list))
-	for _, c := range list {
-		// When it was issued: NotBefore is backdated for clock skew, and
-		// counting from it would shorten the window by pki.Backdate (to
-		// nothing for one-minute certificates).
-		issued[c.Serial] = c.NotBefore.Add(pki.Backdate)
-		if c.Renews != "" {
-			parent[c.Serial] = c.Renews
-			children[c.Renews] = append(children[c.Renews], c.Serial)
-		}
-	}
-	root := prev
-	for seen := map[string]bool{prev: true}; ; {
-		p, ok := parent[root]
-		if !ok || seen[p] {
-			break
-		}
-		seen[p] = true
-		root = p
-	}
+	root, members := chainIn(list, prev)
 	since := now.Add(-window)
 	n := 0
-	for queue, seen := []string{root}, map[string]bool{root: true}; len(queue) > 0; {
-		serial := queue[0]
-		queue = queue[1:]
-		for _, k := range children[serial] {
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
-			queue = append(queue, k)
-			if issued[k].After(since) {
-				n++
-			}
+	for _, c := range members {
+		// When it was issued: NotBefore is backdated for clock skew, and
+		// counting from it would shorten the window by pki.Backdate (to
+		// nothing for one-minute certificates). The root was issued, not
+		// renewed.
+		if c.Serial != root && c.NotBefore.Add(pki.Backdate).After(since) {
+			n++
 		}
 	}
 	limit := MaxRenewalsPerLifetime
