@@ -17,6 +17,19 @@ import (
 	"github.com/nefia/nefia/pki"
 )
 
+// fleetOnEtcd is a host that created the fleet's store at endpoints: its
+// CA made by 'init' on the file backend, its store migrated to etcd, and
+// its configuration switched to etcd.
+func fleetOnEtcd(t *testing.T, endpoints []string) *cli {
+	t.Helper()
+	c := newCLI(t)
+	c.mustRun("mtls", "init")
+	writeStoreConfig(t, c, "file", endpoints)
+	c.mustRun("mtls", "store", "migrate", "--to", "etcd")
+	writeStoreConfig(t, c, "etcd", endpoints)
+	return c
+}
+
 // writeStoreConfig writes nefia.yaml with the etcd section set and the
 // given backend.
 func writeStoreConfig(t *testing.T, c *cli, backend string, endpoints []string) {
@@ -189,11 +202,7 @@ func TestMigrateBadInput(t *testing.T) {
 func TestInitForceRefusedOnEtcd(t *testing.T) {
 	t.Parallel()
 	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
-	c := newCLI(t)
-	c.mustRun("mtls", "init")
-	writeStoreConfig(t, c, "file", cluster.Endpoints())
-	c.mustRun("mtls", "store", "migrate", "--to", "etcd")
-	writeStoreConfig(t, c, "etcd", cluster.Endpoints())
+	c := fleetOnEtcd(t, cluster.Endpoints())
 	before, err := os.ReadFile(filepath.Join(c.stateDir, pki.CACertFile))
 	if err != nil {
 		t.Fatal(err)
@@ -236,10 +245,7 @@ func TestInitJoiningAFleetRefused(t *testing.T) {
 			t.Parallel()
 			cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
 			if tt.store {
-				fleet := newCLI(t)
-				fleet.mustRun("mtls", "init")
-				writeStoreConfig(t, fleet, "file", cluster.Endpoints())
-				fleet.mustRun("mtls", "store", "migrate", "--to", "etcd")
+				fleetOnEtcd(t, cluster.Endpoints())
 			}
 			eps := cluster.Endpoints()
 			if tt.down {
@@ -313,11 +319,7 @@ func TestInitOnTwoHostsOfANewFleet(t *testing.T) {
 func TestForeignCAKeptOutOfTheFleetStore(t *testing.T) {
 	t.Parallel()
 	cluster := etcdtest.Start(t, etcdtest.Options{Members: 1})
-	fleet := newCLI(t)
-	fleet.mustRun("mtls", "init")
-	writeStoreConfig(t, fleet, "file", cluster.Endpoints())
-	fleet.mustRun("mtls", "store", "migrate", "--to", "etcd")
-	writeStoreConfig(t, fleet, "etcd", cluster.Endpoints())
+	fleet := fleetOnEtcd(t, cluster.Endpoints())
 
 	other := newCLI(t)
 	other.mustRun("mtls", "init")
