@@ -95,3 +95,28 @@ func TestStoreCreatedBeforeTakesTheFirstIssuersCA(t *testing.T) {
 		t.Errorf("marker %+v, %v; want CA aa", m, err)
 	}
 }
+
+// TestCreateSharedLeavesAnExistingStoreAlone: init on a host without a CA
+// asks CreateShared to create the store for the CA it is about to write;
+// when a store is there already (another host's migrate created it in the
+// moment between init's look and its create), init is refused and its CA
+// never written, so the store must not record that CA. Before, a store
+// that recorded no CA yet was given it, and every issuance of the fleet's
+// real CA was then refused (ErrForeignCA).
+func TestCreateSharedLeavesAnExistingStoreAlone(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	s := etcdstore.New(c.Client(t), "/raced/")
+	if _, _, err := s.Create(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := s.CreateShared(time.Now(), "refused-init"); created || err != nil {
+		t.Fatalf("CreateShared on an existing store: created %v, %v; want false, nil", created, err)
+	}
+	if m, err := s.Meta(); err != nil || m.CAFingerprint != "" {
+		t.Fatalf("marker %+v, %v; want no CA recorded by a refused init", m, err)
+	}
+	if err := s.CheckCA("fleet"); err != nil {
+		t.Errorf("the fleet's first issuance after a refused init: %v", err)
+	}
+}

@@ -73,14 +73,47 @@ func (s *Store) Create(now time.Time) (m Meta, created bool, err error) {
 // with a CA of its own must not join the fleet's store), and one created
 // before the CA was recorded is given it.
 func (s *Store) CreateWithCA(now time.Time, ca string) (m Meta, created bool, err error) {
+	m, raw, created, err := s.createMarker(now, ca)
+	if err != nil {
+		return Meta{}, false, err
+	}
+	if !created {
+		if m, err = s.adoptCA(m, raw, ca); err != nil {
+			return Meta{}, false, err
+		}
+	}
+	if err := s.indexNames(); err != nil {
+		return m, created, err
+	}
+	return m, created, nil
+}
+
+// CreateShared is CreateWithCA for pki.Store.Init on a host without a CA
+// (see pki's sharedCreator): the first init of a new fleet creates the
+// store, recording the CA it is about to write, so that a second host's
+// init is refused rather than given a CA of its own. created says whether
+// this call did. A store that exists is left as it is, whatever CA it
+// records or not: the caller refuses and never writes its CA, so it must
+// not become the fleet's.
+func (s *Store) CreateShared(now time.Time, ca string) (created bool, err error) {
+	if _, _, created, err = s.createMarker(now, ca); err != nil || !created {
+		return false, err
+	}
+	return true, s.indexNames()
+}
+
+// createMarker writes a new marker recording ca unless one exists, in one
+// transaction; it returns the marker under the prefix, and as stored when
+// it existed (for adoptCA).
+func (s *Store) createMarker(now time.Time, ca string) (m Meta, raw []byte, created bool, err error) {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
-		return Meta{}, false, fmt.Errorf("etcdstore: store id: %w", err)
+		return Meta{}, nil, false, fmt.Errorf("etcdstore: store id: %w", err)
 	}
 	m = Meta{StoreID: hex.EncodeToString(id), Format: FormatVersion, CreatedAt: now.UTC(), CAFingerprint: ca}
 	data, err := json.Marshal(m)
 	if err != nil {
-		return Meta{}, false, fmt.Errorf("etcdstore: encode the store marker: %w", err)
+		return Meta{}, nil, false, fmt.Errorf("etcdstore: encode the store marker: %w", err)
 	}
 	cx, cancel := ctx()
 	defer cancel()
@@ -90,37 +123,17 @@ func (s *Store) CreateWithCA(now time.Time, ca string) (m Meta, created bool, er
 		Else(clientv3.OpGet(s.metaKey())).
 		Commit()
 	if err != nil {
-		return Meta{}, false, unavailable("create the store marker "+s.metaKey(), err)
+		return Meta{}, nil, false, unavailable("create the store marker "+s.metaKey(), err)
 	}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().GetKvs()
-		if len(kvs) != 1 {
-			return Meta{}, false, noStore(s.prefix)
-		}
-		if m, err = decodeMeta(s.metaKey(), kvs[0].Value); err != nil {
-			return Meta{}, false, err
-		}
-		if m, err = s.adoptCA(m, kvs[0].Value, ca); err != nil {
-			return Meta{}, false, err
-		}
+	if resp.Succeeded {
+		return m, nil, true, nil
 	}
-	if err := s.indexNames(); err != nil {
-		return m, resp.Succeeded, err
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) != 1 {
+		return Meta{}, nil, false, noStore(s.prefix)
 	}
-	return m, resp.Succeeded, nil
-}
-
-// CreateShared is CreateWithCA for pki.Store.Init on a host without a CA
-// (see pki's sharedCreator): the first init of a new fleet creates the
-// store, recording the CA it is about to write, so that a second host's
-// init is refused rather than given a CA of its own. created says whether
-// this call did.
-func (s *Store) CreateShared(now time.Time, ca string) (created bool, err error) {
-	_, created, err = s.CreateWithCA(now, ca)
-	if errors.Is(err, pki.ErrForeignCA) {
-		return false, nil // a fleet is there: the caller refuses
-	}
-	return created, err
+	m, err = decodeMeta(s.metaKey(), kvs[0].Value)
+	return m, kvs[0].Value, false, err
 }
 
 // adoptCA checks the existing marker m (raw, as stored) against the CA
