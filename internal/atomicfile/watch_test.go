@@ -11,6 +11,20 @@ import (
 	"github.com/nefia/nefia/internal/atomicfile"
 )
 
+// watchOrSkip is NewWatch(paths...), skipping the test where the platform
+// has no watch.
+func watchOrSkip(t *testing.T, paths ...string) *atomicfile.Watch {
+	t.Helper()
+	w, err := atomicfile.NewWatch(paths...)
+	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // TestWatchSeesEveryChangeAtOnce: each way a watched file changes is
 // reported by the very next Changed (no wait: the kernel queues the event in
 // the system call), and a quiet directory reports nothing.
@@ -47,13 +61,7 @@ func TestWatchSeesEveryChangeAtOnce(t *testing.T) {
 			if err := os.WriteFile(file, []byte("old"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			w, err := atomicfile.NewWatch(file, filepath.Join(dir, "missing.json"))
-			if errors.Is(err, atomicfile.ErrWatchUnsupported) {
-				t.Skip(err)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			w := watchOrSkip(t, file, filepath.Join(dir, "missing.json"))
 			if changed, err := w.Changed(); changed || err != nil {
 				t.Fatalf("quiet directory: changed=%v, %v", changed, err)
 			}
@@ -74,13 +82,7 @@ func TestWatchBreaksLoudly(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
 	os.Mkdir(dir, 0o700)
-	w, err := atomicfile.NewWatch(filepath.Join(dir, "f"))
-	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchOrSkip(t, filepath.Join(dir, "f"))
 	if err := os.Rename(dir, dir+".old"); err != nil {
 		t.Fatal(err)
 	}
@@ -107,13 +109,7 @@ func TestWatchViewsShareOneWatch(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "ca.crt")
-	w, err := atomicfile.NewWatch(file)
-	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchOrSkip(t, file)
 	a, b := w.View(), w.View()
 	if err := atomicfile.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -142,13 +138,7 @@ func TestWatchWaitBlocksUntilChange(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "revoked.json")
-	w, err := atomicfile.NewWatch(file)
-	if errors.Is(err, atomicfile.ErrWatchUnsupported) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchOrSkip(t, file)
 	v := w.View()
 
 	// Nothing changed: Wait times out with the context's error.
