@@ -311,14 +311,13 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		var t *target
 		switch {
 		case w.echo != "":
-			args := []string{"serve-echo", "--cpuprofile", prof, "--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile}
+			args := s.serverArgs(s.caFile, "serve-echo", "--cpuprofile", prof)
 			if w.echo == "http" {
 				args = append(args, "--http")
 			}
 			t, err = startSelf(ctx, s.o.self, nameEchoDirect, args...)
 		case w.baseline:
-			t, err = startSelf(ctx, s.o.self, nameBaseline, "serve-baseline", "--cpuprofile", prof,
-				"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+			t, err = startSelf(ctx, s.o.self, nameBaseline, s.serverArgs(s.caFile, "serve-baseline", "--cpuprofile", prof)...)
 		default:
 			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, cfgPath, true, prof)
 		}
