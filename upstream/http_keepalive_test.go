@@ -2,12 +2,9 @@ package upstream_test
 
 import (
 	"context"
-	"encoding/pem"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,10 +60,7 @@ func TestHTTPUpstreamKeepAlive(t *testing.T) {
 			}
 			ts.StartTLS()
 			t.Cleanup(ts.Close)
-			caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
-			if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			caFile := writeServerCA(t, ts)
 			f := startGateway(t, func(string) config.Upstream {
 				return config.Upstream{Name: "up", URL: ts.URL + "/mcp", CAFile: caFile}
 			})
