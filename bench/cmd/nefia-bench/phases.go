@@ -325,7 +325,7 @@ func (s *suite) profilePhase(ctx context.Context) error {
 			return err
 		}
 		if w.rate > 0 {
-			s.measureOpen(ctx, t, w.conc, w.rate, 0, w.nw(t.addr))
+			s.measureOpen(ctx, phaseProfile+":"+w.name, t, w.conc, w.rate, 0, dur, w.nw(t.addr))
 		} else {
 			s.measure(ctx, phaseProfile+":"+w.name, t, w.conc, 0, dur, w.nw(t.addr))
 		}
