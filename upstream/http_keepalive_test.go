@@ -114,15 +114,7 @@ func TestHTTPUpstreamKeepAlive(t *testing.T) {
 						got.Add(1)
 					}
 				})
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				req := mcp.CallToolRequest{}
-				req.Params.Name = "up.progress"
-				req.Params.Meta = &mcp.Meta{ProgressToken: "mine-1"}
-				res, err := bot.CallTool(ctx, req)
-				if err != nil || res.IsError {
-					t.Fatalf("up.progress = %+v, %v", res, err)
-				}
+				callProgress(t, bot)
 				if n := got.Load(); n != 2 {
 					t.Errorf("caller got %d progress notifications, want 2", n)
 				}
