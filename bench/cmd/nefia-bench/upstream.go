@@ -126,17 +126,26 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	if up, err = s.startHTTPEcho(ctx, cfgPath); err != nil {
 		return err
 	}
-	state, err := s.fx.copyState("upstream-http")
-	if err != nil {
+	tool := map[string]string{nameEchoDirect: "echo"}
+	// startVia starts a nefia binary with up as its upstream, whose process
+	// is part of the cost of serving through nefia.
+	startVia := func(bin, name, stateName string) error {
+		state, err := s.fx.copyState(stateName)
+		if err != nil {
+			return err
+		}
+		t, err := startNefia(ctx, bin, name, state, cfgPath, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		t.extra = []int{up.pid()}
+		tool[name] = echoUpstream + ".echo"
+		return nil
+	}
+	if err := startVia(s.o.nefia, nameEchoNefia, "upstream-http"); err != nil {
 		return err
 	}
-	via, err := startNefia(ctx, s.o.nefia, nameEchoNefia, state, cfgPath, "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	targets = append(targets, via)
-	via.extra = []int{up.pid()} // the upstream is part of the cost of serving through nefia
-	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
 	// The floor of any net/http gateway: a bare reverse proxy to the same
 	// upstream (serve-proxy), alternated with nefia like the rest.
 	proxy, err := startSelf(ctx, s.o.self, nameEchoProxy, s.serverArgs(s.caFile,
@@ -148,16 +157,9 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	proxy.extra = []int{up.pid()}
 	tool[nameEchoProxy] = "echo"
 	if s.o.baseline != "" { // the same upstream, alternated, so never both at once
-		if state, err = s.fx.copyState("upstream-http-baseline"); err != nil {
+		if err := startVia(s.o.baseline, nameEchoBaseline, "upstream-http-baseline"); err != nil {
 			return err
 		}
-		base, err := startNefia(ctx, s.o.baseline, nameEchoBaseline, state, cfgPath, "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		targets = append(targets, base)
-		base.extra = []int{up.pid()}
-		tool[nameEchoBaseline] = echoUpstream + ".echo"
 	}
 	url := func(t *target) string { return "https://" + t.addr + server.MCPPath }
 	cfgs, err := s.httpClientConfigs()
