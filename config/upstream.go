@@ -137,12 +137,12 @@ func checkUpstreams(key string, ups []Upstream) []error {
 				errs = append(errs, invalid(at+".command", "the program (first element) must not be empty"))
 			}
 			for k := range u.Env {
-				if k == "" || strings.ContainsAny(k, "=\x00") {
+				if !envName(k) {
 					errs = append(errs, invalid(at+".env", "%q is not an environment variable name", k))
 				}
 			}
 			for _, k := range u.InheritEnv {
-				if k == "" || strings.ContainsAny(k, "=\x00") {
+				if !envName(k) {
 					errs = append(errs, invalid(at+".inherit_env", "%q is not an environment variable name", k))
 				}
 			}
@@ -218,4 +218,10 @@ func checkUpstreamURL(key, raw string) error {
 		return invalid(key, "http is allowed on loopback only (127.0.0.1, ::1, localhost); use https for %q", u.Host)
 	}
 	return invalid(key, "scheme must be https (or http on loopback), got %q", u.Scheme)
+}
+
+// envName reports whether k can name an environment variable (of env: or
+// inherit_env:): not empty, and neither "=" nor NUL, which would end it.
+func envName(k string) bool {
+	return k != "" && !strings.ContainsAny(k, "=\x00")
 }

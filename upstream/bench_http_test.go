@@ -2,11 +2,8 @@ package upstream_test
 
 import (
 	"context"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -27,10 +24,7 @@ func BenchmarkForwardedHTTPCall(b *testing.B) {
 	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return srv }, &sdk.StreamableHTTPOptions{JSONResponse: true})
 	ts := httptest.NewTLSServer(h)
 	b.Cleanup(ts.Close)
-	caFile := filepath.Join(b.TempDir(), "upstream-ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
-		b.Fatal(err)
-	}
+	caFile := writeServerCA(b, ts)
 	f := startGatewayUps(b, func(string) []config.Upstream {
 		return []config.Upstream{{Name: "up", URL: ts.URL + "/mcp", CAFile: caFile}}
 	})

@@ -116,10 +116,7 @@ func (u *upstream) offersResource(uri string) bool {
 // upstream that declared no completions capability has none to give: the
 // answer is empty, as from a server without suggestions.
 func (u *upstream) complete(ctx context.Context, subject string, ref completeRef, arg mcp.CompleteArgument, cc mcp.CompleteContext) (*mcp.Completion, error) {
-	if d := policy.Enforce(ctx, subject); !d.Allowed {
-		return nil, fmt.Errorf("%w: %s", policy.ErrDenied, d.Reason)
-	}
-	cn, err := u.connFor(ctx)
+	cn, err := u.admit(ctx, subject)
 	if err != nil {
 		return nil, err
 	}

@@ -345,6 +345,22 @@ func TestUpstreamMessageLimit(t *testing.T) {
 	}
 }
 
+// callProgress calls up.progress, which sends two progress notifications
+// before its answer, under progress token "mine-1"; the call must succeed.
+func callProgress(t *testing.T, c *client.Client) *mcp.CallToolResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := mcp.CallToolRequest{}
+	req.Params.Name = "up.progress"
+	req.Params.Meta = &mcp.Meta{ProgressToken: "mine-1"}
+	res, err := c.CallTool(ctx, req)
+	if err != nil || res.IsError {
+		t.Fatalf("up.progress = %+v, %v", res, err)
+	}
+	return res
+}
+
 // TestUpstreamProgress: the upstream's progress notifications reach the
 // caller under the caller's own token, while the upstream saw a token
 // nefia issued.
@@ -361,15 +377,7 @@ func TestUpstreamProgress(t *testing.T) {
 			mu.Unlock()
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = "up.progress"
-	req.Params.Meta = &mcp.Meta{ProgressToken: "mine-1"}
-	res, err := bot.CallTool(ctx, req)
-	if err != nil || res.IsError {
-		t.Fatalf("up.progress = %+v, %v", res, err)
-	}
+	res := callProgress(t, bot)
 	if seen := text(res); !strings.HasPrefix(seen, "nefia-progress-") {
 		t.Errorf("upstream saw progress token %q, want one nefia issued", seen)
 	}

@@ -2,12 +2,9 @@ package upstream_test
 
 import (
 	"context"
-	"encoding/pem"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,10 +60,7 @@ func TestHTTPUpstreamKeepAlive(t *testing.T) {
 			}
 			ts.StartTLS()
 			t.Cleanup(ts.Close)
-			caFile := filepath.Join(t.TempDir(), "upstream-ca.pem")
-			if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			caFile := writeServerCA(t, ts)
 			f := startGateway(t, func(string) config.Upstream {
 				return config.Upstream{Name: "up", URL: ts.URL + "/mcp", CAFile: caFile}
 			})
@@ -120,15 +114,7 @@ func TestHTTPUpstreamKeepAlive(t *testing.T) {
 						got.Add(1)
 					}
 				})
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				req := mcp.CallToolRequest{}
-				req.Params.Name = "up.progress"
-				req.Params.Meta = &mcp.Meta{ProgressToken: "mine-1"}
-				res, err := bot.CallTool(ctx, req)
-				if err != nil || res.IsError {
-					t.Fatalf("up.progress = %+v, %v", res, err)
-				}
+				callProgress(t, bot)
 				if n := got.Load(); n != 2 {
 					t.Errorf("caller got %d progress notifications, want 2", n)
 				}

@@ -50,10 +50,7 @@ func TestHTTPSUpstreamWithMTLSAndHeaders(t *testing.T) {
 	ts.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	caFile := filepath.Join(dir, "upstream-ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caFile := writeServerCA(t, ts)
 	headersFile := filepath.Join(dir, "up.headers")
 	if err := os.WriteFile(headersFile, []byte("# token for the upstream\nAuthorization: Bearer s3cret-token\n\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -389,13 +389,21 @@ func (u *upstream) dropItems() {
 	u.setPrompts(nil)
 }
 
+// admit is the connection a request forwarded for the caller of ctx goes
+// out on (a resource read, a prompt get, a completion), once the policy
+// allows the caller subject, which is checked first: a denied caller
+// never starts or waits for the upstream.
+func (u *upstream) admit(ctx context.Context, subject string) (*conn, error) {
+	if d := policy.Enforce(ctx, subject); !d.Allowed {
+		return nil, fmt.Errorf("%w: %s", policy.ErrDenied, d.Reason)
+	}
+	return u.connFor(ctx)
+}
+
 // readResource forwards resources/read of uri, once the policy allows the
 // caller <upstream>.resource:<uri>.
 func (u *upstream) readResource(ctx context.Context, uri string) ([]mcp.ResourceContents, error) {
-	if d := policy.Enforce(ctx, policy.ResourceSubject(u.cfg.Name, uri)); !d.Allowed {
-		return nil, fmt.Errorf("%w: %s", policy.ErrDenied, d.Reason)
-	}
-	cn, err := u.connFor(ctx)
+	cn, err := u.admit(ctx, policy.ResourceSubject(u.cfg.Name, uri))
 	if err != nil {
 		return nil, err
 	}
@@ -416,10 +424,7 @@ func (u *upstream) readResource(ctx context.Context, uri string) ([]mcp.Resource
 // getPrompt forwards prompts/get of the upstream's prompt original, once
 // the policy allows the caller <upstream>.prompt:<original>.
 func (u *upstream) getPrompt(ctx context.Context, original string, args map[string]string) (*mcp.GetPromptResult, error) {
-	if d := policy.Enforce(ctx, policy.PromptSubject(u.cfg.Name, original)); !d.Allowed {
-		return nil, fmt.Errorf("%w: %s", policy.ErrDenied, d.Reason)
-	}
-	cn, err := u.connFor(ctx)
+	cn, err := u.admit(ctx, policy.PromptSubject(u.cfg.Name, original))
 	if err != nil {
 		return nil, err
 	}

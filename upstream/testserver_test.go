@@ -3,10 +3,12 @@ package upstream_test
 import (
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -250,6 +252,17 @@ func verify(pubKeyFile string, meta map[string]any) any {
 		return err.Error()
 	}
 	return claims
+}
+
+// writeServerCA writes the certificate of ts, a TLS test server, to a
+// file the gateway can take as an upstream's ca_file, and returns its path.
+func writeServerCA(tb testing.TB, ts *httptest.Server) string {
+	tb.Helper()
+	caFile := filepath.Join(tb.TempDir(), "upstream-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return caFile
 }
 
 // startHTTPUpstream serves the test server over Streamable HTTP on

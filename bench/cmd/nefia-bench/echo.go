@@ -54,10 +54,7 @@ func serveEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	stdio := fs.Bool("stdio", false, "serve one session on stdin/stdout")
 	stdioServer := fs.String("stdio-server", stdioStream, "with --stdio: "+stdioStream+" (nefia's server.ServeStream, as the direct server) or "+stdioMCPGo+" (mcp-go's StdioServer)")
 	httpMode := fs.Bool("http", false, "serve Streamable HTTP at /mcp instead of the raw stream (client certificates required only with --ca)")
-	addr := fs.String("listen", "127.0.0.1:0", "address")
-	cert := fs.String("cert", "", "server certificate (PEM)")
-	key := fs.String("key", "", "server key (PEM)")
-	ca := fs.String("ca", "", "CA client certificates must chain to")
+	tf := addServerFlags(fs)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,11 +71,11 @@ func serveEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	if *stdio {
 		return serveEchoStdio(ctx, srv, *stdioServer, os.Stdin, os.Stdout)
 	}
-	cfg, err := echoTLS(*cert, *key, *ca)
+	cfg, err := echoTLS(*tf.cert, *tf.key, *tf.ca)
 	if err != nil {
 		return err
 	}
-	ln, err := listen(*addr, stdout)
+	ln, err := listen(*tf.addr, stdout)
 	if err != nil {
 		return err
 	}

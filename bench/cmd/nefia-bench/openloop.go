@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nefia/nefia/bench/load"
 )
@@ -48,23 +49,24 @@ func (s *suite) openLoopPhase(ctx context.Context) error {
 				}
 				t := targets[(i+r)%len(targets)]
 				nw := load.ToolWorkers(ctx, t.addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
-				s.measureOpen(ctx, t, s.o.openSessions, rate, r, nw)
+				s.measureOpen(ctx, phaseOpen, t, s.o.openSessions, rate, r, s.o.duration, nw)
 			}
 		}
 	}
 	return nil
 }
 
-// measureOpen runs one open-loop cell and records it.
-func (s *suite) measureOpen(ctx context.Context, t *target, sessions, rate, round int, nw load.NewWorker) {
-	c, res := s.runCell(t, cell{Phase: phaseOpen, Target: t.name, Conc: sessions, Round: round, Offered: float64(rate)}, s.o.duration,
+// measureOpen runs one open-loop cell of phase (phaseOpen, or a profile
+// workload's) against t for dur and records it.
+func (s *suite) measureOpen(ctx context.Context, phase string, t *target, sessions, rate, round int, dur time.Duration, nw load.NewWorker) {
+	c, res := s.runCell(t, cell{Phase: phase, Target: t.name, Conc: sessions, Round: round, Offered: float64(rate)}, dur,
 		func(win load.Window) (load.Result, error) { return load.RunOpen(ctx, sessions, float64(rate), win, nw) })
 	c.Late = res.Late
 	if c.Err != "" {
-		s.fail("%s %s %d/s round %d: %s", phaseOpen, t.name, rate, round, c.Err)
+		s.fail("%s %s %d/s round %d: %s", phase, t.name, rate, round, c.Err)
 	}
 	s.logf("%-18s %-16s %6d/s offered r=%d %9.0f/s done p50 %7.2fms p99 %7.2fms late %d server %6.0fµs/op other load %.2f cores",
-		phaseOpen, t.name, rate, round, c.Rate, c.P50us/1000, c.P99us/1000, c.Late, c.ServerCPUus, c.OtherCores)
+		phase, t.name, rate, round, c.Rate, c.P50us/1000, c.P99us/1000, c.Late, c.ServerCPUus, c.OtherCores)
 	s.res.Cells = append(s.res.Cells, c)
 }
 

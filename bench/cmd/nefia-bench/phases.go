@@ -311,14 +311,13 @@ func (s *suite) profilePhase(ctx context.Context) error {
 		var t *target
 		switch {
 		case w.echo != "":
-			args := []string{"serve-echo", "--cpuprofile", prof, "--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile}
+			args := s.serverArgs(s.caFile, "serve-echo", "--cpuprofile", prof)
 			if w.echo == "http" {
 				args = append(args, "--http")
 			}
 			t, err = startSelf(ctx, s.o.self, nameEchoDirect, args...)
 		case w.baseline:
-			t, err = startSelf(ctx, s.o.self, nameBaseline, "serve-baseline", "--cpuprofile", prof,
-				"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+			t, err = startSelf(ctx, s.o.self, nameBaseline, s.serverArgs(s.caFile, "serve-baseline", "--cpuprofile", prof)...)
 		default:
 			t, err = startGateway(ctx, s.o.self, nameAuditOn, state, cfgPath, true, prof)
 		}
@@ -326,7 +325,7 @@ func (s *suite) profilePhase(ctx context.Context) error {
 			return err
 		}
 		if w.rate > 0 {
-			s.measureOpen(ctx, t, w.conc, w.rate, 0, w.nw(t.addr))
+			s.measureOpen(ctx, phaseProfile+":"+w.name, t, w.conc, w.rate, 0, dur, w.nw(t.addr))
 		} else {
 			s.measure(ctx, phaseProfile+":"+w.name, t, w.conc, 0, dur, w.nw(t.addr))
 		}

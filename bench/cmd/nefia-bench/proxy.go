@@ -24,12 +24,9 @@ import (
 // gateway written with net/http avoids.
 func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve-proxy", flag.ContinueOnError)
-	addr := fs.String("listen", "127.0.0.1:0", "address")
+	tf := addServerFlags(fs)
 	to := fs.String("to", "", "the upstream's URL (https://host:port/mcp)")
 	upCA := fs.String("upstream-ca", "", "CA of the upstream's server certificate")
-	cert := fs.String("cert", "", "server certificate (PEM)")
-	key := fs.String("key", "", "server key (PEM)")
-	ca := fs.String("ca", "", "CA client certificates must chain to")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,7 +42,7 @@ func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 	if !roots.AppendCertsFromPEM(pem) {
 		return fmt.Errorf("--upstream-ca %s: no certificates", *upCA)
 	}
-	cfg, err := echoTLS(*cert, *key, *ca)
+	cfg, err := echoTLS(*tf.cert, *tf.key, *tf.ca)
 	if err != nil {
 		return err
 	}
@@ -60,7 +57,7 @@ func serveProxy(ctx context.Context, args []string, stdout io.Writer) error {
 		Transport:     ht,
 		FlushInterval: -1, // SSE answers go on at once
 	}
-	ln, err := listen(*addr, stdout)
+	ln, err := listen(*tf.addr, stdout)
 	if err != nil {
 		return err
 	}

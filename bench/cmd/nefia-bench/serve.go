@@ -36,18 +36,30 @@ func listen(addr string, stdout io.Writer) (net.Listener, error) {
 	return ln, nil
 }
 
+// serverFlags are the flags of a serve-* subcommand that listens with
+// nefia's server certificate: the same four, with the same defaults and
+// help, in each of them.
+type serverFlags struct{ addr, cert, key, ca *string }
+
+// addServerFlags defines --listen, --cert, --key and --ca on fs.
+func addServerFlags(fs *flag.FlagSet) serverFlags {
+	return serverFlags{
+		addr: fs.String("listen", "127.0.0.1:0", "address"),
+		cert: fs.String("cert", "", "server certificate (PEM)"),
+		key:  fs.String("key", "", "server key (PEM)"),
+		ca:   fs.String("ca", "", "CA client certificates must chain to"),
+	}
+}
+
 // serveBaseline runs the ceiling: bare crypto/tls with nefia's certificates.
 func serveBaseline(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("serve-baseline", flag.ContinueOnError)
-	addr := fs.String("listen", "127.0.0.1:0", "address")
-	cert := fs.String("cert", "", "server certificate (PEM)")
-	key := fs.String("key", "", "server key (PEM)")
-	ca := fs.String("ca", "", "CA client certificates must chain to")
+	tf := addServerFlags(fs)
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := baseline.Config(*cert, *key, *ca)
+	cfg, err := baseline.Config(*tf.cert, *tf.key, *tf.ca)
 	if err != nil {
 		return err
 	}
@@ -56,7 +68,7 @@ func serveBaseline(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer stop()
-	ln, err := listen(*addr, stdout)
+	ln, err := listen(*tf.addr, stdout)
 	if err != nil {
 		return err
 	}

@@ -60,8 +60,7 @@ func (s *suite) upstreamPhase(ctx context.Context) error {
 func (s *suite) upstreamStream(ctx context.Context) error {
 	var targets []*target
 	defer func() { s.stopAll(targets...) }()
-	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, "serve-echo",
-		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, s.serverArgs(s.caFile, "serve-echo")...)
 	if err != nil {
 		return err
 	}
@@ -118,8 +117,7 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	var targets []*target
 	var up *target // nefia's upstream: measured with nefia, stopped last
 	defer func() { s.stopAll(append(targets, up)...) }()
-	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, "serve-echo", "--http",
-		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+	direct, err := startSelf(ctx, s.o.self, nameEchoDirect, s.serverArgs(s.caFile, "serve-echo", "--http")...)
 	if err != nil {
 		return err
 	}
@@ -128,21 +126,30 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	if up, err = s.startHTTPEcho(ctx, cfgPath); err != nil {
 		return err
 	}
-	state, err := s.fx.copyState("upstream-http")
-	if err != nil {
+	tool := map[string]string{nameEchoDirect: "echo"}
+	// startVia starts a nefia binary with up as its upstream, whose process
+	// is part of the cost of serving through nefia.
+	startVia := func(bin, name, stateName string) error {
+		state, err := s.fx.copyState(stateName)
+		if err != nil {
+			return err
+		}
+		t, err := startNefia(ctx, bin, name, state, cfgPath, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		t.extra = []int{up.pid()}
+		tool[name] = echoUpstream + ".echo"
+		return nil
+	}
+	if err := startVia(s.o.nefia, nameEchoNefia, "upstream-http"); err != nil {
 		return err
 	}
-	via, err := startNefia(ctx, s.o.nefia, nameEchoNefia, state, cfgPath, "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	targets = append(targets, via)
-	via.extra = []int{up.pid()} // the upstream is part of the cost of serving through nefia
-	tool := map[string]string{nameEchoDirect: "echo", nameEchoNefia: echoUpstream + ".echo"}
 	// The floor of any net/http gateway: a bare reverse proxy to the same
 	// upstream (serve-proxy), alternated with nefia like the rest.
-	proxy, err := startSelf(ctx, s.o.self, nameEchoProxy, "serve-proxy", "--to", "https://"+up.addr+server.MCPPath, "--upstream-ca", s.caFile,
-		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile), "--ca", s.caFile)
+	proxy, err := startSelf(ctx, s.o.self, nameEchoProxy, s.serverArgs(s.caFile,
+		"serve-proxy", "--to", "https://"+up.addr+server.MCPPath, "--upstream-ca", s.caFile)...)
 	if err != nil {
 		return err
 	}
@@ -150,16 +157,9 @@ func (s *suite) upstreamHTTP(ctx context.Context) error {
 	proxy.extra = []int{up.pid()}
 	tool[nameEchoProxy] = "echo"
 	if s.o.baseline != "" { // the same upstream, alternated, so never both at once
-		if state, err = s.fx.copyState("upstream-http-baseline"); err != nil {
+		if err := startVia(s.o.baseline, nameEchoBaseline, "upstream-http-baseline"); err != nil {
 			return err
 		}
-		base, err := startNefia(ctx, s.o.baseline, nameEchoBaseline, state, cfgPath, "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		targets = append(targets, base)
-		base.extra = []int{up.pid()}
-		tool[nameEchoBaseline] = echoUpstream + ".echo"
 	}
 	url := func(t *target) string { return "https://" + t.addr + server.MCPPath }
 	cfgs, err := s.httpClientConfigs()
@@ -193,8 +193,7 @@ func (s *suite) upstreamWindow() time.Duration {
 // (HTTPS, server-authenticated; extra: more serve-echo flags) and writes cfgPath, a nefia.yaml with it
 // as the upstream.
 func (s *suite) startHTTPEcho(ctx context.Context, cfgPath string, extra ...string) (*target, error) {
-	up, err := startSelf(ctx, s.o.self, "echo upstream (HTTP)", append([]string{"serve-echo", "--http",
-		"--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile)}, extra...)...)
+	up, err := startSelf(ctx, s.o.self, "echo upstream (HTTP)", s.serverArgs("", append([]string{"serve-echo", "--http"}, extra...)...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +203,17 @@ func (s *suite) startHTTPEcho(ctx context.Context, cfgPath string, extra ...stri
 		return nil, err
 	}
 	return up, nil
+}
+
+// serverArgs is args (a serve-* subcommand and its flags) followed by the
+// flags (addServerFlags) giving it nefia's server certificate, and ca as
+// the CA client certificates must chain to unless empty.
+func (s *suite) serverArgs(ca string, args ...string) []string {
+	args = append(args, "--cert", s.fx.path(pki.ServerCertFile), "--key", s.fx.path(pki.ServerKeyFile))
+	if ca != "" {
+		args = append(args, "--ca", ca)
+	}
+	return args
 }
 
 // httpClientConfigs are the HTTP load clients' TLS configurations, one
