@@ -27,12 +27,7 @@ func TestGatewayCountsCallsPerConnection(t *testing.T) {
 	}
 	servertest.CallOK(t, second, "nefia.mtls.status", nil)
 
-	opsCert := g.Cert("ops", pki.RoleOperator)
-	cfg := g.ClientConfig(&opsCert)
-	cfg.MinVersion = tls.VersionTLS13
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	hc := h2Client(t, g, g.Cert("ops", pki.RoleOperator))
 	url := "https://" + g.Addr + "/mcp"
 	sid := initialize(t, hc, url)
 	for range 2 {
@@ -63,4 +58,14 @@ func TestGatewayCountsCallsPerConnection(t *testing.T) {
 	if len(counts) != 2 || counts[0] != 3 || counts[1] != 1 {
 		t.Errorf("raw connections' calls: %v, want [3 1]", counts)
 	}
+}
+
+// h2Client is a TLS 1.3 HTTP client of the gateway presenting cert, HTTP/2
+// when the gateway offers it; its idle connections close with the test.
+func h2Client(t *testing.T, g *servertest.Gateway, cert tls.Certificate) *http.Client {
+	cfg := g.ClientConfig(&cert)
+	cfg.MinVersion = tls.VersionTLS13
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }

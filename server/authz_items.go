@@ -76,16 +76,7 @@ func (a *Authorizer) allows(ctx context.Context) func(subject string) bool {
 // withEnforcer gives a read or get the policy in force when it arrived,
 // bound to its caller; denials are logged as tool calls' are.
 func (a *Authorizer) withEnforcer(ctx context.Context, log *slog.Logger) context.Context {
-	agent, _ := identity.FromContext(ctx)
-	p := a.Policy()
-	return policy.WithEnforcer(ctx, func(subject string) policy.Decision {
-		d := p.Decide(agent, subject)
-		if !d.Allowed {
-			log.Warn("read denied", "subject", subject, "name", agent.Name, "serial", agent.Serial,
-				"role", agent.Role, "reason", d.Reason)
-		}
-		return d
-	})
+	return a.enforcer(ctx, log, a.Policy(), "read denied")
 }
 
 // Enforcing gives ctx an enforcer (policy.Enforce) bound to its caller
@@ -97,11 +88,22 @@ func (a *Authorizer) withEnforcer(ctx context.Context, log *slog.Logger) context
 // Enforce denies. Reads and gets get the policy in force when they arrived
 // on top of it (withEnforcer).
 func (a *Authorizer) Enforcing(ctx context.Context, log *slog.Logger) context.Context {
+	return a.enforcer(ctx, log, nil, "request denied")
+}
+
+// enforcer gives ctx an enforcer bound to its caller that decides with p,
+// or with the policy in force at each decision when p is nil, and logs a
+// denial as denied.
+func (a *Authorizer) enforcer(ctx context.Context, log *slog.Logger, p *policy.Policy, denied string) context.Context {
 	agent, _ := identity.FromContext(ctx)
 	return policy.WithEnforcer(ctx, func(subject string) policy.Decision {
-		d := a.Policy().Decide(agent, subject)
+		in := p
+		if in == nil {
+			in = a.Policy()
+		}
+		d := in.Decide(agent, subject)
 		if !d.Allowed {
-			log.Warn("request denied", "subject", subject, "name", agent.Name, "serial", agent.Serial,
+			log.Warn(denied, "subject", subject, "name", agent.Name, "serial", agent.Serial,
 				"role", agent.Role, "reason", d.Reason)
 		}
 		return d

@@ -117,21 +117,23 @@ func completeArgs(req *mcp.CompleteRequest) map[string]any {
 	}
 	args := map[string]any{"argument": req.Params.Argument.Name, "value": value}
 	if len(req.Params.Context.Arguments) > 0 {
-		resolved := make(map[string]any, len(req.Params.Context.Arguments))
-		for k, v := range req.Params.Context.Arguments {
-			resolved[k] = v
-		}
-		args["context"] = resolved
+		args["context"] = anyValues(req.Params.Context.Arguments)
 	}
 	return args
 }
 
 func promptArgs(req *mcp.GetPromptRequest) map[string]any {
-	args := make(map[string]any, len(req.Params.Arguments)+1)
-	for k, v := range req.Params.Arguments {
-		args[k] = v
+	return anyValues(req.Params.Arguments)
+}
+
+// anyValues copies string arguments into the map[string]any that
+// audit.Redact walks (a map[string]string it passes through whole).
+func anyValues(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
 	}
-	return args
+	return out
 }
 
 // callEvent is the audit event of a call event's method.

@@ -266,11 +266,19 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	enter := func() (func(), bool) { return g.enterWait(agent.Serial) }
-	return g.untilFreed(ctx, enter, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) {
-		g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
-			"remote_addr", tc.remote, "error", err)
+	var leave func() // gives back the waiting place enterWait took
+	err := g.untilFreed(ctx, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) bool {
+		var ok bool
+		if leave, ok = g.enterWait(agent.Serial); ok {
+			g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
+				"remote_addr", tc.remote, "error", err)
+		}
+		return ok
 	})
+	if leave != nil {
+		leave()
+	}
+	return err
 }
 
 // maxSlotWaiters is how many connections may wait for a session slot at
@@ -336,11 +344,11 @@ func (g *Gateway) enterWait(serial string) (leave func(), ok bool) {
 
 // untilFreed calls try until it succeeds, waiting between tries for the
 // channel try returns (closed when a slot is next released), at most
-// GatewayOptions.SlotWait in all; ctx ends the wait. A wait first takes
-// a waiting place with enter, and gives it back when it ends; when enter
-// finds none, try's first error is returned at once. waiting is called
-// once, when the wait begins. It returns try's last error.
-func (g *Gateway) untilFreed(ctx context.Context, enter func() (leave func(), ok bool), try func() (<-chan struct{}, error), waiting func(error)) error {
+// GatewayOptions.SlotWait in all; ctx ends the wait. begin is called
+// once, with try's first error, when a wait would begin: it says whether
+// to wait (the caller's waiting place), else that error is returned at
+// once. It returns try's last error.
+func (g *Gateway) untilFreed(ctx context.Context, try func() (<-chan struct{}, error), begin func(error) bool) error {
 	var timer *time.Timer
 	for {
 		freed, err := try()
@@ -348,12 +356,9 @@ func (g *Gateway) untilFreed(ctx context.Context, enter func() (leave func(), ok
 			return nil
 		}
 		if timer == nil {
-			leave, ok := enter()
-			if !ok {
+			if !begin(err) {
 				return err
 			}
-			defer leave()
-			waiting(err)
 			timer = time.NewTimer(g.opts.SlotWait)
 			defer timer.Stop()
 		}
@@ -389,15 +394,17 @@ func (g *Gateway) slotFreedLocked() <-chan struct{} {
 // this gives back. It reports whether a slot is free.
 func (g *Gateway) waitForSlot(ctx context.Context) bool {
 	defer g.dropWaiter()
-	held := func() (func(), bool) { return func() {}, true } // the accept loop's place
-	return g.untilFreed(ctx, held, func() (<-chan struct{}, error) {
+	return g.untilFreed(ctx, func() (<-chan struct{}, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		if g.held < g.opts.MaxConnections {
 			return nil, nil
 		}
 		return g.slotFreedLocked(), errSlotsTaken
-	}, func(error) { g.log.Debug("connection waiting for a session slot before its handshake") }) == nil
+	}, func(error) bool {
+		g.log.Debug("connection waiting for a session slot before its handshake")
+		return true // in the accept loop's waiting place
+	}) == nil
 }
 
 // errSlotsTaken is waitForSlot's reason to wait: every session slot is held.

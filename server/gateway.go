@@ -363,7 +363,10 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 		cfg.ClientCAs = roots
 		// The handshake verifies against the very CA it advertised, with
 		// no second look at the CA file.
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error { return g.verifyAgainst(roots, cs) }
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			_, err := g.identifyAgainst(roots, &cs)
+			return err
+		}
 		g.cfg, g.cfgPool = cfg, roots
 	}
 	return g.cfg, nil
@@ -377,28 +380,25 @@ func (g *Gateway) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 // a nefia role. A refusal is a *rejection naming the reason and the
 // certificate, for the log and the audit trail.
 func (g *Gateway) verifyConnection(cs tls.ConnectionState) error {
-	_, err := g.admit(&cs)
+	_, err := g.identify(&cs)
 	return err
 }
 
-// admit is verifyConnection returning the identity the certificate
-// carries, which its role check builds anyway.
-func (g *Gateway) admit(cs *tls.ConnectionState) (identity.Agent, error) {
+// identify is verifyConnection returning the identity the certificate
+// carries, which its role check builds anyway. The HTTP transport re-runs
+// it per request: a kept-alive connection can outlive its certificate's
+// revocation or expiry.
+func (g *Gateway) identify(cs *tls.ConnectionState) (identity.Agent, error) {
 	pool, _, err := g.ca.get()
 	if err != nil {
 		return identity.Agent{}, &rejection{reason: ReasonOther, err: err}
 	}
-	return g.admitAgainst(*pool, cs)
+	return g.identifyAgainst(*pool, cs)
 }
 
-// verifyAgainst applies verifyConnection's policy with roots as the CA.
-func (g *Gateway) verifyAgainst(roots *x509.CertPool, cs tls.ConnectionState) error {
-	_, err := g.admitAgainst(roots, &cs)
-	return err
-}
-
-// admitAgainst is verifyAgainst returning the certificate's identity.
-func (g *Gateway) admitAgainst(roots *x509.CertPool, cs *tls.ConnectionState) (identity.Agent, error) {
+// identifyAgainst applies verifyConnection's policy with roots as the CA
+// and returns the certificate's identity.
+func (g *Gateway) identifyAgainst(roots *x509.CertPool, cs *tls.ConnectionState) (identity.Agent, error) {
 	if len(cs.PeerCertificates) == 0 {
 		return identity.Agent{}, &rejection{reason: ReasonNoCertificate, err: errors.New("no client certificate")}
 	}
@@ -848,12 +848,6 @@ func (g *Gateway) serveHTTP(ctx context.Context, tc *trackedConn, conn net.Conn,
 		err = cause // closed by the gateway: say why (revoked, CA replaced, shutdown)
 	}
 	g.closed(&agent, agent.RemoteAddr, err, time.Since(start))
-}
-
-// identify re-runs the handshake policy for one HTTP request: a kept-alive
-// connection can outlive its certificate's revocation or expiry.
-func (g *Gateway) identify(cs *tls.ConnectionState) (identity.Agent, error) {
-	return g.admit(cs)
 }
 
 // pollRevocations closes connections, in any state (see connState), whose

@@ -2,10 +2,8 @@ package server_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"net"
-	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -52,12 +50,7 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 	for range 2 {
 		servertest.CallOK(t, bot, "nefia.mtls.status", nil)
 	}
-	opsCert := g.Cert("ops", pki.RoleOperator)
-	cfg := g.ClientConfig(&opsCert)
-	cfg.MinVersion = tls.VersionTLS13
-	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	hc := h2Client(t, g, g.Cert("ops", pki.RoleOperator))
 	initialize(t, hc, "https://"+g.Addr+"/mcp")
 
 	conns := askControl(t, sock, server.ControlRequest{Op: server.ControlSessions}).Connections
@@ -88,18 +81,10 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 	}
 	// The closed connection leaves the table when its goroutine has
 	// finished, a moment after the client sees the close.
-	var left []server.ConnInfo
-	deadline := time.Now().Add(waitLimit)
-	for {
-		left = askControl(t, sock, server.ControlRequest{Op: server.ControlSessions}).Connections
-		if len(left) == 1 && left[0].ID == web.ID || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if len(left) != 1 || left[0].ID != web.ID {
-		t.Errorf("after disconnecting %s: %+v, want the HTTP connection alone", raw.ID, left)
-	}
+	waitFor(t, func() bool { // the HTTP connection alone is left
+		left := askControl(t, sock, server.ControlRequest{Op: server.ControlSessions}).Connections
+		return len(left) == 1 && left[0].ID == web.ID
+	})
 	if got := askControl(t, sock, server.ControlRequest{Op: server.ControlDisconnect, ID: "c-nosuch"}); !got.NotFound {
 		t.Errorf("disconnect of an unknown id: %+v, want not_found", got)
 	}
@@ -109,7 +94,7 @@ func TestGatewaySessionsAndDisconnect(t *testing.T) {
 	}
 
 	var audited, byOperator bool
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !(audited && byOperator) && time.Now().Before(deadline) {
 		for _, r := range g.AuditRecords() {
 			if r.Event == audit.EventConnectionClose && r.Reason == server.ReasonCloseDisconnected && r.Agent != nil && r.Agent.Name == "bot" {
