@@ -24,9 +24,9 @@ import (
 //	state               what ends it from outside           limits that hold it        audit
 //	------------------  ----------------------------------  -------------------------  ------------------------------
 //	handshaking         VerifyConnection refuses a revoked  MaxHandshakes (oldest cut), connection_rejected
-//	                    or foreign certificate; one that    HandshakeTimeout
-//	                    passed just before a revocation is
-//	                    caught by the re-check on admission
+//	                    or foreign certificate; one that    an eighth of it per
+//	                    passed just before a revocation is  address (its oldest cut),
+//	                    caught by the re-check on admission HandshakeTimeout
 //	awaiting first byte raw connection closed               a session slot (per client, connection_close "first byte
 //	                                                        operator reserve),         timeout", or the revocation
 //	                                                        FirstByteTimeout
@@ -266,10 +266,10 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	var leave func() // gives back the waiting place enterWait took
+	var leave func() // gives back the waiting place enterWaitAs took
 	err := g.untilFreed(ctx, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) bool {
 		var ok bool
-		if leave, ok = g.enterWait(agent.Serial); ok {
+		if leave, ok = enterWaitAs(g, g.serialWaits, agent.Serial); ok {
 			g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
 				"remote_addr", tc.remote, "error", err)
 		}
@@ -308,34 +308,36 @@ func (g *Gateway) takeWaiter() bool {
 
 func (g *Gateway) dropWaiter() { g.slotWaiters.Add(-1) }
 
-// maxSerialWaiters is how many of the waiting places one certificate may
-// hold: a quarter of maxSlotWaiters (16 by default), at least one, so that
-// one certificate cannot take every place and leave other clients'
-// reconnections to be refused at once. Not fewer: clients that share one
-// certificate reconnect together (with 2, bench/refusals.sh's 50 clients
-// of one certificate at 50 slots saw up to 2.3 refusals per 1,000).
-func (g *Gateway) maxSerialWaiters() int {
+// maxWaitersEach is how many of the waiting places one certificate, or
+// one address before a handshake, may hold: a quarter of maxSlotWaiters
+// (16 by default), at least one, so that one client cannot take every
+// place and leave other clients' reconnections to be refused at once. Not
+// fewer: clients that share one certificate reconnect together (with 2,
+// bench/refusals.sh's 50 clients of one certificate at 50 slots saw up to
+// 2.3 refusals per 1,000).
+func (g *Gateway) maxWaitersEach() int {
 	return max(int(g.maxSlotWaiters())/4, 1)
 }
 
-// enterWait takes a waiting place for a connection of serial, one of
-// maxSlotWaiters and of its certificate's maxSerialWaiters; the returned
-// func gives both back.
-func (g *Gateway) enterWait(serial string) (leave func(), ok bool) {
+// enterWaitAs takes a waiting place for a connection of key (a certificate
+// serial in g.serialWaits, or an address in g.addrWaits), one of
+// maxSlotWaiters and of key's maxWaitersEach; the returned func gives both
+// back.
+func enterWaitAs[K comparable](g *Gateway, waits map[K]int, key K) (leave func(), ok bool) {
 	if !g.takeWaiter() {
 		return nil, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.serialWaits[serial] >= g.maxSerialWaiters() {
+	if waits[key] >= g.maxWaitersEach() {
 		g.dropWaiter()
 		return nil, false
 	}
-	g.serialWaits[serial]++
+	waits[key]++
 	return func() {
 		g.mu.Lock()
-		if g.serialWaits[serial]--; g.serialWaits[serial] <= 0 {
-			delete(g.serialWaits, serial)
+		if waits[key]--; waits[key] <= 0 {
+			delete(waits, key)
 		}
 		g.mu.Unlock()
 		g.dropWaiter()
@@ -390,10 +392,10 @@ func (g *Gateway) slotFreedLocked() <-chan struct{} {
 // others at once, before they take a pending-handshake place), each
 // counts against MaxHandshakes while it waits, and no handshake is spent
 // on it before a slot is free.
-// ctx ends the wait. The caller holds a waiting place (takeWaiter), which
-// this gives back. It reports whether a slot is free.
-func (g *Gateway) waitForSlot(ctx context.Context) bool {
-	defer g.dropWaiter()
+// ctx ends the wait. The caller holds a waiting place (enterWaitAs), which
+// this gives back by calling leave. It reports whether a slot is free.
+func (g *Gateway) waitForSlot(ctx context.Context, leave func()) bool {
+	defer leave()
 	return g.untilFreed(ctx, func() (<-chan struct{}, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +113,10 @@ type GatewayOptions struct {
 	// of being refused: a legitimate handshake completes in milliseconds, so
 	// the oldest is almost certainly stalled, and whoever arrives after a
 	// flood still gets in. Holding a slot therefore takes a steady stream of
-	// new connections, not a pile of idle ones. Default
+	// new connections, not a pile of idle ones. One remote address (an
+	// IPv6 /64) holds at most MaxHandshakes/8 of it, and a connection from
+	// an address at that share cuts the address's own oldest handshake,
+	// not another client's (pendingHandshakes). Default
 	// DefaultMaxHandshakes.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
@@ -186,8 +189,7 @@ type Gateway struct {
 	// established mirrors held for Count and the check at accept.
 	established atomic.Int64
 
-	hsMu    sync.Mutex
-	pending *list.List // of *pendingHandshake, oldest first; at most MaxHandshakes
+	handshakes *pendingHandshakes // at most MaxHandshakes, MaxHandshakes/8 per address
 
 	// mu guards the connection table (see connState) and the slots.
 	mu        sync.Mutex
@@ -198,23 +200,13 @@ type Gateway struct {
 	// slotWaiters counts connections waiting for a session slot (before
 	// their handshake or after it); at most maxSlotWaiters.
 	slotWaiters atomic.Int32
-	serialWaits map[string]int // waiting places per certificate serial (enterWait), under mu
+	serialWaits map[string]int     // waiting places per certificate serial (enterWaitAs), under mu
+	addrWaits   map[netip.Addr]int // waiting places per address before a handshake, under mu
 	handlers    sync.WaitGroup
 	addr        atomic.Pointer[net.Addr]
 	ready       chan struct{}
 	readyOne    sync.Once
 }
-
-// pendingHandshake is one connection in its TLS handshake, an element of
-// Gateway.pending while it lasts.
-type pendingHandshake struct {
-	elem   *list.Element // nil once removed; guarded by Gateway.hsMu
-	cancel context.CancelCauseFunc
-}
-
-// errEvicted is why a pending handshake was cut: the handshake budget was
-// full and a newer connection needed the room.
-var errEvicted = errors.New("server: handshake cut to admit a newer connection (handshake limit reached)")
 
 // NoOperatorReserve, as GatewayOptions.OperatorReserve, keeps no slot for
 // operators (mcp.mtls.operator_reserve: 0).
@@ -276,10 +268,11 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		watch:       watch,
 		certs:       certs,
 		ca:          ca,
-		pending:     list.New(),
+		handshakes:  newPendingHandshakes(opts.MaxHandshakes),
 		conns:       map[*trackedConn]struct{}{},
 		perSerial:   map[string]int{},
 		serialWaits: map[string]int{},
+		addrWaits:   map[netip.Addr]int{},
 		ready:       make(chan struct{}),
 	}
 	deps := opts.Tools
@@ -462,9 +455,7 @@ func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 // at most MaxConnections established sessions plus MaxHandshakes pending
 // handshakes.
 func (g *Gateway) Count() int {
-	g.hsMu.Lock()
-	defer g.hsMu.Unlock()
-	return int(g.established.Load()) + g.pending.Len()
+	return int(g.established.Load()) + g.handshakes.count()
 }
 
 // ListenAndServe listens on addr (TCP) and serves until ctx is cancelled.
@@ -525,25 +516,28 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		// Every slot taken: the connection may wait for one, as one of at
-		// most maxSlotWaiters, else it is refused here, before it takes a
-		// pending-handshake place: a flood of connections while the
-		// gateway is full must not cut handshakes in progress
-		// (beginHandshake cuts the oldest when the places are taken).
-		waiter := false
+		// most maxSlotWaiters (and of its address's share of them), else
+		// it is refused here, before it takes a pending-handshake place: a
+		// flood of connections while the gateway is full must not cut
+		// handshakes in progress (pendingHandshakes.begin cuts the oldest
+		// when the places are taken).
+		addr := addrKey(conn.RemoteAddr())
+		var leaveWait func()
 		if g.full() {
-			if waiter = g.takeWaiter(); !waiter {
+			var ok bool
+			if leaveWait, ok = enterWaitAs(g, g.addrWaits, addr); !ok {
 				conn.Close()
 				g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
 				continue
 			}
 		}
-		hsCtx, hs := g.beginHandshake(ctx)
+		hsCtx, hs := g.handshakes.begin(ctx, addr)
 		tc := g.track(conn)
 		g.handlers.Add(1)
 		go func() {
 			defer g.handlers.Done()
 			defer g.untrack(tc)
-			g.handle(ctx, hsCtx, hs, tc, waiter)
+			g.handle(ctx, hsCtx, hs, tc, leaveWait)
 		}()
 	}
 	cancel()
@@ -577,36 +571,6 @@ func (g *Gateway) shutdown() {
 	<-done
 }
 
-// beginHandshake counts a new connection against MaxHandshakes, cutting the
-// oldest pending handshake if the budget is full (see
-// GatewayOptions.MaxHandshakes). The returned context ends the handshake when
-// it is cut, with errEvicted as its cause.
-func (g *Gateway) beginHandshake(ctx context.Context) (context.Context, *pendingHandshake) {
-	hsCtx, cancel := context.WithCancelCause(ctx)
-	hs := &pendingHandshake{cancel: cancel}
-	g.hsMu.Lock()
-	defer g.hsMu.Unlock()
-	if g.pending.Len() >= g.opts.MaxHandshakes {
-		oldest := g.pending.Remove(g.pending.Front()).(*pendingHandshake)
-		oldest.elem = nil
-		// Closes that connection (crypto/tls closes it when the handshake's
-		// context ends); its own goroutine logs and audits the cut.
-		oldest.cancel(errEvicted)
-	}
-	hs.elem = g.pending.PushBack(hs)
-	return hsCtx, hs
-}
-
-// endHandshake removes hs from the pending handshakes, if it is still there.
-func (g *Gateway) endHandshake(hs *pendingHandshake) {
-	g.hsMu.Lock()
-	defer g.hsMu.Unlock()
-	if hs.elem != nil {
-		g.pending.Remove(hs.elem)
-		hs.elem = nil
-	}
-}
-
 // limitReached reports a connection refused because a limit was reached
 // (err, a *limitError, says which); who is nil when it was refused before
 // its handshake.
@@ -617,22 +581,22 @@ func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
 
 // handle runs one connection, tracked in the table as tc: an explicit
 // handshake under a deadline (hsCtx also ends it when the connection is cut
-// to make room, see beginHandshake), then, if the limits admit it, one MCP
+// to make room, see pendingHandshakes.begin), then, if the limits admit it, one MCP
 // session until either side ends it. The connection's state in the table
-// follows each step (see connState). waiter says the accept loop found
-// every slot taken and gave the connection one of the waiting places
-// (takeWaiter), which waitForSlot gives back.
-func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn, waiter bool) {
+// follows each step (see connState). leaveWait, when not nil, says the
+// accept loop found every slot taken and gave the connection one of the
+// waiting places (enterWaitAs), which it gives back.
+func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn, leaveWait func()) {
 	defer hs.cancel(nil)
-	defer g.endHandshake(hs)
+	defer g.handshakes.end(hs)
 	raw, remote := tc.raw, tc.remote
-	if waiter && !g.waitForSlot(hsCtx) {
+	if leaveWait != nil && !g.waitForSlot(hsCtx, leaveWait) {
 		// Every session slot is still taken: refused before a handshake is
 		// spent on it. A racing handshake may still fill the last slot;
 		// admission checks again when the handshake is done. Out of the
 		// counts before the peer sees the close, as when it was refused in
 		// the accept loop.
-		g.endHandshake(hs)
+		g.handshakes.end(hs)
 		g.untrack(tc)
 		raw.Close()
 		g.limitReached(remote, nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
@@ -648,7 +612,7 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	defer conn.Close()
 
 	// The deadline bounds the handshake, and a cut to make room
-	// (beginHandshake) or the shutdown closes the connection: no context,
+	// (pendingHandshakes.begin) or the shutdown closes the connection: no context,
 	// timer and watcher goroutine per handshake (issue 16 item 4), which
 	// HandshakeContext would start.
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
@@ -675,11 +639,11 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	// holds one. Taking it before leaving the pending list keeps Count from
 	// dipping in between.
 	if err := g.admitWithin(hsCtx, tc, agent, state); err != nil {
-		g.endHandshake(hs)
+		g.handshakes.end(hs)
 		g.limitReached(remote, &agent, err)
 		return
 	}
-	g.endHandshake(hs)
+	g.handshakes.end(hs)
 	// From admission on, revocation finds the connection by serial. Check
 	// once more, so that one revoked (or a CA replaced) between the
 	// handshake's check and the admission is not missed.
