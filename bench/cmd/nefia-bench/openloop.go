@@ -17,6 +17,9 @@ const phaseOpen = "status_open"
 // --open-sessions sessions) to the nefia binary (and the --baseline binary,
 // alternated), latency from each call's scheduled send time (load.RunOpen).
 // No target is asserted here: the report and BENCHMARKS.md judge them.
+// nameOpenFloor names the open loop's floor target.
+const nameOpenFloor = "echo server (floor)"
+
 func (s *suite) openLoopPhase(ctx context.Context) error {
 	var targets []*target
 	defer func() { s.stopAll(targets...) }()
@@ -41,6 +44,15 @@ func (s *suite) openLoopPhase(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
+	// The floor: the same load on the same cores against the direct echo
+	// server (nefia's stream code over the same mutual TLS, a trivial tool,
+	// no audit), so what the machine and the load generator cost the p99 is
+	// measured beside what nefia does.
+	floor, err := startSelf(ctx, s.o.self, nameOpenFloor, s.serverArgs(s.caFile, "serve-echo")...)
+	if err != nil {
+		return err
+	}
+	targets = append(targets, floor)
 	for _, rate := range s.o.rates {
 		for r := range s.o.rounds {
 			for i := range targets {
@@ -48,7 +60,11 @@ func (s *suite) openLoopPhase(ctx context.Context) error {
 					return nil
 				}
 				t := targets[(i+r)%len(targets)]
-				nw := load.ToolWorkers(ctx, t.addr, func(int) *tls.Config { return s.agentCfg }, toolStatus, nil)
+				tool, args := toolStatus, []byte(nil)
+				if t == floor {
+					tool, args = "echo", echoArgs
+				}
+				nw := load.ToolWorkers(ctx, t.addr, func(int) *tls.Config { return s.agentCfg }, tool, func(int, int64) []byte { return args })
 				s.measureOpen(ctx, phaseOpen, t, s.o.openSessions, rate, r, s.o.duration, nw)
 			}
 		}
