@@ -114,9 +114,16 @@ func TestQuorumLossFailsClosedAndRecovers(t *testing.T) {
 	for i, m := range fleet {
 		fleettest.WaitFor(t, fmt.Sprintf("gateway %d stale", i), func() bool { return m.Watcher.Refresh() != nil })
 		t.Logf("gateway %d stale %v after the quorum stopped", i, time.Since(stopped))
+		why := m.Watcher.Refresh()
 		err := m.GW.Probe(m.GW.ClientConfig(&agent))
 		if err == nil {
 			t.Errorf("gateway %d admitted a handshake without a current view", i)
+		}
+		// The gateway logs the reason when its text changes: it must not
+		// change from one poll to the next while the outage lasts (it
+		// named the age, and the log had a line every 200 ms).
+		if again := m.Watcher.Refresh(); again == nil || again.Error() != why.Error() {
+			t.Errorf("gateway %d: the stale view's reason changed while nothing happened: %q, then %q", i, why, again)
 		}
 		if st := m.Store.Status(); !strings.Contains(strings.Join(st.Problems, "\n"), "not confirmed current") {
 			t.Errorf("gateway %d status does not say why it refuses: %q", i, st.Problems)

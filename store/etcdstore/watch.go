@@ -124,9 +124,12 @@ func (w *Watcher) Refresh() error {
 	if c == 0 {
 		return fmt.Errorf("%w: etcd revocations not loaded yet: %s", pki.ErrRevocationUnavailable, *w.why.Load())
 	}
-	if age := time.Since(time.Unix(0, c)); age > w.maxStale {
-		return fmt.Errorf("%w: etcd revocations not confirmed current for %s (max_staleness %s): %s",
-			pki.ErrRevocationUnavailable, age.Round(time.Millisecond), w.maxStale, *w.why.Load())
+	// The text names when, not how long ago: it stays the same while the
+	// outage lasts, so a caller that logs a changed error (the gateway's
+	// revocation poll, five times a second) logs it once.
+	if at := time.Unix(0, c); time.Since(at) > w.maxStale {
+		return fmt.Errorf("%w: etcd revocations not confirmed current since %s (max_staleness %s): %s",
+			pki.ErrRevocationUnavailable, at.UTC().Format("2006-01-02T15:04:05.000Z"), w.maxStale, *w.why.Load())
 	}
 	return nil
 }
