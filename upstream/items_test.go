@@ -266,6 +266,34 @@ func TestUpstreamResourceCollision(t *testing.T) {
 	}
 }
 
+// TestFirstUpstreamAddedByUpdate: a gateway started without upstreams
+// declares resources, prompts (with list_changed) and completions all the
+// same, so a client learns them at initialize and sees the prompts of an
+// upstream a reload adds later (before, prompts/list answered "prompts not
+// supported" until a restart).
+func TestFirstUpstreamAddedByUpdate(t *testing.T) {
+	t.Parallel()
+	f := startGatewayUps(t, func(string) []config.Upstream { return nil })
+	early := f.g.Client(f.g.Cert("wide", pki.RoleAgent)) // connected before the upstream exists
+	caps := early.GetServerCapabilities()
+	if caps.Resources == nil || !caps.Resources.ListChanged || caps.Prompts == nil || !caps.Prompts.ListChanged || caps.Completions == nil {
+		t.Fatalf("capabilities without upstreams = %+v, want resources and prompts with listChanged, and completions", caps)
+	}
+	if got := listItems(t, early); len(got.prompts)+len(got.resources)+len(got.templates) != 0 {
+		t.Fatalf("items without upstreams = %+v, want none", got)
+	}
+	if err := f.m.Update([]config.Upstream{stdioUpstream("up", f.pub)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !slices.Equal(listItems(t, early).prompts, []string{"up.greet"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("prompts after the first upstream was added = %v, want [up.greet]", listItems(t, early).prompts)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the new upstream's first listing
+	}
+}
+
 // TestManagerUpdateItems: a configuration update that removes upstream up
 // and adds two moves the resources, the template and the prompts with it:
 // two's are listed and read through two, up's prompts are gone.

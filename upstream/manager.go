@@ -122,19 +122,18 @@ func (m *Manager) Register(srv *mcpserver.MCPServer) error {
 	m.idx.mu.Lock()
 	m.idx.srv = srv
 	m.idx.mu.Unlock()
-	if len(m.ups) > 0 {
-		// Clients learn capabilities once, at initialize, but upstreams
-		// list resources and prompts later (and again after a restart or
-		// a reload): declare both, with list_changed, whenever upstreams
-		// are configured. Before serving, so nothing reads them meanwhile.
-		mcpserver.WithResourceCapabilities(false, true)(srv)
-		mcpserver.WithPromptCapabilities(true)(srv)
-		// Completions of their prompts' arguments and their templates'
-		// variables are forwarded too (complete.go).
-		mcpserver.WithCompletions()(srv)
-		mcpserver.WithPromptCompletionProvider(completer{m.idx})(srv)
-		mcpserver.WithResourceCompletionProvider(completer{m.idx})(srv)
-	}
+	// Clients learn capabilities once, at initialize, but upstreams list
+	// resources and prompts later (and again after a restart or a reload,
+	// which may add the first upstream): declare both, with list_changed,
+	// whether or not upstreams are configured yet. Before serving, so
+	// nothing reads them meanwhile. With none, the lists are empty.
+	mcpserver.WithResourceCapabilities(false, true)(srv)
+	mcpserver.WithPromptCapabilities(true)(srv)
+	// Completions of their prompts' arguments and their templates'
+	// variables are forwarded too (complete.go).
+	mcpserver.WithCompletions()(srv)
+	mcpserver.WithPromptCompletionProvider(completer{m.idx})(srv)
+	mcpserver.WithResourceCompletionProvider(completer{m.idx})(srv)
 	for _, u := range m.ups {
 		m.start(u)
 	}
