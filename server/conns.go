@@ -23,9 +23,9 @@ import (
 //
 //	state               what ends it from outside           limits that hold it        audit
 //	------------------  ----------------------------------  -------------------------  ------------------------------
-//	handshaking         VerifyConnection refuses a revoked  MaxHandshakes (oldest cut), connection_rejected
-//	                    or foreign certificate; one that    an eighth of it per
-//	                    passed just before a revocation is  address (its oldest cut),
+//	handshaking         VerifyConnection refuses a revoked  MaxHandshakes (when full,  connection_rejected
+//	                    or foreign certificate; one that    the oldest of the address
+//	                    passed just before a revocation is  holding the most is cut),
 //	                    caught by the re-check on admission HandshakeTimeout
 //	awaiting first byte raw connection closed               a session slot (per client, connection_close "first byte
 //	                                                        operator reserve),         timeout", or the revocation
@@ -266,10 +266,10 @@ const DefaultSlotWait = 250 * time.Millisecond
 // handshake's pending context: shutdown, or the connection cut to make
 // room for another handshake).
 func (g *Gateway) admitWithin(ctx context.Context, tc *trackedConn, agent identity.Agent, cs tls.ConnectionState) error {
-	var leave func() // gives back the waiting place enterWaitAs took
+	var leave func() // gives back the waiting place enterWait took
 	err := g.untilFreed(ctx, func() (<-chan struct{}, error) { return g.tryAdmit(tc, agent, cs) }, func(err error) bool {
 		var ok bool
-		if leave, ok = enterWaitAs(g, g.serialWaits, agent.Serial); ok {
+		if leave, ok = g.enterWait(agent.Serial); ok {
 			g.log.Debug("connection waiting for a session slot", "name", agent.Name, "serial", agent.Serial,
 				"remote_addr", tc.remote, "error", err)
 		}
@@ -308,36 +308,34 @@ func (g *Gateway) takeWaiter() bool {
 
 func (g *Gateway) dropWaiter() { g.slotWaiters.Add(-1) }
 
-// maxWaitersEach is how many of the waiting places one certificate, or
-// one address before a handshake, may hold: a quarter of maxSlotWaiters
-// (16 by default), at least one, so that one client cannot take every
-// place and leave other clients' reconnections to be refused at once. Not
-// fewer: clients that share one certificate reconnect together (with 2,
-// bench/refusals.sh's 50 clients of one certificate at 50 slots saw up to
-// 2.3 refusals per 1,000).
-func (g *Gateway) maxWaitersEach() int {
+// maxSerialWaiters is how many of the waiting places one certificate may
+// hold: a quarter of maxSlotWaiters (16 by default), at least one, so that
+// one certificate cannot take every place and leave other clients'
+// reconnections to be refused at once. Not fewer: clients that share one
+// certificate reconnect together (with 2, bench/refusals.sh's 50 clients
+// of one certificate at 50 slots saw up to 2.3 refusals per 1,000).
+func (g *Gateway) maxSerialWaiters() int {
 	return max(int(g.maxSlotWaiters())/4, 1)
 }
 
-// enterWaitAs takes a waiting place for a connection of key (a certificate
-// serial in g.serialWaits, or an address in g.addrWaits), one of
-// maxSlotWaiters and of key's maxWaitersEach; the returned func gives both
-// back.
-func enterWaitAs[K comparable](g *Gateway, waits map[K]int, key K) (leave func(), ok bool) {
+// enterWait takes a waiting place for a connection of serial, one of
+// maxSlotWaiters and of its certificate's maxSerialWaiters; the returned
+// func gives both back.
+func (g *Gateway) enterWait(serial string) (leave func(), ok bool) {
 	if !g.takeWaiter() {
 		return nil, false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if waits[key] >= g.maxWaitersEach() {
+	if g.serialWaits[serial] >= g.maxSerialWaiters() {
 		g.dropWaiter()
 		return nil, false
 	}
-	waits[key]++
+	g.serialWaits[serial]++
 	return func() {
 		g.mu.Lock()
-		if waits[key]--; waits[key] <= 0 {
-			delete(waits, key)
+		if g.serialWaits[serial]--; g.serialWaits[serial] <= 0 {
+			delete(g.serialWaits, serial)
 		}
 		g.mu.Unlock()
 		g.dropWaiter()
@@ -392,10 +390,10 @@ func (g *Gateway) slotFreedLocked() <-chan struct{} {
 // others at once, before they take a pending-handshake place), each
 // counts against MaxHandshakes while it waits, and no handshake is spent
 // on it before a slot is free.
-// ctx ends the wait. The caller holds a waiting place (enterWaitAs), which
-// this gives back by calling leave. It reports whether a slot is free.
-func (g *Gateway) waitForSlot(ctx context.Context, leave func()) bool {
-	defer leave()
+// ctx ends the wait. The caller holds a waiting place (takeWaiter), which
+// this gives back. It reports whether a slot is free.
+func (g *Gateway) waitForSlot(ctx context.Context) bool {
+	defer g.dropWaiter()
 	return g.untilFreed(ctx, func() (<-chan struct{}, error) {
 		g.mu.Lock()
 		defer g.mu.Unlock()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,15 +108,14 @@ type GatewayOptions struct {
 	// budget of its own, not a share of MaxConnections: otherwise clients
 	// that connect and stall (a handshake flood; issue 7) would fill every
 	// session slot and lock everyone out for up to HandshakeTimeout. When it
-	// is reached, a new connection cuts the oldest pending handshake instead
-	// of being refused: a legitimate handshake completes in milliseconds, so
-	// the oldest is almost certainly stalled, and whoever arrives after a
-	// flood still gets in. Holding a slot therefore takes a steady stream of
-	// new connections, not a pile of idle ones. One remote address (an
-	// IPv6 /64) holds at most MaxHandshakes/8 of it, and a connection from
-	// an address at that share cuts the address's own oldest handshake,
-	// not another client's (pendingHandshakes). Default
-	// DefaultMaxHandshakes.
+	// is reached, a new connection cuts a pending handshake instead of being
+	// refused: the oldest of the remote address (an IPv6 /64) that holds
+	// the most. A legitimate handshake completes in milliseconds, so the
+	// oldest is almost certainly stalled, whoever arrives after a flood
+	// still gets in, and a flood from one address cuts its own handshakes,
+	// not another client's (pendingHandshakes). Holding a slot therefore
+	// takes a steady stream of new connections, not a pile of idle ones.
+	// Default DefaultMaxHandshakes.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
 	// FirstByteTimeout bounds the wait for a connection's first byte after
@@ -189,7 +187,7 @@ type Gateway struct {
 	// established mirrors held for Count and the check at accept.
 	established atomic.Int64
 
-	handshakes *pendingHandshakes // at most MaxHandshakes, MaxHandshakes/8 per address
+	handshakes *pendingHandshakes // at most MaxHandshakes
 
 	// mu guards the connection table (see connState) and the slots.
 	mu        sync.Mutex
@@ -200,8 +198,7 @@ type Gateway struct {
 	// slotWaiters counts connections waiting for a session slot (before
 	// their handshake or after it); at most maxSlotWaiters.
 	slotWaiters atomic.Int32
-	serialWaits map[string]int     // waiting places per certificate serial (enterWaitAs), under mu
-	addrWaits   map[netip.Addr]int // waiting places per address before a handshake, under mu
+	serialWaits map[string]int // waiting places per certificate serial (enterWait), under mu
 	handlers    sync.WaitGroup
 	addr        atomic.Pointer[net.Addr]
 	ready       chan struct{}
@@ -272,7 +269,6 @@ func NewGateway(opts GatewayOptions) (*Gateway, error) {
 		conns:       map[*trackedConn]struct{}{},
 		perSerial:   map[string]int{},
 		serialWaits: map[string]int{},
-		addrWaits:   map[netip.Addr]int{},
 		ready:       make(chan struct{}),
 	}
 	deps := opts.Tools
@@ -516,28 +512,25 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		// Every slot taken: the connection may wait for one, as one of at
-		// most maxSlotWaiters (and of its address's share of them), else
-		// it is refused here, before it takes a pending-handshake place: a
-		// flood of connections while the gateway is full must not cut
-		// handshakes in progress (pendingHandshakes.begin cuts the oldest
-		// when the places are taken).
-		addr := addrKey(conn.RemoteAddr())
-		var leaveWait func()
+		// most maxSlotWaiters, else it is refused here, before it takes a
+		// pending-handshake place: a flood of connections while the
+		// gateway is full must not cut handshakes in progress
+		// (pendingHandshakes.begin cuts one when the places are taken).
+		waiter := false
 		if g.full() {
-			var ok bool
-			if leaveWait, ok = enterWaitAs(g, g.addrWaits, addr); !ok {
+			if waiter = g.takeWaiter(); !waiter {
 				conn.Close()
 				g.limitReached(conn.RemoteAddr().String(), nil, &limitError{limit: limitMaxConnections, value: g.opts.MaxConnections})
 				continue
 			}
 		}
-		hsCtx, hs := g.handshakes.begin(ctx, addr)
+		hsCtx, hs := g.handshakes.begin(ctx, addrKey(conn.RemoteAddr()))
 		tc := g.track(conn)
 		g.handlers.Add(1)
 		go func() {
 			defer g.handlers.Done()
 			defer g.untrack(tc)
-			g.handle(ctx, hsCtx, hs, tc, leaveWait)
+			g.handle(ctx, hsCtx, hs, tc, waiter)
 		}()
 	}
 	cancel()
@@ -583,14 +576,14 @@ func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
 // handshake under a deadline (hsCtx also ends it when the connection is cut
 // to make room, see pendingHandshakes.begin), then, if the limits admit it, one MCP
 // session until either side ends it. The connection's state in the table
-// follows each step (see connState). leaveWait, when not nil, says the
-// accept loop found every slot taken and gave the connection one of the
-// waiting places (enterWaitAs), which it gives back.
-func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn, leaveWait func()) {
+// follows each step (see connState). waiter says the accept loop found
+// every slot taken and gave the connection one of the waiting places
+// (takeWaiter), which waitForSlot gives back.
+func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *trackedConn, waiter bool) {
 	defer hs.cancel(nil)
 	defer g.handshakes.end(hs)
 	raw, remote := tc.raw, tc.remote
-	if leaveWait != nil && !g.waitForSlot(hsCtx, leaveWait) {
+	if waiter && !g.waitForSlot(hsCtx) {
 		// Every session slot is still taken: refused before a handshake is
 		// spent on it. A racing handshake may still fill the last slot;
 		// admission checks again when the handshake is done. Out of the

@@ -1,47 +1,51 @@
 package server
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
 // pendingHandshakes is the handshake budget (GatewayOptions.MaxHandshakes):
-// the connections still in their TLS handshake, oldest first, overall and
-// per remote address. Nothing about a peer is known before its handshake
-// but its address, so the address is what bounds it: one address holds at
-// most maxPerAddr of the places, and a connection from an address at its
-// share cuts that address's own oldest handshake, never another's. A flood
-// from one address (or one IPv6 /64) therefore cuts only its own
-// connections; it takes eight of them to reach the overall budget, where
-// the oldest pending handshake is cut as before.
+// the connections still in their TLS handshake, per remote address, each
+// address's oldest first. Nothing about a peer is known before its
+// handshake but its address, so when the budget is full the connection cut
+// to make room is the oldest of the address holding the most: a flood from
+// one address (or one IPv6 /64) cuts its own handshakes, not another
+// client's. While the budget has room nothing is cut, so clients that all
+// share one address (the default loopback listener, a TCP load balancer
+// in front) keep the whole budget, as before addresses were counted.
 type pendingHandshakes struct {
-	mu         sync.Mutex
-	all        list.List // of *pendingHandshake, oldest first
-	byAddr     map[netip.Addr]*list.List
-	max        int // places in all
-	maxPerAddr int // places one address may hold
+	mu     sync.Mutex
+	byAddr map[netip.Addr]*addrHandshakes
+	n      int    // pending in all
+	max    int    // MaxHandshakes
+	seq    uint64 // order of arrival
 }
 
-// pendingHandshake is one connection in its TLS handshake, an element of
+// addrHandshakes is one address's pending handshakes, oldest first.
+type addrHandshakes struct {
+	q []*pendingHandshake
+}
+
+// pendingHandshake is one connection in its TLS handshake, counted in
 // pendingHandshakes while it lasts.
 type pendingHandshake struct {
-	elem     *list.Element // in all; nil once removed (guarded by pendingHandshakes.mu)
-	addrElem *list.Element // in byAddr[addr]
-	addr     netip.Addr
-	cancel   context.CancelCauseFunc
+	addr    netip.Addr
+	seq     uint64
+	pending bool // guarded by pendingHandshakes.mu
+	cancel  context.CancelCauseFunc
 }
 
-// errEvicted is why a pending handshake was cut: the handshake budget (the
-// whole, or its address's share) was full and a newer connection needed
-// the room.
+// errEvicted is why a pending handshake was cut: the handshake budget was
+// full and a newer connection needed the room.
 var errEvicted = errors.New("server: handshake cut to admit a newer connection (handshake limit reached)")
 
 func newPendingHandshakes(budget int) *pendingHandshakes {
-	return &pendingHandshakes{byAddr: map[netip.Addr]*list.List{}, max: budget, maxPerAddr: max(budget/8, 1)}
+	return &pendingHandshakes{byAddr: map[netip.Addr]*addrHandshakes{}, max: budget}
 }
 
 // addrKey is the address a connection's handshake counts against: its IP,
@@ -62,32 +66,46 @@ func addrKey(a net.Addr) netip.Addr {
 	return ip
 }
 
-// begin counts a new connection from addr against the budget, cutting
-// first the oldest pending handshake of addr if addr holds its share, else
-// the oldest of all if the budget is full. The returned context ends the
-// handshake when it is cut, with errEvicted as its cause.
+// begin counts a new connection from addr against the budget; when it is
+// full, it first cuts the oldest pending handshake of the address that
+// holds the most (of those that hold the most, the one whose oldest
+// arrived first). The returned context ends the handshake when it is cut,
+// with errEvicted as its cause.
 func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context.Context, *pendingHandshake) {
 	hsCtx, cancel := context.WithCancelCause(ctx)
-	hs := &pendingHandshake{addr: addr, cancel: cancel}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l := p.byAddr[addr]; l != nil && l.Len() >= p.maxPerAddr {
-		p.cutLocked(l.Front().Value.(*pendingHandshake))
-	} else if p.all.Len() >= p.max {
-		p.cutLocked(p.all.Front().Value.(*pendingHandshake))
+	if p.n >= p.max {
+		p.cutLocked(p.heaviestLocked())
 	}
-	l := p.byAddr[addr]
-	if l == nil {
-		l = list.New()
-		p.byAddr[addr] = l
+	p.seq++
+	hs := &pendingHandshake{addr: addr, seq: p.seq, pending: true, cancel: cancel}
+	a := p.byAddr[addr]
+	if a == nil {
+		a = &addrHandshakes{}
+		p.byAddr[addr] = a
 	}
-	hs.elem = p.all.PushBack(hs)
-	hs.addrElem = l.PushBack(hs)
+	a.q = append(a.q, hs)
+	p.n++
 	return hsCtx, hs
 }
 
-// cutLocked removes hs and ends its handshake with errEvicted: crypto/tls
-// closes the connection when the handshake's context ends, and its own
+// heaviestLocked returns the oldest pending handshake of the address that
+// holds the most. It looks at every address, at most MaxHandshakes of
+// them, and only when the budget is full.
+func (p *pendingHandshakes) heaviestLocked() *pendingHandshake {
+	var victim *pendingHandshake
+	most := 0
+	for _, a := range p.byAddr {
+		if len(a.q) > most || len(a.q) == most && a.q[0].seq < victim.seq {
+			victim, most = a.q[0], len(a.q)
+		}
+	}
+	return victim
+}
+
+// cutLocked removes hs and ends its handshake with errEvicted: the
+// connection is closed when the handshake's context ends, and its own
 // goroutine logs and audits the cut.
 func (p *pendingHandshakes) cutLocked(hs *pendingHandshake) {
 	p.removeLocked(hs)
@@ -101,22 +119,29 @@ func (p *pendingHandshakes) end(hs *pendingHandshake) {
 	p.removeLocked(hs)
 }
 
+// removeLocked takes hs out of its address's queue: a handshake ends in
+// milliseconds, so it is near the front, where the search starts.
 func (p *pendingHandshakes) removeLocked(hs *pendingHandshake) {
-	if hs.elem == nil {
+	if !hs.pending {
 		return
 	}
-	p.all.Remove(hs.elem)
-	l := p.byAddr[hs.addr]
-	l.Remove(hs.addrElem)
-	if l.Len() == 0 {
+	hs.pending = false
+	p.n--
+	a := p.byAddr[hs.addr]
+	for i, x := range a.q {
+		if x == hs {
+			a.q = slices.Delete(a.q, i, i+1)
+			break
+		}
+	}
+	if len(a.q) == 0 {
 		delete(p.byAddr, hs.addr)
 	}
-	hs.elem, hs.addrElem = nil, nil
 }
 
 // count returns how many handshakes are pending.
 func (p *pendingHandshakes) count() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.all.Len()
+	return p.n
 }
