@@ -95,7 +95,11 @@ own MCP client on the gateway host, which may run beside the gateway.`,
 			// Issue 12 item 7: SIGHUP and edits of nefia.yaml.
 			rl := newReloader(s, loaded.Config, ups)
 			if forceStdio || !cfg.MCP.MTLS.Enabled {
-				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl)
+				why := "run 'nefia mtls init' to enable mTLS; --stdio serves stdio even then"
+				if cfg.MCP.MTLS.Enabled {
+					why = "--stdio: mTLS is enabled, its listener is not started"
+				}
+				return serveStdio(cmd.Context(), s, deps, pol, trail, e.stdin, e.stdout, ups.Register, rl, why)
 			}
 			return serveMTLS(cmd.Context(), s, deps, pol, trail, cfg, ups.Register, rl)
 		},
@@ -106,8 +110,9 @@ own MCP client on the gateway host, which may run beside the gateway.`,
 }
 
 // serveStdio serves one MCP session over stdin/stdout for the local
-// operator; it ends when stdin closes or on SIGINT/SIGTERM.
-func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer, register func(*mcpserver.MCPServer) error, rl *reloader) error {
+// operator; it ends when stdin closes or on SIGINT/SIGTERM. why says in
+// its log line why stdio is served (mTLS off, or --stdio).
+func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Policy, trail *audit.Logger, in io.Reader, out io.Writer, register func(*mcpserver.MCPServer) error, rl *reloader, why string) error {
 	authz := server.NewAuthorizer(pol)
 	srv, err := server.NewMCPServerWithPolicy(deps, authz, s.log, trail, nil)
 	if err != nil {
@@ -117,7 +122,7 @@ func serveStdio(ctx context.Context, s *session, deps tools.Deps, pol *policy.Po
 		return err
 	}
 	defer rl.start(ctx, authz.SetPolicy)()
-	s.log.Info("serving MCP on stdio for the local operator (run 'nefia mtls init' to enable mTLS; --stdio serves stdio even then)", "state_dir", s.stateDir)
+	s.log.Info("serving MCP on stdio for the local operator ("+why+")", "state_dir", s.stateDir)
 	agent := identity.LocalOperator(identity.TransportStdio)
 	err = server.ServeStream(ctx, stdio{in, out}, srv, server.StreamOptions{
 		ContextFunc: func(ctx context.Context) context.Context {
