@@ -25,8 +25,10 @@ import (
 //	------------------  ----------------------------------  -------------------------  ------------------------------
 //	handshaking         VerifyConnection refuses a revoked  MaxHandshakes (when full,  connection_rejected
 //	                    or foreign certificate; one that    the oldest of the address
-//	                    passed just before a revocation is  holding the most is cut),
-//	                    caught by the re-check on admission HandshakeTimeout
+//	                    passed just before a revocation is  holding the most if over
+//	                    caught by the re-check on admission an eighth, else the
+//	                                                        oldest, is cut),
+//	                                                        HandshakeTimeout
 //	awaiting first byte raw connection closed               a session slot (per client, connection_close "first byte
 //	                                                        operator reserve),         timeout", or the revocation
 //	                                                        FirstByteTimeout

@@ -110,10 +110,12 @@ type GatewayOptions struct {
 	// session slot and lock everyone out for up to HandshakeTimeout. When it
 	// is reached, a new connection cuts a pending handshake instead of being
 	// refused: the oldest of the remote address (an IPv6 /64) that holds
-	// the most. A legitimate handshake completes in milliseconds, so the
-	// oldest is almost certainly stalled, whoever arrives after a flood
+	// the most if it holds more than an eighth of the budget, else the
+	// oldest of all. A legitimate handshake completes in milliseconds, so
+	// the oldest is almost certainly stalled, whoever arrives after a flood
 	// still gets in, and a flood from one address cuts its own handshakes,
-	// not another client's (pendingHandshakes). Holding a slot therefore
+	// not another client's (pendingHandshakes), while one from many
+	// addresses cannot single out clients that share one. Holding a slot therefore
 	// takes a steady stream of new connections, not a pile of idle ones.
 	// Default DefaultMaxHandshakes.
 	MaxHandshakes    int

@@ -13,9 +13,10 @@ import (
 // the connections still in their TLS handshake, per remote address, each
 // address's oldest first. Nothing about a peer is known before its
 // handshake but its address, so when the budget is full the connection cut
-// to make room is the oldest of the address holding the most: a flood from
+// to make room is the oldest of the address holding the most, if it holds
+// more than an eighth of the budget, else the oldest of all: a flood from
 // one address (or one IPv6 /64) cuts its own handshakes, not another
-// client's. While the budget has room nothing is cut, so clients that all
+// client's, and one from many addresses cuts the oldest. While the budget has room nothing is cut, so clients that all
 // share one address (the default loopback listener, a TCP load balancer
 // in front) keep the whole budget, as before addresses were counted.
 type pendingHandshakes struct {
@@ -67,9 +68,9 @@ func addrKey(a net.Addr) netip.Addr {
 }
 
 // begin counts a new connection from addr against the budget; when it is
-// full, it first cuts the oldest pending handshake of the address that
-// holds the most (of those that hold the most, the one whose oldest
-// arrived first). The returned context ends the handshake when it is cut,
+// full, it first cuts one (heaviestLocked): the oldest pending handshake
+// of the address that holds the most, if more than an eighth of the
+// budget, else the oldest of all. The returned context ends the handshake when it is cut,
 // with errEvicted as its cause.
 func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context.Context, *pendingHandshake) {
 	hsCtx, cancel := context.WithCancelCause(ctx)
@@ -90,16 +91,30 @@ func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context
 	return hsCtx, hs
 }
 
-// heaviestLocked returns the oldest pending handshake of the address that
-// holds the most. It looks at every address, at most MaxHandshakes of
-// them, and only when the budget is full.
+// heaviestLocked returns the pending handshake to cut when the budget is
+// full: the oldest of the address that holds the most, if that is more
+// than an eighth of the budget (a flood from one address, which so cuts
+// only its own); else the oldest of all. Not the heaviest whatever it
+// holds: an attacker with many addresses (an IPv6 /48 is 65,536 /64s)
+// that fills the budget with one or a few handshakes each would make any
+// address with a few more in progress (clients behind one NAT) the
+// heaviest, and cut its fresh handshakes one per connection, where the
+// oldest of all takes the whole budget's worth within their lifetime. It
+// looks at every address, at most MaxHandshakes of them, and only when
+// the budget is full.
 func (p *pendingHandshakes) heaviestLocked() *pendingHandshake {
-	var victim *pendingHandshake
+	var victim, oldest *pendingHandshake
 	most := 0
 	for _, a := range p.byAddr {
 		if len(a.q) > most || len(a.q) == most && a.q[0].seq < victim.seq {
 			victim, most = a.q[0], len(a.q)
 		}
+		if oldest == nil || a.q[0].seq < oldest.seq {
+			oldest = a.q[0]
+		}
+	}
+	if most <= max(p.max/8, 1) {
+		return oldest
 	}
 	return victim
 }
