@@ -8,11 +8,10 @@
 // A Gateway listens on TCP. A connection first takes one of MaxHandshakes
 // places for its handshake, which has a deadline (when they are all taken,
 // the oldest pending handshake of the address holding the most is cut if
-// it holds more than an eighth, else the oldest of all),
-// and is verified against the current
-// CA file (re-read when it changes): chain, validity, clientAuth usage, a
-// revocation check against pki.RevocationChecker (one stat, no read, per
-// handshake) and a valid role in the certificate's OU. Only then does it
+// it holds more than an eighth, else the oldest of all), and is verified
+// against the current CA file (re-read when it changes): chain, validity,
+// clientAuth usage, a revocation check against pki.RevocationChecker (one
+// stat, no read, per handshake) and a valid role in the certificate's OU. Only then does it
 // take one of MaxConnections session slots (one more is refused at once;
 // one certificate takes at most MaxConnectionsPerClient, and the last
 // OperatorReserve slots are for operators). It is then re-checked, and its

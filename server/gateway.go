@@ -115,9 +115,9 @@ type GatewayOptions struct {
 	// the oldest is almost certainly stalled, whoever arrives after a flood
 	// still gets in, and a flood from one address cuts its own handshakes,
 	// not another client's (pendingHandshakes), while one from many
-	// addresses cannot single out clients that share one. Holding a slot therefore
-	// takes a steady stream of new connections, not a pile of idle ones.
-	// Default DefaultMaxHandshakes.
+	// addresses cannot single out clients that share one. Holding a slot
+	// therefore takes a steady stream of new connections, not a pile of
+	// idle ones. Default DefaultMaxHandshakes.
 	MaxHandshakes    int
 	HandshakeTimeout time.Duration
 	// FirstByteTimeout bounds the wait for a connection's first byte after

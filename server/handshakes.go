@@ -16,9 +16,10 @@ import (
 // to make room is the oldest of the address holding the most, if it holds
 // more than an eighth of the budget, else the oldest of all: a flood from
 // one address (or one IPv6 /64) cuts its own handshakes, not another
-// client's, and one from many addresses cuts the oldest. While the budget has room nothing is cut, so clients that all
-// share one address (the default loopback listener, a TCP load balancer
-// in front) keep the whole budget, as before addresses were counted.
+// client's, and one from many addresses cuts the oldest. While the budget
+// has room nothing is cut, so clients that all share one address (the
+// default loopback listener, a TCP load balancer in front) keep the whole
+// budget, as before addresses were counted.
 type pendingHandshakes struct {
 	mu     sync.Mutex
 	byAddr map[netip.Addr]*addrHandshakes
@@ -70,8 +71,8 @@ func addrKey(a net.Addr) netip.Addr {
 // begin counts a new connection from addr against the budget; when it is
 // full, it first cuts one (heaviestLocked): the oldest pending handshake
 // of the address that holds the most, if more than an eighth of the
-// budget, else the oldest of all. The returned context ends the handshake when it is cut,
-// with errEvicted as its cause.
+// budget, else the oldest of all. The returned context ends the handshake
+// when it is cut, with errEvicted as its cause.
 func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context.Context, *pendingHandshake) {
 	hsCtx, cancel := context.WithCancelCause(ctx)
 	p.mu.Lock()
