@@ -602,12 +602,7 @@ func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget 
 		return nil, 0, 0, status
 	}
 
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
-	// Clear it when done: HTTP/1.1 keeps reading the connection in the
-	// background to notice a client that goes away, and a deadline left set
-	// would cancel a long SSE response when it passes.
-	defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	defer h.bodyDeadline(w, r)()
 	src := http.MaxBytesReader(w, r.Body, int64(limit))
 	for {
 		if len(buf) == cap(buf) {
@@ -640,6 +635,46 @@ func (h *HTTPTransport) readBody(w http.ResponseWriter, r *http.Request, budget 
 		case err != nil:
 			return refuse(bodyStatus(err))
 		}
+	}
+}
+
+// bodyDeadline bounds the reading of r's body by BodyTimeout until the
+// returned func is called.
+//
+// HTTP/1.1: a read deadline on the connection, cleared when done (the
+// server keeps reading the connection in the background to notice a client
+// that goes away, and a deadline left set would cancel a long SSE response
+// when it passes).
+//
+// HTTP/2: a stream's read deadline is set and cleared by messages to the
+// connection's serve goroutine, two wake-ups of it per request for a body
+// that is almost always in already. Instead a timer sets a deadline in the
+// past when it fires (which ends the body's reads at once, on the timer's
+// goroutine) and costs nothing otherwise. The lock keeps a late firing
+// from touching the stream once the caller is done with it: after the
+// handler returns, its ResponseWriter is recycled.
+func (h *HTTPTransport) bodyDeadline(w http.ResponseWriter, r *http.Request) (done func()) {
+	rc := http.NewResponseController(w)
+	if r.ProtoMajor != 2 {
+		_ = rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+		return func() { _ = rc.SetReadDeadline(time.Time{}) }
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+	)
+	t := time.AfterFunc(h.opts.BodyTimeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			_ = rc.SetReadDeadline(time.Unix(1, 0))
+		}
+	})
+	return func() {
+		t.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
 	}
 }
 
