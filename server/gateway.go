@@ -576,8 +576,8 @@ func (g *Gateway) limitReached(remote string, who *identity.Agent, err error) {
 
 // handle runs one connection, tracked in the table as tc: an explicit
 // handshake under a deadline (hsCtx also ends it when the connection is cut
-// to make room, see pendingHandshakes.begin), then, if the limits admit it, one MCP
-// session until either side ends it. The connection's state in the table
+// to make room, see pendingHandshakes.begin), then, if the limits admit it,
+// one MCP session until either side ends it. The connection's state in the table
 // follows each step (see connState). waiter says the accept loop found
 // every slot taken and gave the connection one of the waiting places
 // (takeWaiter), which waitForSlot gives back.
@@ -607,9 +607,9 @@ func (g *Gateway) handle(ctx, hsCtx context.Context, hs *pendingHandshake, tc *t
 	defer conn.Close()
 
 	// The deadline bounds the handshake, and a cut to make room
-	// (pendingHandshakes.begin) or the shutdown closes the connection: no context,
-	// timer and watcher goroutine per handshake (issue 16 item 4), which
-	// HandshakeContext would start.
+	// (pendingHandshakes.begin) or the shutdown closes the connection: no
+	// context, timer and watcher goroutine per handshake (issue 16 item 4),
+	// which HandshakeContext would start.
 	_ = raw.SetDeadline(time.Now().Add(g.opts.HandshakeTimeout))
 	stopCut := context.AfterFunc(hsCtx, func() { raw.Close() })
 	err = conn.Handshake()
