@@ -126,6 +126,7 @@ func TestAddrKey(t *testing.T) {
 		t.Error("two IPv6 /64s keyed together")
 	}
 }
+
 // v6 returns the /64 key number i of the attacker's 2001:db8:1::/48.
 func v6(i int) netip.Addr {
 	return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, byte(i >> 8), byte(i), 0, 0, 0, 0, 0, 0, 0, 0})

@@ -13,13 +13,14 @@ import (
 // phaseOpen is the open-loop status phase in results.json.
 const phaseOpen = "status_open"
 
+// nameOpenFloor names the open loop's floor target: the direct echo
+// server, measured beside nefia under the same load.
+const nameOpenFloor = "echo server (floor)"
+
 // openLoopPhase offers status calls at fixed rates (--rates, in total over
 // --open-sessions sessions) to the nefia binary (and the --baseline binary,
 // alternated), latency from each call's scheduled send time (load.RunOpen).
 // No target is asserted here: the report and BENCHMARKS.md judge them.
-// nameOpenFloor names the open loop's floor target.
-const nameOpenFloor = "echo server (floor)"
-
 func (s *suite) openLoopPhase(ctx context.Context) error {
 	var targets []*target
 	defer func() { s.stopAll(targets...) }()
