@@ -103,7 +103,7 @@ func reportOpen(p func(string, ...any), r *results) {
 	p("")
 	p("## nefia.mtls.status at a fixed offered rate (open loop)")
 	p("")
-	p("Calls are scheduled at the offered rate in total, evenly over the sessions (one outstanding call per session), whatever the server does; latency runs from each call's scheduled send time, so a server that falls behind shows its queue (no coordinated omission). Late = calls never sent because the server was too far behind at the cut-off (counted in the percentiles with the time they had waited).")
+	p("Calls are scheduled at the offered rate in total, evenly over the sessions (one outstanding call per session), whatever the server does; latency runs from each call's scheduled send time, so a server that falls behind shows its queue (no coordinated omission). Late = calls never sent because the server was too far behind at the cut-off (counted in the percentiles with the time they had waited). %s = the direct echo server (nefia's stream code over the same mutual TLS, a trivial echo tool, no audit trail) under the same load: the floor this machine and load generator set.", nameOpenFloor)
 	p("")
 	p("| offered calls/s | sessions | server | achieved calls/s (min / med / max) | p50 ms | p99 ms | p99 max ms | late | server CPU µs/call |")
 	p("|---:|---:|---|---|---:|---:|---:|---:|---:|")
