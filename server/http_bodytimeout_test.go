@@ -15,14 +15,14 @@ import (
 // BodyTimeout has passed, over HTTP/1.1 (a read deadline on the connection)
 // and HTTP/2 (a timer that ends the stream's body), and the connection
 // serves the next request; a body that comes in time is served.
+//
+// Not parallel: startHTTP checks for leaked goroutines when the test ends.
 func TestHTTPBodyTimeout(t *testing.T) {
-	t.Parallel()
 	const timeout = 300 * time.Millisecond
 	h := startHTTP(t, func(o *server.HTTPOptions) { o.BodyTimeout = timeout })
 	cert, _ := h.issue("bot", pki.RoleOperator)
 	for _, p := range []proto{h1Sniffed, h2ALPN} {
 		t.Run(map[proto]string{h1Sniffed: "HTTP/1.1", h2ALPN: "HTTP/2"}[p], func(t *testing.T) {
-			t.Parallel()
 			c := h.httpClient(&cert, p)
 			post := func(body io.Reader) (*http.Response, error) {
 				req, _ := http.NewRequest(http.MethodPost, h.url, body)
