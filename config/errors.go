@@ -15,6 +15,11 @@ var (
 	ErrInvalid = errors.New("invalid value")
 )
 
+// ErrNoConfig means Reload found no configuration: the file is missing or
+// holds no keys. At start that means the defaults (Load); for a running
+// process it is no reason to drop what runs.
+var ErrNoConfig = errors.New("no configuration to reload")
+
 // keyError is one problem with one key. It names the key in its message so
 // that a user can find the line to fix, and unwraps to its sentinel so that
 // callers can classify it.

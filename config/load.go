@@ -42,6 +42,32 @@ func Load(path string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("config: read %s: %w", path, err)
 	}
+	return parse(path, data)
+}
+
+// Reload reads the configuration at path for a process already running on
+// one: unlike Load, a missing file, or one with no keys, is an error
+// (ErrNoConfig), not Default(). Going back to the defaults would drop the
+// running policy and stop every upstream, and a file being rewritten in
+// place is empty for a moment (truncated, not yet written), which a reload
+// must not take for the operator's choice. The file is read once, so what
+// is checked is what is parsed.
+func Reload(path string) (Loaded, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Loaded{}, fmt.Errorf("config: %s: %w: the file is missing", path, ErrNoConfig)
+	}
+	if err != nil {
+		return Loaded{}, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if onlyComments(data) {
+		return Loaded{}, fmt.Errorf("config: %s: %w: the file holds no keys", path, ErrNoConfig)
+	}
+	return parse(path, data)
+}
+
+// parse decodes and validates data, read from path.
+func parse(path string, data []byte) (Loaded, error) {
 	c, err := decode(path, data)
 	if err != nil {
 		return Loaded{}, err

@@ -29,7 +29,15 @@ func (c *cli) writeConfig(content string) {
 	if err := os.MkdirAll(filepath.Dir(c.config), 0o700); err != nil {
 		c.t.Fatal(err)
 	}
-	if err := os.WriteFile(c.config, []byte(content), 0o600); err != nil {
+	// Replaced, not rewritten in place: a running gateway's reload must
+	// not catch the file half written (config.Reload refuses an empty
+	// one, TestReloadKeepsRunningOnEmptyOrMissingFile; a torn one may
+	// still parse).
+	tmp := c.config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, c.config); err != nil {
 		c.t.Fatal(err)
 	}
 }

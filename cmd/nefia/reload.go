@@ -26,7 +26,9 @@ const configPollInterval = time.Second
 // restart: mcp.policy (through setPolicy, the authorizer of the gateway or
 // of the stdio server) and mcp.upstreams (Manager.Update). A file that does
 // not load, or whose policy does not build, leaves everything running as
-// it was and logs one line naming the file and the error. Live sessions
+// it was and logs one line naming the file and the error; so does a
+// missing or empty file (config.ErrNoConfig), which at start would mean
+// the defaults. Live sessions
 // keep their identity; each call is decided by the policy in force when it
 // arrives, so a tool a session may no longer call is refused from its next
 // call on. Other keys (mcp.mtls.*, audit.*) need a restart; a change to
@@ -59,7 +61,8 @@ func newReloader(s *session, cfg config.Config, ups *upstream.Manager) *reloader
 }
 
 // version is the file's atomicfile.Version; a missing file is a version
-// too (the zero one): like at start, it means the defaults.
+// too (the zero one), which reload refuses (config.Reload): a running
+// gateway does not fall back to the defaults.
 func (r *reloader) version() (atomicfile.Version, error) {
 	v, err := atomicfile.VersionOf(r.path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -127,7 +130,8 @@ func (r *reloader) reload(setPolicy func(*policy.Policy)) {
 	keep := func(err error) {
 		r.log.Error("configuration not reloaded; keeping the running one", "file", r.path, "err", errorLine(err))
 	}
-	loaded, err := config.Load(r.path)
+	// Not config.Load: a missing or empty file is not the defaults here.
+	loaded, err := config.Reload(r.path)
 	if err != nil {
 		keep(err)
 		return

@@ -57,7 +57,7 @@ func TestReloadWatch(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	expect("the file's removal (the defaults, as at start)")
+	expect("the file's removal (which reload then refuses: config.Reload)")
 	cancel()
 	<-done
 }

@@ -212,3 +212,89 @@ func TestReloadPolicyStdio(t *testing.T) {
 		t.Errorf("serve exited with %v", err)
 	}
 }
+
+// TestReloadKeepsRunningOnEmptyOrMissingFile: a running serve that finds
+// nefia.yaml empty (a file being rewritten in place is, for a moment) or
+// gone keeps its policy, and logs why, rather than falling back to the
+// defaults as a start without a file does: the default policy would give
+// the operator back nefia.mtls.status, which the file took away. The file
+// restored is reloaded as usual.
+func TestReloadKeepsRunningOnEmptyOrMissingFile(t *testing.T) {
+	t.Parallel()
+	c := newCLI(t)
+	deny := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.init]\n"
+	c.writeConfig(deny)
+	mc, logs := serveStdioLogged(t, c)
+	denied := func(when string) {
+		t.Helper()
+		res, err := mc.CallTool(t.Context(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.IsError {
+			t.Fatalf("status allowed %s: the running policy was dropped", when)
+		}
+	}
+	denied("at start")
+	for _, tc := range []struct {
+		name, why string
+		change    func()
+	}{
+		{"empty", "holds no keys", func() { c.writeConfig("") }},
+		{"comments only", "holds no keys", func() { c.writeConfig("# being rewritten\n") }},
+		{"missing", "is missing", func() {
+			if err := os.Remove(c.config); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		tc.change()
+		rec := logs.wait("configuration not reloaded; keeping the running one")
+		if err, _ := rec["err"].(string); !strings.Contains(err, tc.why) {
+			t.Errorf("%s file: logged %v, want it to say the file %s", tc.name, rec, tc.why)
+		}
+		denied("after the file was " + tc.name)
+	}
+	c.writeConfig(strings.Replace(deny, "nefia.mtls.init", "nefia.mtls.status", 1))
+	logs.wait("configuration reloaded")
+	res, err := mc.CallTool(t.Context(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
+	if err != nil || res.IsError {
+		t.Fatalf("status after the file was restored allowing it: %v %v", res, err)
+	}
+}
+
+// serveStdioLogged runs `nefia mcp serve` over stdio for c, initialized,
+// with its JSON log followed.
+func serveStdioLogged(t *testing.T, c *cli) (*client.Client, *gatewayLog) {
+	t.Helper()
+	cmd := exec.Command(nefiaBin, "mcp", "serve", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	logs := followLog(t, stderr)
+	mc := client.NewClient(transport.NewIO(stdout, stdin, io.NopCloser(strings.NewReader(""))))
+	t.Cleanup(func() { mc.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := mc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
+		t.Fatal(err)
+	}
+	return mc, logs
+}

@@ -1,0 +1,56 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nefia/nefia/config"
+)
+
+// TestReload: for a running process a missing file or one without keys is
+// ErrNoConfig, not the defaults Load gives at start; a file that loads is
+// read as Load reads it, and one that does not is Load's error.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		content *string // nil: no file
+		want    error   // nil: loads
+	}{
+		{"missing", nil, config.ErrNoConfig},
+		{"empty", ptr(""), config.ErrNoConfig},
+		{"blank lines", ptr("\n\n  \n"), config.ErrNoConfig},
+		{"comments only", ptr("# rewriting\n---\n"), config.ErrNoConfig},
+		{"valid", ptr("version: 1\nmcp:\n  policy: []\n"), nil},
+		{"malformed", ptr("version: 1\nmcp: [broken\n"), config.ErrMalformed},
+		{"no version", ptr("mcp: {}\n"), config.ErrVersion},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "nefia.yaml")
+			if tt.content != nil {
+				if err := os.WriteFile(path, []byte(*tt.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := config.Reload(path)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("Reload = %v, want %v", err, tt.want)
+			}
+			if err == nil && (!got.Exists || got.Path != path) {
+				t.Fatalf("Reload = %+v, want the file's configuration", got)
+			}
+			if tt.want == config.ErrNoConfig {
+				// At start the same file means the defaults.
+				if _, err := config.Load(path); err != nil {
+					t.Fatalf("Load of the same file: %v, want the defaults", err)
+				}
+			}
+		})
+	}
+}
+
+func ptr(s string) *string { return &s }
