@@ -60,10 +60,20 @@ func Reload(path string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("config: read %s: %w", path, err)
 	}
-	if onlyComments(data) {
+	if holdsNoKeys(data) {
 		return Loaded{}, fmt.Errorf("config: %s: %w: the file holds no keys", path, ErrNoConfig)
 	}
 	return parse(path, data)
+}
+
+// holdsNoKeys reports whether data is what decode reads as Default(): a
+// document without a body whose text is only comments. Decided as decode
+// decides it, on the parsed document: the text alone splits lines on "\n"
+// only, while YAML also breaks them on a lone "\r", so a first-line comment
+// would hide every key after it.
+func holdsNoKeys(data []byte) bool {
+	f, err := parser.ParseBytes(data, 0)
+	return err == nil && isEmpty(body(f)) && onlyComments(data)
 }
 
 // parse decodes and validates data, read from path.

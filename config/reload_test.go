@@ -26,6 +26,15 @@ func TestReload(t *testing.T) {
 		{"valid", ptr("version: 1\nmcp:\n  policy: []\n"), nil},
 		{"malformed", ptr("version: 1\nmcp: [broken\n"), config.ErrMalformed},
 		{"no version", ptr("mcp: {}\n"), config.ErrVersion},
+		// Keys after a first-line comment, on lines YAML breaks and a
+		// split on "\n" does not (from an attack review of Reload: before,
+		// every reload of this file was refused as holding no keys).
+		{"CR line ends", ptr("# nefia\rversion: 1\rmcp:\r  policy:\r    - match: {role: operator}\r      allow: [nefia.mtls.init]\r"), nil},
+		// The parser keeps U+0085 and U+2028 inside a comment: Load reads
+		// these as the defaults, so Reload refuses them.
+		{"comment through NEL", ptr("# nefia\u0085version: 1\n"), config.ErrNoConfig},
+		{"comment through LS", ptr("# nefia\u2028version: 1\n"), config.ErrNoConfig},
+		{"comments on CR lines", ptr("# one\r# two\r"), config.ErrNoConfig},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
