@@ -42,7 +42,7 @@ func Load(path string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("config: read %s: %w", path, err)
 	}
-	return parse(path, data)
+	return parse(path, data, false)
 }
 
 // Reload reads the configuration at path for a process already running on
@@ -50,8 +50,9 @@ func Load(path string) (Loaded, error) {
 // (ErrNoConfig), not Default(). Going back to the defaults would drop the
 // running policy and stop every upstream, and a file being rewritten in
 // place is empty for a moment (truncated, not yet written), which a reload
-// must not take for the operator's choice. The file is read once, so what
-// is checked is what is parsed.
+// must not take for the operator's choice. The file is read and parsed
+// once, and "no keys" is what decoding it found, so what is checked is
+// what would have been applied.
 func Reload(path string) (Loaded, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -60,27 +61,18 @@ func Reload(path string) (Loaded, error) {
 	if err != nil {
 		return Loaded{}, fmt.Errorf("config: read %s: %w", path, err)
 	}
-	if holdsNoKeys(data) {
-		return Loaded{}, fmt.Errorf("config: %s: %w: the file holds no keys", path, ErrNoConfig)
-	}
-	return parse(path, data)
+	return parse(path, data, true)
 }
 
-// holdsNoKeys reports whether data is what decode reads as Default(): a
-// document without a body whose text is only comments. Decided as decode
-// decides it, on the parsed document: the text alone splits lines on "\n"
-// only, while YAML also breaks them on a lone "\r", so a first-line comment
-// would hide every key after it.
-func holdsNoKeys(data []byte) bool {
-	f, err := parser.ParseBytes(data, 0)
-	return err == nil && isEmpty(body(f)) && onlyComments(data)
-}
-
-// parse decodes and validates data, read from path.
-func parse(path string, data []byte) (Loaded, error) {
-	c, err := decode(path, data)
+// parse decodes and validates data, read from path; with reload, a file
+// holding no keys is ErrNoConfig instead of Default().
+func parse(path string, data []byte, reload bool) (Loaded, error) {
+	c, noKeys, err := decodeKeys(path, data)
 	if err != nil {
 		return Loaded{}, err
+	}
+	if reload && noKeys {
+		return Loaded{}, fmt.Errorf("config: %s: %w: the file holds no keys", path, ErrNoConfig)
 	}
 	if err := c.Validate(); err != nil {
 		return Loaded{}, fmt.Errorf("config: %s: %w", path, err)
@@ -92,35 +84,42 @@ func parse(path string, data []byte) (Loaded, error) {
 // that Set can compare a file's contents before and after an edit even when
 // the file currently holds an out-of-range value the edit is meant to fix.
 func decode(path string, data []byte) (Config, error) {
+	c, _, err := decodeKeys(path, data)
+	return c, err
+}
+
+// decodeKeys is decode, also saying whether the file holds no keys (empty,
+// or only comments), which is what gives Default().
+func decodeKeys(path string, data []byte) (c Config, noKeys bool, err error) {
 	f, err := parser.ParseBytes(data, 0)
 	if err != nil {
-		return Config{}, yamlError(path, err)
+		return Config{}, false, yamlError(path, err)
 	}
 	if len(f.Docs) > 1 {
-		return Config{}, fmt.Errorf("config: %s: %w: more than one document", path, ErrMalformed)
+		return Config{}, false, fmt.Errorf("config: %s: %w: more than one document", path, ErrMalformed)
 	}
-	c := Default()
+	c = Default()
 	if isEmpty(body(f)) {
 		if !onlyComments(data) {
-			return Config{}, fmt.Errorf("config: %s: %w: top level must be a mapping of keys", path, ErrMalformed)
+			return Config{}, false, fmt.Errorf("config: %s: %w: top level must be a mapping of keys", path, ErrMalformed)
 		}
-		return c, nil
+		return c, true, nil
 	}
 	root, ok := body(f).(*ast.MappingNode)
 	if !ok {
-		return Config{}, fmt.Errorf("config: %s: %w: top level must be a mapping of keys", path, ErrMalformed)
+		return Config{}, false, fmt.Errorf("config: %s: %w: top level must be a mapping of keys", path, ErrMalformed)
 	}
 	if err := errors.Join(unknownKeys(path, root, reflect.TypeFor[Config](), "")...); err != nil {
-		return Config{}, err
+		return Config{}, false, err
 	}
 	if find(root, "version") == nil {
-		return Config{}, fmt.Errorf("config: %s: %w", path,
+		return Config{}, false, fmt.Errorf("config: %s: %w", path,
 			&keyError{"version", fmt.Sprintf("missing; add \"version: %d\" as the first line", CurrentVersion), ErrVersion})
 	}
 	if err := yaml.NodeToValue(root, &c, yaml.DisallowUnknownField()); err != nil {
-		return Config{}, typeError(path, root, err)
+		return Config{}, false, typeError(path, root, err)
 	}
-	return c, nil
+	return c, false, nil
 }
 
 // typeError names the key whose value could not be decoded; goccy/go-yaml's
