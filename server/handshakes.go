@@ -22,15 +22,10 @@ import (
 // budget, as before addresses were counted.
 type pendingHandshakes struct {
 	mu     sync.Mutex
-	byAddr map[netip.Addr]*addrHandshakes
+	byAddr map[netip.Addr][]*pendingHandshake // each address's, oldest first
 	n      int    // pending in all
 	max    int    // MaxHandshakes
 	seq    uint64 // order of arrival
-}
-
-// addrHandshakes is one address's pending handshakes, oldest first.
-type addrHandshakes struct {
-	q []*pendingHandshake
 }
 
 // pendingHandshake is one connection in its TLS handshake, counted in
@@ -47,7 +42,7 @@ type pendingHandshake struct {
 var errEvicted = errors.New("server: handshake cut to admit a newer connection (handshake limit reached)")
 
 func newPendingHandshakes(budget int) *pendingHandshakes {
-	return &pendingHandshakes{byAddr: map[netip.Addr]*addrHandshakes{}, max: budget}
+	return &pendingHandshakes{byAddr: map[netip.Addr][]*pendingHandshake{}, max: budget}
 }
 
 // addrKey is the address a connection's handshake counts against: its IP,
@@ -82,12 +77,7 @@ func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context
 	}
 	p.seq++
 	hs := &pendingHandshake{addr: addr, seq: p.seq, pending: true, cancel: cancel}
-	a := p.byAddr[addr]
-	if a == nil {
-		a = &addrHandshakes{}
-		p.byAddr[addr] = a
-	}
-	a.q = append(a.q, hs)
+	p.byAddr[addr] = append(p.byAddr[addr], hs)
 	p.n++
 	return hsCtx, hs
 }
@@ -106,12 +96,12 @@ func (p *pendingHandshakes) begin(ctx context.Context, addr netip.Addr) (context
 func (p *pendingHandshakes) heaviestLocked() *pendingHandshake {
 	var victim, oldest *pendingHandshake
 	most := 0
-	for _, a := range p.byAddr {
-		if len(a.q) > most || len(a.q) == most && a.q[0].seq < victim.seq {
-			victim, most = a.q[0], len(a.q)
+	for _, q := range p.byAddr {
+		if len(q) > most || len(q) == most && q[0].seq < victim.seq {
+			victim, most = q[0], len(q)
 		}
-		if oldest == nil || a.q[0].seq < oldest.seq {
-			oldest = a.q[0]
+		if oldest == nil || q[0].seq < oldest.seq {
+			oldest = q[0]
 		}
 	}
 	if most <= max(p.max/8, 1) {
@@ -143,15 +133,14 @@ func (p *pendingHandshakes) removeLocked(hs *pendingHandshake) {
 	}
 	hs.pending = false
 	p.n--
-	a := p.byAddr[hs.addr]
-	for i, x := range a.q {
-		if x == hs {
-			a.q = slices.Delete(a.q, i, i+1)
-			break
-		}
+	q := p.byAddr[hs.addr]
+	if i := slices.Index(q, hs); i >= 0 {
+		q = slices.Delete(q, i, i+1)
 	}
-	if len(a.q) == 0 {
+	if len(q) == 0 {
 		delete(p.byAddr, hs.addr)
+	} else {
+		p.byAddr[hs.addr] = q
 	}
 }
 

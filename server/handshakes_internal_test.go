@@ -18,15 +18,15 @@ func checkPending(t *testing.T, p *pendingHandshakes) {
 	defer p.mu.Unlock()
 	sum := 0
 	for a, q := range p.byAddr {
-		if len(q.q) == 0 {
+		if len(q) == 0 {
 			t.Fatalf("empty queue left for %v", a)
 		}
-		for i, hs := range q.q {
-			if hs.addr != a || !hs.pending || i > 0 && q.q[i-1].seq >= hs.seq {
+		for i, hs := range q {
+			if hs.addr != a || !hs.pending || i > 0 && q[i-1].seq >= hs.seq {
 				t.Fatalf("entry %d of %v misfiled, removed or out of order", i, a)
 			}
 		}
-		sum += len(q.q)
+		sum += len(q)
 	}
 	if sum != p.n || p.n > p.max {
 		t.Fatalf("per-address sum %d, n %d, max %d", sum, p.n, p.max)
