@@ -23,9 +23,9 @@ import (
 type pendingHandshakes struct {
 	mu     sync.Mutex
 	byAddr map[netip.Addr][]*pendingHandshake // each address's, oldest first
-	n      int    // pending in all
-	max    int    // MaxHandshakes
-	seq    uint64 // order of arrival
+	n      int                                // pending in all
+	max    int                                // MaxHandshakes
+	seq    uint64                             // order of arrival
 }
 
 // pendingHandshake is one connection in its TLS handshake, counted in

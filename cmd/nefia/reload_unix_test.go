@@ -153,35 +153,10 @@ func TestReloadPolicyStdio(t *testing.T) {
 	allow := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.status]\n"
 	deny := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.init]\n"
 	c.writeConfig(allow)
-	cmd := exec.Command(nefiaBin, "mcp", "serve", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := followLog(t, stderr)
-	mc := client.NewClient(transport.NewIO(stdout, stdin, io.NopCloser(strings.NewReader(""))))
-	defer mc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	srv := serveStdioLogged(t, c)
+	mc, logs, cmd := srv.mc, srv.logs, srv.cmd
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	if err := mc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
-		t.Fatal(err)
-	}
 	call := func() *mcp.CallToolResult {
 		t.Helper()
 		res, err := mc.CallTool(ctx, mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
@@ -207,7 +182,7 @@ func TestReloadPolicyStdio(t *testing.T) {
 	if res := call(); !res.IsError {
 		t.Error("status allowed after a SIGHUP reload of the denying file")
 	}
-	stdin.Close()
+	srv.stdin.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("serve exited with %v", err)
 	}
@@ -224,7 +199,8 @@ func TestReloadKeepsRunningOnEmptyOrMissingFile(t *testing.T) {
 	c := newCLI(t)
 	deny := "version: 1\nmcp:\n  policy:\n    - match: {role: operator}\n      allow: [nefia.mtls.init]\n"
 	c.writeConfig(deny)
-	mc, logs := serveStdioLogged(t, c)
+	srv := serveStdioLogged(t, c)
+	mc, logs := srv.mc, srv.logs
 	denied := func(when string) {
 		t.Helper()
 		res, err := mc.CallTool(t.Context(), mcp.CallToolRequest{Params: mcp.CallToolParams{Name: "nefia.mtls.status"}})
@@ -263,9 +239,17 @@ func TestReloadKeepsRunningOnEmptyOrMissingFile(t *testing.T) {
 	}
 }
 
+// stdioServe is a `nefia mcp serve` over stdio started by serveStdioLogged.
+type stdioServe struct {
+	mc    *client.Client // initialized
+	logs  *gatewayLog    // its JSON log
+	cmd   *exec.Cmd
+	stdin io.Closer // closing it ends the serve
+}
+
 // serveStdioLogged runs `nefia mcp serve` over stdio for c, initialized,
-// with its JSON log followed.
-func serveStdioLogged(t *testing.T, c *cli) (*client.Client, *gatewayLog) {
+// with its JSON log followed; it is stopped when the test ends.
+func serveStdioLogged(t *testing.T, c *cli) *stdioServe {
 	t.Helper()
 	cmd := exec.Command(nefiaBin, "mcp", "serve", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "NEFIA_STATE_DIR="+c.stateDir, "NEFIA_CONFIG="+c.config)
@@ -296,5 +280,5 @@ func serveStdioLogged(t *testing.T, c *cli) (*client.Client, *gatewayLog) {
 	if _, err := mc.Initialize(ctx, servertest.InitializeRequest()); err != nil {
 		t.Fatal(err)
 	}
-	return mc, logs
+	return &stdioServe{mc: mc, logs: logs, cmd: cmd, stdin: stdin}
 }
