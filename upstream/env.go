@@ -1,9 +1,9 @@
 package upstream
 
 import (
+	"maps"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -40,12 +40,7 @@ func commandEnv(environ []string, inherit []string, extra map[string]string) []s
 		}
 		out = append(out, kv)
 	}
-	keys := make([]string, 0, len(extra))
-	for k := range extra {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(extra)) {
 		out = append(out, k+"="+extra[k])
 	}
 	return out
