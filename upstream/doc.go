@@ -4,7 +4,9 @@
 // child process speaking MCP over stdio (nefia owns the process so that it
 // sees it exit and logs its stderr; never to stdout), a url is reached
 // with mcp-go's Streamable HTTP client (TLS 1.3, optional client
-// certificate, static headers from headers_file). After initialize the
+// certificate, static headers from headers_file), which starts the session
+// and holds its stream of notifications, while the forwarded calls are
+// POSTed by nefia's own httpCaller on the same session. After initialize the
 // Manager lists the upstream's tools and registers one proxy per tool on
 // the gateway's MCP server, named <upstream>.<tool>, with the tool's
 // description, input and output schemas, annotations and _meta passed

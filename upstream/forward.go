@@ -51,13 +51,19 @@ func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallT
 }
 
 // sendRequest sends one request of nefia's own (id, params) on cn's
-// transport and returns its result: a transport failure as a
+// transport (a url upstream's: its httpCaller) and returns its result: a transport failure as a
 // *transport.Error, after cancelling the request upstream when ctx ended
 // first; a JSON-RPC error as its error.
 func sendRequest(ctx context.Context, cn *conn, method mcp.MCPMethod, id string, params any) (json.RawMessage, error) {
 	tr := cn.c.GetTransport()
 	req := transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(id), Method: string(method), Params: params}
-	resp, err := tr.SendRequest(ctx, req)
+	var resp *transport.JSONRPCResponse
+	var err error
+	if cn.http != nil {
+		resp, err = cn.http.send(ctx, req)
+	} else {
+		resp, err = tr.SendRequest(ctx, req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			cancelUpstream(ctx, tr, req.ID)

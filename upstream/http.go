@@ -92,8 +92,9 @@ func (u *upstream) dialHTTP() (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http upstream: %w", err)
 	}
-	cn := &conn{done: make(chan struct{}), c: newClient(tr)}
+	cn := &conn{done: make(chan struct{}), c: newClient(tr), http: newHTTPCaller(u.cfg.URL, hc, static, tr.GetSessionId, u.log)}
 	cn.stop = func() {
+		cn.http.cancel()
 		_ = cn.c.Close()
 		hc.CloseIdleConnections()
 	}

@@ -60,12 +60,15 @@ func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// isEventStream reports whether a Content-Type is text/event-stream, as
+// isEventStream reports whether a Content-Type is text/event-stream.
+func isEventStream(contentType string) bool { return isMediaType(contentType, "text/event-stream") }
+
+// isMediaType reports whether a Content-Type's media type is want, as
 // mime.ParseMediaType reads it, without the map of parameters that builds
 // per response.
-func isEventStream(contentType string) bool {
+func isMediaType(contentType, want string) bool {
 	mt, _, _ := strings.Cut(contentType, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+	return strings.EqualFold(strings.TrimSpace(mt), want)
 }
 
 // CloseIdleConnections passes http.Client.CloseIdleConnections on.

@@ -299,6 +299,9 @@ const logKeyUpstream = "upstream"
 // upstream, the process behind it.
 type conn struct {
 	c *client.Client
+	// http sends the forwarded calls of a url upstream (httpcall.go); nil
+	// for a command upstream, whose calls go on c's transport.
+	http *httpCaller
 	// done is closed when the session is over: the process exited or a
 	// call found the transport broken.
 	done   chan struct{}

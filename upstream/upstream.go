@@ -93,7 +93,7 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cn.c.OnNotification(func(n mcp.JSONRPCNotification) {
+	notify := func(n mcp.JSONRPCNotification) {
 		switch n.Method {
 		case mcp.MethodNotificationToolsListChanged, mcp.MethodNotificationResourcesListChanged,
 			mcp.MethodNotificationPromptsListChanged:
@@ -104,15 +104,23 @@ func (u *upstream) connect(ctx context.Context) (*conn, error) {
 		case string(mcp.MethodNotificationProgress):
 			u.forwardProgress(cn, n)
 		}
-	})
+	}
+	cn.c.OnNotification(notify)
+	if cn.http != nil { // what arrives on a call's own stream
+		cn.http.notify = notify
+	}
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
 	req := mcp.InitializeRequest{}
 	req.Params.ProtocolVersion = mcp.ProtocolVersion20251125
 	req.Params.ClientInfo = mcp.Implementation{Name: "nefia", Version: u.version}
-	if _, err := cn.c.Initialize(ictx, req); err != nil {
+	res, err := cn.c.Initialize(ictx, req)
+	if err != nil {
 		cn.stop()
 		return nil, fmt.Errorf("initialize: %w", err)
+	}
+	if cn.http != nil {
+		cn.http.version = res.ProtocolVersion
 	}
 	return cn, nil
 }
