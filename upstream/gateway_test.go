@@ -363,10 +363,19 @@ func callProgress(t *testing.T, c *client.Client) *mcp.CallToolResult {
 
 // TestUpstreamProgress: the upstream's progress notifications reach the
 // caller under the caller's own token, while the upstream saw a token
-// nefia issued.
+// nefia issued; over HTTP they arrive on the call's own event stream
+// (httpCaller).
 func TestUpstreamProgress(t *testing.T) {
 	t.Parallel()
-	f := startGateway(t, func(pub string) config.Upstream { return stdioUpstream("up", pub) })
+	for _, tt := range bothTransports {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			testUpstreamProgress(t, startGateway(t, tt.upstream(t)))
+		})
+	}
+}
+
+func testUpstreamProgress(t *testing.T, f *fixture) {
 	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
 	var mu sync.Mutex
 	var got []map[string]any
