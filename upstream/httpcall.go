@@ -182,7 +182,11 @@ func statusAnswer(resp *http.Response) (*transport.JSONRPCResponse, error) {
 	if resp.StatusCode == http.StatusUnauthorized {
 		return nil, errors.New("the upstream answered 401 Unauthorized: check its headers_file")
 	}
-	b, _ := io.ReadAll(resp.Body) // bounded by the client's limitTransport
+	// At most the limit, whatever the body's type: limitTransport bounds an
+	// event stream per event, not as a whole. One byte more, so that a
+	// JSON body over the limit still fails on it (and marks the call's
+	// limit flag).
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, MaxMessageBytes+1))
 	var r transport.JSONRPCResponse
 	if json.Unmarshal(b, &r) == nil && r.Error != nil {
 		return &r, nil
