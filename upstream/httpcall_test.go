@@ -294,3 +294,57 @@ func TestHTTPUpstreamCallStatus(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the restart (backoff)
 	}
 }
+
+// TestHTTPUpstreamCallEndsWithSession: a call in flight on an HTTP
+// upstream's session ends as soon as the session does (here: another
+// call's 404 ended it), not at its call_timeout: cn.stop reaches the
+// request through the httpCaller's done context.
+func TestHTTPUpstreamCallEndsWithSession(t *testing.T) {
+	t.Parallel()
+	s := newScripted()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	s.call = func(w http.ResponseWriter, _ string) {
+		sse(w)
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		<-release
+	}
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { close(release) }) // before ts.Close, which waits for the handler
+	f := startGateway(t, func(string) config.Upstream {
+		return config.Upstream{Name: "up", URL: ts.URL + "/mcp", CallTimeout: time.Minute}
+	})
+	bot := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	type answer struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	hung := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		req := mcp.CallToolRequest{}
+		req.Params.Name = "up.do"
+		res, err := bot.CallTool(ctx, req)
+		hung <- answer{res, err}
+	}()
+	<-started
+
+	s.mu.Lock()
+	s.inits += 100 // the next request is answered 404: the session ends
+	s.mu.Unlock()
+	other := f.g.Client(f.g.Cert("bot", pki.RoleAgent))
+	if res := servertest.CallTool(t, other, "up.do", nil); !res.IsError {
+		t.Fatalf("up.do on an ended session = %q, want a tool error", text(res))
+	}
+	select {
+	case a := <-hung:
+		if a.err == nil && !a.res.IsError {
+			t.Errorf("the call in flight when its session ended = %q, want an error", text(a.res))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call in flight did not end within 10s of its session's end (call_timeout 1m)")
+	}
+}
