@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nefia/nefia/config"
 	"github.com/nefia/nefia/pki"
@@ -54,7 +55,11 @@ func TestHTTPUpstreamErrorStatusBodyBounded(t *testing.T) {
 	if !res.IsError || !strings.Contains(text(res), "status 500") {
 		t.Errorf("up.do answered 500 = %.300q (isError %v), want a tool error naming the status", text(res), res.IsError)
 	}
-	<-done
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream's error body was neither read to its end nor dropped within 10s")
+	}
 	t.Logf("the upstream got %d bytes of a %d-byte error body out", sent.Load(), answer)
 	if n := sent.Load(); n > 4*upstream.MaxMessageBytes {
 		t.Errorf("the upstream got %d bytes of its error body out: the gateway read (and buffered) past the %d-byte limit", n, upstream.MaxMessageBytes)

@@ -330,7 +330,11 @@ func TestHTTPUpstreamCallEndsWithSession(t *testing.T) {
 		res, err := bot.CallTool(ctx, req)
 		hung <- answer{res, err}
 	}()
-	<-started
+	select {
+	case <-started:
+	case a := <-hung:
+		t.Fatalf("up.do = %v (err %v) before the upstream got it", a.res, a.err)
+	}
 
 	s.mu.Lock()
 	s.inits += 100 // the next request is answered 404: the session ends
