@@ -104,6 +104,16 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// waitAnswer waits for the client to POST an answer to the server's
+// request, at most 10s: without an answer the test fails on what the
+// upstream was answered instead of hanging (ts.Close waits for handlers).
+func (s *scripted) waitAnswer() {
+	select {
+	case <-s.answered:
+	case <-time.After(10 * time.Second):
+	}
+}
+
 func (s *scripted) initCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -153,14 +163,14 @@ func TestHTTPUpstreamCallStreams(t *testing.T) {
 			sse(w)
 			fmt.Fprint(w, `data: {"jsonrpc":"2.0","id":"srv-1","method":"ping"}`+"\n\n")
 			w.(http.Flusher).Flush()
-			<-s.answered
+			s.waitAnswer()
 			fmt.Fprintf(w, "data: %s\n\n", result(id, "crlf"))
 		}},
 		{name: "a sampling request during the call is refused", answer: `-32601`, call: func(s *scripted, w http.ResponseWriter, id string) {
 			sse(w)
 			fmt.Fprint(w, `data: {"jsonrpc":"2.0","id":"srv-1","method":"sampling/createMessage","params":{}}`+"\n\n")
 			w.(http.Flusher).Flush()
-			<-s.answered
+			s.waitAnswer()
 			fmt.Fprintf(w, "data: %s\n\n", result(id, "crlf"))
 		}},
 	}
