@@ -117,3 +117,31 @@ func TestHTTPCallerResumesBounded(t *testing.T) {
 		t.Errorf("resumed %d times, want %d", n, maxResumes)
 	}
 }
+
+// TestHTTPCallerAnswerOverLimitNotTheCalls: an oversized response to
+// nefia's answer to a server request is not the call's answer over the
+// limit. The answer's POST went out with the call's limit flag, so a call
+// that then failed otherwise (here: its stream ended without the
+// response, a broken session) was reported as an oversized answer, and
+// the handler kept the session instead of starting a new one.
+func TestHTTPCallerAnswerOverLimitNotTheCalls(t *testing.T) {
+	t.Parallel()
+	c := newTestCaller(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(b), `"method":"tools/call"`) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n\n")
+			return // ends without the response, and without an id
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, strings.Repeat(" ", MaxMessageBytes+10))
+	})
+	ctx, hit := withLimitFlag(context.Background())
+	_, err := c.send(ctx, testCall())
+	if !errors.Is(err, errStreamEnded) {
+		t.Errorf("err = %v, want %v", err, errStreamEnded)
+	}
+	if tooLarge(hit, err) {
+		t.Errorf("the call counts as over the size limit (err %v): only the response to nefia's answer was", err)
+	}
+}
