@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -301,6 +302,9 @@ func (h *httpCaller) answer(ctx context.Context, id mcp.RequestId, method string
 	if err != nil {
 		return
 	}
+	// Not the call's limit flag: what the upstream answers this POST with
+	// is not the call's answer (limitFlag reads a nil flag as none).
+	ctx = context.WithValue(ctx, limitKey{}, (*atomic.Bool)(nil))
 	ctx, cancel := context.WithTimeout(ctx, answerTimeout)
 	defer cancel()
 	defer context.AfterFunc(h.done, cancel)()
