@@ -128,7 +128,7 @@ func (h *httpCaller) send(ctx context.Context, req transport.JSONRPCRequest) (*t
 	case isEventStream(ct):
 		return h.readAnswer(ctx, req.ID, resp.Body)
 	default:
-		return nil, fmt.Errorf("unexpected content type %q", ct)
+		return nil, fmt.Errorf("unexpected content type %q", clip(ct))
 	}
 }
 
@@ -243,7 +243,7 @@ func (h *httpCaller) resume(ctx context.Context, cur *sseCursor, handle func([]b
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !isEventStream(resp.Header.Get("Content-Type")) {
-		return false, fmt.Errorf("resume the answer's event stream: status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		return false, fmt.Errorf("resume the answer's event stream: status %d, content type %q", resp.StatusCode, clip(resp.Header.Get("Content-Type")))
 	}
 	return readSSE(resp.Body, cur, handle)
 }
@@ -272,7 +272,7 @@ func (h *httpCaller) handleEvent(ctx context.Context, id mcp.RequestId, data []b
 	case m.Method != "":
 		// Answered before reading on: one answer at a time per call, so an
 		// upstream cannot make the gateway hold more.
-		h.answer(ctx, m.ID, m.Method)
+		h.answer(ctx, m.ID, clip(m.Method))
 	case m.ID.String() == id.String():
 		var r transport.JSONRPCResponse
 		if err := json.Unmarshal(data, &r); err != nil {
@@ -281,7 +281,7 @@ func (h *httpCaller) handleEvent(ctx context.Context, id mcp.RequestId, data []b
 		}
 		return &r
 	default:
-		h.log.Debug("response to another request on a call's event stream dropped", "id", m.ID.String())
+		h.log.Debug("response to another request on a call's event stream dropped", "id", clip(m.ID.String()))
 	}
 	return nil
 }
@@ -313,9 +313,23 @@ func (h *httpCaller) answer(ctx context.Context, id mcp.RequestId, method string
 		h.log.Debug("answer to an upstream's request not sent", "method", method, "err", err)
 		return
 	}
-	_, _ = io.Copy(io.Discard, r.Body)
+	_, _ = io.CopyN(io.Discard, r.Body, MaxMessageBytes)
 	r.Body.Close()
 	if r.StatusCode != http.StatusOK && r.StatusCode != http.StatusAccepted {
 		h.log.Debug("upstream refused the answer to its request", "method", method, "status", r.StatusCode)
 	}
+}
+
+// clipMax bounds what of an upstream's method name, id or content type
+// goes into a log line, an error or an answer.
+const clipMax = 64
+
+// clip is s, cut to clipMax bytes (and made valid UTF-8) when longer: the
+// upstream chooses it, up to the 4 MiB of a message (or net/http's bound
+// on response headers).
+func clip(s string) string {
+	if len(s) > clipMax {
+		s = s[:clipMax] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
 }

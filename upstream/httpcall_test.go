@@ -173,6 +173,13 @@ func TestHTTPUpstreamCallStreams(t *testing.T) {
 			s.waitAnswer()
 			fmt.Fprintf(w, "data: %s\n\n", result(id, "crlf"))
 		}},
+		{name: "a request with a 64 KiB method name is refused, the name clipped", answer: `-32601`, call: func(s *scripted, w http.ResponseWriter, id string) {
+			sse(w)
+			fmt.Fprintf(w, `data: {"jsonrpc":"2.0","id":"srv-1","method":"%s"}`+"\n\n", strings.Repeat("m", 64<<10))
+			w.(http.Flusher).Flush()
+			s.waitAnswer()
+			fmt.Fprintf(w, "data: %s\n\n", result(id, "crlf"))
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,6 +200,9 @@ func TestHTTPUpstreamCallStreams(t *testing.T) {
 				s.mu.Unlock()
 				if !strings.Contains(string(got), `"id":"srv-1"`) || !strings.Contains(string(got), tt.answer) {
 					t.Errorf("the upstream was answered %s, want the id srv-1 and %s", got, tt.answer)
+				}
+				if len(got) > 1024 {
+					t.Errorf("the upstream was answered %d bytes, want its request's method clipped", len(got))
 				}
 			}
 			if n := s.initCount(); n != 1 {
