@@ -50,24 +50,25 @@ func callUpstream(ctx context.Context, cn *conn, params *callParams) (*mcp.CallT
 	return callResult(res)
 }
 
-// sendRequest sends one request of nefia's own (id, params) on cn's
-// transport (a url upstream's: its httpCaller) and returns its result: a transport failure as a
-// *transport.Error, after cancelling the request upstream when ctx ended
-// first; a JSON-RPC error as its error.
+// sendRequest sends one request of nefia's own (id, params) on cn: a url
+// upstream's httpCaller, else its transport (stdio). It returns the result;
+// a transport failure as a *transport.Error, after cancelling the request
+// upstream (stdio) when ctx ended first; a JSON-RPC error as its error.
 func sendRequest(ctx context.Context, cn *conn, method mcp.MCPMethod, id string, params any) (json.RawMessage, error) {
-	tr := cn.c.GetTransport()
 	req := transport.JSONRPCRequest{JSONRPC: mcp.JSONRPC_VERSION, ID: mcp.NewRequestId(id), Method: string(method), Params: params}
 	var resp *transport.JSONRPCResponse
 	var err error
 	if cn.http != nil {
+		// Over HTTP, like mcp-go, nothing is sent on cancellation: the
+		// request's connection is closed.
 		resp, err = cn.http.send(ctx, req)
 	} else {
-		resp, err = tr.SendRequest(ctx, req)
-	}
-	if err != nil {
-		if ctx.Err() != nil {
+		tr := cn.c.GetTransport()
+		if resp, err = tr.SendRequest(ctx, req); err != nil && ctx.Err() != nil {
 			cancelUpstream(ctx, tr, req.ID)
 		}
+	}
+	if err != nil {
 		return nil, transport.NewError(err)
 	}
 	if resp.Error != nil {
@@ -79,9 +80,6 @@ func sendRequest(ctx context.Context, cn *conn, method mcp.MCPMethod, id string,
 // cancelUpstream tells a stdio upstream to stop working on request id, as
 // mcp-go's client does, off the caller's path and best effort.
 func cancelUpstream(ctx context.Context, tr transport.Interface, id mcp.RequestId) {
-	if _, ok := tr.(transport.HTTPConnection); ok {
-		return
-	}
 	n := mcp.JSONRPCNotification{
 		JSONRPC: mcp.JSONRPC_VERSION,
 		Notification: mcp.Notification{
