@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -128,7 +127,7 @@ func (h *httpCaller) send(ctx context.Context, req transport.JSONRPCRequest) (*t
 	case isEventStream(ct):
 		return h.readAnswer(ctx, req.ID, resp.Body)
 	default:
-		return nil, fmt.Errorf("unexpected content type %q", clip(ct))
+		return nil, fmt.Errorf("unexpected content type %q", clip(ct, clipMax))
 	}
 }
 
@@ -192,10 +191,7 @@ func statusAnswer(resp *http.Response) (*transport.JSONRPCResponse, error) {
 	if json.Unmarshal(b, &r) == nil && r.Error != nil {
 		return &r, nil
 	}
-	if len(b) > errorBodyClip {
-		b = append(b[:errorBodyClip:errorBodyClip], "…"...)
-	}
-	return nil, fmt.Errorf("request failed with status %d: %s", resp.StatusCode, strings.ToValidUTF8(string(b), "?"))
+	return nil, fmt.Errorf("request failed with status %d: %s", resp.StatusCode, clip(string(b), errorBodyClip))
 }
 
 // readAnswer reads a POST's SSE stream, resuming it while it ends before
@@ -243,7 +239,7 @@ func (h *httpCaller) resume(ctx context.Context, cur *sseCursor, handle func([]b
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !isEventStream(resp.Header.Get("Content-Type")) {
-		return false, fmt.Errorf("resume the answer's event stream: status %d, content type %q", resp.StatusCode, clip(resp.Header.Get("Content-Type")))
+		return false, fmt.Errorf("resume the answer's event stream: status %d, content type %q", resp.StatusCode, clip(resp.Header.Get("Content-Type"), clipMax))
 	}
 	return readSSE(resp.Body, cur, handle)
 }
@@ -253,11 +249,11 @@ func (h *httpCaller) resume(ctx context.Context, cur *sseCursor, handle func([]b
 // (progress, list_changed); a request from the server is answered; a
 // response to another id is not this call's and is dropped.
 func (h *httpCaller) handleEvent(ctx context.Context, id mcp.RequestId, data []byte) *transport.JSONRPCResponse {
+	// One decode for the answer, the stream's usual last message; a
+	// notification is decoded again as one.
 	var m struct {
-		ID     mcp.RequestId   `json:"id"`
-		Method string          `json:"method"`
-		Result json.RawMessage `json:"result"`
-		Error  json.RawMessage `json:"error"`
+		transport.JSONRPCResponse
+		Method string `json:"method"`
 	}
 	if err := json.Unmarshal(data, &m); err != nil {
 		h.log.Debug("undecodable message on an upstream's event stream dropped", "err", err, "bytes", len(data))
@@ -272,16 +268,11 @@ func (h *httpCaller) handleEvent(ctx context.Context, id mcp.RequestId, data []b
 	case m.Method != "":
 		// Answered before reading on: one answer at a time per call, so an
 		// upstream cannot make the gateway hold more.
-		h.answer(ctx, m.ID, clip(m.Method))
+		h.answer(ctx, m.ID, clip(m.Method, clipMax))
 	case m.ID.String() == id.String():
-		var r transport.JSONRPCResponse
-		if err := json.Unmarshal(data, &r); err != nil {
-			h.log.Debug("undecodable response on an upstream's event stream dropped", "err", err)
-			return nil
-		}
-		return &r
+		return &m.JSONRPCResponse
 	default:
-		h.log.Debug("response to another request on a call's event stream dropped", "id", clip(m.ID.String()))
+		h.log.Debug("response to another request on a call's event stream dropped", "id", clip(m.ID.String(), clipMax))
 	}
 	return nil
 }
@@ -302,10 +293,8 @@ func (h *httpCaller) answer(ctx context.Context, id mcp.RequestId, method string
 	if err != nil {
 		return
 	}
-	// Not the call's limit flag: what the upstream answers this POST with
-	// is not the call's answer (limitFlag reads a nil flag as none).
-	ctx = context.WithValue(ctx, limitKey{}, (*atomic.Bool)(nil))
-	ctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	// What the upstream answers this POST with is not the call's answer.
+	ctx, cancel := context.WithTimeout(withoutLimitFlag(ctx), answerTimeout)
 	defer cancel()
 	defer context.AfterFunc(h.done, cancel)()
 	r, err := h.do(ctx, http.MethodPost, body, "application/json, text/event-stream", "")
@@ -324,12 +313,12 @@ func (h *httpCaller) answer(ctx context.Context, id mcp.RequestId, method string
 // goes into a log line, an error or an answer.
 const clipMax = 64
 
-// clip is s, cut to clipMax bytes (and made valid UTF-8) when longer: the
-// upstream chooses it, up to the 4 MiB of a message (or net/http's bound
-// on response headers).
-func clip(s string) string {
-	if len(s) > clipMax {
-		s = s[:clipMax] + "…"
+// clip is s cut to n bytes when longer, and made valid UTF-8: the upstream
+// chooses it, up to the 4 MiB of a message (or net/http's bound on
+// response headers).
+func clip(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
 	}
 	return strings.ToValidUTF8(s, "?")
 }

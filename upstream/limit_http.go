@@ -134,6 +134,12 @@ func withLimitFlag(ctx context.Context) (context.Context, *atomic.Bool) {
 	return context.WithValue(ctx, limitKey{}, hit), hit
 }
 
+// withoutLimitFlag returns ctx without the flag of withLimitFlag: for a
+// request sent on a call's behalf whose answer is not the call's.
+func withoutLimitFlag(ctx context.Context) context.Context {
+	return context.WithValue(ctx, limitKey{}, (*atomic.Bool)(nil))
+}
+
 // limitFlag is the flag withLimitFlag put in ctx; nil for none.
 func limitFlag(ctx context.Context) *atomic.Bool {
 	hit, _ := ctx.Value(limitKey{}).(*atomic.Bool)
